@@ -1,0 +1,66 @@
+"""Registry of queue backends: alias -> dotted class path, imported lazily.
+
+Importing a driver (psycopg, redis, pika) only when its backend is used keeps ``queues``
+usable on a machine that has only one broker client installed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any
+
+from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer
+from queues.errors import BackendUnavailable, UnknownBackend
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Batch",
+    "Capabilities",
+    "Consumer",
+    "Producer",
+    "backend_class",
+    "create_backend",
+    "suggest",
+]
+
+BACKENDS: dict[str, str] = {
+    "memory": "queues.backends.memory.MemoryBackend",
+    "memory-mp": "queues.backends.memory.MultiprocessBackend",
+}
+
+
+def suggest(alias: str, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` when a close alias exists, else an empty string."""
+    close = difflib.get_close_matches(alias, choices, n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def backend_class(alias: str) -> type[Backend]:
+    """The class registered as ``alias``.
+
+    Raises ``UnknownBackend`` with the known aliases and a "did you mean" hint, or
+    ``BackendUnavailable`` if the backend's driver is not installed.
+    """
+    try:
+        path = BACKENDS[alias]
+    except KeyError:
+        known = ", ".join(sorted(BACKENDS))
+        raise UnknownBackend(
+            f"unknown backend {alias!r}{suggest(alias, list(BACKENDS))}; known backends: {known}"
+        ) from None
+    module_name, _, class_name = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"backend {alias!r} needs a driver that is not installed ({exc.name}); "
+            f"install the project with `pip install -e .`"
+        ) from exc
+    return getattr(module, class_name)
+
+
+def create_backend(alias: str, *, url: str = "", namespace: str = "imq", **options: Any) -> Backend:
+    """A backend instance (no I/O yet: call ``connect``)."""
+    return backend_class(alias)(url=url, namespace=namespace, **options)

@@ -1,0 +1,222 @@
+"""In-memory backends: no server, for the embedded default and as the engine's own baseline.
+
+``memory``: a deque shared by threads of one process, with real acks (un-acked messages return
+on ``nack`` or ``close``). ``memory-mp``: a ``multiprocessing`` queue between forked processes;
+like a plain pipe it has no acknowledgements, so it declares at-most-once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import queue as std_queue
+import threading
+from collections import deque
+from typing import Any, Sequence
+
+from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer
+from queues.errors import NotSupported
+from queues.events import PackedMessages
+
+
+class _ThreadQueue:
+    """Ready messages plus the ones handed out and not yet acked."""
+
+    def __init__(self) -> None:
+        self.ready: deque[bytes] = deque()
+        self.in_flight: dict[int, bytes] = {}
+        self.cond = threading.Condition()
+        self.ids = itertools.count()
+
+
+class MemoryBackend(Backend):
+    name = "memory"
+    capabilities = Capabilities(durable=False, native_batch=True, push=True, processes=False)
+    threads_only = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._queues: dict[str, _ThreadQueue] = {}
+
+    def for_worker(self) -> "MemoryBackend":
+        return self  # threads share the queues
+
+    def declare(self, queue: str) -> None:
+        self._queues.setdefault(queue, _ThreadQueue())
+
+    def _get(self, queue: str) -> _ThreadQueue:
+        try:
+            return self._queues[queue]
+        except KeyError:
+            raise NotSupported(f"queue {queue!r} was not declared") from None
+
+    def purge(self, queue: str) -> int:
+        q = self._get(queue)
+        with q.cond:
+            removed = len(q.ready)
+            q.ready.clear()
+        return removed
+
+    def delete(self, queue: str) -> None:
+        self._queues.pop(queue, None)
+
+    def depth(self, queue: str) -> int:
+        q = self._get(queue)
+        with q.cond:
+            return len(q.ready) + len(q.in_flight)
+
+    def producer(self, queue: str) -> Producer:
+        return _ThreadProducer(self._get(queue))
+
+    def consumer(self, queue: str, *, group: str = "default") -> Consumer:
+        return _ThreadConsumer(self._get(queue))
+
+
+class _ThreadProducer(Producer):
+    def __init__(self, q: _ThreadQueue) -> None:
+        self.q = q
+
+    def send_batch(self, messages: Sequence[bytes]) -> None:
+        with self.q.cond:
+            self.q.ready.extend(messages)
+            self.q.cond.notify_all()
+
+
+class _ThreadConsumer(Consumer):
+    def __init__(self, q: _ThreadQueue) -> None:
+        self.q = q
+        self.unacked: set[int] = set()
+
+    def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
+        q = self.q
+        with q.cond:
+            if not q.ready:
+                q.cond.wait(timeout_s)
+            n = min(max_messages, len(q.ready))
+            bodies = [q.ready.popleft() for _ in range(n)]
+            ids = list(itertools.islice(q.ids, n))
+            q.in_flight.update(zip(ids, bodies))
+        self.unacked.update(ids)
+        return Batch(bodies, ids)
+
+    def ack(self, batch: Batch) -> None:
+        with self.q.cond:
+            for i in batch.receipts or ():
+                self.q.in_flight.pop(i, None)
+        self.unacked.difference_update(batch.receipts or ())
+
+    def nack(self, batch: Batch, *, requeue: bool = True) -> None:
+        q = self.q
+        with q.cond:
+            bodies = [q.in_flight.pop(i) for i in batch.receipts or () if i in q.in_flight]
+            if requeue:
+                q.ready.extendleft(reversed(bodies))
+                q.cond.notify_all()
+        self.unacked.difference_update(batch.receipts or ())
+
+    def close(self) -> None:
+        if self.unacked:
+            self.nack(Batch([b""] * len(self.unacked), sorted(self.unacked)))
+
+
+class MultiprocessBackend(Backend):
+    """A ``multiprocessing.Queue`` of message lists (one ``put`` per batch) between forked
+    processes. ``depth`` is exact: a shared counter of messages put and not yet taken."""
+
+    name = "memory-mp"
+    capabilities = Capabilities(acks=False, redelivers_on_crash=False, durable=False, native_batch=True, push=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._ctx = multiprocessing.get_context("fork")
+        self._queues: dict[str, tuple[Any, Any]] = {}
+
+    def for_worker(self) -> "MultiprocessBackend":
+        return self  # forked workers inherit the queues
+
+    def declare(self, queue: str) -> None:
+        if queue not in self._queues:
+            self._queues[queue] = (self._ctx.Queue(), self._ctx.Value("q", 0))
+
+    def _get(self, queue: str) -> tuple[Any, Any]:
+        try:
+            return self._queues[queue]
+        except KeyError:
+            raise NotSupported(f"queue {queue!r} was not declared in this process") from None
+
+    def purge(self, queue: str) -> int:
+        mpq, depth = self._get(queue)
+        removed = 0
+        while depth.value - removed > 0:  # the counter knows what is still in the feeder threads
+            try:
+                removed += len(mpq.get(timeout=0.5))
+            except std_queue.Empty:
+                break
+        with depth.get_lock():
+            depth.value -= removed
+        return removed
+
+    def delete(self, queue: str) -> None:
+        entry = self._queues.pop(queue, None)
+        if entry is not None:
+            entry[0].close()
+            entry[0].cancel_join_thread()
+
+    def depth(self, queue: str) -> int:
+        return self._get(queue)[1].value
+
+    def producer(self, queue: str) -> Producer:
+        return _PipeProducer(*self._get(queue))
+
+    def consumer(self, queue: str, *, group: str = "default") -> Consumer:
+        return _PipeConsumer(*self._get(queue))
+
+
+class _PipeProducer(Producer):
+    def __init__(self, mpq: Any, depth: Any) -> None:
+        self.mpq, self.depth = mpq, depth
+
+    def send_batch(self, messages: Sequence[bytes]) -> None:
+        with self.depth.get_lock():
+            self.depth.value += len(messages)
+        # a PackedMessages batch crosses the pipe as one buffer, not one object per message
+        self.mpq.put(messages if isinstance(messages, PackedMessages) else list(messages))
+
+    def close(self) -> None:
+        """Nothing to release: the queue belongs to the backend, and a worker process flushes
+        its queue's feeder thread when it exits."""
+
+
+class _PipeConsumer(Consumer):
+    def __init__(self, mpq: Any, depth: Any) -> None:
+        self.mpq, self.depth = mpq, depth
+        self.leftover: list[bytes] = []
+
+    def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
+        bodies = self.leftover
+        if not bodies:
+            try:
+                bodies = self.mpq.get(timeout=timeout_s)
+            except std_queue.Empty:
+                return Batch()
+        if len(bodies) > max_messages:
+            bodies, self.leftover = bodies[:max_messages], bodies[max_messages:]
+        else:
+            self.leftover = []
+        if not isinstance(bodies, (list, PackedMessages)):
+            bodies = list(bodies)
+        with self.depth.get_lock():
+            self.depth.value -= len(bodies)
+        return Batch(bodies)
+
+    def ack(self, batch: Batch) -> None:
+        """Nothing to do: a pipe has no acknowledgements."""
+
+    def nack(self, batch: Batch, *, requeue: bool = True) -> None:
+        if requeue and batch.bodies:
+            _PipeProducer(self.mpq, self.depth).send_batch(batch.bodies)
+
+    def close(self) -> None:
+        if self.leftover:
+            self.nack(Batch(self.leftover))
+            self.leftover = []

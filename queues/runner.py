@@ -1,0 +1,353 @@
+"""Runs one experiment: starts producer and consumer workers, accounts, samples, and reports.
+
+The runner owns the ledger and the merged histograms. It ends a run when every event has been
+counted once (success), when the consumers have received nothing for ``idle_timeout_s`` after
+the producers finished (what is missing is reported lost), when a worker fails or dies, or when
+the caller cancels. Whatever ended it, the result holds every figure counted so far.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from queues import environment
+from queues.backends import Backend
+from queues.errors import NotSupported, QueueError
+from queues.ledger import Ledger, LedgerResult
+from queues.metrics import Sample, merge_encoded, new_histogram, percentiles_ms
+from queues.workers import ReportChannel, WorkerContext, run_worker
+from queues.workload import WorkloadSpec
+
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+POLL_S = 0.005
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Faults to inject, for the fault experiments and the at-least-once tests.
+
+    ``kill_consumer_after``: once that many events were reported, SIGKILL consumer 0 (mid-batch:
+    it is busy) and start a replacement, as a supervisor would.
+    """
+
+    kill_consumer_after: int | None = None
+    #: Malformed messages sent into the queue before the producers start.
+    poison_messages: int = 0
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    spec: WorkloadSpec
+    status: str
+    error: str | None
+    summary: dict[str, Any]
+    samples: list[Sample]
+    environment: dict[str, Any]
+    ledger: LedgerResult
+
+
+@dataclass
+class _Worker:
+    role: str
+    index: int
+    handle: Any  # Process or Thread
+    pid: int | None = None
+    ready: bool = False
+    done: bool = False
+    killed: bool = False
+
+    def dead(self) -> bool:
+        if isinstance(self.handle, threading.Thread):
+            return not self.handle.is_alive()
+        return self.handle.exitcode is not None
+
+
+@dataclass
+class _Tally:
+    """Counters the runner updates from worker reports."""
+
+    produced: dict[int, int] = field(default_factory=dict)
+    poison: int = 0
+    last_new_ns: int = 0
+    last_progress: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """One run of ``spec`` on ``backend``. Call ``run()`` once."""
+
+    def __init__(
+        self,
+        spec: WorkloadSpec,
+        backend: Backend,
+        *,
+        run_id: str,
+        on_sample: Callable[[Sample], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        faults: Faults | None = None,
+        sample_interval_s: float = 1.0,
+    ) -> None:
+        self.spec, self.backend, self.run_id = spec, backend, run_id
+        self.on_sample, self.on_progress = on_sample, on_progress
+        self.should_cancel = should_cancel or (lambda: False)
+        self.faults = faults or Faults()
+        self.sample_interval_s = sample_interval_s
+        self.queue = f"{backend.namespace}.{run_id}"
+        self.ledger = Ledger(spec)
+        self.tally = _Tally()
+        self.e2e, self.from_send, self.publish = new_histogram(), new_histogram(), new_histogram()
+        self.interval = new_histogram()
+        self.samples: list[Sample] = []
+        self.workers: list[_Worker] = []
+        if self.faults.kill_consumer_after is not None and backend.threads_only:
+            raise NotSupported(f"{backend.name} runs its workers as threads, which cannot be killed")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        """Run to the end. Raises ``BackendUnavailable`` only before anything was sent (the
+        server is unreachable); every later failure is returned as a failed result."""
+        self.backend.connect()
+        try:
+            self.backend.declare(self.queue)
+            self.backend.purge(self.queue)
+            backend_env = self.backend.environment()
+            status, error = self._run_workers()
+        finally:
+            self._cleanup()
+        return self._result(status, error, backend_env)
+
+    def _run_workers(self) -> tuple[str, str | None]:
+        self._ctx = multiprocessing.get_context("fork")
+        threads = self.backend.threads_only
+        self.channel = ReportChannel(self._ctx)
+        self.start_event = threading.Event() if threads else self._ctx.Event()
+        self.stop_event = threading.Event() if threads else self._ctx.Event()
+        self.worker_ctx = WorkerContext(
+            self.spec, self.backend, self.queue, self.channel, self.start_event, self.stop_event
+        )
+        try:
+            for index in range(self.spec.consumers):
+                self._spawn("consumer", index)
+            for index in range(self.spec.producers):
+                self._spawn("producer", index)
+            self._await_ready()
+            self._send_poison()
+            self.t0_ns, self.t0 = time.time_ns(), time.monotonic()
+            self.tally.last_progress = self.t0
+            self.start_event.set()
+            return self._watch()
+        except QueueError as exc:
+            return FAILED, str(exc)
+        finally:
+            self.stop_event.set()
+            self.start_event.set()  # release anyone still waiting to start
+            self._stop_workers()
+
+    def _send_poison(self) -> None:
+        if self.faults.poison_messages:
+            producer = self.backend.producer(self.queue)
+            try:
+                producer.send_batch([b"not an imqueue event"] * self.faults.poison_messages)
+            finally:
+                producer.close()
+
+    def _spawn(self, role: str, index: int) -> None:
+        target_args = (role, index, self.worker_ctx)
+        if self.backend.threads_only:
+            handle: Any = threading.Thread(target=run_worker, args=target_args, daemon=True, name=f"{role}-{index}")
+        else:
+            handle = self._ctx.Process(target=run_worker, args=target_args, daemon=True, name=f"imq-{role}-{index}")
+        handle.start()
+        self.workers.append(_Worker(role, index, handle))
+
+    def _await_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(w.ready for w in self.workers):
+            self._drain_reports(0.05)
+            self._check_workers()
+            if time.monotonic() > deadline:
+                raise QueueError(f"workers did not start within {READY_TIMEOUT_S:.0f} s")
+
+    def _watch(self) -> tuple[str, str | None]:
+        next_sample = self.t0 + self.sample_interval_s
+        while True:
+            self._drain_reports(POLL_S)
+            self._check_workers()
+            self._inject_faults()
+            now = time.monotonic()
+            if now >= next_sample:
+                self._take_sample()
+                next_sample += self.sample_interval_s
+            if self.on_progress:
+                self.on_progress(self.ledger.unique, self.spec.events)
+            producers_done = all(w.done for w in self.workers if w.role == "producer")
+            if self.ledger.complete and producers_done:
+                return SUCCEEDED, None
+            if self.should_cancel():
+                return CANCELLED, "cancelled by the user"
+            if producers_done and now - self.tally.last_progress > self.spec.idle_timeout_s:
+                return SUCCEEDED, None  # finished; the ledger's verdict says what was lost
+
+    def _stop_workers(self) -> None:
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline and not all(w.done or w.killed or w.dead() for w in self.workers):
+            self._drain_reports(0.02)
+        self._drain_reports(0)
+        for w in self.workers:
+            w.handle.join(timeout=max(0.1, deadline - time.monotonic()))
+            if not w.dead() and not isinstance(w.handle, threading.Thread):
+                w.handle.kill()
+                w.handle.join(timeout=2)
+        self._drain_reports(0)
+
+    def _cleanup(self) -> None:
+        try:
+            self.backend.delete(self.queue)
+        except QueueError:
+            pass  # the run's result says more; a queue left behind is named in the logs
+        finally:
+            self.backend.close()
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def _drain_reports(self, timeout_s: float) -> None:
+        if not self.channel.poll(timeout_s):
+            return
+        while self.channel.poll(0):
+            self._handle(self.channel.recv())
+
+    def _handle(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "batch":
+            _, _, flat, raw_sum, corrupt, poison, received_ns, hists = message
+            if self.ledger.add_indices(np.frombuffer(flat, dtype=np.uint32), raw_sum, corrupt):
+                self.tally.last_new_ns = max(self.tally.last_new_ns, received_ns)
+            self.tally.poison += poison
+            self.tally.last_progress = time.monotonic()
+            if hists:
+                self._merge_latency(*hists)
+        elif kind == "hist":
+            self._merge_latency(message[2], message[3])
+        elif kind == "sent":
+            self.tally.produced[message[1]] = message[2]
+        elif kind == "ready":
+            worker = self._worker(message[1], message[2])
+            worker.ready, worker.pid = True, message[3]
+        elif kind == "done":
+            self._worker(message[1], message[2]).done = True
+            if message[1] == "producer":
+                merge_encoded(self.publish, message[3]["publish_hist"])
+        elif kind == "error":
+            self.tally.errors.append(f"{message[1]} {message[2]}: {message[3]}")
+
+    def _merge_latency(self, e2e: bytes, from_send: bytes) -> None:
+        merge_encoded(self.e2e, e2e)
+        merge_encoded(self.interval, e2e)
+        merge_encoded(self.from_send, from_send)
+
+    def _worker(self, role: str, index: int) -> _Worker:
+        return next(w for w in reversed(self.workers) if w.role == role and w.index == index)
+
+    def _check_workers(self) -> None:
+        if self.tally.errors:
+            raise QueueError(self.tally.errors[0])
+        for w in self.workers:
+            if not w.done and not w.killed and w.dead():
+                self._drain_reports(0)
+                if self.tally.errors:
+                    raise QueueError(self.tally.errors[0])
+                code = getattr(w.handle, "exitcode", None)
+                raise QueueError(f"{w.role} {w.index} died unexpectedly (exit code {code})")
+
+    def _inject_faults(self) -> None:
+        after = self.faults.kill_consumer_after
+        if after is None or self.ledger.received < after:
+            return
+        victim = self.workers[0] if self.workers[0].role == "consumer" else None
+        if victim is None or victim.killed:
+            return
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.killed = True
+        victim.handle.join(timeout=5)
+        self._spawn("consumer", self.spec.consumers)  # the supervisor's replacement
+
+    # -- figures ---------------------------------------------------------------------------
+
+    def _take_sample(self) -> None:
+        produced = sum(self.tally.produced.values())
+        consumed = self.ledger.received
+        elapsed = time.monotonic() - self.t0
+        previous = self.samples[-1] if self.samples else None
+        span = elapsed - (previous.t_s if previous else 0.0)
+        sample = Sample(
+            t_s=round(elapsed, 3),
+            produced=produced,
+            consumed=consumed,
+            unique=self.ledger.unique,
+            produce_eps=round((produced - (previous.produced if previous else 0)) / span, 1) if span else 0.0,
+            consume_eps=round((consumed - (previous.consumed if previous else 0)) / span, 1) if span else 0.0,
+            depth=self._depth(),
+            backlog=produced - consumed,
+            latency_ms=percentiles_ms(self.interval),
+        )
+        self.interval = new_histogram()
+        self.samples.append(sample)
+        if self.on_sample:
+            self.on_sample(sample)
+
+    def _depth(self) -> int | None:
+        if not self.backend.capabilities.depth:
+            return None
+        try:
+            return self.backend.depth(self.queue)
+        except QueueError:
+            return None
+
+    def _result(self, status: str, error: str | None, backend_env: dict[str, Any]) -> RunResult:
+        if hasattr(self, "t0"):
+            self._take_sample()  # the final, partial interval
+        ledger = self.ledger.result()
+        drain_s = max(0.0, (self.tally.last_new_ns - getattr(self, "t0_ns", 0)) / 1e9) if ledger.unique else 0.0
+        summary = {
+            "run_id": self.run_id,
+            "status": status,
+            "error": error,
+            "backend": self.spec.backend,
+            "events": self.spec.events,
+            "producers": self.spec.producers,
+            "consumers": self.spec.consumers,
+            "events_per_message": self.spec.events_per_message,
+            "batch": self.spec.batch,
+            "duration_s": round(drain_s, 6),
+            "throughput_eps": round(ledger.unique / drain_s, 1) if drain_s else 0.0,
+            "sum": ledger.raw_sum,
+            "unique_sum": ledger.unique_sum,
+            "expected_sum": ledger.expected_sum,
+            "received": ledger.received,
+            "unique": ledger.unique,
+            "duplicates": ledger.duplicates,
+            "lost": ledger.lost,
+            "corrupt": ledger.corrupt,
+            "poison": self.tally.poison,
+            "verdict": ledger.verdict,
+            "latency_ms": percentiles_ms(self.e2e),
+            "latency_from_send_ms": percentiles_ms(self.from_send),
+            "publish_ms": percentiles_ms(self.publish),
+            "killed_consumers": sum(1 for w in self.workers if w.killed),
+        }
+        env = environment.collect(backend_env)
+        env["capabilities"] = self.backend.capabilities.as_dict()
+        return RunResult(self.run_id, self.spec, status, error, summary, self.samples, env, ledger)

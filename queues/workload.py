@@ -1,0 +1,109 @@
+"""The experiment spec: a frozen, validated dataclass shared by the engine and Django."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from queues.errors import InvalidSpec
+from queues.events import MAX_EVENTS_PER_PRODUCER, MAX_PRODUCERS
+
+MAX_WORKERS = 256
+_INT_TEXT = re.compile(r"^[+-]?\d[\d_]*(?:[eE]\+?\d+)?$")
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """What to run: the integers 1..events from ``producers`` to ``consumers`` over ``backend``.
+
+    ``events_per_message`` events are packed in one queue message and ``batch`` messages move
+    in one send or receive call. ``idle_timeout_s`` ends a run whose consumers have received
+    nothing for that long once the producers are done: what is missing then is reported lost.
+    """
+
+    backend: str = "memory-mp"
+    events: int = 1_000_000
+    producers: int = 1
+    consumers: int = 1
+    events_per_message: int = 1
+    batch: int = 1000
+    idle_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name, low, high in (
+            ("events", 1, MAX_EVENTS_PER_PRODUCER),
+            ("producers", 1, min(MAX_WORKERS, MAX_PRODUCERS)),
+            ("consumers", 1, MAX_WORKERS),
+            ("events_per_message", 1, 100_000),
+            ("batch", 1, 100_000),
+        ):
+            object.__setattr__(self, name, _whole_number(name, getattr(self, name), low, high))
+        if self.producers > self.events:
+            raise InvalidSpec(
+                f"producers ({self.producers}) must not exceed events ({self.events}): "
+                "every producer sends at least one event"
+            )
+        timeout = _number("idle_timeout_s", self.idle_timeout_s, 0.1, 3600)
+        object.__setattr__(self, "idle_timeout_s", timeout)
+        if not isinstance(self.backend, str) or not self.backend:
+            raise InvalidSpec("backend must be a backend alias such as 'memory-mp'")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "WorkloadSpec":
+        """Build from a dict (a form, a model row, parsed JSON), ignoring ``None`` values."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidSpec(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def expected_sum(self) -> int:
+        """1 + 2 + ... + events."""
+        return self.events * (self.events + 1) // 2
+
+    def producer_shares(self) -> list[tuple[int, int]]:
+        """``(base, count)`` per producer: producer ``p`` sends values ``base+1 .. base+count``.
+
+        Event ``(p, seq)`` has the flat index ``base + seq`` and the value ``base + seq + 1``.
+        """
+        share, extra = divmod(self.events, self.producers)
+        shares, base = [], 0
+        for p in range(self.producers):
+            count = share + (1 if p < extra else 0)
+            shares.append((base, count))
+            base += count
+        return shares
+
+
+def _whole_number(name: str, value: Any, low: int, high: int) -> int:
+    allowed = f"{name} must be a whole number from {low} to {high}"
+    if isinstance(value, bool):
+        raise InvalidSpec(f"{allowed}, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        if not _INT_TEXT.match(text):
+            raise InvalidSpec(f"{allowed}, got {value!r}")
+        number = float(text.replace("_", "")) if "e" in text.lower() else int(text.replace("_", ""))
+        value = number
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise InvalidSpec(f"{allowed}, got {value!r}")
+        value = int(value)
+    if not isinstance(value, int) or not low <= value <= high:
+        raise InvalidSpec(f"{allowed}, got {value!r}")
+    return value
+
+
+def _number(name: str, value: Any, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidSpec(f"{name} must be a number from {low} to {high}, got {value!r}") from None
+    if not low <= number <= high:
+        raise InvalidSpec(f"{name} must be a number from {low} to {high}, got {value!r}")
+    return number

@@ -1,0 +1,200 @@
+"""The contract every backend honours, run against each registered backend's real server.
+
+A backend joins by being registered in ``queues.backends.BACKENDS``; capability-specific tests
+read ``backend.capabilities`` instead of naming backends.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from queues.backends import Batch
+from queues.errors import NotSupported
+from queues.events import encode_events, split_messages
+from queues.runner import SUCCEEDED, Faults, Runner
+from queues.workload import WorkloadSpec
+
+
+def bodies(n: int, start: int = 0) -> list[bytes]:
+    seq = np.arange(start, start + n, dtype=np.int64)
+    return list(split_messages(encode_events(0, seq, seq + 1, 0, 0), 1))
+
+
+def receive_all(consumer, expected: int, *, timeout_s: float = 10.0) -> list[Batch]:
+    batches, got, deadline = [], 0, time.monotonic() + timeout_s
+    while got < expected and time.monotonic() < deadline:
+        batch = consumer.receive_batch(100, 0.2)
+        if batch:
+            batches.append(batch)
+            got += len(batch)
+    return batches
+
+
+def flat(batches: list[Batch]) -> list[bytes]:
+    return [bytes(b) for batch in batches for b in batch.bodies]
+
+
+def test_declare_is_idempotent_and_a_new_queue_is_empty(backend, queue_name):
+    backend.declare(queue_name)
+    assert backend.purge(queue_name) == 0
+    if backend.capabilities.depth:
+        assert backend.depth(queue_name) == 0
+    else:
+        with pytest.raises(NotSupported):
+            backend.depth(queue_name)
+
+
+def test_messages_sent_are_received_once_and_in_order(backend, queue_name):
+    sent = bodies(250)
+    producer = backend.producer(queue_name)
+    producer.send_batch(sent[:200])
+    producer.send(sent[200])
+    producer.send_batch(sent[201:])
+    producer.close()
+    consumer = backend.consumer(queue_name)
+    batches = receive_all(consumer, len(sent))
+    received = flat(batches)
+    if backend.capabilities.fifo:
+        assert received == sent
+    else:
+        assert sorted(received) == sorted(sent)
+    for batch in batches:
+        consumer.ack(batch)
+    assert not consumer.receive_batch(10, 0.2)
+    if backend.capabilities.depth:
+        assert backend.depth(queue_name) == 0
+    consumer.close()
+
+
+def test_receive_on_an_empty_queue_returns_an_empty_batch_within_the_timeout(backend, queue_name):
+    consumer = backend.consumer(queue_name)
+    began = time.monotonic()
+    batch = consumer.receive_batch(10, 0.3)
+    elapsed = time.monotonic() - began
+    consumer.close()
+    assert isinstance(batch, Batch) and len(batch) == 0
+    assert elapsed < 2.0
+
+
+def test_purge_removes_and_counts_messages(backend, queue_name):
+    producer = backend.producer(queue_name)
+    producer.send_batch(bodies(30))
+    producer.close()
+    if backend.capabilities.depth:
+        assert backend.depth(queue_name) == 30
+    assert backend.purge(queue_name) == 30
+    consumer = backend.consumer(queue_name)
+    assert not consumer.receive_batch(10, 0.2)
+    consumer.close()
+
+
+def test_delete_is_idempotent(backend):
+    name = f"{backend.namespace}.del{uuid.uuid4().hex[:6]}"
+    backend.declare(name)
+    backend.delete(name)
+    backend.delete(name)
+
+
+def test_two_consumers_never_receive_the_same_message(backend, queue_name):
+    sent = bodies(400)
+    producer = backend.producer(queue_name)
+    producer.send_batch(sent)
+    producer.close()
+    first, second = backend.consumer(queue_name), backend.consumer(queue_name)
+    seen: list[bytes] = []
+    deadline = time.monotonic() + 10
+    while len(seen) < len(sent) and time.monotonic() < deadline:
+        for consumer in (first, second):
+            batch = consumer.receive_batch(50, 0.1)
+            seen.extend(bytes(b) for b in batch.bodies)
+            consumer.ack(batch)
+    first.close()
+    second.close()
+    assert len(seen) == len(sent)
+    assert sorted(seen) == sorted(sent)
+
+
+def test_close_returns_unacked_messages_to_the_queue(backend, queue_name):
+    if not backend.capabilities.redelivers_on_crash:
+        pytest.skip(f"{backend.name} declares no redelivery (capabilities.redelivers_on_crash=False)")
+    sent = bodies(5)
+    producer = backend.producer(queue_name)
+    producer.send_batch(sent)
+    producer.close()
+    consumer = backend.consumer(queue_name)
+    assert sorted(flat(receive_all(consumer, 5))) == sorted(sent)
+    consumer.close()  # without acking
+    again = backend.consumer(queue_name)
+    batches = receive_all(again, 5, timeout_s=30)
+    assert sorted(flat(batches)) == sorted(sent)
+    for batch in batches:
+        again.ack(batch)
+    again.close()
+
+
+def test_nack_requeue_and_dead_letter(backend, queue_name):
+    if not backend.capabilities.acks:
+        pytest.skip(f"{backend.name} declares no acknowledgements (capabilities.acks=False)")
+    producer = backend.producer(queue_name)
+    producer.send_batch(bodies(4))
+    producer.close()
+    consumer = backend.consumer(queue_name)
+    batches = receive_all(consumer, 4)
+    merged = [(batch, i) for batch in batches for i in range(len(batch))]
+    assert len(merged) == 4
+    # requeue the first two, dead-letter the last two
+    for batch in batches:
+        consumer.nack(batch.subset([i for i in range(len(batch)) if (batch, i) in merged[:2]]), requeue=True)
+        consumer.nack(batch.subset([i for i in range(len(batch)) if (batch, i) in merged[2:]]), requeue=False)
+    back = receive_all(consumer, 2, timeout_s=10)
+    assert sorted(flat(back)) == sorted(bytes(b.bodies[i]) for b, i in merged[:2])
+    for batch in back:
+        consumer.ack(batch)
+    assert not consumer.receive_batch(10, 0.3), "a dead-lettered message came back"
+    consumer.close()
+
+
+def run(backend, **spec_fields) -> tuple:
+    faults = spec_fields.pop("faults", None)
+    spec = WorkloadSpec(backend=backend.name, **spec_fields)
+    result = Runner(spec, backend, run_id=uuid.uuid4().hex[:8], faults=faults).run()
+    return spec, result
+
+
+def test_a_small_run_through_the_engine_is_exact(backend):
+    spec, result = run(backend, events=20_000, producers=2, consumers=2, batch=200, events_per_message=3)
+    assert result.status == SUCCEEDED, result.error
+    assert result.summary["verdict"] == "exact"
+    assert result.summary["sum"] == spec.expected_sum
+    assert result.summary["unique"] == 20_000 and result.summary["lost"] == 0
+    assert result.summary["latency_ms"]["p50"] > 0
+
+
+def test_poison_messages_are_counted_and_set_aside(backend):
+    spec, result = run(backend, events=2_000, batch=100, faults=Faults(poison_messages=3), idle_timeout_s=3)
+    assert result.status == SUCCEEDED, result.error
+    assert result.summary["poison"] == 3
+    assert result.summary["verdict"] == "exact"
+
+
+def test_a_killed_consumer_loses_nothing_where_redelivery_is_declared(backend):
+    if backend.threads_only:
+        pytest.skip(f"{backend.name} runs its workers as threads; there is no process to kill")
+    spec, result = run(
+        backend, events=30_000, consumers=2, batch=100, idle_timeout_s=5,
+        faults=Faults(kill_consumer_after=5_000),
+    )
+    summary = result.summary
+    assert result.status == SUCCEEDED, result.error
+    assert summary["killed_consumers"] == 1
+    assert summary["unique"] + summary["lost"] == spec.events
+    if backend.capabilities.redelivers_on_crash:
+        assert summary["lost"] == 0, summary
+        assert summary["verdict"] in {"exact", "duplicated"}
+    else:
+        # at-most-once: whatever was lost is reported, never hidden
+        assert summary["verdict"] == ("lost" if summary["lost"] else "exact")
