@@ -13,7 +13,8 @@ over whole batches: no per-event Python work except slicing a batch into message
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence, overload
+from collections.abc import Iterator, Sequence
+from typing import overload
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class PackedMessages(Sequence[bytes]):
     @overload
     def __getitem__(self, index: int) -> bytes: ...
     @overload
-    def __getitem__(self, index: slice) -> "PackedMessages": ...
+    def __getitem__(self, index: slice) -> PackedMessages: ...
     def __getitem__(self, index):  # type: ignore[no-untyped-def]
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self))

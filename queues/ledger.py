@@ -30,7 +30,7 @@ class Shares:
     count: np.ndarray
 
     @classmethod
-    def of(cls, spec: WorkloadSpec) -> "Shares":
+    def of(cls, spec: WorkloadSpec) -> Shares:
         shares = spec.producer_shares()
         return cls(
             base=np.array([b for b, _ in shares], dtype=np.int64),

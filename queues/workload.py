@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from queues.errors import InvalidSpec
 from queues.events import MAX_EVENTS_PER_PRODUCER, MAX_PRODUCERS
@@ -50,7 +51,7 @@ class WorkloadSpec:
             raise InvalidSpec("backend must be a backend alias such as 'memory-mp'")
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "WorkloadSpec":
+    def from_mapping(cls, values: Mapping[str, Any]) -> WorkloadSpec:
         """Build from a dict (a form, a model row, parsed JSON), ignoring ``None`` values."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)

@@ -13,10 +13,11 @@ as much as the whole reference run of the in-memory benchmark.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
-from queues.errors import NotSupported
+from queues.errors import BackendUnavailable, InvalidSpec, NotSupported
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Capabilities:
     fifo: bool = True  # one producer's messages arrive in order to a single consumer
     processes: bool = True  # producers and consumers may be separate OS processes
 
-    def extend(self, **changes: bool) -> "Capabilities":
+    def extend(self, **changes: bool) -> Capabilities:
         """A copy with some guarantees changed (kombu's ``Implements.extend``)."""
         return replace(self, **changes)
 
@@ -58,7 +59,7 @@ class Batch:
     def __bool__(self) -> bool:
         return bool(self.bodies)
 
-    def subset(self, indices: Sequence[int]) -> "Batch":
+    def subset(self, indices: Sequence[int]) -> Batch:
         """The messages at ``indices``, to ack or nack part of a batch (poison, say)."""
         receipts = self.receipts
         if isinstance(receipts, list):
@@ -168,7 +169,7 @@ class Backend:
         """A new consumer with its own connection, for one worker."""
         raise NotImplementedError
 
-    def for_worker(self) -> "Backend":
+    def for_worker(self) -> Backend:
         """The copy a forked worker uses: same settings, no inherited connection.
 
         Backends whose queue lives in the runner's memory (``memory-mp``) override this to
@@ -189,6 +190,27 @@ class Backend:
     def describe_url(self) -> str:
         """The URL with its password hidden, for messages."""
         return redact_url(self.url)
+
+    def unavailable(self, exc: BaseException, doing: str = "connect to") -> BackendUnavailable:
+        """The one-line error for a server that is down or refuses us: names the URL (password
+        hidden), the cause, and the setting to change. Raise it ``from exc``."""
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = f"; check the server or set {self.url_setting}" if self.url_setting else ""
+        return BackendUnavailable(f"{self.name}: cannot {doing} {self.describe_url()} ({cause}){where}")
+
+    def option(self, name: str, default: Any, kind: type = str) -> Any:
+        """Backend option ``name`` converted to ``kind``; options may arrive as strings from
+        the command line (``--option prefetch=500``). Raises ``InvalidSpec`` naming the option."""
+        value = self.options.get(name, default)
+        if kind is bool and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise InvalidSpec(f"option {name} of {self.name} must be true or false, got {value!r}")
+            return lowered in {"1", "true", "yes", "on"}
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise InvalidSpec(f"option {name} of {self.name} must be a {kind.__name__}, got {value!r}") from None
 
 
 def redact_url(url: str) -> str:

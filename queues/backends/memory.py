@@ -12,7 +12,8 @@ import multiprocessing
 import queue as std_queue
 import threading
 from collections import deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer
 from queues.errors import NotSupported
@@ -38,7 +39,7 @@ class MemoryBackend(Backend):
         super().__init__(**kwargs)
         self._queues: dict[str, _ThreadQueue] = {}
 
-    def for_worker(self) -> "MemoryBackend":
+    def for_worker(self) -> MemoryBackend:
         return self  # threads share the queues
 
     def declare(self, queue: str) -> None:
@@ -95,7 +96,7 @@ class _ThreadConsumer(Consumer):
             n = min(max_messages, len(q.ready))
             bodies = [q.ready.popleft() for _ in range(n)]
             ids = list(itertools.islice(q.ids, n))
-            q.in_flight.update(zip(ids, bodies))
+            q.in_flight.update(zip(ids, bodies, strict=True))
         self.unacked.update(ids)
         return Batch(bodies, ids)
 
@@ -131,7 +132,7 @@ class MultiprocessBackend(Backend):
         self._ctx = multiprocessing.get_context("fork")
         self._queues: dict[str, tuple[Any, Any]] = {}
 
-    def for_worker(self) -> "MultiprocessBackend":
+    def for_worker(self) -> MultiprocessBackend:
         return self  # forked workers inherit the queues
 
     def declare(self, queue: str) -> None:
