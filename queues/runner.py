@@ -322,33 +322,55 @@ class Runner:
             self._take_sample()  # the final, partial interval
         ledger = self.ledger.result()
         drain_s = max(0.0, (self.tally.last_new_ns - getattr(self, "t0_ns", 0)) / 1e9) if ledger.unique else 0.0
-        summary = {
-            "run_id": self.run_id,
-            "status": status,
-            "error": error,
-            "backend": self.spec.backend,
-            "events": self.spec.events,
-            "producers": self.spec.producers,
-            "consumers": self.spec.consumers,
-            "events_per_message": self.spec.events_per_message,
-            "batch": self.spec.batch,
-            "duration_s": round(drain_s, 6),
-            "throughput_eps": round(ledger.unique / drain_s, 1) if drain_s else 0.0,
-            "sum": ledger.raw_sum,
-            "unique_sum": ledger.unique_sum,
-            "expected_sum": ledger.expected_sum,
-            "received": ledger.received,
-            "unique": ledger.unique,
-            "duplicates": ledger.duplicates,
-            "lost": ledger.lost,
-            "corrupt": ledger.corrupt,
-            "poison": self.tally.poison,
-            "verdict": ledger.verdict,
-            "latency_ms": percentiles_ms(self.e2e),
-            "latency_from_send_ms": percentiles_ms(self.from_send),
-            "publish_ms": percentiles_ms(self.publish),
-            "killed_consumers": sum(1 for w in self.workers if w.killed),
-        }
+        summary = summarise(
+            run_id=self.run_id, spec=self.spec, status=status, error=error, ledger=ledger, drain_s=drain_s,
+            latency=self.e2e, latency_from_send=self.from_send, publish=self.publish,
+            poison=self.tally.poison, killed=sum(1 for w in self.workers if w.killed),
+        )
         env = environment.collect(backend_env)
         env["capabilities"] = self.backend.capabilities.as_dict()
         return RunResult(self.run_id, self.spec, status, error, summary, self.samples, env, ledger)
+
+
+def summarise(
+    *,
+    run_id: str,
+    spec: WorkloadSpec,
+    status: str,
+    error: str | None,
+    ledger: LedgerResult,
+    drain_s: float,
+    latency: Any,
+    latency_from_send: Any,
+    publish: Any | None,
+    poison: int,
+    killed: int,
+) -> dict[str, Any]:
+    """The run's summary: the JSON contract of ``runexperiment --json`` (see the README)."""
+    return {
+        "run_id": run_id,
+        "status": status,
+        "error": error,
+        "backend": spec.backend,
+        "events": spec.events,
+        "producers": spec.producers,
+        "consumers": spec.consumers,
+        "events_per_message": spec.events_per_message,
+        "batch": spec.batch,
+        "duration_s": round(drain_s, 6),
+        "throughput_eps": round(ledger.unique / drain_s, 1) if drain_s > 0 else 0.0,
+        "sum": ledger.raw_sum,
+        "unique_sum": ledger.unique_sum,
+        "expected_sum": ledger.expected_sum,
+        "received": ledger.received,
+        "unique": ledger.unique,
+        "duplicates": ledger.duplicates,
+        "lost": ledger.lost,
+        "corrupt": ledger.corrupt,
+        "poison": poison,
+        "verdict": ledger.verdict,
+        "latency_ms": percentiles_ms(latency),
+        "latency_from_send_ms": percentiles_ms(latency_from_send),
+        "publish_ms": percentiles_ms(publish) if publish is not None else None,
+        "killed_consumers": killed,
+    }

@@ -1,0 +1,31 @@
+"""``python manage.py listbackends``: every backend and approach, its guarantees, and whether
+its server answers now."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from experiments.backends_status import backend_statuses
+
+
+class Command(BaseCommand):
+    help = "List every backend with its capabilities and whether its server is reachable now."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true", help="print a JSON list")
+
+    def handle(self, *args, **opts):
+        statuses = backend_statuses(urls=settings.IMQ_URLS)
+        if opts["json"]:
+            self.stdout.write(json.dumps(statuses, indent=2))
+            return
+        for status in statuses:
+            caps = status["capabilities"]
+            guarantees = ", ".join(k for k, v in caps.items() if v) if caps else status["description"]
+            self.stdout.write(f"{status['alias']:<18} {status['state']:<12} {status['url']}")
+            self.stdout.write(f"{'':<18} {guarantees}")
+            if status["detail"]:
+                self.stdout.write(f"{'':<18} {status['detail']}")

@@ -1,0 +1,87 @@
+"""Experiment definitions, their runs and the runs' interval samples. No logic here: writes
+live in ``services.py``, reads in ``selectors.py``."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Experiment(models.Model):
+    """A workload on a backend with its knobs; the fields mirror ``queues.workload.WorkloadSpec``."""
+
+    name = models.CharField(max_length=200, unique=True)
+    backend = models.CharField(max_length=50, default="memory-mp")
+    events = models.PositiveBigIntegerField(default=1_000_000)
+    producers = models.PositiveIntegerField(default=1)
+    consumers = models.PositiveIntegerField(default=1)
+    events_per_message = models.PositiveIntegerField(default=1)
+    batch = models.PositiveIntegerField(default=1000, help_text="messages per send or receive call")
+    idle_timeout_s = models.FloatField(default=10.0)
+    options = models.JSONField(default=dict, blank=True, help_text="backend options, e.g. {\"prefetch\": 500}")
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Run(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    experiment = models.ForeignKey(Experiment, related_name="runs", on_delete=models.CASCADE)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    spec = models.JSONField(default=dict, help_text="the workload as run (a snapshot of the experiment)")
+    environment = models.JSONField(default=dict, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    verdict = models.CharField(max_length=20, blank=True)
+    duration_s = models.FloatField(null=True, blank=True)
+    throughput_eps = models.FloatField(null=True, blank=True)
+    latency_p50_ms = models.FloatField(null=True, blank=True)
+    latency_p99_ms = models.FloatField(null=True, blank=True)
+    unique = models.BigIntegerField(null=True, blank=True)
+    duplicates = models.BigIntegerField(null=True, blank=True)
+    lost = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of {self.experiment.name} ({self.status})"
+
+    @property
+    def backend(self) -> str:
+        return self.spec.get("backend", "")
+
+
+class Sample(models.Model):
+    """One interval (about a second) of a run: see ``queues.metrics.Sample``."""
+
+    run = models.ForeignKey(Run, related_name="samples", on_delete=models.CASCADE)
+    t_s = models.FloatField()
+    produced = models.BigIntegerField()
+    consumed = models.BigIntegerField()
+    unique = models.BigIntegerField()
+    produce_eps = models.FloatField()
+    consume_eps = models.FloatField()
+    depth = models.BigIntegerField(null=True, blank=True)
+    backlog = models.BigIntegerField()
+    p50_ms = models.FloatField(null=True, blank=True)
+    p90_ms = models.FloatField(null=True, blank=True)
+    p99_ms = models.FloatField(null=True, blank=True)
+    p999_ms = models.FloatField(null=True, blank=True)
+    max_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "t_s"]

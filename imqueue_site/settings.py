@@ -1,0 +1,130 @@
+"""imqueue settings: the only module that reads the environment.
+
+With nothing set, the project runs on SQLite in the project folder and the in-memory backend.
+Every variable is listed in the README ("Configuration").
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+class Env:
+    """Typed reads of the environment with embedded defaults."""
+
+    def __init__(self, environ: os._Environ | dict) -> None:
+        self.environ = environ
+
+    def str(self, name: str, default: str = "") -> str:
+        return self.environ.get(name, default)
+
+    def bool(self, name: str, default: bool = False) -> bool:
+        value = self.environ.get(name)
+        return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
+
+    def list(self, name: str, default: list[str]) -> list[str]:
+        value = self.environ.get(name)
+        return default if value is None else [item.strip() for item in value.split(",") if item.strip()]
+
+    def prefixed(self, prefix: str, suffix: str) -> dict[str, str]:
+        return {k: v for k, v in self.environ.items() if k.startswith(prefix) and k.endswith(suffix)}
+
+
+env = Env(os.environ)
+
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", "imqueue-dev-only-not-secret")
+DEBUG = env.bool("DJANGO_DEBUG", True)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "django_q",
+    "channels",
+    "experiments",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "imqueue_site.urls"
+ASGI_APPLICATION = "imqueue_site.asgi.application"
+WSGI_APPLICATION = "imqueue_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_database = dj_database_url.parse(
+    env.str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=0
+)
+# django-prometheus wraps the database backend so that /metrics shows query figures
+_engine = _database["ENGINE"].rsplit(".", 1)[-1]
+if _engine in {"sqlite3", "postgresql", "mysql"}:
+    _database["ENGINE"] = f"django_prometheus.db.backends.{_engine}"
+DATABASES = {"default": _database}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# django-q2: launches go through the database broker unless told otherwise
+Q_CLUSTER = {
+    "name": "imqueue",
+    "workers": int(env.str("IMQ_Q_WORKERS", "1")),
+    "timeout": int(env.str("IMQ_RUN_TIMEOUT_S", "3600")),
+    "retry": int(env.str("IMQ_RUN_TIMEOUT_S", "3600")) + 60,
+    "orm": "default",
+    "catch_up": False,
+}
+
+# Queue servers: IMQ_<NAME>_URL, one per backend family (IMQ_POSTGRES_URL, IMQ_MYSQL_URL,
+# IMQ_REDIS_URL, IMQ_AMQP_URL). A backend with no URL set uses its class's default_url,
+# the local server on its standard port.
+IMQ_URLS = env.prefixed("IMQ_", "_URL")
+IMQ_DEFAULT_BACKEND = env.str("IMQ_DEFAULT_BACKEND", "memory-mp")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("IMQ_LOG_LEVEL", "WARNING")},
+}
