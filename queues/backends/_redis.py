@@ -1,0 +1,147 @@
+"""What the Redis backends share: the client, error conversion, Lua scripts, the run's keys.
+
+Every key of a queue starts with ``{<queue>}:`` (the braces make it one Redis Cluster hash slot
+and a prefix nothing else uses), so ``delete`` can find and remove exactly what a run left.
+
+Connection policy: no automatic retry. redis-py would resend a command after a broken
+connection, and a resent push duplicates messages while a resent take script moves a second
+batch whose reply nobody reads. A lost connection is therefore raised as ``BackendUnavailable``
+and the runner fails the run, keeping what was counted. Socket timeouts bound every call.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from queues.backends.base import Backend
+from queues.errors import BackendUnavailable, QueueError
+
+CONNECT_TIMEOUT_S = 3.0
+#: Longest a reply may take beyond a blocking command's own timeout.
+SOCKET_TIMEOUT_S = 10.0
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def load_lua(name: str) -> str:
+    """The text of ``queues/backends/lua/<name>.lua`` (STYLE habit 5: scripts in named files)."""
+    return resources.files("queues.backends").joinpath("lua", f"{name}.lua").read_text()
+
+
+def key_prefix(queue: str) -> str:
+    return "{" + queue + "}:"
+
+
+def keys_pattern(queue: str) -> str:
+    """A SCAN pattern matching every key of ``queue`` and nothing else."""
+    return _GLOB_SPECIAL.sub(r"\\\1", key_prefix(queue)) + "*"
+
+
+class RedisBase(Backend):
+    """Connection handling shared by ``redis-list`` and ``redis-stream``."""
+
+    url_setting = "IMQ_REDIS_URL"
+    default_url = "redis://127.0.0.1:6379/0"
+    #: Lua scripts this backend registers, by file name.
+    scripts: tuple[str, ...] = ()
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._client: redis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    def _fresh_state(self) -> dict[str, Any]:
+        return {"_client": None, "_scripts": {}}
+
+    def new_client(self, role: str) -> redis.Redis:
+        """A client of its own, named ``imq:<namespace>:<role>`` so that an operator (or a test)
+        can find this run's connections in ``CLIENT LIST`` and kill only them."""
+        try:
+            client = redis.Redis.from_url(
+                self.url,
+                socket_connect_timeout=CONNECT_TIMEOUT_S,
+                socket_timeout=SOCKET_TIMEOUT_S,
+                retry=Retry(NoBackoff(), 0),
+                client_name=f"imq:{self.namespace}:{role}",
+            )
+            client.ping()
+        except (redis.RedisError, ValueError, OSError) as exc:
+            raise self.unavailable(exc) from exc
+        return client
+
+    def connect(self) -> None:
+        if self._client is None:
+            self._client = self.new_client("admin")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @property
+    def client(self) -> redis.Redis:
+        self.connect()
+        assert self._client is not None
+        return self._client
+
+    def register_scripts(self, client: redis.Redis) -> dict[str, Any]:
+        """The backend's Lua scripts bound to ``client`` (sent once, then run by SHA)."""
+        return {name: client.register_script(load_lua(name)) for name in self.scripts}
+
+    def script(self, name: str) -> Any:
+        if not self._scripts:
+            self._scripts = self.register_scripts(self.client)
+        return self._scripts[name]
+
+    def delete_keys(self, queue: str) -> None:
+        """Remove every key of ``queue`` (SCAN by its private prefix; never another run's)."""
+        with wrap_errors(self, "delete the keys of"):
+            batch = []
+            for key in self.client.scan_iter(match=keys_pattern(queue), count=500):
+                batch.append(key)
+                if len(batch) >= 500:
+                    self.client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                self.client.unlink(*batch)
+
+    def environment(self) -> dict[str, Any]:
+        with wrap_errors(self, "read the settings of"):
+            info = self.client.info("server")
+            config = {**self.client.config_get("appendonly"), **self.client.config_get("appendfsync"),
+                      **self.client.config_get("save")}
+        return {
+            "server": "redis",
+            "server_version": info.get("redis_version"),
+            "url": self.describe_url(),
+            "appendonly": config.get("appendonly"),
+            "appendfsync": config.get("appendfsync"),
+            "save": config.get("save") or "(no snapshots)",
+            "durable_on_server_restart": config.get("appendonly") == "yes" or bool(config.get("save")),
+        }
+
+
+class wrap_errors:
+    """Convert redis-py errors at the boundary: connection problems become
+    ``BackendUnavailable`` (the run fails at once), anything else ``QueueError``."""
+
+    def __init__(self, backend: Backend, doing: str) -> None:
+        self.backend, self.doing = backend, doing
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or not isinstance(exc, redis.RedisError):
+            return False
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            raise self.backend.unavailable(exc, self.doing) from exc
+        raise QueueError(f"{self.backend.name}: {self.doing} {self.backend.describe_url()} failed: {exc}") from exc
+
+
+__all__ = ["BackendUnavailable", "RedisBase", "key_prefix", "keys_pattern", "load_lua", "wrap_errors"]
