@@ -30,6 +30,7 @@ from queues.workload import WorkloadSpec
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+DONE_JOIN_S = 1.0
 POLL_S = 0.005
 
 
@@ -156,6 +157,8 @@ class Runner:
             self.stop_event.set()
             self.start_event.set()  # release anyone still waiting to start
             self._stop_workers()
+            if hasattr(self, "t0"):
+                self._take_sample()  # the final, partial interval, while the queue still exists
 
     def _send_poison(self) -> None:
         if self.faults.poison_messages:
@@ -208,7 +211,9 @@ class Runner:
             self._drain_reports(0.02)
         self._drain_reports(0)
         for w in self.workers:
-            w.handle.join(timeout=max(0.1, deadline - time.monotonic()))
+            # a worker that reported done has nothing left to say; one blocked on a full pipe
+            # (an undrained in-memory queue after a cancel) must not hold the run up
+            w.handle.join(timeout=DONE_JOIN_S if w.done else max(0.1, deadline - time.monotonic()))
             if not w.dead() and not isinstance(w.handle, threading.Thread):
                 w.handle.kill()
                 w.handle.join(timeout=2)
@@ -318,8 +323,6 @@ class Runner:
             return None
 
     def _result(self, status: str, error: str | None, backend_env: dict[str, Any]) -> RunResult:
-        if hasattr(self, "t0"):
-            self._take_sample()  # the final, partial interval
         ledger = self.ledger.result()
         drain_s = max(0.0, (self.tally.last_new_ns - getattr(self, "t0_ns", 0)) / 1e9) if ledger.unique else 0.0
         summary = summarise(

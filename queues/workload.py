@@ -82,21 +82,21 @@ class WorkloadSpec:
 
 
 def _whole_number(name: str, value: Any, low: int, high: int) -> int:
-    allowed = f"{name} must be a whole number from {low} to {high}"
+    allowed = f"{name} must be a whole number from {low} to {high}, got {value!r}"
     if isinstance(value, bool):
-        raise InvalidSpec(f"{allowed}, got {value!r}")
+        raise InvalidSpec(allowed)
     if isinstance(value, str):
         text = value.strip()
         if not _INT_TEXT.match(text):
-            raise InvalidSpec(f"{allowed}, got {value!r}")
+            raise InvalidSpec(allowed)
         number = float(text.replace("_", "")) if "e" in text.lower() else int(text.replace("_", ""))
         value = number
     if isinstance(value, float):
         if not value.is_integer():
-            raise InvalidSpec(f"{allowed}, got {value!r}")
+            raise InvalidSpec(allowed)
         value = int(value)
     if not isinstance(value, int) or not low <= value <= high:
-        raise InvalidSpec(f"{allowed}, got {value!r}")
+        raise InvalidSpec(allowed)
     return value
 
 

@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Set up and run imqueue from a fresh clone with nothing but Python 3.11+.
+
+    python3 dev.py run [runexperiment options]   # sum 1e6 integers on the embedded default
+    python3 dev.py test [pytest options]         # lint, checks and the whole test suite
+
+Both create ``.venv`` and install the project into it when ``pyproject.toml`` changed since the
+last install, so running them again is fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PYTHON = VENV / "bin" / "python"
+
+
+def sh(*args: str | Path, **kwargs) -> None:
+    print("+", " ".join(str(a) for a in args), flush=True)
+    subprocess.run([str(a) for a in args], cwd=ROOT, check=True, **kwargs)
+
+
+def ensure_venv(extras: str) -> None:
+    """Create the virtual environment and install the project (with ``extras``) if needed."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"imqueue needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    if not PYTHON.exists():
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    stamp = VENV / ".imq-install-stamp"
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    sh(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    sh(PYTHON, "-m", "pip", "install", "--quiet", "-e", f".{extras}")
+    stamp.write_text(digest)
+
+
+def run(args: list[str]) -> int:
+    ensure_venv("")
+    sh(PYTHON, "manage.py", "migrate", "--verbosity", "0")
+    return subprocess.run([str(PYTHON), "manage.py", "runexperiment", *args], cwd=ROOT).returncode
+
+
+def test(args: list[str]) -> int:
+    ensure_venv("[test]")
+    sh(PYTHON, "-m", "ruff", "check", ".")
+    sh(PYTHON, "manage.py", "check")
+    sh(PYTHON, "manage.py", "makemigrations", "--check", "--dry-run", "--verbosity", "0")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=env).returncode
+
+
+def main(argv: list[str]) -> int:
+    commands = {"run": run, "test": test}
+    if not argv or argv[0] not in commands:
+        print(__doc__.strip())
+        return 2
+    try:
+        return commands[argv[0]](argv[1:])
+    except subprocess.CalledProcessError as exc:
+        return exc.returncode or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,114 @@
+"""runexperiment and listbackends, as a user runs them: real processes, real stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from experiments.models import Experiment, Run
+
+ROOT = Path(__file__).resolve().parents[2]
+JSON_KEYS = {
+    "run_id", "backend", "events", "producers", "consumers", "duration_s", "throughput_eps", "sum",
+    "expected_sum", "unique", "duplicates", "lost", "verdict", "latency_ms", "environment",
+}
+
+
+@pytest.fixture(scope="module")
+def cli_db(tmp_path_factory):
+    """A migrated SQLite database of its own for the command subprocesses."""
+    env = dict(os.environ, DATABASE_URL=f"sqlite:///{tmp_path_factory.mktemp('db') / 'cli.sqlite3'}")
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    return env
+
+
+def manage(env, *args, timeout=120):
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_json_prints_exactly_one_object_with_the_documented_keys(cli_db):
+    out = manage(cli_db, "runexperiment", "--events", "20000", "--consumers", "2", "--json", "--experiment", "json-contract")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)  # the whole of stdout is one JSON document
+    assert JSON_KEYS <= set(summary)
+    assert summary["verdict"] == "exact" and summary["sum"] == summary["expected_sum"] == 20000 * 20001 // 2
+    assert set(summary["latency_ms"]) == {"p50", "p90", "p99", "p999", "max"}
+    assert summary["environment"]["cpu_count"] >= 1 and summary["environment"]["python"]
+    assert "numpy" in summary["environment"]["libraries"]
+
+
+def test_readable_report_names_the_sum_and_verdict(cli_db):
+    out = manage(cli_db, "runexperiment", "--backend", "asyncio", "--events", "5000")
+    assert out.returncode == 0, out.stderr
+    assert "sum                    12,502,500 (expected 12,502,500) OK" in out.stdout
+    assert "verdict                exact" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--events", "0"], "events must be a whole number from 1 to"),
+        (["--events", "-3"], "events must be a whole number from 1 to"),
+        (["--events", "2.5"], "events must be a whole number from 1 to"),
+        (["--events", "lots"], "events must be a whole number from 1 to"),
+        (["--consumers", "0"], "consumers must be a whole number from 1 to"),
+        (["--backend", "memroy-mp"], "unknown backend 'memroy-mp' (did you mean 'memory-mp'?)"),
+        (["--option", "novalue"], "--option takes NAME=VALUE"),
+    ],
+)
+def test_bad_input_is_one_line_non_zero_and_stores_nothing(cli_db, args, expected):
+    before = manage(cli_db, "shell", "-c", "from experiments.models import Run; print(Run.objects.count())")
+    out = manage(cli_db, "runexperiment", "--experiment", "bad-input", *args)
+    after = manage(cli_db, "shell", "-c", "from experiments.models import Run; print(Run.objects.count())")
+    assert out.returncode != 0
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+    assert before.stdout == after.stdout  # no half-written run
+
+
+def test_listbackends_lists_every_backend_and_approach(cli_db):
+    out = manage(cli_db, "listbackends", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {row["alias"]: row for row in json.loads(out.stdout)}
+    assert {"memory", "memory-mp", "loop", "asyncio", "futures", "reactive"} <= set(rows)
+    assert rows["memory-mp"]["capabilities"]["acks"] is False
+    assert rows["memory"]["state"] == "ready"
+    text = manage(cli_db, "listbackends")
+    assert "memory-mp" in text.stdout and "reactive" in text.stdout
+
+
+@pytest.mark.django_db
+def test_a_run_is_stored_with_samples_environment_and_figures(capsys):
+    call_command("runexperiment", "--events", "3000", "--experiment", "stored", "--json")
+    summary = json.loads(capsys.readouterr().out)
+    run = Run.objects.get(pk=summary["run_id"])
+    assert run.experiment == Experiment.objects.get(name="stored")
+    assert run.status == "succeeded" and run.verdict == "exact"
+    assert run.unique == 3000 and run.lost == 0 and run.duplicates == 0
+    assert run.throughput_eps > 0 and run.latency_p99_ms >= run.latency_p50_ms > 0
+    assert run.samples.count() >= 1 and run.samples.last().consumed == 3000
+    assert run.environment["python"] and run.spec["events"] == 3000
+
+
+@pytest.mark.django_db
+def test_a_run_that_fails_midway_is_stored_as_failed_with_its_error(monkeypatch):
+    from queues.backends import BACKENDS
+
+    # a backend whose producer loses its server after a few batches (tests/unit/test_runner.py)
+    monkeypatch.setitem(BACKENDS, "server-lost", "tests.unit.test_runner.ServerLostBackend")
+    with pytest.raises(CommandError, match="failed: .*connection lost"):
+        call_command("runexperiment", "--backend", "server-lost", "--events", "10000", "--batch", "100")
+    run = Run.objects.get()
+    assert run.status == "failed" and "connection lost" in run.error
+    assert run.unique == 300 and run.lost == 10000 - 300  # what was counted is kept
