@@ -29,7 +29,7 @@ def sh(*args: str | Path, **kwargs) -> None:
 
 def ensure_venv(extras: str) -> None:
     """Create the virtual environment and install the project (with ``extras``) if needed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script runs before the venv exists
         sys.exit(f"imqueue needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     if not PYTHON.exists():
         venv.EnvBuilder(with_pip=True).create(VENV)
