@@ -1,0 +1,47 @@
+"""When a table-queue consumer asks the server again: polling with back-off.
+
+A consumer that finds its queue drained must not hammer the server (or burn a core) asking
+again. ``Poller`` keeps its schedule *across* ``receive_batch`` calls, because the worker calls
+``receive_batch`` with a short timeout in a loop: a schedule reset on every call would poll at
+the worker's timeout instead of the backend's interval.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class Poller:
+    """Ask again at once after a full batch (more is probably waiting); after a partial one,
+    wait ``interval_s`` (the queue is drained); after an empty one, wait and double the wait,
+    up to ``max_interval_s``. Any message found resets the wait to ``interval_s``."""
+
+    def __init__(self, interval_s: float, max_interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.max_interval_s = max(interval_s, max_interval_s)
+        self.wait_s = interval_s
+        self.next_at = 0.0  # the first call asks at once
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.next_at
+
+    def claimed(self, got: int, asked: int) -> None:
+        """Schedule the next ask after a claim that returned ``got`` of ``asked`` messages."""
+        now = time.monotonic()
+        if got >= asked:
+            self.next_at, self.wait_s = now, self.interval_s
+        elif got:
+            self.next_at, self.wait_s = now + self.interval_s, self.interval_s
+        else:
+            self.next_at = now + self.wait_s
+            self.wait_s = min(self.wait_s * 2, self.max_interval_s)
+
+    def wait(self, budget_s: float) -> None:
+        """Sleep until the next ask is due, or ``budget_s`` at most."""
+        pause = min(budget_s, self.next_at - time.monotonic())
+        if pause > 0:
+            time.sleep(pause)
+
+    def describe(self) -> dict[str, Any]:
+        return {"consumer_wait": "poll", "poll_interval_s": self.interval_s, "poll_max_interval_s": self.max_interval_s}

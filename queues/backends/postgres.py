@@ -1,0 +1,396 @@
+"""Postgres tables as queues: ``postgres`` (polling) and ``postgres-notify`` (LISTEN/NOTIFY).
+
+Each queue is a table of its own, ``<queue name made safe>_<hash>`` (see
+``sqlfiles.table_name``), with a ``..._dead`` table beside it for dead letters; ``declare``
+creates both and ``delete`` drops both (the runner deletes every run's queue at its end, so
+runs leave nothing behind). The SQL is in ``sql/postgres.sql``.
+
+Claiming: a consumer deletes a batch of rows ``FOR UPDATE SKIP LOCKED`` *inside its open
+transaction* and returns them; ``ack`` commits, which makes the delete final. A ``nack``
+puts the rows back under their own ids (``requeue=True``, same transaction) or copies them to
+the dead-letter table (``requeue=False``); ``close``, a lost connection or a SIGKILLed consumer
+roll the transaction back, and the rows are at once visible to the other consumers again. We
+chose this over a lease (a ``locked_until`` column and a visibility timeout) because it needs no
+timeout to tune, redelivers a crashed consumer's messages as soon as the server notices the
+connection is gone, and costs one statement per batch instead of an UPDATE plus a DELETE.
+The price: a claimed batch holds a transaction open until it is settled, so consumers ack
+promptly (the worker does), and ``claim_timeout_s`` (``idle_in_transaction_session_timeout``,
+300 s by default) ends a consumer that holds one far too long.
+
+Waiting: ``postgres`` consumers poll with back-off (``polling.Poller``: again at once after a
+full batch, ``poll_interval_s`` after a partial one, doubling up to ``poll_max_interval_s``
+while the queue stays empty). ``postgres-notify`` consumers sleep on ``LISTEN``; a
+statement-level trigger on the queue table calls ``pg_notify`` for every inserting statement
+(one per COPY batch), delivered at commit. The table stays the source of truth: the
+notification only wakes consumers up, and a consumer still looks every ``fallback_poll_s``
+because rows returned by a rollback (a crashed consumer) notify nobody.
+
+Producing: ``insert`` chooses COPY (binary, built with numpy from the packed batch: the
+default, measured fastest), ``unnest`` (one ``INSERT ... SELECT unnest(%s::bytea[])``) or
+``executemany`` (pipelined single-row INSERTs in one transaction).
+
+Prepared statements are off (``prepare_threshold=None``): psycopg prepares a statement after
+five executions, and a generic plan cached while the table was nearly empty can make every
+later claim scan the whole table (PERFORMANCE-NOTES). Connections have connect, TCP keepalive,
+TCP user and statement timeouts, so a server lost mid-run makes a worker raise instead of hang.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import TransactionStatus
+
+from queues.backends import sqlfiles
+from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer
+from queues.backends.polling import Poller
+from queues.errors import InvalidSpec, QueueError
+from queues.events import PackedMessages
+
+QUERIES = sqlfiles.queries("postgres")
+INSERT_METHODS = ("copy", "unnest", "executemany")
+#: Connection defaults a URL may override: fail fast, notice a dead peer within ~15 s.
+CONNECTION_DEFAULTS = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+#: How often a listening consumer that holds unsettled claims looks again: a session receives
+#: notifications only between transactions.
+IN_TRANSACTION_POLL_S = 0.05
+
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER = struct.pack("!h", -1)
+
+
+def query(name: str, table: str) -> sql.Composed:
+    """Query ``name`` with the identifiers of the queue table ``table`` filled in."""
+    names = {
+        "queue": table,
+        "dead": f"{table}_dead",
+        "notify_function": f"{table}_notify",
+        "notify_trigger": f"{table}_notify",
+    }
+    return sql.SQL(QUERIES[name]).format(**{k: sql.Identifier(v) for k, v in names.items()})
+
+
+def binary_copy(messages: Sequence[bytes]) -> bytes:
+    """``messages`` as one COPY ... (FORMAT BINARY) payload of single-column rows.
+
+    A packed batch becomes a numpy record array (field count, length, body) in one go; other
+    sequences are framed message by message.
+    """
+    parts = [_COPY_SIGNATURE]
+    tail: Sequence[bytes] = messages
+    if isinstance(messages, PackedMessages) and messages.size:
+        size, buffer = messages.size, messages.buffer
+        full = len(buffer) // size
+        rows = np.empty(full, dtype=np.dtype([("fields", ">i2"), ("length", ">i4"), ("body", f"V{size}")]))
+        rows["fields"], rows["length"] = 1, size
+        rows["body"] = np.frombuffer(buffer, dtype=f"V{size}", count=full)
+        parts.append(rows.tobytes())
+        tail = [buffer[full * size :]] if len(buffer) % size else []
+    parts.extend(struct.pack("!hi", 1, len(body)) + body for body in tail)
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
+
+
+class PostgresBackend(Backend):
+    """One table per queue, consumers claiming with ``FOR UPDATE SKIP LOCKED`` and polling."""
+
+    name = "postgres"
+    capabilities = Capabilities(native_batch=True)
+    url_setting = "IMQ_POSTGRES_URL"
+    default_url = "postgresql://postgres@127.0.0.1:5432/test"
+    listens = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.url = self.url or self.default_url
+        self.insert = self.option("insert", "copy")
+        if self.insert not in INSERT_METHODS:
+            raise InvalidSpec(f"option insert of {self.name} must be one of {', '.join(INSERT_METHODS)}")
+        self.poll_interval_s = self.option("poll_interval_s", 0.05, float)
+        self.poll_max_interval_s = self.option("poll_max_interval_s", 0.5, float)
+        self.fallback_poll_s = self.option("fallback_poll_s", 1.0, float)
+        self.claim_timeout_s = self.option("claim_timeout_s", 300.0, float)
+        self.statement_timeout_s = self.option("statement_timeout_s", 30.0, float)
+        self._admin: psycopg.Connection | None = None
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _fresh_state(self) -> dict[str, Any]:
+        return {"_admin": None}  # a forked worker must never use the runner's socket
+
+    def _connect(self, application_name: str, *, autocommit: bool) -> psycopg.Connection:
+        """A new connection with our timeouts. Raises ``BackendUnavailable``."""
+        try:
+            params = conninfo_to_dict(self.url)
+            for key, value in CONNECTION_DEFAULTS.items():
+                params.setdefault(key, value)
+            params["application_name"] = application_name[:63]
+            params["options"] = " ".join(filter(None, [params.get("options"), self._server_options()]))
+            conn = psycopg.connect(make_conninfo(**params), autocommit=autocommit)
+        except psycopg.Error as exc:
+            raise self.unavailable(exc) from exc
+        conn.prepare_threshold = None  # see the module docstring: no cached generic plans
+        return conn
+
+    def _server_options(self) -> str:
+        """Session settings: a statement, a lock wait or an abandoned claim never lasts forever."""
+        timeouts = {
+            "statement_timeout": self.statement_timeout_s,
+            "lock_timeout": min(10.0, self.statement_timeout_s),
+            "idle_in_transaction_session_timeout": self.claim_timeout_s,
+        }
+        return " ".join(f"-c {name}={int(seconds * 1000)}" for name, seconds in timeouts.items())
+
+    def connect(self) -> None:
+        if self._admin is None or self._admin.closed:
+            self._admin = self._connect(f"imq admin {self.namespace}", autocommit=True)
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+
+    @contextmanager
+    def converted(self, doing: str) -> Iterator[None]:
+        """Driver errors become ``queues.errors`` types, keeping the cause."""
+        try:
+            yield
+        except psycopg.OperationalError as exc:  # connection lost, server shut down, timeouts
+            raise self.unavailable(exc, "query") from exc
+        except psycopg.Error as exc:
+            raise QueueError(f"{self.name}: cannot {doing}: {str(exc).strip().splitlines()[0]}") from exc
+
+    def _execute(self, name: str, queue: str, params: Any = None, doing: str = "run a query") -> psycopg.Cursor:
+        self.connect()
+        assert self._admin is not None
+        with self.converted(doing):
+            return self._admin.execute(query(name, sqlfiles.table_name(queue)), params)
+
+    # -- queues ----------------------------------------------------------------------------
+
+    def declare(self, queue: str) -> None:
+        """Create the queue and dead-letter tables (and the NOTIFY trigger). Idempotent."""
+        self.connect()
+        assert self._admin is not None
+        with self.converted(f"declare {queue}"), self._admin.transaction():
+            for name in self._declare_queries():
+                self._admin.execute(query(name, sqlfiles.table_name(queue)))
+
+    def _declare_queries(self) -> tuple[str, ...]:
+        return ("create_queue", "create_dead")
+
+    def purge(self, queue: str) -> int:
+        """Remove the ready messages (not those claimed by a live consumer); return how many."""
+        return self._execute("purge", queue, doing=f"purge {queue}").rowcount
+
+    def delete(self, queue: str) -> None:
+        """Drop the queue's tables (and trigger function). Idempotent."""
+        self._execute("drop_tables", queue, doing=f"delete {queue}")
+
+    def depth(self, queue: str) -> int:
+        """Exact: ``count(*)``, which sees claimed rows until their consumer commits."""
+        return self._execute("depth", queue, doing=f"measure {queue}").fetchone()[0]
+
+    def count_tables(self, prefix: str) -> int:
+        """How many tables start with ``prefix`` (to check that runs leave nothing behind)."""
+        self.connect()
+        assert self._admin is not None
+        with self.converted("count tables"):
+            return self._admin.execute(QUERIES["count_tables"], {"prefix": prefix}).fetchone()[0]
+
+    def environment(self) -> dict[str, Any]:
+        self.connect()
+        assert self._admin is not None
+        with self.converted("read the server settings"):
+            cur = self._admin.execute(QUERIES["environment"])
+            names = [column.name for column in cur.description or ()]
+            settings = cur.fetchone()
+        return {
+            **dict(zip(names, settings, strict=True)),
+            "driver": f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__})",
+            "insert": self.insert,
+            "claim": "DELETE ... FOR UPDATE SKIP LOCKED in a transaction committed on ack",
+            **self._waiter_settings(),
+        }
+
+    def _waiter_settings(self) -> dict[str, Any]:
+        return Poller(self.poll_interval_s, self.poll_max_interval_s).describe()
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def producer(self, queue: str) -> Producer:
+        table = sqlfiles.table_name(queue)
+        return _Producer(self, self._connect(f"imq producer {table}", autocommit=True), table)
+
+    def consumer(self, queue: str, *, group: str = "default") -> Consumer:
+        table = sqlfiles.table_name(queue)
+        conn = self._connect(f"imq consumer {table}", autocommit=False)
+        return _Consumer(self, conn, table, self._waiter(conn, table))
+
+    def _waiter(self, conn: psycopg.Connection, table: str) -> Any:
+        return Poller(self.poll_interval_s, self.poll_max_interval_s)
+
+
+class PostgresNotifyBackend(PostgresBackend):
+    """The same table; consumers sleep on ``LISTEN`` and a trigger's ``NOTIFY`` wakes them."""
+
+    name = "postgres-notify"
+    capabilities = Capabilities(native_batch=True, push=True)
+
+    def _declare_queries(self) -> tuple[str, ...]:
+        return ("create_queue", "create_dead", "create_notify_function", "create_notify_trigger")
+
+    def delete(self, queue: str) -> None:
+        super().delete(queue)
+        self._execute("drop_notify_function", queue, doing=f"delete {queue}")
+
+    def _waiter_settings(self) -> dict[str, Any]:
+        return {"consumer_wait": "listen", "fallback_poll_s": self.fallback_poll_s}
+
+    def _waiter(self, conn: psycopg.Connection, table: str) -> Any:
+        with self.converted("listen"):
+            conn.execute(query("listen", table))
+            conn.commit()
+        return _Listener(self, conn, self.fallback_poll_s)
+
+
+class _Producer(Producer):
+    def __init__(self, backend: PostgresBackend, conn: psycopg.Connection, table: str) -> None:
+        self.backend, self.conn = backend, conn
+        self.cur = conn.cursor()
+        self._insert = getattr(self, f"_insert_{backend.insert}")
+        self.q_copy = query("copy_in", table)
+        self.q_one = query("insert_one", table)
+        self.q_unnest = query("insert_unnest", table)
+
+    def send_batch(self, messages: Sequence[bytes]) -> None:
+        if not len(messages):
+            return
+        with self.backend.converted("insert messages"):
+            self._insert(messages)
+
+    def _insert_copy(self, messages: Sequence[bytes]) -> None:
+        with self.cur.copy(self.q_copy) as copy:
+            copy.write(binary_copy(messages))
+
+    def _insert_unnest(self, messages: Sequence[bytes]) -> None:
+        self.cur.execute(self.q_unnest, {"bodies": list(messages)})
+
+    def _insert_executemany(self, messages: Sequence[bytes]) -> None:
+        with self.conn.transaction():  # one commit per batch, not one per row
+            self.cur.executemany(self.q_one, [(body,) for body in messages])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _Consumer(Consumer):
+    """Claims in one open transaction; commits once every claimed message is settled."""
+
+    def __init__(self, backend: PostgresBackend, conn: psycopg.Connection, table: str, waiter: Any) -> None:
+        self.backend, self.conn, self.waiter = backend, conn, waiter
+        self.cur = conn.cursor()
+        self.q_claim = query("claim", table)
+        self.q_requeue = query("requeue", table)
+        self.q_dead = query("dead_letter", table)
+        self.unsettled: set[int] = set()  # ids deleted in the open transaction, not yet acked
+
+    def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.waiter.due():
+                batch = self._claim(max_messages)
+                self.waiter.claimed(len(batch), max_messages)
+                if batch:
+                    return batch
+            budget = deadline - time.monotonic()
+            if budget <= 0:
+                return Batch()
+            with self.backend.converted("wait for messages"):
+                self.waiter.wait(budget)
+
+    def _claim(self, limit: int) -> Batch:
+        with self.backend.converted("claim messages"):
+            ids, bodies = self.cur.execute(self.q_claim, {"limit": limit}).fetchone()
+            if ids is None and not self.unsettled:
+                self.conn.rollback()  # nothing claimed: do not sit idle in a transaction
+        if ids is None:
+            return Batch()
+        self.unsettled.update(ids)
+        return Batch(bodies, ids)
+
+    def ack(self, batch: Batch) -> None:
+        if batch:
+            self._settled(batch.receipts)
+
+    def nack(self, batch: Batch, *, requeue: bool = True) -> None:
+        """``requeue=True`` puts the rows back under their ids (they keep their place);
+        ``requeue=False`` moves them to the dead-letter table, never delivered again."""
+        if not batch:
+            return
+        with self.backend.converted("nack messages"):
+            self.cur.execute(self.q_requeue if requeue else self.q_dead, {"ids": list(batch.receipts), "bodies": list(batch.bodies)})
+        self._settled(batch.receipts)
+
+    def _settled(self, ids: Sequence[int]) -> None:
+        self.unsettled.difference_update(ids)
+        if not self.unsettled:
+            with self.backend.converted("commit"):
+                self.conn.commit()
+
+    def close(self) -> None:
+        if self.conn.closed:
+            return
+        try:
+            if self.conn.info.transaction_status != TransactionStatus.IDLE:
+                self.conn.rollback()  # un-acked rows come back at once
+        except psycopg.OperationalError:
+            pass  # the connection is gone: the server rolls the transaction back itself
+        finally:
+            self.unsettled.clear()
+            self.conn.close()
+
+
+class _Listener:
+    """A ``Poller``'s interface for a consumer that sleeps on LISTEN: ask when notified, at once
+    after a full batch, and every ``fallback_s`` regardless (a rollback notifies nobody)."""
+
+    def __init__(self, backend: PostgresBackend, conn: psycopg.Connection, fallback_s: float) -> None:
+        self.backend, self.conn, self.fallback_s = backend, conn, fallback_s
+        self.woken, self.next_at = True, 0.0
+
+    def due(self) -> bool:
+        return self.woken or time.monotonic() >= self.next_at
+
+    def claimed(self, got: int, asked: int) -> None:
+        self.woken = False
+        self.next_at = time.monotonic() + (0.0 if got >= asked else self.fallback_s)
+
+    def wait(self, budget_s: float) -> None:
+        pause = min(budget_s, self.next_at - time.monotonic())
+        if pause <= 0:
+            return
+        if self.conn.info.transaction_status != TransactionStatus.IDLE:
+            time.sleep(min(pause, IN_TRANSACTION_POLL_S))
+            self.woken = True
+            return
+        for _ in self.conn.notifies(timeout=pause, stop_after=1):
+            self.woken = True
+        if self.woken:
+            for _ in self.conn.notifies(timeout=0):
+                pass  # one claim answers every wake-up received so far

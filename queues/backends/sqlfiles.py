@@ -1,0 +1,51 @@
+"""Named SQL queries kept in resource files (``queues/backends/sql/<dialect>.sql``), loaded once.
+
+A file is a series of blocks, each opened by a ``-- name: <query>`` line (procrastinate's
+``sql/queries.sql``). Queries carry ``{queue}``-style placeholders for identifiers, which the
+backend fills in with properly quoted names, and driver placeholders (``%s``) for values.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from importlib import resources
+
+_HEADER = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_UNSAFE = re.compile(r"[^a-z0-9_]+")
+MAX_TABLE_CHARS = 48  # leaves room for suffixes under Postgres' 63-byte identifier limit
+
+
+@functools.cache
+def queries(dialect: str) -> dict[str, str]:
+    """``{name: sql}`` for ``sql/<dialect>.sql``. Raises ``KeyError`` on a duplicate name."""
+    text = resources.files(__package__).joinpath("sql", f"{dialect}.sql").read_text(encoding="utf-8")
+    parts = _HEADER.split(text)
+    found: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in found:
+            raise KeyError(f"query {name!r} defined twice in {dialect}.sql")
+        # comments stay in the file for readers; the server gets the bare statement
+        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
+        found[name] = "\n".join(lines).strip().rstrip(";")
+    return found
+
+
+def table_name(queue: str) -> str:
+    """A safe, lower-case SQL identifier for ``queue``, unique per queue name.
+
+    Queue names (``<namespace>.<run id>``) may hold dots and dashes: those become ``_``, and a
+    short hash of the exact name is appended so that ``a.b`` and ``a_b`` never share a table.
+    The readable part keeps the namespace first, so a run's tables are found by prefix.
+    """
+    readable = _UNSAFE.sub("_", queue.lower()).strip("_")[:MAX_TABLE_CHARS] or "q"
+    digest = hashlib.sha1(queue.encode("utf-8")).hexdigest()[:8]
+    if readable[0].isdigit():
+        readable = f"q_{readable}"
+    return f"{readable}_{digest}"
+
+
+def table_prefix(namespace: str) -> str:
+    """The prefix every table of queues in ``namespace`` starts with (for cleanup checks)."""
+    return table_name(f"{namespace}.x").rsplit("_", 2)[0] + "_"
