@@ -100,12 +100,14 @@ class Runner:
         should_cancel: Callable[[], bool] | None = None,
         faults: Faults | None = None,
         sample_interval_s: float = 1.0,
+        profile_dir: str | None = None,
     ) -> None:
         self.spec, self.backend, self.run_id = spec, backend, run_id
         self.on_sample, self.on_progress = on_sample, on_progress
         self.should_cancel = should_cancel or (lambda: False)
         self.faults = faults or Faults()
         self.sample_interval_s = sample_interval_s
+        self.profile_dir = profile_dir
         self.queue = f"{backend.namespace}.{run_id}"
         self.ledger = Ledger(spec)
         self.tally = _Tally()
@@ -138,7 +140,7 @@ class Runner:
         self.start_event = threading.Event() if threads else self._ctx.Event()
         self.stop_event = threading.Event() if threads else self._ctx.Event()
         self.worker_ctx = WorkerContext(
-            self.spec, self.backend, self.queue, self.channel, self.start_event, self.stop_event
+            self.spec, self.backend, self.queue, self.channel, self.start_event, self.stop_event, self.profile_dir
         )
         try:
             for index in range(self.spec.consumers):

@@ -59,18 +59,30 @@ class WorkerContext:
     channel: ReportChannel
     start: Any  # Event: producers begin
     stop: Any  # Event: consumers finish, producers abandon what is left
+    profile_dir: str | None = None  # write a cProfile of each worker there (bench/)
 
 
 def run_worker(role: str, index: int, ctx: WorkerContext) -> None:
     """Entry point of a worker process or thread; reports an error instead of raising."""
+    work = _produce if role == "producer" else _consume
     try:
-        if role == "producer":
-            _produce(index, ctx)
+        if ctx.profile_dir:
+            _profiled(work, index, ctx, f"{ctx.profile_dir}/{role}-{index}.prof")
         else:
-            _consume(index, ctx)
+            work(index, ctx)
     except BaseException as exc:  # noqa: BLE001 - reported to the runner, which fails the run
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         ctx.channel.send(("error", role, index, detail))
+
+
+def _profiled(work: Any, index: int, ctx: WorkerContext, path: str) -> None:
+    import cProfile
+
+    profile = cProfile.Profile()
+    try:
+        profile.runcall(work, index, ctx)
+    finally:
+        profile.dump_stats(path)
 
 
 def _produce(index: int, ctx: WorkerContext) -> None:
@@ -135,23 +147,30 @@ class _LatencyBuffer:
         self.last_flush = time.monotonic()
 
     def add(self, received_ns: int, records: np.ndarray) -> None:
-        self.e2e.append((received_ns - records["intended_ns"]) // 1000)
-        self.from_send.append((received_ns - records["sent_ns"]) // 1000)
+        e2e = (received_ns - records["intended_ns"]) // 1000
+        self.e2e.append(e2e)
+        # in a burst the intended time is the send time: share the array, record it once
+        same = (records["intended_ns"] == records["sent_ns"]).all()
+        self.from_send.append(e2e if same else (received_ns - records["sent_ns"]) // 1000)
 
     def due(self) -> bool:
         return bool(self.e2e) and time.monotonic() - self.last_flush >= HIST_FLUSH_S
 
     def flush(self) -> tuple[bytes, bytes]:
         """The encoded histograms (end to end, from send) of everything added since last time."""
-        encoded = []
-        for parts in (self.e2e, self.from_send):
-            hist = new_histogram()
-            if parts:
-                record_many(hist, np.concatenate(parts))
-            encoded.append(encode(hist))
-            parts.clear()
+        e2e = self._encode(self.e2e)
+        same = len(self.e2e) == len(self.from_send) and all(a is b for a, b in zip(self.e2e, self.from_send, strict=True))
+        from_send = e2e if same else self._encode(self.from_send)
+        self.e2e, self.from_send = [], []
         self.last_flush = time.monotonic()
-        return encoded[0], encoded[1]
+        return e2e, from_send
+
+    @staticmethod
+    def _encode(parts: list[np.ndarray]) -> bytes:
+        hist = new_histogram()
+        if parts:
+            record_many(hist, np.concatenate(parts))
+        return encode(hist)
 
 
 def _settle(consumer: Any, batch: Any, poison: list[int]) -> None:
