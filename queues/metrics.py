@@ -70,8 +70,12 @@ class Sample:
     """One interval of a run, as stored and streamed.
 
     ``t_s`` is the end of the interval, in seconds since the producers started. Counts are
-    cumulative; rates are over the interval. ``depth`` is the backend's own figure (``None``
-    where it cannot tell); ``backlog`` is produced minus consumed, from the counters.
+    cumulative; rates are over the interval: ``offered_eps`` what the schedule asked for
+    (``None`` in a burst), ``produce_eps`` what the producers achieved, ``consume_eps`` what the
+    consumers took. ``depth`` is the backend's own figure (``None`` where it cannot tell);
+    ``backlog`` is produced minus consumed, from the counters: both are kept because they can
+    differ (messages in flight, acks pending). ``latency_ms`` covers the events received in
+    the interval, warm-up included; ``send_delay_p99_ms`` the producers' lateness.
     """
 
     t_s: float
@@ -83,6 +87,8 @@ class Sample:
     depth: int | None
     backlog: int
     latency_ms: dict[str, float] | None
+    offered_eps: float | None = None
+    send_delay_p99_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

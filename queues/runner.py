@@ -32,6 +32,11 @@ READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 DONE_JOIN_S = 1.0
 POLL_S = 0.005
+KEEP_UP_RATIO = 0.99  # consumption within 1% of the offered rate
+KEEP_UP_BACKLOG_S = 1.0  # and no more than a second of events waiting at the window's end
+# histograms summarised over the measured window; the *_warmup ones only feed the samples
+SUMMARY_HISTOGRAMS = ("e2e", "from_send", "send_delay", "publish")
+INTERVAL_HISTOGRAMS = {"e2e": "e2e", "e2e_warmup": "e2e", "send_delay": "send_delay", "send_delay_warmup": "send_delay"}
 
 
 @dataclass(frozen=True)
@@ -79,11 +84,13 @@ class _Worker:
 class _Tally:
     """Counters the runner updates from worker reports."""
 
-    produced: dict[int, int] = field(default_factory=dict)
     poison: int = 0
     last_new_ns: int = 0
     last_progress: float = 0.0
     errors: list[str] = field(default_factory=list)
+    consumed_in_window: int = 0  # events received during the measured window
+    measured_sent: int = 0  # events of the measured window the producers sent
+    last_send_ns: int = 0
 
 
 class Runner:
@@ -111,8 +118,8 @@ class Runner:
         self.queue = f"{backend.namespace}.{run_id}"
         self.ledger = Ledger(spec)
         self.tally = _Tally()
-        self.e2e, self.from_send, self.publish = new_histogram(), new_histogram(), new_histogram()
-        self.interval = new_histogram()
+        self.totals = {name: new_histogram() for name in SUMMARY_HISTOGRAMS}
+        self.interval = {name: new_histogram() for name in INTERVAL_HISTOGRAMS}
         self.samples: list[Sample] = []
         self.workers: list[_Worker] = []
         if self.faults.kill_consumer_after is not None and backend.threads_only:
@@ -139,8 +146,11 @@ class Runner:
         self.channel = ReportChannel(self._ctx)
         self.start_event = threading.Event() if threads else self._ctx.Event()
         self.stop_event = threading.Event() if threads else self._ctx.Event()
+        t0_ns = _Box(0) if threads else self._ctx.Value("q", 0, lock=False)
+        sent = [0] * self.spec.producers if threads else self._ctx.Array("q", self.spec.producers, lock=False)
         self.worker_ctx = WorkerContext(
-            self.spec, self.backend, self.queue, self.channel, self.start_event, self.stop_event, self.profile_dir
+            self.spec, self.backend, self.queue, self.channel, self.start_event, self.stop_event, t0_ns, sent,
+            self.profile_dir,
         )
         try:
             for index in range(self.spec.consumers):
@@ -150,6 +160,8 @@ class Runner:
             self._await_ready()
             self._send_poison()
             self.t0_ns, self.t0 = time.time_ns(), time.monotonic()
+            self.worker_ctx.t0_ns.value = self.t0_ns
+            self.window_ns = self.worker_ctx.window_ns()
             self.tally.last_progress = self.t0
             self.start_event.set()
             return self._watch()
@@ -241,30 +253,34 @@ class Runner:
         kind = message[0]
         if kind == "batch":
             _, _, flat, raw_sum, corrupt, poison, received_ns, hists = message
-            if self.ledger.add_indices(np.frombuffer(flat, dtype=np.uint32), raw_sum, corrupt):
+            indices = np.frombuffer(flat, dtype=np.uint32)
+            if self.ledger.add_indices(indices, raw_sum, corrupt):
                 self.tally.last_new_ns = max(self.tally.last_new_ns, received_ns)
+            if self.window_ns[0] <= received_ns < self.window_ns[1]:
+                self.tally.consumed_in_window += len(indices)
             self.tally.poison += poison
             self.tally.last_progress = time.monotonic()
             if hists:
-                self._merge_latency(*hists)
-        elif kind == "hist":
-            self._merge_latency(message[2], message[3])
-        elif kind == "sent":
-            self.tally.produced[message[1]] = message[2]
+                self._merge_histograms(hists)
+        elif kind == "hists":
+            self._merge_histograms(message[3])
         elif kind == "ready":
             worker = self._worker(message[1], message[2])
             worker.ready, worker.pid = True, message[3]
         elif kind == "done":
             self._worker(message[1], message[2]).done = True
             if message[1] == "producer":
-                merge_encoded(self.publish, message[3]["publish_hist"])
+                self.tally.measured_sent += message[3]["measured_sent"]
+                self.tally.last_send_ns = max(self.tally.last_send_ns, message[3]["last_send_ns"])
         elif kind == "error":
             self.tally.errors.append(f"{message[1]} {message[2]}: {message[3]}")
 
-    def _merge_latency(self, e2e: bytes, from_send: bytes) -> None:
-        merge_encoded(self.e2e, e2e)
-        merge_encoded(self.interval, e2e)
-        merge_encoded(self.from_send, from_send)
+    def _merge_histograms(self, encoded: dict[str, bytes]) -> None:
+        for name, blob in encoded.items():
+            if name in self.totals:
+                merge_encoded(self.totals[name], blob)
+            if name in INTERVAL_HISTOGRAMS:
+                merge_encoded(self.interval[name], blob)
 
     def _worker(self, role: str, index: int) -> _Worker:
         return next(w for w in reversed(self.workers) if w.role == role and w.index == index)
@@ -295,7 +311,7 @@ class Runner:
     # -- figures ---------------------------------------------------------------------------
 
     def _take_sample(self) -> None:
-        produced = sum(self.tally.produced.values())
+        produced = sum(self.worker_ctx.sent)
         consumed = self.ledger.received
         elapsed = time.monotonic() - self.t0
         previous = self.samples[-1] if self.samples else None
@@ -309,12 +325,63 @@ class Runner:
             consume_eps=round((consumed - (previous.consumed if previous else 0)) / span, 1) if span else 0.0,
             depth=self._depth(),
             backlog=produced - consumed,
-            latency_ms=percentiles_ms(self.interval),
+            latency_ms=percentiles_ms(self._interval("e2e")),
+            offered_eps=self._offered_eps(elapsed - span, elapsed),
+            send_delay_p99_ms=(percentiles_ms(self._interval("send_delay")) or {}).get("p99"),
         )
-        self.interval = new_histogram()
+        self.interval = {name: new_histogram() for name in INTERVAL_HISTOGRAMS}
         self.samples.append(sample)
         if self.on_sample:
             self.on_sample(sample)
+
+    def _interval(self, family: str) -> Any:
+        """The interval's histogram of ``family``, warm-up events included."""
+        merged = new_histogram()
+        for name, fam in INTERVAL_HISTOGRAMS.items():
+            if fam == family:
+                merged.add(self.interval[name])
+        return merged
+
+    def _offered_eps(self, begin_s: float, end_s: float) -> float | None:
+        """The schedule's rate over ``[begin_s, end_s]`` (zero once the schedule is over)."""
+        spec = self.spec
+        if not spec.steady or end_s <= begin_s:
+            return None
+        overlap = max(0.0, min(end_s, spec.warmup_s + spec.duration_s) - begin_s)
+        return round(spec.rate_eps * overlap / (end_s - begin_s), 1)
+
+    def _steady_figures(self, ledger: LedgerResult) -> dict[str, Any]:
+        """What a steady run adds to the summary (see the README's JSON table)."""
+        spec, tally = self.spec, self.tally
+        window_start, window_end = self.window_ns
+        send_span_s = max(spec.duration_s, (tally.last_send_ns - window_start) / 1e9)
+        send_eps = tally.measured_sent / send_span_s
+        consume_eps = tally.consumed_in_window / spec.duration_s
+        at_end = [x for x in self.samples if x.t_s <= (window_end - self.t0_ns) / 1e9 + 0.5]
+        backlog_end = max(at_end[-1].backlog, at_end[-1].depth or 0) if at_end else 0
+        kept_up = consume_eps >= KEEP_UP_RATIO * spec.rate_eps and backlog_end <= spec.rate_eps * KEEP_UP_BACKLOG_S
+        delay = percentiles_ms(self.totals["send_delay"]) or {}
+        warnings = []
+        if send_eps < KEEP_UP_RATIO * spec.rate_eps:
+            warnings.append(
+                f"the producers sent {send_eps:,.0f} events/s, below the offered {spec.rate_eps:,.0f}: "
+                "the engine or the backend's send path could not keep the rate, so these figures "
+                "describe a lower load (events were sent late; see send_delay_ms)"
+            )
+        return {
+            "rate_eps": spec.rate_eps,
+            "duration_window_s": spec.duration_s,
+            "warmup_s": spec.warmup_s,
+            "arrival": spec.arrival,
+            "send_eps": round(send_eps, 1),
+            "consume_eps": round(consume_eps, 1),
+            "rate_error": round(send_eps / spec.rate_eps - 1, 5),
+            "kept_up": bool(kept_up),
+            "backlog_at_window_end": backlog_end,
+            "send_delay_ms": {k: delay.get(k) for k in ("p50", "p99", "max")},
+            "drain_s": round(max(0.0, (tally.last_new_ns - tally.last_send_ns) / 1e9), 6),
+            "warnings": warnings,
+        }
 
     def _depth(self) -> int | None:
         if not self.backend.capabilities.depth:
@@ -329,12 +396,21 @@ class Runner:
         drain_s = max(0.0, (self.tally.last_new_ns - getattr(self, "t0_ns", 0)) / 1e9) if ledger.unique else 0.0
         summary = summarise(
             run_id=self.run_id, spec=self.spec, status=status, error=error, ledger=ledger, drain_s=drain_s,
-            latency=self.e2e, latency_from_send=self.from_send, publish=self.publish,
+            latency=self.totals["e2e"], latency_from_send=self.totals["from_send"], publish=self.totals["publish"],
             poison=self.tally.poison, killed=sum(1 for w in self.workers if w.killed),
         )
+        if self.spec.steady and hasattr(self, "t0_ns"):
+            summary.update(self._steady_figures(ledger))
         env = environment.collect(backend_env)
         env["capabilities"] = self.backend.capabilities.as_dict()
         return RunResult(self.run_id, self.spec, status, error, summary, self.samples, env, ledger)
+
+
+class _Box:
+    """A ``.value`` holder for thread workers (processes use a shared ``multiprocessing.Value``)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
 
 
 def summarise(

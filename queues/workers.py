@@ -2,8 +2,13 @@
 
 Workers talk to the runner over one ``ReportChannel``. A consumer reports each batch it
 received (the events' flat indices and raw sum) *before* it acks it, so that the runner's
-ledger survives the consumer being killed; latency is recorded in the consumer's own
-HdrHistograms and shipped encoded every ``HIST_FLUSH_S``.
+ledger survives the consumer being killed. Latency is recorded in each worker's own
+HdrHistograms and shipped encoded every ``HIST_FLUSH_S``:
+
+- consumers: ``e2e`` (receipt minus intended send time, events of the measured window),
+  ``e2e_warmup`` (the same for warm-up events), ``from_send`` (receipt minus actual send time);
+- producers: ``send_delay`` and ``send_delay_warmup`` (actual minus intended send time) and
+  ``publish`` (duration of each send call).
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from queues.backends.base import Backend
 from queues.events import decode_bodies, encode_events, split_messages
 from queues.ledger import Shares, index_records
 from queues.metrics import encode, new_histogram, record_many
+from queues.schedule import Schedule
 from queues.workload import WorkloadSpec
 
 HIST_FLUSH_S = 0.2
 RECEIVE_TIMEOUT_S = 0.05
-SENT_REPORT_S = 0.1
+REPORT_MAX_DELAY_S = 0.002
+SEND_TICK_S = 0.0005
 
 
 class ReportChannel:
@@ -59,7 +66,17 @@ class WorkerContext:
     channel: ReportChannel
     start: Any  # Event: producers begin
     stop: Any  # Event: consumers finish, producers abandon what is left
+    t0_ns: Any  # shared Value: the run's start on time.time_ns(), set before ``start``
+    sent: Any  # shared Array: events sent so far, one slot per producer (read by the sampler)
     profile_dir: str | None = None  # write a cProfile of each worker there (bench/)
+
+    def window_ns(self) -> tuple[int, int]:
+        """The measured window ``[start, end)`` of intended send times, in ns."""
+        spec, t0 = self.spec, self.t0_ns.value
+        if not spec.steady:
+            return t0, 2**62
+        begin = t0 + int(spec.warmup_s * 1e9)
+        return begin, begin + int(spec.duration_s * 1e9)
 
 
 def run_worker(role: str, index: int, ctx: WorkerContext) -> None:
@@ -85,31 +102,125 @@ def _profiled(work: Any, index: int, ctx: WorkerContext, path: str) -> None:
         profile.dump_stats(path)
 
 
+class _HistBuffer:
+    """Latencies (us) gathered since the last flush, recorded into HdrHistograms at flush
+    time: one vectorised ``record_many`` per flush rather than per batch."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        self.last_flush = time.monotonic()
+
+    def add(self, name: str, values_us: np.ndarray) -> None:
+        if len(values_us):
+            self.parts[name].append(values_us)
+
+    def add_split(self, name: str, values_us: np.ndarray, measured: np.ndarray) -> None:
+        """``values_us[measured]`` under ``name``, the rest under ``name + "_warmup"``."""
+        if measured.all():
+            self.add(name, values_us)
+        else:
+            self.add(name, values_us[measured])
+            self.add(f"{name}_warmup", values_us[~measured])
+
+    def due(self) -> bool:
+        return any(self.parts.values()) and time.monotonic() - self.last_flush >= HIST_FLUSH_S
+
+    def flush(self) -> dict[str, bytes]:
+        """Encoded histograms of everything added since the last flush, by name."""
+        encoded: dict[str, bytes] = {}
+        by_parts: dict[tuple[int, ...], bytes] = {}
+        for name, parts in self.parts.items():
+            if not parts:
+                continue
+            key = tuple(id(p) for p in parts)  # the same arrays under two names: record once
+            if key not in by_parts:
+                hist = new_histogram()
+                record_many(hist, np.concatenate(parts))
+                by_parts[key] = encode(hist)
+            encoded[name] = by_parts[key]
+        self.parts = {name: [] for name in self.names}
+        self.last_flush = time.monotonic()
+        return encoded
+
+
 def _produce(index: int, ctx: WorkerContext) -> None:
-    spec = ctx.spec
     producer = ctx.backend.for_worker().producer(ctx.queue)
     ctx.channel.send(("ready", "producer", index, os.getpid()))
     ctx.start.wait()
-    base, count = spec.producer_shares()[index]
-    chunk = spec.events_per_message * spec.batch
-    publish = new_histogram()
-    sent, last_report = 0, time.monotonic()
-    for start in range(0, count, chunk):
-        if ctx.stop.is_set():
-            break
-        seq = np.arange(start, min(start + chunk, count), dtype=np.int64)
-        now_ns = time.time_ns()
-        messages = split_messages(encode_events(index, seq, seq + (base + 1), now_ns, now_ns), spec.events_per_message)
-        began = time.perf_counter_ns()
-        producer.send_batch(messages)
-        publish.record_value(max(1, (time.perf_counter_ns() - began) // 1000))
-        sent += len(seq)
-        if time.monotonic() - last_report >= SENT_REPORT_S:
-            ctx.channel.send(("sent", index, sent))
-            last_report = time.monotonic()
+    sender = _Sender(index, ctx, producer)
+    if ctx.spec.steady:
+        sender.follow_schedule(Schedule(ctx.spec, index))
+    else:
+        sender.burst()
     producer.close()
-    ctx.channel.send(("sent", index, sent))
-    ctx.channel.send(("done", "producer", index, {"publish_hist": encode(publish)}))
+    sender.report(final=True)
+    ctx.channel.send(("done", "producer", index, {"measured_sent": sender.measured_sent, "last_send_ns": sender.last_send_ns}))
+
+
+class _Sender:
+    """One producer's sending: encodes due events, sends them, records what it cost."""
+
+    def __init__(self, index: int, ctx: WorkerContext, producer: Any) -> None:
+        self.index, self.ctx, self.producer = index, ctx, producer
+        self.base, self.count = ctx.spec.producer_shares()[index]
+        self.chunk = ctx.spec.events_per_message * ctx.spec.batch
+        self.window = ctx.window_ns()
+        self.hists = _HistBuffer("send_delay", "send_delay_warmup", "publish")
+        self.sent = self.measured_sent = self.last_send_ns = 0
+
+    def burst(self) -> None:
+        for start in range(0, self.count, self.chunk):
+            if self.ctx.stop.is_set():
+                return
+            now_ns = time.time_ns()
+            self.send(start, min(self.chunk, self.count - start), now_ns, now_ns)
+
+    def follow_schedule(self, schedule: Schedule) -> None:
+        """Send every event at (or, when behind, as soon as possible after) its intended time.
+
+        The producer wakes at most every ``SEND_TICK_S`` and sends everything due in one call,
+        in whole messages: at high rates one send per event would cost more CPU than the rate
+        leaves. The wait is not hidden: latency counts from the intended time.
+        """
+        t0, epm, k = self.ctx.t0_ns.value, self.ctx.spec.events_per_message, 0
+        tick_ns, next_wake = int(SEND_TICK_S * 1e9), 0
+        while k < self.count and not self.ctx.stop.is_set():
+            now_ns = time.time_ns()
+            due = schedule.due(now_ns - t0)
+            n = min(due - k, self.chunk)
+            if due < self.count:
+                n -= n % epm  # wait for a message to fill: that wait is part of its latency
+            if n <= 0 or now_ns < next_wake:
+                wake_ns = max(t0 + schedule.offset_ns(min(k + epm, self.count) - 1), next_wake)
+                time.sleep(max(0.0, (wake_ns - now_ns) / 1e9))
+                continue
+            self.send(k, n, t0 + schedule.offsets_ns[k : k + n], now_ns)
+            k += n
+            next_wake = now_ns + tick_ns
+
+    def send(self, start: int, n: int, intended_ns: Any, now_ns: int) -> None:
+        seq = np.arange(start, start + n, dtype=np.int64)
+        records = encode_events(self.index, seq, seq + (self.base + 1), intended_ns, now_ns)
+        began = time.perf_counter_ns()
+        self.producer.send_batch(split_messages(records, self.ctx.spec.events_per_message))
+        self.hists.add("publish", np.array([(time.perf_counter_ns() - began) // 1000]))
+        if self.ctx.spec.steady:
+            intended = records["intended_ns"]
+            in_window = (intended >= self.window[0]) & (intended < self.window[1])
+            self.hists.add_split("send_delay", (now_ns - intended) // 1000, in_window)
+            self.measured_sent += int(in_window.sum())
+        else:
+            self.measured_sent += n
+        self.sent += n
+        self.ctx.sent[self.index] = self.sent
+        self.last_send_ns = now_ns
+        if self.hists.due():
+            self.report()
+
+    def report(self, final: bool = False) -> None:
+        if final or self.hists.due():
+            self.ctx.channel.send(("hists", "producer", self.index, self.hists.flush()))
 
 
 def _consume(index: int, ctx: WorkerContext) -> None:
@@ -118,59 +229,85 @@ def _consume(index: int, ctx: WorkerContext) -> None:
     consumer = ctx.backend.for_worker().consumer(ctx.queue)
     channel.send(("ready", "consumer", index, os.getpid()))
     ctx.start.wait()
-    latency = _LatencyBuffer()
+    window_start = ctx.window_ns()[0]
+    hists = _HistBuffer("e2e", "e2e_warmup", "from_send")
+    pending = _PendingReport(index, channel, consumer, flush_events=spec.batch * spec.events_per_message)
     while not ctx.stop.is_set():
         batch = consumer.receive_batch(spec.batch, RECEIVE_TIMEOUT_S)
-        if not batch:
-            if latency.due():
-                channel.send(("hist", index, *latency.flush()))
-            continue
-        received_ns = time.time_ns()
-        records, poison = decode_bodies(batch.bodies)
-        flat, raw_sum, corrupt = index_records(records, shares)
-        latency.add(received_ns, records)
-        hists = latency.flush() if latency.due() else None
-        channel.send(("batch", index, flat.tobytes(), raw_sum, corrupt, len(poison), received_ns, hists))
-        _settle(consumer, batch, poison)
+        if batch:
+            received_ns = time.time_ns()
+            records, poison = decode_bodies(batch.bodies)
+            flat, raw_sum, corrupt = index_records(records, shares)
+            _record_latency(hists, received_ns, records, window_start, spec.steady)
+            pending.add(batch, poison, flat, raw_sum, corrupt, received_ns)
+        if pending.due(idle=not batch):
+            pending.flush(hists.flush() if hists.due() else None)
+        elif not batch and hists.due():
+            channel.send(("hists", "consumer", index, hists.flush()))
+    pending.flush(None)
     consumer.close()
-    channel.send(("hist", index, *latency.flush()))
+    channel.send(("hists", "consumer", index, hists.flush()))
     channel.send(("done", "consumer", index, {}))
 
 
-class _LatencyBuffer:
-    """Latencies of the batches since the last flush, recorded into HdrHistograms at flush time:
-    one vectorised ``record_many`` per flush rather than per batch."""
+class _PendingReport:
+    """Received batches not yet reported and acked.
 
-    def __init__(self) -> None:
-        self.e2e: list[np.ndarray] = []
-        self.from_send: list[np.ndarray] = []
-        self.last_flush = time.monotonic()
+    Each report goes to the runner *before* its batches are acked (at-least-once accounting).
+    Small batches (a steady flow) are gathered for up to ``REPORT_MAX_DELAY_S`` or one full
+    call's worth of events, so that the runner handles a few hundred reports a second instead of
+    one per message; a full batch (a burst) is reported at once.
+    """
 
-    def add(self, received_ns: int, records: np.ndarray) -> None:
-        e2e = (received_ns - records["intended_ns"]) // 1000
-        self.e2e.append(e2e)
-        # in a burst the intended time is the send time: share the array, record it once
-        same = (records["intended_ns"] == records["sent_ns"]).all()
-        self.from_send.append(e2e if same else (received_ns - records["sent_ns"]) // 1000)
+    def __init__(self, index: int, channel: ReportChannel, consumer: Any, *, flush_events: int) -> None:
+        self.index, self.channel, self.consumer = index, channel, consumer
+        self.flush_events = flush_events
+        self._reset()
 
-    def due(self) -> bool:
-        return bool(self.e2e) and time.monotonic() - self.last_flush >= HIST_FLUSH_S
+    def _reset(self) -> None:
+        self.batches: list[tuple[Any, list[int]]] = []
+        self.flats: list[np.ndarray] = []
+        self.raw_sum = self.corrupt = self.poison = self.events = self.received_ns = 0
+        self.since = 0.0
 
-    def flush(self) -> tuple[bytes, bytes]:
-        """The encoded histograms (end to end, from send) of everything added since last time."""
-        e2e = self._encode(self.e2e)
-        same = len(self.e2e) == len(self.from_send) and all(a is b for a, b in zip(self.e2e, self.from_send, strict=True))
-        from_send = e2e if same else self._encode(self.from_send)
-        self.e2e, self.from_send = [], []
-        self.last_flush = time.monotonic()
-        return e2e, from_send
+    def add(self, batch: Any, poison: list[int], flat: np.ndarray, raw_sum: int, corrupt: int, received_ns: int) -> None:
+        if not self.batches:
+            self.since = time.monotonic()
+        self.batches.append((batch, poison))
+        self.flats.append(flat)
+        self.raw_sum += raw_sum
+        self.corrupt += corrupt
+        self.poison += len(poison)
+        self.events += len(flat) + corrupt
+        self.received_ns = received_ns
 
-    @staticmethod
-    def _encode(parts: list[np.ndarray]) -> bytes:
-        hist = new_histogram()
-        if parts:
-            record_many(hist, np.concatenate(parts))
-        return encode(hist)
+    def due(self, *, idle: bool) -> bool:
+        if not self.batches:
+            return False
+        return idle or self.events >= self.flush_events or time.monotonic() - self.since >= REPORT_MAX_DELAY_S
+
+    def flush(self, hists: dict[str, bytes] | None) -> None:
+        if self.batches:
+            flat = self.flats[0] if len(self.flats) == 1 else np.concatenate(self.flats)
+            self.channel.send(
+                ("batch", self.index, flat.tobytes(), self.raw_sum, self.corrupt, self.poison, self.received_ns, hists)
+            )
+            for batch, poison in self.batches:
+                _settle(self.consumer, batch, poison)
+        elif hists:
+            self.channel.send(("hists", "consumer", self.index, hists))
+        self._reset()
+
+
+def _record_latency(hists: _HistBuffer, received_ns: int, records: np.ndarray, window_start: int, steady: bool) -> None:
+    intended = records["intended_ns"]
+    e2e = (received_ns - intended) // 1000
+    measured = intended >= window_start
+    hists.add_split("e2e", e2e, measured)
+    if steady:
+        hists.add("from_send", ((received_ns - records["sent_ns"]) // 1000)[measured])
+    else:
+        hists.add("from_send", e2e)  # the intended time is the send time: recorded once at flush
 
 
 def _settle(consumer: Any, batch: Any, poison: list[int]) -> None:

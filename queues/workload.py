@@ -11,6 +11,7 @@ from queues.errors import InvalidSpec
 from queues.events import MAX_EVENTS_PER_PRODUCER, MAX_PRODUCERS
 
 MAX_WORKERS = 256
+ARRIVALS = ("uniform", "poisson")
 _INT_TEXT = re.compile(r"^[+-]?\d[\d_]*(?:[eE]\+?\d+)?$")
 
 
@@ -21,6 +22,12 @@ class WorkloadSpec:
     ``events_per_message`` events are packed in one queue message and ``batch`` messages move
     in one send or receive call. ``idle_timeout_s`` ends a run whose consumers have received
     nothing for that long once the producers are done: what is missing then is reported lost.
+
+    Without ``rate_eps`` the run is a burst: send 1..events as fast as possible. With it the
+    run is steady: producers follow an open-loop schedule of ``rate_eps`` events/s in total
+    (``arrival`` uniform or poisson) for ``warmup_s + duration_s`` seconds, and ``events`` is
+    derived: ``round(rate_eps * (warmup_s + duration_s))``, so the exact-sum check still holds.
+    Figures of events intended during the warm-up are recorded but left out of the summary.
     """
 
     backend: str = "memory-mp"
@@ -30,8 +37,23 @@ class WorkloadSpec:
     events_per_message: int = 1
     batch: int = 1000
     idle_timeout_s: float = 10.0
+    rate_eps: float | None = None
+    duration_s: float = 10.0
+    warmup_s: float = 0.0
+    arrival: str = "uniform"
+    seed: int = 1
 
     def __post_init__(self) -> None:
+        if self.rate_eps is not None:
+            rate = _number("rate_eps", self.rate_eps, 0.1, 10_000_000)
+            duration = _number("duration_s", self.duration_s, 0.1, 86_400)
+            warmup = _number("warmup_s", self.warmup_s, 0.0, 86_400)
+            object.__setattr__(self, "rate_eps", rate)
+            object.__setattr__(self, "duration_s", duration)
+            object.__setattr__(self, "warmup_s", warmup)
+            object.__setattr__(self, "events", max(1, round(rate * (warmup + duration))))
+        if self.arrival not in ARRIVALS:
+            raise InvalidSpec(f"arrival must be one of {', '.join(ARRIVALS)}, got {self.arrival!r}")
         for name, low, high in (
             ("events", 1, MAX_EVENTS_PER_PRODUCER),
             ("producers", 1, min(MAX_WORKERS, MAX_PRODUCERS)),
@@ -61,6 +83,10 @@ class WorkloadSpec:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def steady(self) -> bool:
+        return self.rate_eps is not None
 
     @property
     def expected_sum(self) -> int:
