@@ -1,0 +1,306 @@
+"""MariaDB/MySQL InnoDB tables as queues, claimed with ``FOR UPDATE SKIP LOCKED``.
+
+Needs MariaDB 10.6+ or MySQL 8+ (``SKIP LOCKED``). Each queue is a table of its own with a
+``..._dead`` table beside it (names from ``sqlfiles.table_name``); ``declare`` creates them and
+``delete`` drops them, so runs leave nothing behind. The SQL is in ``sql/mysql.sql``.
+
+Driver: PyMySQL. It is pure Python, maintained (regular releases, supports MariaDB 10.x/11.x
+and MySQL 8/9), installs from pip alone on any platform, and is already a dependency of the
+project. mysqlclient parses rows in C and is faster, but it needs the MySQL client headers and
+a compiler to install; a queue lab should install with pip alone.
+
+Claiming: a consumer locks a batch with ``SELECT ... ORDER BY id LIMIT n FOR UPDATE SKIP
+LOCKED`` in its open transaction (MySQL cannot ``DELETE`` with ``SKIP LOCKED`` or from a
+subquery on the same table). Once every claimed message is settled it sends, in one round
+trip, the dead-letter copy, the ``DELETE`` of the acked and dead rows and ``COMMIT``.
+``nack(requeue=True)`` simply leaves the row in place (it keeps its place in FIFO order and its
+lock is released by that commit). ``close``, a lost connection or a SIGKILLed consumer roll
+back, and the rows are claimable again at once: at-least-once without a lease or a timeout.
+Sessions use READ COMMITTED so that ``SKIP LOCKED`` takes record locks only, not the gap locks
+that would block producers' inserts.
+
+Consumers poll with back-off (``polling.Poller``): MySQL has no LISTEN. Connections have
+connect, read and write timeouts, so a server lost mid-run makes a worker raise, not hang.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pymysql
+from pymysql.constants import CLIENT
+
+from queues.backends import sqlfiles
+from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer
+from queues.backends.polling import Poller
+from queues.errors import QueueError
+from queues.events import PackedMessages
+
+QUERIES = sqlfiles.queries("mysql")
+SCHEMES = ("mysql", "mariadb", "mysql+pymysql")
+#: Keeps one INSERT well under the server's max_allowed_packet (16 MiB by default).
+MAX_INSERT_CHARS = 4 * 1024 * 1024
+PURGE_CHUNK = 10_000
+
+
+def query(name: str, table: str, **lists: str) -> str:
+    """Query ``name`` with the backquoted identifiers of ``table`` (already safe) filled in."""
+    return QUERIES[name].format(queue=f"`{table}`", dead=f"`{table}_dead`", **lists)
+
+
+def id_list(ids: Sequence[int]) -> str:
+    return ",".join(map(str, map(int, ids)))
+
+
+def value_rows(messages: Sequence[bytes]) -> Iterator[str]:
+    """``(X'<hex>')`` per message: hex literals need no escaping and cannot inject anything."""
+    if isinstance(messages, PackedMessages) and messages.size:
+        text, step = messages.buffer.hex(), 2 * messages.size
+        return (f"(X'{text[i : i + step]}')" for i in range(0, len(text), step))
+    return (f"(X'{body.hex()}')" for body in messages)
+
+
+def chunked_values(messages: Sequence[bytes]) -> Iterator[str]:
+    """VALUES lists of at most ``MAX_INSERT_CHARS`` characters each."""
+    chunk: list[str] = []
+    size = 0
+    for row in value_rows(messages):
+        if chunk and size + len(row) > MAX_INSERT_CHARS:
+            yield ",".join(chunk)
+            chunk, size = [], 0
+        chunk.append(row)
+        size += len(row) + 1
+    if chunk:
+        yield ",".join(chunk)
+
+
+class MySQLBackend(Backend):
+    name = "mysql"
+    capabilities = Capabilities(native_batch=True)
+    url_setting = "IMQ_MYSQL_URL"
+    default_url = "mysql://root@127.0.0.1:3306/test"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.url = self.url or self.default_url
+        self.poll_interval_s = self.option("poll_interval_s", 0.05, float)
+        self.poll_max_interval_s = self.option("poll_max_interval_s", 0.5, float)
+        self.timeout_s = self.option("timeout_s", 30.0, float)
+        self._admin: pymysql.connections.Connection | None = None
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _fresh_state(self) -> dict[str, Any]:
+        return {"_admin": None}  # a forked worker must never use the runner's socket
+
+    def _connect(self, *, autocommit: bool) -> pymysql.connections.Connection:
+        """A new connection with our session settings and timeouts. Raises ``BackendUnavailable``."""
+        parts = urlsplit(self.url)
+        try:
+            if parts.scheme not in SCHEMES:
+                raise ValueError(f"URL scheme must be one of {', '.join(SCHEMES)}")
+            return pymysql.connect(
+                host=parts.hostname or "127.0.0.1",
+                port=parts.port or 3306,
+                user=unquote(parts.username or "root"),
+                password=unquote(parts.password or ""),
+                database=unquote(parts.path.lstrip("/")) or "test",
+                connect_timeout=5,
+                read_timeout=self.timeout_s,
+                write_timeout=self.timeout_s,
+                autocommit=autocommit,
+                client_flag=CLIENT.MULTI_STATEMENTS,  # settle + COMMIT in one round trip
+                init_command=QUERIES["session"],
+            )
+        except (pymysql.MySQLError, OSError, ValueError) as exc:
+            raise self.unavailable(exc) from exc
+
+    def connect(self) -> None:
+        if self._admin is None or not self._admin.open:
+            self._admin = self._connect(autocommit=True)
+
+    def close(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None and admin.open:
+            admin.close()
+
+    @contextmanager
+    def converted(self, doing: str) -> Iterator[None]:
+        """Driver errors become ``queues.errors`` types, keeping the cause."""
+        try:
+            yield
+        except (pymysql.OperationalError, pymysql.InterfaceError, OSError) as exc:  # lost, killed, timed out
+            raise self.unavailable(exc, "query") from exc
+        except pymysql.MySQLError as exc:
+            raise QueueError(f"{self.name}: cannot {doing}: {exc}") from exc
+
+    def _fetch(self, sql: str, args: Any = None, doing: str = "run a query") -> tuple:
+        """All rows of one statement on the administrative connection."""
+        self.connect()
+        assert self._admin is not None
+        with self.converted(doing), self._admin.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+
+    # -- queues ----------------------------------------------------------------------------
+
+    def declare(self, queue: str) -> None:
+        """Create the queue and dead-letter tables. Idempotent."""
+        table = sqlfiles.table_name(queue)
+        self._fetch(query("create_queue", table), doing=f"declare {queue}")
+        self._fetch(query("create_dead", table), doing=f"declare {queue}")
+
+    def purge(self, queue: str) -> int:
+        """Remove the ready messages (not those claimed by a live consumer); return how many."""
+        table = sqlfiles.table_name(queue)
+        self.connect()
+        assert self._admin is not None
+        with self.converted(f"purge {queue}"), self._admin.cursor() as cur:
+            self._admin.begin()
+            cur.execute(query("ready_ids", table))
+            ids = [row[0] for row in cur.fetchall()]
+            for start in range(0, len(ids), PURGE_CHUNK):
+                cur.execute(query("delete_ids", table, ids=id_list(ids[start : start + PURGE_CHUNK])))
+            self._admin.commit()
+        return len(ids)
+
+    def delete(self, queue: str) -> None:
+        """Drop the queue's tables. Idempotent."""
+        self._fetch(query("drop_tables", sqlfiles.table_name(queue)), doing=f"delete {queue}")
+
+    def depth(self, queue: str) -> int:
+        """Exact: ``COUNT(*)``; claimed rows are only deleted when their consumer commits."""
+        return int(self._fetch(query("depth", sqlfiles.table_name(queue)), doing=f"measure {queue}")[0][0])
+
+    def count_tables(self, prefix: str) -> int:
+        """How many tables start with ``prefix`` (to check that runs leave nothing behind)."""
+        return int(self._fetch(QUERIES["count_tables"], (prefix, prefix), doing="count tables")[0][0])
+
+    def environment(self) -> dict[str, Any]:
+        self.connect()
+        assert self._admin is not None
+        with self.converted("read the server settings"), self._admin.cursor() as cur:
+            cur.execute(QUERIES["environment"])
+            names = [column[0] for column in cur.description]
+            settings = cur.fetchone()
+        return {
+            **dict(zip(names, settings, strict=True)),
+            "isolation": "READ COMMITTED",
+            "driver": f"PyMySQL {pymysql.__version__}",
+            "claim": "SELECT ... FOR UPDATE SKIP LOCKED; DELETE + COMMIT on ack",
+            **Poller(self.poll_interval_s, self.poll_max_interval_s).describe(),
+        }
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def producer(self, queue: str) -> Producer:
+        return _Producer(self, self._connect(autocommit=True), sqlfiles.table_name(queue))
+
+    def consumer(self, queue: str, *, group: str = "default") -> Consumer:
+        poller = Poller(self.poll_interval_s, self.poll_max_interval_s)
+        return _Consumer(self, self._connect(autocommit=False), sqlfiles.table_name(queue), poller)
+
+
+class _Producer(Producer):
+    """One multi-row INSERT of hex literals per batch (autocommit: one commit per batch)."""
+
+    def __init__(self, backend: MySQLBackend, conn: pymysql.connections.Connection, table: str) -> None:
+        self.backend, self.conn, self.table = backend, conn, table
+        self.cur = conn.cursor()
+
+    def send_batch(self, messages: Sequence[bytes]) -> None:
+        with self.backend.converted("insert messages"):
+            for values in chunked_values(messages):
+                self.cur.execute(query("insert_values", self.table, values=values))
+
+    def close(self) -> None:
+        if self.conn.open:
+            self.conn.close()
+
+
+class _Consumer(Consumer):
+    """Locks claims in one open transaction; deletes and commits once all are settled."""
+
+    def __init__(self, backend: MySQLBackend, conn: pymysql.connections.Connection, table: str, poller: Poller) -> None:
+        self.backend, self.conn, self.table, self.poller = backend, conn, table, poller
+        self.cur = conn.cursor()
+        self.q_claim = query("claim", table)
+        self.held: list[int] = []  # every row locked by the open transaction
+        self.unsettled: set[int] = set()  # locked in the open transaction, not yet settled
+        self.done: list[int] = []  # acked or dead: deleted at commit
+        self.dead: list[int] = []  # copied to the dead-letter table at commit
+
+    def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.poller.due():
+                batch = self._claim(max_messages)
+                self.poller.claimed(len(batch), max_messages)
+                if batch:
+                    return batch
+            budget = deadline - time.monotonic()
+            if budget <= 0:
+                return Batch()
+            self.poller.wait(budget)
+
+    def _claim(self, limit: int) -> Batch:
+        with self.backend.converted("claim messages"):
+            if self.held:
+                self.cur.execute(query("claim_more", self.table, ids=id_list(self.held)), (limit,))
+            else:
+                self.cur.execute(self.q_claim, (limit,))
+            rows = self.cur.fetchall()
+            if not rows and not self.unsettled:
+                self.conn.rollback()  # nothing locked: do not sit in an open transaction
+        if not rows:
+            return Batch()
+        ids = [row[0] for row in rows]
+        self.held.extend(ids)
+        self.unsettled.update(ids)
+        return Batch([row[1] for row in rows], ids)
+
+    def ack(self, batch: Batch) -> None:
+        if batch:
+            self.done.extend(batch.receipts)
+            self._settled(batch.receipts)
+
+    def nack(self, batch: Batch, *, requeue: bool = True) -> None:
+        """``requeue=True`` leaves the rows where they are (unlocked at commit, same place in
+        line); ``requeue=False`` moves them to the dead-letter table, never delivered again."""
+        if batch and not requeue:
+            self.dead.extend(batch.receipts)
+            self.done.extend(batch.receipts)
+        if batch:
+            self._settled(batch.receipts)
+
+    def _settled(self, ids: Sequence[int]) -> None:
+        self.unsettled.difference_update(ids)
+        if self.unsettled:
+            return
+        statements = []
+        if self.dead:
+            statements.append(query("dead_letter", self.table, ids=id_list(self.dead)))
+        if self.done:
+            statements.append(query("delete_ids", self.table, ids=id_list(self.done)))
+        statements.append("COMMIT")
+        with self.backend.converted("settle messages"):
+            self.cur.execute(";".join(statements))
+            while self.cur.nextset():
+                pass  # every statement's result must be read before the next query
+        self.done, self.dead, self.held = [], [], []
+
+    def close(self) -> None:
+        if not self.conn.open:
+            return
+        try:
+            self.conn.rollback()  # un-acked rows come back at once
+        except (pymysql.MySQLError, OSError):
+            pass  # the connection is gone: the server rolls the transaction back itself
+        finally:
+            self.unsettled.clear()
+            self.held.clear()
+            self.conn.close()
