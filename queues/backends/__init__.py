@@ -28,6 +28,9 @@ __all__ = [
 BACKENDS: dict[str, str] = {
     "memory": "queues.backends.memory.MemoryBackend",
     "memory-mp": "queues.backends.memory.MultiprocessBackend",
+    "postgres": "queues.backends.postgres.PostgresBackend",
+    "postgres-notify": "queues.backends.postgres.PostgresNotifyBackend",
+    "mysql": "queues.backends.mysql.MySQLBackend",
 }
 
 
