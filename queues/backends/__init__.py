@@ -31,6 +31,10 @@ BACKENDS: dict[str, str] = {
     "postgres": "queues.backends.postgres.PostgresBackend",
     "postgres-notify": "queues.backends.postgres.PostgresNotifyBackend",
     "mysql": "queues.backends.mysql.MySQLBackend",
+    "redis-list": "queues.backends.redis_list.RedisListBackend",
+    "redis-list-noack": "queues.backends.redis_list.RedisListNoAckBackend",
+    "redis-stream": "queues.backends.redis_stream.RedisStreamBackend",
+    "rabbitmq": "queues.backends.rabbitmq.RabbitMQBackend",
 }
 
 

@@ -19,7 +19,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from queues.backends.base import Backend
+from queues.backends.base import Backend, Consumer
 from queues.errors import BackendUnavailable, QueueError
 
 CONNECT_TIMEOUT_S = 3.0
@@ -144,4 +144,26 @@ class wrap_errors:
         raise QueueError(f"{self.backend.name}: {self.doing} {self.backend.describe_url()} failed: {exc}") from exc
 
 
-__all__ = ["BackendUnavailable", "RedisBase", "key_prefix", "keys_pattern", "load_lua", "wrap_errors"]
+class RedisConsumer(Consumer):
+    """A consumer with its own client that gives back what it holds when it closes."""
+
+    backend: Backend
+    client: redis.Redis
+    closed: bool = False
+
+    def release(self) -> None:
+        """Return the messages this consumer holds to the queue (one Lua script)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            with wrap_errors(self.backend, "release a consumer on"):
+                self.release()
+        finally:
+            self.client.close()
+
+
+__all__ = ["BackendUnavailable", "RedisBase", "RedisConsumer", "key_prefix", "keys_pattern", "load_lua", "wrap_errors"]

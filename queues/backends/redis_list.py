@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from queues.backends._redis import RedisBase, key_prefix, wrap_errors
+from queues.backends._redis import RedisBase, RedisConsumer, key_prefix, wrap_errors
 from queues.backends.base import Batch, Capabilities, Consumer, Producer
 from queues.events import PackedMessages
 
@@ -182,7 +182,7 @@ class _PopConsumer(Consumer):
         self.client.close()
 
 
-class _ReliableConsumer(Consumer):
+class _ReliableConsumer(RedisConsumer):
     """Takes into its own processing list; mirrors that list to ack by position."""
 
     def __init__(self, backend: RedisListBackend, queue: str) -> None:
@@ -195,7 +195,6 @@ class _ReliableConsumer(Consumer):
         self.outstanding: list[int] = []  # tokens of the processing list's messages, in order
         self.next_token = 0
         self.next_reap = 0.0
-        self.closed = False
         with wrap_errors(backend, "register a consumer on"):
             self._take(0)  # registers the consumer and starts its heartbeat
 
@@ -255,14 +254,7 @@ class _ReliableConsumer(Consumer):
                 # reaped while we were busy: every message went back to the queue already
                 self.outstanding.clear()
 
-    def close(self) -> None:
+    def release(self) -> None:
         """Return the processing list to the head of the queue and unregister."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            with wrap_errors(self.backend, "release a consumer on"):
-                self.scripts["list_reap"](keys=[self.keys.ready, self.keys.consumers], args=[self.keys.prefix, self.id])
-        finally:
-            self.outstanding.clear()
-            self.client.close()
+        self.outstanding.clear()
+        self.scripts["list_reap"](keys=[self.keys.ready, self.keys.consumers], args=[self.keys.prefix, self.id])
