@@ -1,0 +1,183 @@
+"""Redis lists and streams against the real server: crashes, poison, reaper, XAUTOCLAIM,
+trimming, and the error paths (unreachable server, a connection killed mid-run)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from queues.backends import create_backend
+from queues.errors import BackendUnavailable
+from queues.events import decode_bodies
+from queues.runner import FAILED
+from tests.backends.helpers import OnceAfter, bodies, kill_run, receive_n, run
+from tests.services import backend_url, connected_backend
+
+RELIABLE = ("redis-list", "redis-stream")
+
+
+@pytest.fixture(params=RELIABLE)
+def reliable(request):
+    backend = connected_backend(request.param)
+    yield backend
+    backend.close()
+
+
+def test_a_killed_consumer_loses_nothing_and_duplicates_are_counted(reliable):
+    spec, summary = kill_run(reliable)
+    assert summary["lost"] == 0, summary
+    assert summary["unique"] == spec.events
+    assert summary["received"] == spec.events + summary["duplicates"]
+    assert summary["verdict"] in {"exact", "duplicated"}
+
+
+@pytest.mark.parametrize("alias, options", [("redis-list-noack", {}), ("redis-list", {"ack": "false"})])
+def test_the_at_most_once_list_declares_it_and_reports_its_loss(alias, options):
+    backend = connected_backend(alias, **options)
+    assert not backend.capabilities.acks and not backend.capabilities.redelivers_on_crash
+    spec, summary = kill_run(backend)
+    backend.close()
+    assert summary["unique"] + summary["lost"] == spec.events
+    assert summary["verdict"] == ("lost" if summary["lost"] else "exact")
+
+
+@pytest.mark.parametrize("alias", ["redis-list", "redis-list-noack", "redis-stream"])
+def test_poison_messages_land_in_the_dead_letter_list(alias, queue_of):
+    backend, queue = queue_of(alias)
+    good, poison = bodies(5), [b"not an event", b"\x00" * 31]
+    producer = backend.producer(queue)
+    producer.send_batch([good[0], poison[0], *good[1:3], poison[1], *good[3:]])
+    producer.close()
+    consumer = backend.consumer(queue)
+    for batch in receive_n(consumer, 7):
+        _, bad = decode_bodies(batch.bodies)
+        consumer.nack(batch.subset(bad), requeue=False)
+        consumer.ack(batch.subset([i for i in range(len(batch)) if i not in bad]))
+    consumer.close()
+    assert backend.dead_letters(queue) == poison
+    assert backend.depth(queue) == 0
+
+
+@pytest.fixture
+def queue_of():
+    made = []
+
+    def make(alias, **options):
+        backend = connected_backend(alias, **options)
+        queue = f"{backend.namespace}.q"
+        backend.declare(queue)
+        made.append((backend, queue))
+        return backend, queue
+
+    yield make
+    for backend, queue in made:
+        backend.delete(queue)
+        backend.close()
+
+
+def abandon(consumer) -> None:
+    """A consumer dying without a word: its connection drops, nothing is released."""
+    consumer.client.close()
+    consumer.closed = True
+
+
+@pytest.mark.parametrize(
+    "alias, options",
+    [
+        ("redis-list", {"heartbeat_s": "0.3", "reap_interval_s": "0.1"}),
+        ("redis-stream", {"claim_idle_s": "0.3", "claim_interval_s": "0.1"}),
+    ],
+)
+def test_a_dead_consumers_messages_are_returned(alias, options, queue_of):
+    backend, queue = queue_of(alias, **options)
+    sent = bodies(5)
+    producer = backend.producer(queue)
+    producer.send_batch(sent)
+    producer.close()
+    dead = backend.consumer(queue)
+    assert sum(len(b) for b in receive_n(dead, 5)) == 5
+    abandon(dead)
+    assert backend.depth(queue) == 5  # held, not acked
+    survivor = backend.consumer(queue)
+    began = time.monotonic()
+    batches = receive_n(survivor, 5, timeout_s=5)
+    assert sorted(bytes(b) for batch in batches for b in batch.bodies) == sorted(sent)
+    assert time.monotonic() - began < 3
+    for batch in batches:
+        survivor.ack(batch)
+    assert backend.depth(queue) == 0
+    survivor.close()
+
+
+def test_acked_stream_entries_are_trimmed(queue_of):
+    backend, queue = queue_of("redis-stream", trim_interval_s="0")
+    producer = backend.producer(queue)
+    producer.send_batch(bodies(5000))
+    producer.close()
+    consumer = backend.consumer(queue)
+    for batch in receive_n(consumer, 5000):
+        consumer.ack(batch)
+    consumer.receive_batch(10, 0.05)  # one more call runs the trimming
+    consumer.close()
+    assert backend.depth(queue) == 0
+    assert backend.stream_length(queue) < 500  # approximate trimming keeps at most a node or so
+
+
+@pytest.mark.parametrize("alias", ["redis-list", "redis-stream"])
+def test_an_unreachable_server_fails_fast_naming_the_url_and_setting(alias):
+    backend = create_backend(alias, url="redis://:s3cret@127.0.0.1:1/0")
+    began = time.monotonic()
+    with pytest.raises(BackendUnavailable) as caught:
+        backend.connect()
+    assert time.monotonic() - began < 3
+    message = str(caught.value)
+    assert "redis://:***@127.0.0.1:1/0" in message and "s3cret" not in message
+    assert "IMQ_REDIS_URL" in message and "\n" not in message
+
+
+def kill_worker_connections(namespace: str) -> int:
+    """``CLIENT KILL`` the producer and consumer connections of one run, found by the client
+    name the backend sets (``imq:<namespace>:<role>``); no other client is touched."""
+    admin = redis.Redis.from_url(backend_url("redis-list"))
+    killed = 0
+    for client in admin.client_list():
+        if client.get("name") in {f"imq:{namespace}:consumer", f"imq:{namespace}:producer"}:
+            killed += admin.client_kill_filter(_id=client["id"])
+    admin.close()
+    return killed
+
+
+@pytest.mark.parametrize("alias", ["redis-list", "redis-stream"])
+def test_a_connection_killed_mid_run_ends_the_run_without_hanging(alias):
+    """A command in flight when the connection dies fails the run; a connection killed between
+    commands is replaced by redis-py at the next checkout (nothing was in flight, nothing is
+    lost). Either way the run ends promptly and keeps what was counted."""
+    backend = connected_backend(alias)
+    killed = []
+    killer = OnceAfter(5_000, lambda: killed.append(kill_worker_connections(backend.namespace)))
+    spec, result = run(backend, events=1_000_000, batch=100, idle_timeout_s=5, on_progress=killer)
+    assert killer.fired_at is not None and killed and killed[0] >= 1
+    if result.status == FAILED:
+        assert "IMQ_REDIS_URL" in result.error and "127.0.0.1:6379" in result.error, result.error
+        assert time.monotonic() - killer.fired_at < 15
+        assert 5_000 <= result.summary["unique"] < spec.events  # what was counted is kept
+    else:
+        assert result.summary["verdict"] == "exact", result.summary
+
+
+@pytest.mark.parametrize("alias", ["redis-list", "redis-stream"])
+def test_a_receive_in_flight_when_the_connection_dies_raises(alias, queue_of):
+    backend, queue = queue_of(alias)
+    consumer = backend.consumer(queue)
+    killer = threading.Timer(0.3, kill_worker_connections, args=(backend.namespace,))
+    killer.start()
+    began = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="IMQ_REDIS_URL"):
+        while time.monotonic() - began < 5:
+            consumer.receive_batch(10, 0.5)  # blocks in BLMOVE / XREADGROUP BLOCK
+    assert time.monotonic() - began < 3
+    killer.join()
+    consumer.client.close()
