@@ -17,6 +17,12 @@ class Experiment(models.Model):
     events_per_message = models.PositiveIntegerField(default=1)
     batch = models.PositiveIntegerField(default=1000, help_text="messages per send or receive call")
     idle_timeout_s = models.FloatField(default=10.0)
+    rate_eps = models.FloatField(
+        null=True, blank=True, help_text="events/s for a steady run (total over producers); empty for a burst"
+    )
+    duration_s = models.FloatField(default=10.0, help_text="steady run: measured seconds after the warm-up")
+    warmup_s = models.FloatField(default=0.0, help_text="steady run: seconds recorded but left out of the summary")
+    arrival = models.CharField(max_length=10, default="uniform", choices=[("uniform", "uniform"), ("poisson", "poisson")])
     options = models.JSONField(default=dict, blank=True, help_text="backend options, e.g. {\"prefetch\": 500}")
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -28,6 +34,27 @@ class Experiment(models.Model):
         return self.name
 
 
+class RunSeries(models.Model):
+    """Runs that belong together: the repetitions of ``--repeat`` (with their median and
+    spread) or the steps of a saturation search (with the curve)."""
+
+    class Kind(models.TextChoices):
+        REPEAT = "repeat"
+        FIND_MAX = "find-max"
+
+    experiment = models.ForeignKey(Experiment, related_name="series", on_delete=models.CASCADE)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "run series"
+
+    def __str__(self) -> str:
+        return f"{self.kind} series {self.pk} of {self.experiment.name}"
+
+
 class Run(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -37,6 +64,7 @@ class Run(models.Model):
         CANCELLED = "cancelled"
 
     experiment = models.ForeignKey(Experiment, related_name="runs", on_delete=models.CASCADE)
+    series = models.ForeignKey(RunSeries, related_name="runs", null=True, blank=True, on_delete=models.SET_NULL)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -82,6 +110,9 @@ class Sample(models.Model):
     p99_ms = models.FloatField(null=True, blank=True)
     p999_ms = models.FloatField(null=True, blank=True)
     max_ms = models.FloatField(null=True, blank=True)
+    offered_eps = models.FloatField(null=True, blank=True)
+    send_delay_p99_ms = models.FloatField(null=True, blank=True)
+    kept_up = models.BooleanField(null=True, blank=True, help_text="saturation search: the step kept up")
 
     class Meta:
         ordering = ["run", "t_s"]

@@ -8,7 +8,7 @@ from experiments.models import Run
 def _latency_line(label: str, figures: dict | None) -> str:
     if not figures:
         return f"  {label:<22} (none recorded)"
-    parts = "  ".join(f"{k} {figures[k]:,.3f}" for k in ("p50", "p90", "p99", "p999", "max"))
+    parts = "  ".join(f"{k} {figures[k]:,.3f}" for k in ("p50", "p90", "p99", "p999", "max") if k in figures)
     return f"  {label:<22} {parts} ms"
 
 
@@ -27,9 +27,44 @@ def format_report(run: Run) -> str:
         f"{s['lost']:,} lost, {s['poison']:,} poison",
         f"  drain time             {s['duration_s']:.3f} s",
         f"  throughput             {s['throughput_eps']:,.0f} events/s",
+        *(_steady_lines(s) if s.get("rate_eps") else []),
         _latency_line("end-to-end latency", s.get("latency_ms")),
         _latency_line("publish call", s.get("publish_ms")),
         f"  environment            Python {run.environment.get('python')}, {run.environment.get('cpu_count')} CPUs, "
         f"git {str(run.environment.get('git_revision') or 'unknown')[:10]}",
     ]
+    return "\n".join(lines)
+
+
+def _steady_lines(s: dict) -> list[str]:
+    lines = [
+        f"  offered rate           {s['rate_eps']:,.0f} events/s ({s['arrival']}) for {s['duration_window_s']} s "
+        f"after a {s['warmup_s']} s warm-up",
+        f"  achieved               sent {s['send_eps']:,.0f}/s ({s['rate_error']:+.2%}), consumed {s['consume_eps']:,.0f}/s, "
+        f"kept up: {'yes' if s['kept_up'] else 'NO'}",
+        f"  drain after sending    {s['drain_s']:.3f} s",
+        _latency_line("latency from send", s.get("latency_from_send_ms")),
+        _latency_line("send delay", s.get("send_delay_ms") if (s.get("send_delay_ms") or {}).get("p50") is not None else None),
+    ]
+    lines += [f"  warning                {w}" for w in s.get("warnings", [])]
+    return lines
+
+
+def format_spread(series) -> str:
+    """The median and spread of a ``--repeat`` series."""
+    result = series.result
+    med, lo, hi = result["median"], result["min"], result["max"]
+    lines = [f"series {series.pk}: {len(result['runs'])} runs of '{series.experiment.name}'"]
+    for key, label in (("duration_s", "drain time s"), ("throughput_eps", "throughput events/s"),
+                       ("send_eps", "send events/s"), ("consume_eps", "consume events/s")):
+        if key in med:
+            lines.append(f"  {label:<22} median {med[key]:,.3f}  min {lo[key]:,.3f}  max {hi[key]:,.3f}")
+    for key in ("p50", "p99", "max"):
+        if key in med.get("latency_ms", {}):
+            lines.append(
+                f"  latency {key:<14} median {med['latency_ms'][key]:,.3f}  min {lo['latency_ms'][key]:,.3f}  "
+                f"max {hi['latency_ms'][key]:,.3f} ms"
+            )
+    verdicts = ", ".join(f"{r['run_id']}: {r.get('verdict', r['status'])}" for r in result["runs"])
+    lines.append(f"  verdicts               {verdicts}")
     return "\n".join(lines)

@@ -15,16 +15,21 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from experiments.models import Experiment, Run, Sample
+from experiments.models import Experiment, Run, RunSeries, Sample
 from experiments.selectors import run_is_cancelled
 from queues import environment
 from queues.errors import QueueError
 from queues.launch import build_backend, check_alias, run_spec
 from queues.metrics import Sample as EngineSample
 from queues.runner import Faults, RunResult
+from queues.saturation import CurvePoint, find_max_rate
+from queues.spread import spread
 from queues.workload import WorkloadSpec
 
-SPEC_FIELDS = ("backend", "events", "producers", "consumers", "events_per_message", "batch", "idle_timeout_s")
+SPEC_FIELDS = (
+    "backend", "events", "producers", "consumers", "events_per_message", "batch", "idle_timeout_s",
+    "rate_eps", "duration_s", "warmup_s", "arrival",
+)
 CANCEL_CHECK_S = 0.5
 
 
@@ -105,6 +110,7 @@ def sample_create(*, run: Run, sample: EngineSample) -> Sample:
         produce_eps=sample.produce_eps, consume_eps=sample.consume_eps, depth=sample.depth,
         backlog=sample.backlog, p50_ms=latency.get("p50"), p90_ms=latency.get("p90"),
         p99_ms=latency.get("p99"), p999_ms=latency.get("p999"), max_ms=latency.get("max"),
+        offered_eps=sample.offered_eps, send_delay_p99_ms=sample.send_delay_p99_ms,
     )
 
 
@@ -142,7 +148,77 @@ def run_cancel(*, run: Run) -> bool:
 
 
 @transaction.atomic
-def run_prepare(*, spec: WorkloadSpec, experiment_name: str, options: Mapping[str, Any] | None = None) -> Run:
+def run_prepare(
+    *, spec: WorkloadSpec, experiment_name: str, options: Mapping[str, Any] | None = None, series: RunSeries | None = None
+) -> Run:
     """The experiment (created if missing) and a queued run of ``spec``, in one transaction."""
     experiment = experiment_get_or_create(name=experiment_name, spec=spec, options=options)
-    return run_create(experiment=experiment, spec=spec, options=options)
+    run = run_create(experiment=experiment, spec=spec, options=options)
+    if series is not None:
+        run.series = series
+        run.save(update_fields=["series"])
+    return run
+
+
+def series_repeat(
+    *, spec: WorkloadSpec, experiment_name: str, repeat: int, options: Mapping[str, Any] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> RunSeries:
+    """Run ``spec`` ``repeat`` times, each stored as a run; store their median and spread."""
+    experiment = experiment_get_or_create(name=experiment_name, spec=spec, options=options)
+    series = RunSeries.objects.create(experiment=experiment, kind=RunSeries.Kind.REPEAT)
+    runs = []
+    for _ in range(repeat):
+        run = run_prepare(spec=spec, experiment_name=experiment_name, options=options, series=series)
+        runs.append(run_execute(run=run, on_progress=on_progress))
+        if runs[-1].status != Run.Status.SUCCEEDED:
+            break
+    summaries = [_public_summary(r) for r in runs]
+    series.result = {"runs": summaries, **spread(summaries), "series_id": series.pk}
+    series.save(update_fields=["result"])
+    return series
+
+
+def series_find_max(
+    *, spec: WorkloadSpec, experiment_name: str, slo_p99_ms: float, start_rate_eps: float,
+    options: Mapping[str, Any] | None = None, on_step: Callable[[CurvePoint], None] | None = None,
+) -> Run:
+    """A saturation search stored as one run whose samples are the curve (rate, p99, kept up)."""
+    run = run_prepare(spec=spec, experiment_name=experiment_name, options=options)
+    run.status, run.started_at = Run.Status.RUNNING, timezone.now()
+    run.save(update_fields=["status", "started_at"])
+    began = time.monotonic()
+
+    def step(rate: float) -> dict[str, Any]:
+        step_spec = WorkloadSpec.from_mapping({**spec.as_dict(), "rate_eps": rate})
+        return run_spec(step_spec, run_id=f"r{run.pk}-{uuid.uuid4().hex[:6]}", urls=settings.IMQ_URLS, options=options).summary
+
+    def record(point: CurvePoint) -> None:
+        Sample.objects.create(
+            run=run, t_s=round(time.monotonic() - began, 3), produced=0, consumed=0, unique=0,
+            produce_eps=point.send_eps, consume_eps=point.consume_eps, backlog=0, p99_ms=point.p99_ms,
+            offered_eps=point.rate_eps, kept_up=point.ok,
+        )
+        if on_step:
+            on_step(point)
+
+    try:
+        best, curve = find_max_rate(step, slo_p99_ms=slo_p99_ms, start_rate_eps=start_rate_eps, on_point=record)
+    except QueueError as exc:
+        return run_fail(run=run, error=str(exc))
+    run.status, run.finished_at = Run.Status.SUCCEEDED, timezone.now()
+    run.summary = {
+        "run_id": run.pk, "backend": spec.backend, "slo_p99_ms": slo_p99_ms, "max_rate_eps": best,
+        "curve": [{"rate_eps": p.rate_eps, "p99_ms": p.p99_ms, "kept_up": p.kept_up, "ok": p.ok} for p in curve],
+        "environment": environment.collect(),
+    }
+    run.throughput_eps = best
+    run.environment = run.summary["environment"]
+    run.save()
+    return run
+
+
+def _public_summary(run: Run) -> dict[str, Any]:
+    summary = dict(run.summary) if run.summary else {"run_id": run.pk, "backend": run.backend}
+    summary["status"], summary["error"] = run.status, run.error or None
+    return summary

@@ -11,6 +11,7 @@ import itertools
 import multiprocessing
 import queue as std_queue
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -122,7 +123,17 @@ class _ThreadConsumer(Consumer):
 
 class MultiprocessBackend(Backend):
     """A ``multiprocessing.Queue`` of message lists (one ``put`` per batch) between forked
-    processes. ``depth`` is exact: a shared counter of messages put and not yet taken."""
+    processes. ``depth`` is exact: a shared counter of messages put and not yet taken.
+
+    Options that simulate a slower or faultier system, for experiments and tests:
+
+    - ``consume_cost_us``: each consumer spends this long per message (a consumer whose
+      capacity is known: 1e6 / cost messages/s);
+    - ``stall_after`` and ``stall_s``: each consumer pauses once for ``stall_s`` seconds after
+      it has received ``stall_after`` messages;
+    - ``max_depth``: producers wait while the queue holds that many messages (backpressure, as
+      from a bounded broker queue); 0 is unbounded.
+    """
 
     name = "memory-mp"
     capabilities = Capabilities(acks=False, redelivers_on_crash=False, durable=False, native_batch=True, push=True)
@@ -167,17 +178,30 @@ class MultiprocessBackend(Backend):
         return self._get(queue)[1].value
 
     def producer(self, queue: str) -> Producer:
-        return _PipeProducer(*self._get(queue))
+        return _PipeProducer(*self._get(queue), max_depth=self.option("max_depth", 0, int))
 
     def consumer(self, queue: str, *, group: str = "default") -> Consumer:
-        return _PipeConsumer(*self._get(queue))
+        return _PipeConsumer(
+            *self._get(queue),
+            cost_us=self.option("consume_cost_us", 0.0, float),
+            stall_after=self.option("stall_after", 0, int),
+            stall_s=self.option("stall_s", 0.0, float),
+        )
+
+    def environment(self) -> dict[str, Any]:
+        knobs = ("consume_cost_us", "stall_after", "stall_s", "max_depth")
+        return {"simulation": {k: self.options[k] for k in knobs if k in self.options}}
 
 
 class _PipeProducer(Producer):
-    def __init__(self, mpq: Any, depth: Any) -> None:
-        self.mpq, self.depth = mpq, depth
+    def __init__(self, mpq: Any, depth: Any, *, max_depth: int = 0) -> None:
+        self.mpq, self.depth, self.max_depth = mpq, depth, max_depth
 
     def send_batch(self, messages: Sequence[bytes]) -> None:
+        # a bounded queue holds the producer back (closed loop); a batch larger than the bound
+        # still goes into an empty queue, or it could never be sent
+        while self.max_depth and self.depth.value and self.depth.value + len(messages) > self.max_depth:
+            time.sleep(0.0002)
         with self.depth.get_lock():
             self.depth.value += len(messages)
         # a PackedMessages batch crosses the pipe as one buffer, not one object per message
@@ -189,17 +213,42 @@ class _PipeProducer(Producer):
 
 
 class _PipeConsumer(Consumer):
-    def __init__(self, mpq: Any, depth: Any) -> None:
+    def __init__(self, mpq: Any, depth: Any, *, cost_us: float = 0.0, stall_after: int = 0, stall_s: float = 0.0) -> None:
         self.mpq, self.depth = mpq, depth
         self.leftover: list[bytes] = []
+        self.cost_s, self.stall_after, self.stall_s = cost_us / 1e6, stall_after, stall_s
+        self.received = 0
+        self.busy_until = 0.0
+
+    def _simulate_work(self, messages: int, was_idle: bool) -> None:
+        """Sleep as a consumer doing ``cost_s`` of work per message would be busy.
+
+        The work is kept on a clock that restarts only when the consumer found the queue empty:
+        sleep overshoot and the harness's own per-batch time are absorbed, so a busy consumer
+        takes exactly 1 / cost_s messages a second.
+        """
+        before, self.received = self.received, self.received + messages
+        if self.stall_after and before < self.stall_after <= self.received:
+            time.sleep(self.stall_s)
+        if self.cost_s:
+            now = time.monotonic()
+            if was_idle:
+                self.busy_until = max(self.busy_until, now)
+            self.busy_until += messages * self.cost_s
+            if self.busy_until > now:
+                time.sleep(self.busy_until - now)
 
     def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
-        bodies = self.leftover
+        bodies, was_idle = self.leftover, False
         if not bodies:
             try:
-                bodies = self.mpq.get(timeout=timeout_s)
+                bodies = self.mpq.get_nowait()
             except std_queue.Empty:
-                return Batch()
+                was_idle = True
+                try:
+                    bodies = self.mpq.get(timeout=timeout_s)
+                except std_queue.Empty:
+                    return Batch()
         if len(bodies) > max_messages:
             bodies, self.leftover = bodies[:max_messages], bodies[max_messages:]
         else:
@@ -208,6 +257,8 @@ class _PipeConsumer(Consumer):
             bodies = list(bodies)
         with self.depth.get_lock():
             self.depth.value -= len(bodies)
+        if self.cost_s or self.stall_after:
+            self._simulate_work(len(bodies), was_idle)
         return Batch(bodies)
 
     def ack(self, batch: Batch) -> None:

@@ -9,11 +9,12 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from experiments import services
-from experiments.report import format_report
+from experiments.report import format_report, format_spread
 from queues.errors import InvalidSpec, QueueError
 from queues.launch import known_aliases
 
 DEFAULT_EXPERIMENT = "cli"
+DEFAULT_EVENTS = 1_000_000
 
 
 class Command(BaseCommand):
@@ -21,12 +22,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--backend", default="memory-mp", help=f"one of: {', '.join(known_aliases())}")
-        parser.add_argument("--events", default="1000000", help="how many integers (N), e.g. 1000000 or 1e6")
+        parser.add_argument("--events", help="how many integers (N) in a burst, e.g. 1000000 or 1e6 (default 1000000)")
         parser.add_argument("--producers", default="1")
         parser.add_argument("--consumers", default="1")
         parser.add_argument("--events-per-message", default="1", help="events packed in one queue message")
         parser.add_argument("--batch", default="1000", help="messages per send or receive call")
         parser.add_argument("--idle-timeout", default="10", help="seconds without progress before the rest counts as lost")
+        steady = parser.add_argument_group("steady flow (without --rate the run is a burst)")
+        steady.add_argument("--rate", help="offered events/s, total over producers: an open-loop schedule")
+        steady.add_argument("--duration", help="measured seconds after the warm-up (default 10; 3 per step of --find-max)")
+        steady.add_argument("--warmup", default="0", help="seconds recorded but left out of the summary")
+        steady.add_argument("--arrival", default="uniform", help="uniform or poisson")
+        steady.add_argument("--repeat", default="1", help="run the same spec K times; report the median and spread")
+        steady.add_argument("--find-max", action="store_true", help="search the highest rate that keeps up within --slo-p99-ms")
+        steady.add_argument("--slo-p99-ms", help="the p99 latency limit of --find-max, in ms")
         parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="backend option (repeatable)")
         parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="store the run under this experiment (created if missing)")
         parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
@@ -34,13 +43,15 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         try:
             options = _parse_options(opts["option"])
-            spec = services.spec_validate(values={
-                "backend": opts["backend"], "events": opts["events"], "producers": opts["producers"],
-                "consumers": opts["consumers"], "events_per_message": opts["events_per_message"],
-                "batch": opts["batch"], "idle_timeout_s": opts["idle_timeout"],
-            }, options=options)
+            spec = services.spec_validate(values=_spec_values(opts), options=options)
+            repeat = _positive_int("--repeat", opts["repeat"])
+            slo = _slo(opts) if opts["find_max"] else None
         except QueueError as exc:
             raise CommandError(str(exc)) from None
+        if opts["find_max"]:
+            return self._find_max(spec, options, slo, opts)
+        if repeat > 1:
+            return self._repeat(spec, options, repeat, opts)
         run = services.run_prepare(spec=spec, experiment_name=opts["experiment"], options=options)
         progress = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
         run = services.run_execute(run=run, on_progress=progress)
@@ -52,6 +63,71 @@ class Command(BaseCommand):
             self.stdout.write(format_report(run))
         if run.status != "succeeded":
             raise CommandError(f"run {run.pk} {run.status}: {run.error}")
+
+    def _repeat(self, spec, options, repeat, opts):
+        series = services.series_repeat(spec=spec, experiment_name=opts["experiment"], repeat=repeat, options=options)
+        if opts["json"]:
+            self.stdout.write(json.dumps(series.result, sort_keys=True))
+        else:
+            self.stdout.write(format_spread(series))
+        failed = [r for r in series.result["runs"] if r["status"] != "succeeded"]
+        if failed:
+            raise CommandError(f"run {failed[0]['run_id']} {failed[0]['status']}: {failed[0]['error']}")
+
+    def _find_max(self, spec, options, slo, opts):
+        def show(point):
+            if not opts["json"]:
+                verdict = "ok" if point.ok else "over"
+                self.stderr.write(f"  {point.rate_eps:>12,.0f} events/s  p99 {point.p99_ms} ms  kept up {point.kept_up}  {verdict}")
+
+        start = spec.rate_eps or 1000.0
+        run = services.series_find_max(
+            spec=spec, experiment_name=opts["experiment"], slo_p99_ms=slo, start_rate_eps=start, options=options,
+            on_step=show,
+        )
+        if run.status != "succeeded":
+            raise CommandError(f"run {run.pk} {run.status}: {run.error}")
+        if opts["json"]:
+            self.stdout.write(json.dumps(_json_summary(run), sort_keys=True))
+        else:
+            best = run.summary["max_rate_eps"]
+            found = f"{best:,.0f} events/s" if best else "none (even the lowest rate tried missed the SLO)"
+            self.stdout.write(f"run {run.pk}: highest rate within p99 <= {slo} ms on {spec.backend}: {found}")
+
+
+def _spec_values(opts) -> dict:
+    values = {
+        "backend": opts["backend"], "events": opts["events"], "producers": opts["producers"],
+        "consumers": opts["consumers"], "events_per_message": opts["events_per_message"],
+        "batch": opts["batch"], "idle_timeout_s": opts["idle_timeout"], "arrival": opts["arrival"],
+    }
+    if opts["rate"] is not None or opts["find_max"]:
+        if opts["events"] is not None:
+            raise InvalidSpec("--events and --rate exclude each other: a steady run sends rate x (warmup + duration) events")
+        values.update(
+            rate_eps=opts["rate"] if opts["rate"] is not None else 1000,
+            duration_s=opts["duration"] or (3 if opts["find_max"] else 10),
+            warmup_s=opts["warmup"],
+        )
+    elif opts["events"] is None:
+        values["events"] = DEFAULT_EVENTS
+    return values
+
+
+def _positive_int(name: str, value: str) -> int:
+    if not str(value).isdigit() or int(value) < 1:
+        raise InvalidSpec(f"{name} must be a whole number from 1, got {value!r}")
+    return int(value)
+
+
+def _slo(opts) -> float:
+    try:
+        slo = float(opts["slo_p99_ms"])
+    except (TypeError, ValueError):
+        raise InvalidSpec(f"--find-max needs --slo-p99-ms, a positive number of ms, got {opts['slo_p99_ms']!r}") from None
+    if slo <= 0:
+        raise InvalidSpec(f"--slo-p99-ms must be a positive number of ms, got {opts['slo_p99_ms']!r}")
+    return slo
 
 
 def _parse_options(pairs: list[str]) -> dict[str, str]:

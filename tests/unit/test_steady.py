@@ -1,0 +1,111 @@
+"""Steady flow: the open-loop schedule, the keep-up verdict, stalls, the saturation search."""
+
+import uuid
+
+import numpy as np
+import pytest
+
+from queues.backends.memory import MultiprocessBackend
+from queues.runner import SUCCEEDED, Runner
+from queues.saturation import find_max_rate
+from queues.schedule import Schedule
+from queues.spread import spread
+from queues.workload import WorkloadSpec
+
+
+def steady(rate, duration, *, warmup=0.0, backend=None, interval=1.0, **fields):
+    spec = WorkloadSpec(backend="memory-mp", rate_eps=rate, duration_s=duration, warmup_s=warmup, **fields)
+    runner = Runner(spec, backend or MultiprocessBackend(), run_id=uuid.uuid4().hex[:8], sample_interval_s=interval)
+    result = runner.run()
+    assert result.status == SUCCEEDED, result.error
+    return result
+
+
+def test_a_steady_run_sends_rate_times_window_events():
+    spec = WorkloadSpec(rate_eps=250, duration_s=3, warmup_s=1, producers=2)
+    assert spec.events == 1000 and spec.steady
+    assert sum(count for _, count in spec.producer_shares()) == 1000
+
+
+def test_uniform_schedule_fixes_intended_times_in_advance():
+    spec = WorkloadSpec(rate_eps=1000, duration_s=1, producers=2)
+    first, second = Schedule(spec, 0), Schedule(spec, 1)
+    # each producer sends 500/s: one event every 2 ms, the second half an interval later
+    assert first.offsets_ns[:3].tolist() == [0, 2_000_000, 4_000_000]
+    assert second.offsets_ns[:2].tolist() == [1_000_000, 3_000_000]
+    assert first.due(0) == 1 and first.due(3_999_999) == 2 and first.due(10**12) == 500
+
+
+def test_poisson_schedule_has_the_offered_mean_rate_and_is_reproducible():
+    spec = WorkloadSpec(rate_eps=10_000, duration_s=2, arrival="poisson")
+    offsets = Schedule(spec, 0).offsets_ns
+    assert np.all(np.diff(offsets) >= 0)
+    assert offsets[-1] / 1e9 == pytest.approx(2.0, rel=0.05)
+    assert np.array_equal(offsets, Schedule(spec, 0).offsets_ns)
+    gaps = np.diff(offsets)
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.1)  # exponential gaps
+
+
+def test_a_steady_run_keeps_the_rate_and_reports_the_steady_figures():
+    result = steady(2_000, 2.0, warmup=0.5, interval=0.5)
+    s = result.summary
+    assert s["verdict"] == "exact" and s["events"] == 5_000
+    assert s["send_eps"] == pytest.approx(2_000, rel=0.01)
+    assert s["consume_eps"] == pytest.approx(2_000, rel=0.02)
+    assert s["kept_up"] is True and s["warnings"] == []
+    assert s["latency_ms"]["p99"] < 100
+    assert set(s["send_delay_ms"]) == {"p50", "p99", "max"}
+    assert s["latency_from_send_ms"]["p50"] <= s["latency_ms"]["p50"]
+    samples = result.samples
+    assert samples[0].offered_eps == 2_000 and samples[0].latency_ms is not None
+    assert samples[0].send_delay_p99_ms is not None
+    assert all(isinstance(x.depth, int) for x in samples)
+
+
+def test_a_consumer_slower_than_the_offer_is_reported_as_not_keeping_up():
+    backend = MultiprocessBackend(consume_cost_us=1000)  # capacity: 1000 events/s
+    result = steady(2_000, 1.5, backend=backend, idle_timeout_s=5)
+    s = result.summary
+    assert s["kept_up"] is False
+    assert s["consume_eps"] < 0.99 * 2_000
+    assert s["backlog_at_window_end"] > 0
+    assert s["drain_s"] > 0.5  # what was left when the producers stopped took time to drain
+    assert s["verdict"] == "exact"
+
+
+def test_a_stall_shows_in_p99_where_a_closed_loop_measure_hides_it():
+    # the queue holds at most 20 messages, so the producer is held back while the consumer
+    # is paused for 1 s: a closed-loop measure (from the actual send) sees almost nothing
+    backend = MultiprocessBackend(stall_after=1_000, stall_s=1.0, max_depth=20)
+    result = steady(1_000, 3.0, backend=backend)
+    s = result.summary
+    assert s["latency_ms"]["max"] >= 900  # from the intended time: the stall is there
+    assert s["latency_ms"]["p99"] >= 800
+    assert s["latency_from_send_ms"]["p99"] < 200  # from the send: hidden
+    assert s["send_delay_ms"]["max"] >= 900  # the producer knows it sent late
+
+
+def test_the_saturation_search_finds_the_knee_of_a_slowed_consumer():
+    capacity = 2_000  # consume_cost_us=500
+
+    def step(rate):
+        spec = WorkloadSpec(backend="memory-mp", rate_eps=rate, duration_s=1.5, warmup_s=0.3, idle_timeout_s=5)
+        backend = MultiprocessBackend(consume_cost_us=1e6 / capacity)
+        return Runner(spec, backend, run_id=uuid.uuid4().hex[:8]).run().summary
+
+    best, curve = find_max_rate(step, slo_p99_ms=100, start_rate_eps=600, tolerance=0.05)
+    assert best == pytest.approx(capacity, rel=0.10)
+    assert [p.rate_eps for p in curve] == sorted(p.rate_eps for p in curve)
+    assert any(not p.ok for p in curve) and any(p.ok for p in curve)
+    assert all(p.p99_ms is not None for p in curve)
+
+
+def test_spread_gives_median_min_and_max_of_numeric_figures():
+    runs = [
+        {"run_id": 1, "duration_s": 1.0, "verdict": "exact", "latency_ms": {"p99": 5.0}, "kept_up": True},
+        {"run_id": 2, "duration_s": 3.0, "verdict": "exact", "latency_ms": {"p99": 1.0}, "kept_up": False},
+        {"run_id": 3, "duration_s": 2.0, "verdict": "lost", "latency_ms": {"p99": 2.0}, "kept_up": True},
+    ]
+    result = spread(runs)
+    assert result["median"] == {"duration_s": 2.0, "latency_ms": {"p99": 2.0}}
+    assert result["min"]["duration_s"] == 1.0 and result["max"]["latency_ms"]["p99"] == 5.0
