@@ -176,9 +176,9 @@ class MySQLBackend(Backend):
         """Exact: ``COUNT(*)``; claimed rows are only deleted when their consumer commits."""
         return int(self._fetch(query("depth", sqlfiles.table_name(queue)), doing=f"measure {queue}")[0][0])
 
-    def count_tables(self, prefix: str) -> int:
-        """How many tables start with ``prefix`` (to check that runs leave nothing behind)."""
-        return int(self._fetch(QUERIES["count_tables"], (prefix, prefix), doing="count tables")[0][0])
+    def count_objects(self, prefix: str) -> int:
+        """How many tables start with ``prefix`` (runs must leave nothing behind)."""
+        return int(self._fetch(QUERIES["count_objects"], (prefix, prefix), doing="count tables")[0][0])
 
     def environment(self) -> dict[str, Any]:
         self.connect()

@@ -206,12 +206,12 @@ class PostgresBackend(Backend):
         """Exact: ``count(*)``, which sees claimed rows until their consumer commits."""
         return self._execute("depth", queue, doing=f"measure {queue}").fetchone()[0]
 
-    def count_tables(self, prefix: str) -> int:
-        """How many tables start with ``prefix`` (to check that runs leave nothing behind)."""
+    def count_objects(self, prefix: str) -> int:
+        """How many tables and functions start with ``prefix`` (runs must leave nothing behind)."""
         self.connect()
         assert self._admin is not None
-        with self.converted("count tables"):
-            return self._admin.execute(QUERIES["count_tables"], {"prefix": prefix}).fetchone()[0]
+        with self.converted("count objects"):
+            return self._admin.execute(QUERIES["count_objects"], {"prefix": prefix}).fetchone()[0]
 
     def environment(self) -> dict[str, Any]:
         self.connect()

@@ -39,11 +39,11 @@ def table_name(queue: str) -> str:
     short hash of the exact name is appended so that ``a.b`` and ``a_b`` never share a table.
     The readable part keeps the namespace first, so a run's tables are found by prefix.
     """
-    readable = _UNSAFE.sub("_", queue.lower()).strip("_")[:MAX_TABLE_CHARS] or "q"
-    digest = hashlib.sha1(queue.encode("utf-8")).hexdigest()[:8]
+    readable = _UNSAFE.sub("_", queue.lower()).strip("_") or "q"
     if readable[0].isdigit():
-        readable = f"q_{readable}"
-    return f"{readable}_{digest}"
+        readable = f"q_{readable}"  # an unquoted identifier cannot start with a digit
+    digest = hashlib.sha1(queue.encode("utf-8")).hexdigest()[:8]
+    return f"{readable[:MAX_TABLE_CHARS]}_{digest}"
 
 
 def table_prefix(namespace: str) -> str:

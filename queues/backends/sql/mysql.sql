@@ -64,6 +64,6 @@ SELECT VERSION() AS server_version,
        @@log_bin AS log_bin,
        @@innodb_doublewrite AS innodb_doublewrite;
 
--- name: count_tables
+-- name: count_objects
 SELECT COUNT(*) FROM information_schema.tables
 WHERE table_schema = DATABASE() AND LEFT(table_name, CHAR_LENGTH(%s)) = %s;

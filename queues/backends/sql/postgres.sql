@@ -86,7 +86,9 @@ SELECT current_setting('server_version') AS server_version,
        current_setting('wal_sync_method') AS wal_sync_method,
        current_setting('full_page_writes') AS full_page_writes;
 
--- name: count_tables
--- Tables of this backend whose name starts with a prefix (tests and cleanup checks).
-SELECT count(*) FROM pg_catalog.pg_tables
-WHERE schemaname = current_schema() AND left(tablename, length(%(prefix)s)) = %(prefix)s;
+-- name: count_objects
+-- Tables and functions whose name starts with a prefix (to check that runs leave nothing behind).
+SELECT (SELECT count(*) FROM pg_catalog.pg_tables
+        WHERE schemaname = current_schema() AND left(tablename, length(%(prefix)s)) = %(prefix)s)
+     + (SELECT count(*) FROM pg_catalog.pg_proc
+        WHERE pronamespace = current_schema()::regnamespace AND left(proname, length(%(prefix)s)) = %(prefix)s);

@@ -1,0 +1,261 @@
+"""The SQL-table backends against the real servers: delivery, crashes, errors, garbage, plans.
+
+The shared contract suite covers the interface; these tests cover what issue 3 asks of the
+table queues in particular. Each skips when its server is down (fails under ``CI=true``).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+
+import numpy as np
+import psycopg
+import pymysql
+import pytest
+
+from queues.backends import backend_class
+from queues.backends.polling import Poller
+from queues.backends.sqlfiles import table_name, table_prefix
+from queues.errors import BackendUnavailable
+from queues.events import encode_events, split_messages
+from queues.runner import FAILED, SUCCEEDED, Faults, Runner
+from queues.workload import WorkloadSpec
+from tests.services import backend_url, connected_backend
+
+SQL_BACKENDS = ["postgres", "postgres-notify", "mysql"]
+CLOSED_PORT_URLS = {
+    "postgres": "postgresql://imq:s3cret@127.0.0.1:1/test",
+    "postgres-notify": "postgresql://imq:s3cret@127.0.0.1:1/test",
+    "mysql": "mysql://imq:s3cret@127.0.0.1:1/test",
+}
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+def backend(request):
+    b = connected_backend(request.param)
+    yield b
+    b.close()
+
+
+def packed(n: int, start: int = 0):
+    seq = np.arange(start, start + n, dtype=np.int64)
+    return split_messages(encode_events(0, seq, seq + 1, 0, 0), 1)
+
+
+def run(backend, *, faults=None, on_progress=None, run_id=None, **fields):
+    spec = WorkloadSpec(backend=backend.name, **fields)
+    runner = Runner(spec, backend, run_id=run_id or uuid.uuid4().hex[:8], faults=faults, on_progress=on_progress)
+    return spec, runner.run()
+
+
+def test_several_consumers_never_receive_the_same_event(backend):
+    spec, result = run(backend, events=40_000, producers=2, consumers=3, batch=200)
+    summary = result.summary
+    assert result.status == SUCCEEDED, result.error
+    assert summary["duplicates"] == 0 and summary["lost"] == 0
+    assert summary["received"] == summary["unique"] == spec.events
+    assert summary["sum"] == spec.expected_sum
+
+
+def test_a_consumer_sigkilled_mid_batch_loses_nothing(backend):
+    spec, result = run(
+        backend, events=40_000, consumers=2, batch=500, idle_timeout_s=5, faults=Faults(kill_consumer_after=8_000)
+    )
+    summary = result.summary
+    assert result.status == SUCCEEDED, result.error
+    assert summary["killed_consumers"] == 1
+    assert summary["lost"] == 0, summary
+    assert summary["unique"] == spec.events and summary["unique_sum"] == spec.expected_sum
+    # what the victim had reported but not acked came back: counted as duplicates, never hidden
+    assert summary["received"] == summary["unique"] + summary["duplicates"]
+    assert summary["verdict"] == ("duplicated" if summary["duplicates"] else "exact")
+
+
+@pytest.mark.parametrize("alias", SQL_BACKENDS)
+def test_a_closed_port_fails_at_connect_quickly_naming_the_url_and_the_setting(alias):
+    cls = backend_class(alias)
+    backend = cls(url=CLOSED_PORT_URLS[alias], namespace="imqtest-down")  # no I/O yet
+    began = time.monotonic()
+    with pytest.raises(BackendUnavailable) as caught:
+        backend.connect()
+    assert time.monotonic() - began < 5
+    message = str(caught.value)
+    assert "imq:***@127.0.0.1:1/test" in message and "s3cret" not in message
+    assert cls.url_setting in message and "\n" not in message
+    assert caught.value.__cause__ is not None
+    with pytest.raises(BackendUnavailable):  # the runner fails at once, before any worker starts
+        run(backend, events=10)
+
+
+def _kill_postgres_workers(table: str) -> int:
+    """Terminate the run's producer and consumer sessions (named after the run's table)."""
+    with psycopg.connect(backend_url("postgres"), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name IN (%s, %s)",
+            (f"imq producer {table}", f"imq consumer {table}"),
+        ).fetchall()
+    return len(rows)
+
+
+def _kill_mysql_workers(table: str) -> int:
+    """Kill the sessions running the run's claims or inserts (not the runner's depth count)."""
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database="test", autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT id FROM information_schema.processlist WHERE id <> CONNECTION_ID() "
+                "AND info LIKE %s AND info NOT LIKE 'SELECT COUNT%%'",
+                (f"%{table}%",),
+            )
+            ids = [row[0] for row in cur.fetchall()]
+            for session in ids:
+                try:
+                    cur.execute(f"KILL CONNECTION {int(session)}")
+                except pymysql.MySQLError:
+                    pass  # it finished in the meantime
+        return len(ids)
+    finally:
+        conn.close()
+
+
+def test_a_server_lost_mid_run_fails_the_run_instead_of_hanging(backend):
+    run_id = uuid.uuid4().hex[:8]
+    table = table_name(f"{backend.namespace}.{run_id}")
+    kill = _kill_mysql_workers if backend.name == "mysql" else _kill_postgres_workers
+    killed: list[int] = []
+
+    def on_progress(unique: int, events: int) -> None:
+        if unique > 5_000 and not killed:
+            if n := kill(table):
+                killed.append(n)
+
+    began = time.monotonic()
+    spec, result = run(backend, run_id=run_id, events=3_000_000, consumers=2, batch=500, on_progress=on_progress)
+    assert killed, "the run ended before its sessions could be killed"
+    assert result.status == FAILED
+    assert backend.url_setting in result.error and backend.name in result.error
+    assert 0 < result.summary["unique"] < spec.events  # what was counted so far is kept
+    assert time.monotonic() - began < 30
+    assert backend.count_objects(table) == 0  # and the run still cleaned up after itself
+
+
+def test_twenty_runs_leave_nothing_behind(backend):
+    prefix = table_prefix(backend.namespace)
+    assert backend.count_objects(prefix) == 0
+    probe = f"{backend.namespace}.probe"
+    backend.declare(probe)
+    assert backend.count_objects(prefix) >= 2  # the prefix does find what a queue creates
+    backend.delete(probe)
+    for _ in range(20):
+        _, result = run(backend, events=300, consumers=1, batch=100)
+        assert result.status == SUCCEEDED, result.error
+    assert backend.count_objects(prefix) == 0
+
+
+def test_dequeue_stays_fast_on_a_large_table_after_claims_on_an_empty_one(backend):
+    """PERFORMANCE-NOTES pitfall: a plan cached while the table was empty must not make later
+    claims scan 200k rows each."""
+    queue = f"{backend.namespace}.big"
+    backend.declare(queue)
+    consumer = backend.consumer(queue)
+    try:
+        for _ in range(12):  # more than psycopg's prepare threshold, on an empty table
+            assert not consumer.receive_batch(1000, 0)
+        producer = backend.producer(queue)
+        for start in range(0, 200_000, 10_000):
+            producer.send_batch(packed(10_000, start))
+        producer.close()
+        timings = []
+        for _ in range(40):
+            began = time.perf_counter()
+            batch = consumer.receive_batch(1000, 1.0)
+            consumer.ack(batch)
+            timings.append(time.perf_counter() - began)
+            assert len(batch) == 1000
+        assert statistics.median(timings) < 0.05, f"median claim+ack {statistics.median(timings) * 1000:.1f} ms"
+        assert backend.depth(queue) == 160_000
+    finally:
+        consumer.close()
+        backend.delete(queue)
+
+
+def test_an_idle_polling_consumer_backs_off(backend):
+    queue = f"{backend.namespace}.idle"
+    backend.declare(queue)
+    consumer = backend.consumer(queue)
+    claims = 0
+    real_claim = consumer._claim
+
+    def counting_claim(limit):
+        nonlocal claims
+        claims += 1
+        return real_claim(limit)
+
+    consumer._claim = counting_claim
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # as the worker does: short timeouts in a loop
+            assert not consumer.receive_batch(100, 0.05)
+    finally:
+        consumer.close()
+        backend.delete(queue)
+    # polling: 50 ms, 100, 200, 400 ... ; listening: the first claim and a 1 s fallback
+    assert claims <= 6, claims
+
+
+def test_notify_wakes_a_listening_consumer_long_before_its_fallback_poll():
+    backend = connected_backend("postgres-notify", fallback_poll_s="5")
+    queue = f"{backend.namespace}.wake"
+    backend.declare(queue)
+    consumer = backend.consumer(queue)
+    producer = backend.producer(queue)
+    try:
+        assert not consumer.receive_batch(10, 0.1)  # drained: the next poll is 5 s away
+        producer.send_batch(packed(1))
+        began = time.monotonic()
+        batch = consumer.receive_batch(10, 3.0)
+        assert len(batch) == 1
+        assert time.monotonic() - began < 0.5
+        consumer.ack(batch)
+    finally:
+        producer.close()
+        consumer.close()
+        backend.delete(queue)
+        backend.close()
+
+
+def test_environment_records_version_durability_and_waiting(backend):
+    env = backend.environment()
+    assert env["server_version"]
+    if backend.name == "mysql":
+        assert "innodb_flush_log_at_trx_commit" in env
+        assert env["poll_interval_s"] > 0
+    else:
+        assert env["synchronous_commit"] and env["fsync"]
+        assert env["consumer_wait"] == ("listen" if backend.capabilities.push else "poll")
+
+
+def test_the_poller_backs_off_and_resets():
+    poller = Poller(0.05, 0.4)
+    assert poller.due()
+    waits = []
+    for _ in range(5):
+        before = time.monotonic()
+        poller.claimed(0, 100)
+        waits.append(round(poller.next_at - before, 2))
+    assert waits == [0.05, 0.1, 0.2, 0.4, 0.4]
+    poller.claimed(100, 100)  # a full batch: ask again at once
+    assert poller.due()
+    poller.claimed(3, 100)  # a partial one: the queue is drained, wait the base interval
+    assert not poller.due() and poller.wait_s == 0.05
+
+
+def test_sql_table_names_are_safe_and_distinct():
+    assert table_name("imq.ab-12") != table_name("imq_ab_12")
+    for name in ("imq.ab-12", 'x"; DROP TABLE t; --', "Ünïcode.run", "9lives." + "x" * 200):
+        table = table_name(name)
+        assert table.replace("_", "").isalnum() and table.isascii() and len(table) <= 57
+        assert not table[0].isdigit()
+    assert table_name("imqtest-abc.run1").startswith(table_prefix("imqtest-abc"))
