@@ -118,9 +118,8 @@ def test_two_consumers_never_receive_the_same_message(backend, queue_name):
     assert sorted(seen) == sorted(sent)
 
 
+@pytest.mark.requires("redelivers_on_crash")
 def test_close_returns_unacked_messages_to_the_queue(backend, queue_name):
-    if not backend.capabilities.redelivers_on_crash:
-        pytest.skip(f"{backend.name} declares no redelivery (capabilities.redelivers_on_crash=False)")
     sent = bodies(5)
     producer = backend.producer(queue_name)
     producer.send_batch(sent)
@@ -136,9 +135,8 @@ def test_close_returns_unacked_messages_to_the_queue(backend, queue_name):
     again.close()
 
 
+@pytest.mark.requires("acks")
 def test_nack_requeue_and_dead_letter(backend, queue_name):
-    if not backend.capabilities.acks:
-        pytest.skip(f"{backend.name} declares no acknowledgements (capabilities.acks=False)")
     producer = backend.producer(queue_name)
     producer.send_batch(bodies(4))
     producer.close()
@@ -181,9 +179,8 @@ def test_poison_messages_are_counted_and_set_aside(backend):
     assert result.summary["verdict"] == "exact"
 
 
+@pytest.mark.requires("processes")
 def test_a_killed_consumer_loses_nothing_where_redelivery_is_declared(backend):
-    if backend.threads_only:
-        pytest.skip(f"{backend.name} runs its workers as threads; there is no process to kill")
     spec, result = run(
         backend, events=30_000, consumers=2, batch=100, idle_timeout_s=5,
         faults=Faults(kill_consumer_after=5_000),
