@@ -10,6 +10,7 @@ callback that satisfies it or by a deadline timer, so nothing here can block for
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -141,18 +142,26 @@ class Link:
         loop. ``_get_write_buffer_size`` is the one non-public pika call here;
         ``BlockingConnection`` relies on it the same way (pika 1.x)."""
         pending = self.conn._get_write_buffer_size
-        if pending() == 0:
-            return
+
+        def drained() -> bool:
+            return pending() == 0
 
         def recheck() -> None:
-            if pending() == 0:
+            if self._waiting is not drained:
+                return  # that wait is over: end this chain of timers
+            if drained():
                 self.ioloop.stop()
             else:
                 self.ioloop.call_later(FLUSH_RECHECK_S, recheck)
 
-        self.ioloop.call_later(0, recheck)
-        if not self.wait(lambda: pending() == 0, RPC_TIMEOUT_S, doing):
-            raise self.backend.unavailable(TimeoutError("the socket did not drain"), doing)
+        # Not a monotonic condition: a timer (pika's heartbeat) may write a frame after the
+        # recheck saw an empty buffer and stopped the loop. Go round until it is empty.
+        deadline = time.monotonic() + RPC_TIMEOUT_S
+        while not drained():
+            if time.monotonic() >= deadline:
+                raise self.backend.unavailable(TimeoutError("the socket did not drain"), doing)
+            self.ioloop.call_later(0, recheck)
+            self.wait(drained, deadline - time.monotonic(), doing)
 
     def close(self) -> None:
         """Send what is buffered, close the connection (waiting briefly for the broker) and
