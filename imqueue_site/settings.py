@@ -120,6 +120,10 @@ Q_CLUSTER = {
 # IMQ_REDIS_URL, IMQ_AMQP_URL). A backend with no URL set uses its class's default_url,
 # the local server on its standard port.
 IMQ_URLS = env.prefixed("IMQ_", "_URL")
+# DESIGN.md's shorter names are accepted too; the IMQ_ ones win when both are set
+for _short in ("REDIS_URL", "AMQP_URL", "MYSQL_URL", "POSTGRES_URL"):
+    if env.str(_short) and f"IMQ_{_short}" not in IMQ_URLS:
+        IMQ_URLS[f"IMQ_{_short}"] = env.str(_short)
 IMQ_DEFAULT_BACKEND = env.str("IMQ_DEFAULT_BACKEND", "memory-mp")
 
 LOGGING = {

@@ -155,11 +155,18 @@ class Backend:
         raise NotImplementedError
 
     def depth(self, queue: str) -> int:
-        """Messages in ``queue`` not yet acked (ready plus in flight).
+        """Messages in ``queue`` not yet acked: ready plus in flight, where the backend can see
+        in-flight messages (AMQP cannot: RabbitMQ's depth is its ready count, and
+        ``depth_detail`` shows the parts).
 
         Raises ``NotSupported`` where it cannot be known; never guesses.
         """
         raise NotSupported(f"{self.name} cannot measure queue depth")
+
+    def depth_detail(self, queue: str) -> dict[str, int | None]:
+        """The parts of ``depth`` shown apart (ready, in flight, ...); ``None`` for a part the
+        backend cannot see. By default just the total."""
+        return {"total": self.depth(queue)}
 
     def producer(self, queue: str) -> Producer:
         """A new producer with its own connection, for one worker."""
