@@ -45,3 +45,6 @@ class Poller:
 
     def describe(self) -> dict[str, Any]:
         return {"consumer_wait": "poll", "poll_interval_s": self.interval_s, "poll_max_interval_s": self.max_interval_s}
+
+    def close(self) -> None:
+        """Nothing to release: polling holds no connection of its own."""
