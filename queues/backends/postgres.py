@@ -66,6 +66,8 @@ CONNECTION_DEFAULTS = {
     "keepalives_count": 3,
     "tcp_user_timeout": 10_000,
 }
+#: How often a consumer claims from the lowest id rather than from where its last batch ended.
+FULL_SCAN_S = 1.0
 #: Smaller batches are inserted with one INSERT: COPY's setup round trip outweighs its speed.
 COPY_MIN_MESSAGES = 16
 
@@ -310,6 +312,9 @@ class _Consumer(Consumer):
         self.backend, self.conn, self.waiter = backend, conn, waiter
         self.cur = conn.cursor()
         self.q_claim = query("claim", table)
+        self.q_claim_after = query("claim_after", table)
+        self.after: int | None = None  # the highest id this consumer claimed: where to look next
+        self.full_scan_at = 0.0  # when to look from the lowest id again
         self.q_requeue = query("requeue", table)
         self.q_dead = query("dead_letter", table)
         self.unsettled: set[int] = set()  # ids deleted in the open transaction, not yet acked
@@ -329,12 +334,21 @@ class _Consumer(Consumer):
                 self.waiter.wait(budget)
 
     def _claim(self, limit: int) -> Batch:
+        """Claim from where the last batch ended; from the lowest id when that finds nothing
+        and every ``FULL_SCAN_S`` (rows below the bound: requeued, rolled back by a crashed
+        consumer, or committed late by another producer)."""
         with self.backend.converted("claim messages"):
-            ids, bodies = self.cur.execute(self.q_claim, {"limit": limit}).fetchone()
+            ids = bodies = None
+            if self.after is not None and time.monotonic() < self.full_scan_at:
+                ids, bodies = self.cur.execute(self.q_claim_after, {"after": self.after, "limit": limit}).fetchone()
+            if ids is None:
+                ids, bodies = self.cur.execute(self.q_claim, {"limit": limit}).fetchone()
+                self.full_scan_at = time.monotonic() + FULL_SCAN_S
             if ids is None and not self.unsettled:
                 self.conn.rollback()  # nothing claimed: do not sit idle in a transaction
         if ids is None:
             return Batch()
+        self.after = ids[-1]
         self.unsettled.update(ids)
         return Batch(bodies, ids)
 

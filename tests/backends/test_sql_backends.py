@@ -310,3 +310,34 @@ def test_sql_table_names_are_safe_and_distinct():
         assert table.replace("_", "").isalnum() and table.isascii() and len(table) <= 57
         assert not table[0].isdigit()
     assert table_name("imqtest-abc.run1").startswith(table_prefix("imqtest-abc"))
+
+
+@pytest.mark.parametrize("alias", ["postgres", "postgres-notify"])
+def test_claims_stay_fast_while_a_long_transaction_holds_deleted_rows_in_the_index(alias):
+    """Deleted rows stay in the index while any transaction on the server could see them; a
+    claim that scanned from the lowest id would walk all of them (quadratic over a run)."""
+    backend = connected_backend(alias)
+    queue = f"{backend.namespace}.horizon"
+    backend.declare(queue)
+    holder = psycopg.connect(backend_url(alias))
+    holder.execute("SELECT txid_current()")  # an open transaction with an id: the horizon stays
+    consumer = backend.consumer(queue)
+    try:
+        producer = backend.producer(queue)
+        for start in range(0, 150_000, 10_000):
+            producer.send_batch(packed(10_000, start))
+        producer.close()
+        timings = []
+        for _ in range(150):
+            began = time.perf_counter()
+            batch = consumer.receive_batch(1000, 1.0)
+            consumer.ack(batch)
+            timings.append(time.perf_counter() - began)
+        first, last = statistics.median(timings[:10]), statistics.median(timings[-10:])
+        # scanning from the lowest id instead: last ~3x first here (9 vs 3 ms measured)
+        assert last < 1.5 * first + 0.0015, f"first claims {first * 1000:.1f} ms, last {last * 1000:.1f} ms"
+    finally:
+        holder.close()
+        consumer.close()
+        backend.delete(queue)
+        backend.close()

@@ -61,6 +61,20 @@ WITH claimed AS (
 )
 SELECT array_agg(id ORDER BY id), array_agg(body ORDER BY id) FROM claimed;
 
+-- name: claim_after
+-- The same from a lower bound: the ids this consumer last claimed. Deleted rows stay in the
+-- index until no transaction on the server can see them; while any long transaction holds
+-- that horizon back, a scan from the lowest id walks every row deleted since (measured: 300k
+-- events/s fell to 60k/s). The bound skips them with one index descent.
+WITH claimed AS (
+    DELETE FROM {queue}
+    WHERE id = ANY(ARRAY(
+        SELECT id FROM {queue} WHERE id > %(after)s ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    ))
+    RETURNING id, body
+)
+SELECT array_agg(id ORDER BY id), array_agg(body ORDER BY id) FROM claimed;
+
 -- name: requeue
 INSERT INTO {queue} (id, body) SELECT * FROM unnest(%(ids)s::bigint[], %(bodies)s::bytea[]);
 
