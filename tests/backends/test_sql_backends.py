@@ -47,6 +47,25 @@ def packed(n: int, start: int = 0):
     return split_messages(encode_events(0, seq, seq + 1, 0, 0), 1)
 
 
+def fill(backend, queue: str, events: int) -> None:
+    producer = backend.producer(queue)
+    for start in range(0, events, 10_000):
+        producer.send_batch(packed(min(10_000, events - start), start))
+    producer.close()
+
+
+def timed_claims(consumer, batches: int) -> list[float]:
+    """Seconds each receive+ack of a 1000-message batch took."""
+    timings = []
+    for _ in range(batches):
+        began = time.perf_counter()
+        batch = consumer.receive_batch(1000, 1.0)
+        consumer.ack(batch)
+        timings.append(time.perf_counter() - began)
+        assert len(batch) == 1000
+    return timings
+
+
 def run(backend, *, faults=None, on_progress=None, should_cancel=None, run_id=None, **fields):
     spec = WorkloadSpec(backend=backend.name, **fields)
     runner = Runner(
@@ -203,26 +222,17 @@ def test_twenty_runs_leave_nothing_behind(sql_backend):
 
 
 def test_dequeue_stays_fast_on_a_large_table_after_claims_on_an_empty_one(sql_backend):
-    backend = sql_backend
     """PERFORMANCE-NOTES pitfall: a plan cached while the table was empty must not make later
     claims scan 200k rows each."""
+    backend = sql_backend
     queue = f"{backend.namespace}.big"
     backend.declare(queue)
     consumer = backend.consumer(queue)
     try:
         for _ in range(12):  # more than psycopg's prepare threshold, on an empty table
             assert not consumer.receive_batch(1000, 0)
-        producer = backend.producer(queue)
-        for start in range(0, 200_000, 10_000):
-            producer.send_batch(packed(10_000, start))
-        producer.close()
-        timings = []
-        for _ in range(40):
-            began = time.perf_counter()
-            batch = consumer.receive_batch(1000, 1.0)
-            consumer.ack(batch)
-            timings.append(time.perf_counter() - began)
-            assert len(batch) == 1000
+        fill(backend, queue, 200_000)
+        timings = timed_claims(consumer, 40)
         assert statistics.median(timings) < 0.05, f"median claim+ack {statistics.median(timings) * 1000:.1f} ms"
         assert backend.depth(queue) == 160_000
     finally:
@@ -323,16 +333,8 @@ def test_claims_stay_fast_while_a_long_transaction_holds_deleted_rows_in_the_ind
     holder.execute("SELECT txid_current()")  # an open transaction with an id: the horizon stays
     consumer = backend.consumer(queue)
     try:
-        producer = backend.producer(queue)
-        for start in range(0, 150_000, 10_000):
-            producer.send_batch(packed(10_000, start))
-        producer.close()
-        timings = []
-        for _ in range(150):
-            began = time.perf_counter()
-            batch = consumer.receive_batch(1000, 1.0)
-            consumer.ack(batch)
-            timings.append(time.perf_counter() - began)
+        fill(backend, queue, 150_000)
+        timings = timed_claims(consumer, 150)
         first, last = statistics.median(timings[:10]), statistics.median(timings[-10:])
         # scanning from the lowest id instead: last ~3x first here (9 vs 3 ms measured)
         assert last < 1.5 * first + 0.0015, f"first claims {first * 1000:.1f} ms, last {last * 1000:.1f} ms"
