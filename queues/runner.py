@@ -14,7 +14,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import wait
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 DONE_JOIN_S = 1.0
+STALL_LIMIT_S = 60.0  # no event sent or received for this long: the run fails instead of hanging
 POLL_S = 0.005
 KEEP_UP_RATIO = 0.99  # consumption within 1% of the offered rate
 KEEP_UP_BACKLOG_S = 1.0  # and no more than a second of events waiting at the window's end
@@ -143,13 +145,13 @@ class Runner:
     def _run_workers(self) -> tuple[str, str | None]:
         self._ctx = multiprocessing.get_context("fork")
         threads = self.backend.threads_only
-        self.channel = ReportChannel(self._ctx)
+        self.readers: list[Any] = []  # one pipe per worker (see ReportChannel)
         self.start_event = threading.Event() if threads else self._ctx.Event()
         self.stop_event = threading.Event() if threads else self._ctx.Event()
         t0_ns = _Box(0) if threads else self._ctx.Value("q", 0, lock=False)
         sent = [0] * self.spec.producers if threads else self._ctx.Array("q", self.spec.producers, lock=False)
         self.worker_ctx = WorkerContext(
-            self.spec, self.backend, self.queue, self.channel, self.start_event, self.stop_event, t0_ns, sent,
+            self.spec, self.backend, self.queue, None, self.start_event, self.stop_event, t0_ns, sent,
             self.profile_dir,
         )
         try:
@@ -183,12 +185,16 @@ class Runner:
                 producer.close()
 
     def _spawn(self, role: str, index: int) -> None:
-        target_args = (role, index, self.worker_ctx)
+        channel = ReportChannel(self._ctx)
+        target_args = (role, index, replace(self.worker_ctx, channel=channel))
         if self.backend.threads_only:
             handle: Any = threading.Thread(target=run_worker, args=target_args, daemon=True, name=f"{role}-{index}")
         else:
             handle = self._ctx.Process(target=run_worker, args=target_args, daemon=True, name=f"imq-{role}-{index}")
         handle.start()
+        if not self.backend.threads_only:
+            channel.writer.close()  # the child has its copy; EOF then tells the runner it is gone
+        self.readers.append(channel.reader)
         self.workers.append(_Worker(role, index, handle))
 
     def _await_ready(self) -> None:
@@ -201,11 +207,19 @@ class Runner:
 
     def _watch(self) -> tuple[str, str | None]:
         next_sample = self.t0 + self.sample_interval_s
+        activity, last_activity = (0, 0), self.t0
+        stall_limit_s = max(STALL_LIMIT_S, 3 * self.spec.idle_timeout_s)
         while True:
             self._drain_reports(POLL_S)
             self._check_workers()
             self._inject_faults()
             now = time.monotonic()
+            if (current := (sum(self.worker_ctx.sent), self.ledger.received)) != activity:
+                activity, last_activity = current, now
+            elif now - last_activity > stall_limit_s:
+                raise QueueError(
+                    f"no event was sent or received for {stall_limit_s:.0f} s: the backend or a worker is stuck"
+                )
             if now >= next_sample:
                 self._take_sample()
                 next_sample += self.sample_interval_s
@@ -244,10 +258,14 @@ class Runner:
     # -- reports ---------------------------------------------------------------------------
 
     def _drain_reports(self, timeout_s: float) -> None:
-        if not self.channel.poll(timeout_s):
-            return
-        while self.channel.poll(0):
-            self._handle(self.channel.recv())
+        ready = wait(self.readers, timeout_s)
+        while ready:
+            for reader in ready:
+                try:
+                    self._handle(reader.recv())
+                except (EOFError, OSError):
+                    self.readers.remove(reader)  # the worker is gone; its death is checked apart
+            ready = wait(self.readers, 0) if self.readers else []
 
     def _handle(self, message: tuple) -> None:
         kind = message[0]

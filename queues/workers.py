@@ -35,25 +35,19 @@ SEND_TICK_S = 0.0005
 
 
 class ReportChannel:
-    """Many writers, one reader: a one-way pipe with a writer lock.
+    """One worker's one-way pipe to the runner.
 
-    ``send`` writes synchronously (no feeder thread as in ``multiprocessing.Queue``), so a
-    report is in the kernel's pipe before the consumer acks: a SIGKILL right after cannot lose it.
+    Every worker has its own, so no lock is shared between processes: a worker SIGKILLed in the
+    middle of a report cannot leave a lock held and the others blocked. ``send`` writes
+    synchronously (no feeder thread as in ``multiprocessing.Queue``), so a report is in the
+    kernel's pipe before the consumer acks: a SIGKILL right after cannot lose it.
     """
 
     def __init__(self, ctx: Any) -> None:
         self.reader, self.writer = ctx.Pipe(duplex=False)
-        self.lock = ctx.Lock()
 
     def send(self, message: tuple) -> None:
-        with self.lock:
-            self.writer.send(message)
-
-    def poll(self, timeout_s: float) -> bool:
-        return self.reader.poll(timeout_s)
-
-    def recv(self) -> tuple:
-        return self.reader.recv()
+        self.writer.send(message)
 
 
 @dataclass
