@@ -253,15 +253,18 @@ class _Consumer(Consumer):
                 self.cur.execute(query("claim_more", self.table, ids=id_list(self.held)), (limit,))
             else:
                 self.cur.execute(self.q_claim, (limit,))
-            rows = self.cur.fetchall()
-            if not rows and not self.unsettled:
+            count, size, id_text, hex_text = self.cur.fetchone()
+            if not count and not self.unsettled:
                 self.conn.rollback()  # nothing locked: do not sit in an open transaction
-        if not rows:
+        if not count:
             return Batch()
-        ids = [row[0] for row in rows]
+        ids = [int(i) for i in id_text.split(",")]
+        bodies = [bytes.fromhex(h) for h in hex_text.split(",")]
         self.held.extend(ids)
         self.unsettled.update(ids)
-        return Batch([row[1] for row in rows], ids)
+        if len(ids) != count or len(bodies) != count or sum(map(len, bodies)) != size:
+            raise QueueError(f"{self.backend.name}: a batch of {count} messages ({size} bytes) exceeds group_concat_max_len; use smaller batches")
+        return Batch(bodies, ids)
 
     def ack(self, batch: Batch) -> None:
         if batch:
