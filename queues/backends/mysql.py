@@ -17,7 +17,12 @@ trip, the dead-letter copy, the ``DELETE`` of the acked and dead rows and ``COMM
 lock is released by that commit). ``close``, a lost connection or a SIGKILLed consumer roll
 back, and the rows are claimable again at once: at-least-once without a lease or a timeout.
 Sessions use READ COMMITTED so that ``SKIP LOCKED`` takes record locks only, not the gap locks
-that would block producers' inserts.
+that would block producers' inserts. A claimed batch comes back as one row (``GROUP_CONCAT``
+of ids and hex bodies): PyMySQL parses rows in Python, and reading 1000 rows cost a consumer
+more than everything else it does (2.9 s against 1.7 s of consumer time per 200k events).
+Deletes join the id list (``JSON_TABLE ... STRAIGHT_JOIN``) so that each is a primary-key
+lookup: on a small table ``WHERE id IN (...)`` becomes a full scan that waits on the rows
+other consumers hold, and deadlocks.
 
 Consumers poll with back-off (``polling.Poller``): MySQL has no LISTEN. Connections have
 connect, read and write timeouts, so a server lost mid-run makes a worker raise, not hang.
