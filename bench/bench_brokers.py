@@ -9,7 +9,8 @@ has the sum, like ``reference_mp.py``):
 - rabbitmq: pika without confirms, the frames of 1000 publishes flushed together; consuming
   with prefetch 1000 and one ``multiple`` ack per delivery burst.
 
-Usage: ``PYTHONPATH=. .venv/bin/python bench/bench_brokers.py [--repeat 3] [--events 1e6]``.
+Usage: ``PYTHONPATH=. .venv/bin/python bench/bench_brokers.py [--repeat 3] [--events 1e6]
+[--only redis-list] [--workload "epm=1 n"] [--option prefetch=false] [--profile-dir /tmp/prof]``.
 Prints a table of medians and writes every measurement to ``bench/results/brokers-<time>.json``.
 """
 
@@ -35,7 +36,7 @@ BATCH = 1000
 #: Round trips per event with batch=1 (one message a call), by how each backend talks:
 #: send + receive + ack; RabbitMQ publishes and acks without waiting, deliveries are pushed.
 ROUND_TRIPS_BATCH1 = {
-    "redis-list": "3 (RPUSH, take script, ack LTRIM script)",
+    "redis-list": "2 (RPUSH, take script; the ack LTRIM rides on the next take)",
     "redis-list-noack": "2 (RPUSH, LPOP)",
     "redis-stream": "3 (XADD, XREADGROUP, XACK)",
     "rabbitmq": "0 waited (publish, push delivery and ack are one-way; confirms=message adds 1)",
@@ -172,10 +173,20 @@ REFERENCES = {"redis-list": ref_redis_list, "redis-stream": ref_redis_stream, "r
 
 # -- the engine ----------------------------------------------------------------------------
 
+#: Where ``--profile-dir`` asks the engine runs to write a cProfile per worker (None: no profile).
+PROFILE_DIR: str | None = None
+#: Backend options from ``--option name=value``, given to every engine run (to compare settings).
+EXTRA_OPTIONS: dict[str, str] = {}
+
+
 def engine(alias: str, events: int, *, epm: int = 1, batch: int = BATCH, **options) -> dict:
-    backend = create_backend(alias, url=backend_url(alias), namespace="imqbench", **options)
+    backend = create_backend(alias, url=backend_url(alias), namespace="imqbench", **{**EXTRA_OPTIONS, **options})
     spec = WorkloadSpec(backend=alias, events=events, events_per_message=epm, batch=batch, idle_timeout_s=10)
-    result = Runner(spec, backend, run_id=uuid.uuid4().hex[:8]).run()
+    profile_dir = None
+    if PROFILE_DIR:
+        profile_dir = Path(PROFILE_DIR) / f"{alias}-epm{epm}-b{batch}-{uuid.uuid4().hex[:6]}"
+        profile_dir.mkdir(parents=True, exist_ok=True)
+    result = Runner(spec, backend, run_id=uuid.uuid4().hex[:8], profile_dir=str(profile_dir) if profile_dir else None).run()
     s = result.summary
     return {"seconds": s["duration_s"], "events_per_s": s["throughput_eps"], "status": result.status,
             "verdict": s["verdict"], "lost": s["lost"], "duplicates": s["duplicates"], "error": result.error,
@@ -220,11 +231,20 @@ def main() -> None:
     parser.add_argument("--batch1-events", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default="", help="substring of the case names to run")
+    parser.add_argument("--workload", default="", help="substring of the workloads to run (epm=1 n, batch=1 ...)")
+    parser.add_argument("--profile-dir", default="", help="write a cProfile of each engine worker under this folder")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a backend option for every engine run (repeatable), e.g. prefetch=false")
     args = parser.parse_args()
+    global PROFILE_DIR
+    PROFILE_DIR = args.profile_dir or None
+    EXTRA_OPTIONS.update(option.split("=", 1) for option in args.option)
     results = []
     print(f"{'case':34} {'workload':20} {'median s':>9} {'events/s':>11}  runs (events/s)")
     for name, workload, fn in cases(args):
         if args.only and args.only not in f"{name} {workload}":
+            continue
+        if args.workload and args.workload not in workload:
             continue
         row = {"case": name, "workload": workload, **median_of(fn, args.repeat)}
         if "batch=1 " in workload:

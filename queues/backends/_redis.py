@@ -144,6 +144,21 @@ class wrap_errors:
         raise QueueError(f"{self.backend.name}: {self.doing} {self.backend.describe_url()} failed: {exc}") from exc
 
 
+def send_packed(connection: Any, payload: bytes, replies: int) -> list[Any]:
+    """Write commands already in the Redis protocol (``payload``) in one ``sendall`` and read
+    their ``replies`` replies, on a connection held by the caller.
+
+    For the hot paths that redis-py would otherwise pack argument by argument. A failure closes
+    the connection: replies left unread would answer the next command. No retry (see above).
+    """
+    try:
+        connection.send_packed_command([payload], check_health=False)
+        return [connection.read_response() for _ in range(replies)]
+    except BaseException:
+        connection.disconnect()
+        raise
+
+
 class RedisConsumer(Consumer):
     """A consumer with its own client that gives back what it holds when it closes."""
 
@@ -166,4 +181,7 @@ class RedisConsumer(Consumer):
             self.client.close()
 
 
-__all__ = ["BackendUnavailable", "RedisBase", "RedisConsumer", "key_prefix", "keys_pattern", "load_lua", "wrap_errors"]
+__all__ = [
+    "BackendUnavailable", "RedisBase", "RedisConsumer", "key_prefix", "keys_pattern", "load_lua", "send_packed",
+    "wrap_errors",
+]

@@ -108,8 +108,74 @@ def test_a_dead_consumers_messages_are_returned(alias, options, queue_of):
     assert time.monotonic() - began < 3
     for batch in batches:
         survivor.ack(batch)
+    survivor.receive_batch(10, 0.05)  # redis-list: the next call sends the deferred acks
     assert backend.depth(queue) == 0
     survivor.close()
+
+
+def send_all(backend, queue: str, messages: list[bytes]) -> list[bytes]:
+    producer = backend.producer(queue)
+    producer.send_batch(messages)
+    producer.close()
+    return messages
+
+
+def test_list_acks_ride_on_the_next_call_and_are_never_lost(queue_of):
+    backend, queue = queue_of("redis-list")
+    sent = send_all(backend, queue, bodies(300))
+    consumer = backend.consumer(queue)
+    first = consumer.receive_batch(100, 0.1)
+    consumer.ack(first)
+    assert backend.depth(queue) == 300  # the trim waits for the next call
+    second = consumer.receive_batch(100, 0.1)
+    assert backend.depth(queue) == 200  # sent with the take: the first batch is gone
+    consumer.ack(second)
+    abandon(consumer)  # dies before sending the second batch's trim
+    survivor = backend.consumer(queue)
+    again = receive_n(survivor, 200)
+    # the unsent ack is a duplicate, never a loss
+    assert sorted(bytes(b) for batch in again for b in batch.bodies) == sorted(sent[100:])
+    for batch in again:
+        survivor.ack(batch)
+    survivor.close()  # close sends the deferred acks before giving the list back
+    assert backend.depth(queue) == 0
+
+
+def test_list_acks_at_once_when_not_deferred(queue_of):
+    backend, queue = queue_of("redis-list", defer_acks="false")
+    send_all(backend, queue, bodies(50))
+    consumer = backend.consumer(queue)
+    batch = consumer.receive_batch(100, 0.1)
+    assert len(batch) == 50
+    consumer.ack(batch.subset(range(20)))
+    assert backend.depth(queue) == 30
+    consumer.ack(batch.subset(range(20, 50)))
+    assert backend.depth(queue) == 0
+    consumer.close()
+
+
+@pytest.mark.parametrize("prefetch", ["true", "false"])
+def test_a_list_consumer_presumed_dead_starts_afresh_and_loses_nothing(prefetch, queue_of):
+    backend, queue = queue_of("redis-list", heartbeat_s="0.3", reap_interval_s="0.1", prefetch=prefetch)
+    sent = send_all(backend, queue, bodies(30))
+    slow = backend.consumer(queue)
+    held = [slow.receive_batch(10, 0.1) for _ in range(2)]
+    slow.ack(held[0])  # deferred
+    time.sleep(0.5)  # the heartbeat expires: the reaper returns the processing list
+    reaper = backend.consumer(queue)
+    reaper.receive_batch(0, 0.01)
+    reaper.close()
+    slow.ack(held[1])
+    # the next calls notice the mismatch: the consumer gives back what it holds, starts afresh
+    again = []
+    while batch := slow.receive_batch(40, 0.1):
+        again.append(batch)
+        slow.ack(batch)
+    # everything not trimmed came back (the first batch too: a duplicate, never a loss)
+    assert {bytes(b) for batch in again for b in batch.bodies} == set(sent)
+    assert backend.depth(queue) == 0
+    slow.close()
+    assert backend.depth(queue) == 0
 
 
 def test_acked_stream_entries_are_trimmed(queue_of):
