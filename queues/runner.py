@@ -25,7 +25,7 @@ from queues.backends import Backend
 from queues.errors import NotSupported, QueueError
 from queues.ledger import Ledger, LedgerResult
 from queues.metrics import Sample, merge_encoded, new_histogram, percentiles_ms
-from queues.workers import ReportChannel, WorkerContext, run_worker
+from queues.workers import ReportChannel, SharedFlag, WorkerContext, run_worker
 from queues.workload import WorkloadSpec
 
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
@@ -90,7 +90,7 @@ class _Tally:
     last_new_ns: int = 0
     last_progress: float = 0.0
     errors: list[str] = field(default_factory=list)
-    consumed_in_window: int = 0  # events received during the measured window
+    receipts: list[tuple[int, int]] = field(default_factory=list)  # (received_ns, events) per report
     measured_sent: int = 0  # events of the measured window the producers sent
     last_send_ns: int = 0
 
@@ -146,8 +146,8 @@ class Runner:
         self._ctx = multiprocessing.get_context("fork")
         threads = self.backend.threads_only
         self.readers: list[Any] = []  # one pipe per worker (see ReportChannel)
-        self.start_event = threading.Event() if threads else self._ctx.Event()
-        self.stop_event = threading.Event() if threads else self._ctx.Event()
+        self.start_event = threading.Event() if threads else SharedFlag(self._ctx)
+        self.stop_event = threading.Event() if threads else SharedFlag(self._ctx)
         t0_ns = _Box(0) if threads else self._ctx.Value("q", 0, lock=False)
         sent = [0] * self.spec.producers if threads else self._ctx.Array("q", self.spec.producers, lock=False)
         self.worker_ctx = WorkerContext(
@@ -274,8 +274,8 @@ class Runner:
             indices = np.frombuffer(flat, dtype=np.uint32)
             if self.ledger.add_indices(indices, raw_sum, corrupt):
                 self.tally.last_new_ns = max(self.tally.last_new_ns, received_ns)
-            if self.window_ns[0] <= received_ns < self.window_ns[1]:
-                self.tally.consumed_in_window += len(indices)
+            if self.spec.steady:
+                self.tally.receipts.append((received_ns, len(indices)))
             self.tally.poison += poison
             self.tally.last_progress = time.monotonic()
             if hists:
@@ -368,13 +368,22 @@ class Runner:
         overlap = max(0.0, min(end_s, spec.warmup_s + spec.duration_s) - begin_s)
         return round(spec.rate_eps * overlap / (end_s - begin_s), 1)
 
+    def _consume_eps(self) -> float:
+        """Events received per second over the measured window shifted by the median latency:
+        the events the window offered arrive that much later, and a window of receipt times
+        that is not shifted would miss the last ones and count warm-up ones in their place."""
+        median = (percentiles_ms(self.totals["e2e"]) or {}).get("p50", 0.0)
+        begin, end = (int(t + median * 1e6) for t in self.window_ns)
+        received = sum(n for at, n in self.tally.receipts if begin <= at < end)
+        return received / self.spec.duration_s
+
     def _steady_figures(self, ledger: LedgerResult) -> dict[str, Any]:
         """What a steady run adds to the summary (see the README's JSON table)."""
         spec, tally = self.spec, self.tally
         window_start, window_end = self.window_ns
         send_span_s = max(spec.duration_s, (tally.last_send_ns - window_start) / 1e9)
         send_eps = tally.measured_sent / send_span_s
-        consume_eps = tally.consumed_in_window / spec.duration_s
+        consume_eps = self._consume_eps()
         at_end = [x for x in self.samples if x.t_s <= (window_end - self.t0_ns) / 1e9 + 0.5]
         backlog_end = max(at_end[-1].backlog, at_end[-1].depth or 0) if at_end else 0
         kept_up = consume_eps >= KEEP_UP_RATIO * spec.rate_eps and backlog_end <= spec.rate_eps * KEEP_UP_BACKLOG_S

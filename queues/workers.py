@@ -50,6 +50,27 @@ class ReportChannel:
         self.writer.send(message)
 
 
+class SharedFlag:
+    """A one-way flag between processes without a lock (``multiprocessing.Event`` takes a
+    shared lock in ``is_set``: a worker SIGKILLed inside it would block every other worker and
+    the runner). Waiting polls: it happens once per worker, at the start."""
+
+    POLL_S = 0.0005
+
+    def __init__(self, ctx: Any) -> None:
+        self._value = ctx.Value("b", 0, lock=False)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
+
+    def wait(self) -> None:
+        while not self._value.value:
+            time.sleep(self.POLL_S)
+
+
 @dataclass
 class WorkerContext:
     """Everything a worker needs, inherited through fork (never pickled)."""
@@ -58,8 +79,8 @@ class WorkerContext:
     backend: Backend
     queue: str
     channel: ReportChannel
-    start: Any  # Event: producers begin
-    stop: Any  # Event: consumers finish, producers abandon what is left
+    start: Any  # SharedFlag (threading.Event for threads): producers begin
+    stop: Any  # SharedFlag (threading.Event for threads): consumers finish, producers abandon the rest
     t0_ns: Any  # shared Value: the run's start on time.time_ns(), set before ``start``
     sent: Any  # shared Array: events sent so far, one slot per producer (read by the sampler)
     profile_dir: str | None = None  # write a cProfile of each worker there (bench/)

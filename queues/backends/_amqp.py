@@ -144,6 +144,8 @@ class Link:
         pending = self.conn._get_write_buffer_size
 
         def drained() -> bool:
+            if self.error is not None or self.conn.is_closed:
+                return True  # nothing more will drain; raise_if_failed below says why
             return pending() == 0
 
         def recheck() -> None:
@@ -158,10 +160,14 @@ class Link:
         # recheck saw an empty buffer and stopped the loop. Go round until it is empty.
         deadline = time.monotonic() + RPC_TIMEOUT_S
         while not drained():
+            self.raise_if_failed(doing)
             if time.monotonic() >= deadline:
                 raise self.backend.unavailable(TimeoutError("the socket did not drain"), doing)
             self.ioloop.call_later(0, recheck)
             self.wait(drained, deadline - time.monotonic(), doing)
+        self.raise_if_failed(doing)
+        if self.conn.is_closed:
+            raise self.backend.unavailable(ConnectionError("the connection is closed"), doing)
 
     def close(self) -> None:
         """Send what is buffered, close the connection (waiting briefly for the broker) and
