@@ -37,3 +37,12 @@ def connected_backend(alias: str, **options) -> Backend:
     except BackendUnavailable as exc:
         unavailable(f"{alias}: server not reachable: {exc}")
     return backend
+
+
+def closed_port_url(alias: str, *, password: str = "s3cret") -> str:
+    """The backend's default URL with a password and port 1, where nothing listens."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(backend_class(alias).default_url)
+    user = parts.username or "imq"
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@127.0.0.1:1"))

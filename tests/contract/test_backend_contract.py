@@ -12,11 +12,12 @@ import uuid
 import numpy as np
 import pytest
 
-from queues.backends import Batch
-from queues.errors import NotSupported
+from queues.backends import BACKENDS, Batch, backend_class
+from queues.errors import BackendUnavailable, NotSupported
 from queues.events import encode_events, split_messages
 from queues.runner import SUCCEEDED, Faults, Runner
 from queues.workload import WorkloadSpec
+from tests.services import closed_port_url
 
 
 def bodies(n: int, start: int = 0) -> list[bytes]:
@@ -195,3 +196,23 @@ def test_a_killed_consumer_loses_nothing_where_redelivery_is_declared(backend):
     else:
         # at-most-once: whatever was lost is reported, never hidden
         assert summary["verdict"] == ("lost" if summary["lost"] else "exact")
+
+
+SERVER_BACKENDS = sorted(alias for alias in BACKENDS if backend_class(alias).default_url)
+
+
+@pytest.mark.parametrize("alias", SERVER_BACKENDS)
+def test_an_unreachable_server_fails_fast_with_one_line_naming_the_url_and_setting(alias):
+    cls = backend_class(alias)
+    backend = cls(url=closed_port_url(alias), namespace=f"imqtest-down-{uuid.uuid4().hex[:6]}")  # no I/O yet
+    began = time.monotonic()
+    with pytest.raises(BackendUnavailable) as caught:
+        backend.connect()
+    assert time.monotonic() - began < 8
+    message = str(caught.value)
+    assert ":***@127.0.0.1:1" in message and "s3cret" not in message
+    assert cls.url_setting and cls.url_setting in message and "\n" not in message
+    assert caught.value.__cause__ is not None  # the driver's error is kept
+    spec = WorkloadSpec(backend=alias, events=10)
+    with pytest.raises(BackendUnavailable):  # the runner fails at once, before any worker starts
+        Runner(spec, backend, run_id="down").run()
