@@ -3,7 +3,7 @@ import uuid
 import pytest
 
 from queues.backends import BACKENDS, backend_class
-from tests.services import connected_backend
+from tests.services import connected_backend, queue_of  # noqa: F401 - a fixture
 
 
 def pytest_configure(config):

@@ -6,6 +6,7 @@ Shared by the contract suite and the backend-specific suites (dramatiq ``tests/c
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
@@ -46,3 +47,33 @@ def closed_port_url(alias: str, *, password: str = "s3cret") -> str:
     parts = urlsplit(backend_class(alias).default_url)
     user = parts.username or "imq"
     return urlunsplit(parts._replace(netloc=f"{user}:{password}@127.0.0.1:1"))
+
+
+def receive_batches(consumer, expected: int, *, timeout_s: float = 10.0, max_messages: int = 100) -> list:
+    """Batches from ``consumer`` until ``expected`` messages came or ``timeout_s`` passed."""
+    batches, got, deadline = [], 0, time.monotonic() + timeout_s
+    while got < expected and time.monotonic() < deadline:
+        batch = consumer.receive_batch(max_messages, 0.1)
+        if batch:
+            batches.append(batch)
+            got += len(batch)
+    return batches
+
+
+@pytest.fixture
+def queue_of():
+    """``queue_of(alias, **options)``: a connected backend and a declared queue of its own,
+    deleted afterwards."""
+    made = []
+
+    def make(alias, **options):
+        backend = connected_backend(alias, **options)
+        queue = f"{backend.namespace}.q"
+        backend.declare(queue)
+        made.append((backend, queue))
+        return backend, queue
+
+    yield make
+    for backend, queue in made:
+        backend.delete(queue)
+        backend.close()

@@ -51,13 +51,3 @@ class OnceAfter:
             self.fired_at = time.monotonic()
             self.thread = threading.Thread(target=self.action, daemon=True)
             self.thread.start()
-
-
-def receive_n(consumer, n: int, timeout_s: float = 10.0) -> list:
-    batches, got, deadline = [], 0, time.monotonic() + timeout_s
-    while got < n and time.monotonic() < deadline:
-        batch = consumer.receive_batch(100, 0.1)
-        if batch:
-            batches.append(batch)
-            got += len(batch)
-    return batches

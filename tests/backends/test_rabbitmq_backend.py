@@ -15,25 +15,8 @@ from queues.backends import create_backend
 from queues.errors import BackendUnavailable
 from queues.events import decode_bodies
 from queues.runner import FAILED
-from tests.backends.helpers import OnceAfter, bodies, kill_run, receive_n, run
-from tests.services import connected_backend
-
-
-@pytest.fixture
-def queue_of():
-    made = []
-
-    def make(**options):
-        backend = connected_backend("rabbitmq", **options)
-        queue = f"{backend.namespace}.q"
-        backend.declare(queue)
-        made.append((backend, queue))
-        return backend, queue
-
-    yield make
-    for backend, queue in made:
-        backend.delete(queue)
-        backend.close()
+from tests.backends.helpers import OnceAfter, bodies, kill_run, run
+from tests.services import connected_backend, receive_batches
 
 
 @pytest.mark.parametrize("queue_type", ["classic", "quorum"])
@@ -47,13 +30,13 @@ def test_a_killed_consumer_loses_nothing_and_duplicates_are_counted(queue_type):
 
 @pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 def test_poison_messages_land_in_the_dead_letter_queue(queue_type, queue_of):
-    backend, queue = queue_of(queue_type=queue_type)
+    backend, queue = queue_of("rabbitmq", queue_type=queue_type)
     good, poison = bodies(4), [b"not an event", b"\x00" * 31]
     producer = backend.producer(queue)
     producer.send_batch([poison[0], *good[:2], poison[1], *good[2:]])
     producer.close()
     consumer = backend.consumer(queue)
-    for batch in receive_n(consumer, 6):
+    for batch in receive_batches(consumer, 6):
         _, bad = decode_bodies(batch.bodies)
         consumer.nack(batch.subset(bad), requeue=False)
         consumer.ack(batch.subset([i for i in range(len(batch)) if i not in bad]))
@@ -127,12 +110,12 @@ def test_a_connection_closed_by_the_broker_mid_run_fails_the_run():
 
 
 def test_depth_detail_shows_ready_and_unacked_apart(queue_of):
-    backend, queue = queue_of()
+    backend, queue = queue_of("rabbitmq")
     producer = backend.producer(queue)
     producer.send_batch(bodies(10))
     producer.close()
     consumer = backend.consumer(queue)
-    held = receive_n(consumer, 10)
+    held = receive_batches(consumer, 10)
     detail = backend.depth_detail(queue)
     assert detail["ready"] == 0 and detail["consumers"] == 1
     assert detail["unacked"] in {10, None}  # None where rabbitmqctl cannot see the broker

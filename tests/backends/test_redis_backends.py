@@ -12,8 +12,8 @@ import redis
 from queues.errors import BackendUnavailable
 from queues.events import decode_bodies
 from queues.runner import FAILED
-from tests.backends.helpers import OnceAfter, bodies, kill_run, receive_n, run
-from tests.services import backend_url, connected_backend
+from tests.backends.helpers import OnceAfter, bodies, kill_run, run
+from tests.services import backend_url, connected_backend, receive_batches
 
 RELIABLE = ("redis-list", "redis-stream")
 
@@ -51,30 +51,13 @@ def test_poison_messages_land_in_the_dead_letter_list(alias, queue_of):
     producer.send_batch([good[0], poison[0], *good[1:3], poison[1], *good[3:]])
     producer.close()
     consumer = backend.consumer(queue)
-    for batch in receive_n(consumer, 7):
+    for batch in receive_batches(consumer, 7):
         _, bad = decode_bodies(batch.bodies)
         consumer.nack(batch.subset(bad), requeue=False)
         consumer.ack(batch.subset([i for i in range(len(batch)) if i not in bad]))
     consumer.close()
     assert backend.dead_letters(queue) == poison
     assert backend.depth(queue) == 0
-
-
-@pytest.fixture
-def queue_of():
-    made = []
-
-    def make(alias, **options):
-        backend = connected_backend(alias, **options)
-        queue = f"{backend.namespace}.q"
-        backend.declare(queue)
-        made.append((backend, queue))
-        return backend, queue
-
-    yield make
-    for backend, queue in made:
-        backend.delete(queue)
-        backend.close()
 
 
 def abandon(consumer) -> None:
@@ -97,12 +80,12 @@ def test_a_dead_consumers_messages_are_returned(alias, options, queue_of):
     producer.send_batch(sent)
     producer.close()
     dead = backend.consumer(queue)
-    assert sum(len(b) for b in receive_n(dead, 5)) == 5
+    assert sum(len(b) for b in receive_batches(dead, 5)) == 5
     abandon(dead)
     assert backend.depth(queue) == 5  # held, not acked
     survivor = backend.consumer(queue)
     began = time.monotonic()
-    batches = receive_n(survivor, 5, timeout_s=5)
+    batches = receive_batches(survivor, 5, timeout_s=5)
     assert sorted(bytes(b) for batch in batches for b in batch.bodies) == sorted(sent)
     assert time.monotonic() - began < 3
     for batch in batches:
@@ -131,7 +114,7 @@ def test_list_acks_ride_on_the_next_call_and_are_never_lost(queue_of):
     consumer.ack(second)
     abandon(consumer)  # dies before sending the second batch's trim
     survivor = backend.consumer(queue)
-    again = receive_n(survivor, 200)
+    again = receive_batches(survivor, 200)
     # the unsent ack is a duplicate, never a loss
     assert sorted(bytes(b) for batch in again for b in batch.bodies) == sorted(sent[100:])
     for batch in again:
@@ -183,7 +166,7 @@ def test_acked_stream_entries_are_trimmed(queue_of):
     producer.send_batch(bodies(5000))
     producer.close()
     consumer = backend.consumer(queue)
-    for batch in receive_n(consumer, 5000):
+    for batch in receive_batches(consumer, 5000):
         consumer.ack(batch)
     consumer.receive_batch(10, 0.05)  # one more call runs the trimming
     consumer.close()

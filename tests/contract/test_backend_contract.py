@@ -17,22 +17,12 @@ from queues.errors import BackendUnavailable, NotSupported
 from queues.events import encode_events, split_messages
 from queues.runner import SUCCEEDED, Faults, Runner
 from queues.workload import WorkloadSpec
-from tests.services import closed_port_url
+from tests.services import closed_port_url, receive_batches
 
 
 def bodies(n: int, start: int = 0) -> list[bytes]:
     seq = np.arange(start, start + n, dtype=np.int64)
     return list(split_messages(encode_events(0, seq, seq + 1, 0, 0), 1))
-
-
-def receive_all(consumer, expected: int, *, timeout_s: float = 10.0) -> list[Batch]:
-    batches, got, deadline = [], 0, time.monotonic() + timeout_s
-    while got < expected and time.monotonic() < deadline:
-        batch = consumer.receive_batch(100, 0.2)
-        if batch:
-            batches.append(batch)
-            got += len(batch)
-    return batches
 
 
 def flat(batches: list[Batch]) -> list[bytes]:
@@ -57,7 +47,7 @@ def test_messages_sent_are_received_once_and_in_order(backend, queue_name):
     producer.send_batch(sent[201:])
     producer.close()
     consumer = backend.consumer(queue_name)
-    batches = receive_all(consumer, len(sent))
+    batches = receive_batches(consumer, len(sent))
     received = flat(batches)
     if backend.capabilities.fifo:
         assert received == sent
@@ -126,10 +116,10 @@ def test_close_returns_unacked_messages_to_the_queue(backend, queue_name):
     producer.send_batch(sent)
     producer.close()
     consumer = backend.consumer(queue_name)
-    assert sorted(flat(receive_all(consumer, 5))) == sorted(sent)
+    assert sorted(flat(receive_batches(consumer, 5))) == sorted(sent)
     consumer.close()  # without acking
     again = backend.consumer(queue_name)
-    batches = receive_all(again, 5, timeout_s=30)
+    batches = receive_batches(again, 5, timeout_s=30)
     assert sorted(flat(batches)) == sorted(sent)
     for batch in batches:
         again.ack(batch)
@@ -142,14 +132,14 @@ def test_nack_requeue_and_dead_letter(backend, queue_name):
     producer.send_batch(bodies(4))
     producer.close()
     consumer = backend.consumer(queue_name)
-    batches = receive_all(consumer, 4)
+    batches = receive_batches(consumer, 4)
     merged = [(batch, i) for batch in batches for i in range(len(batch))]
     assert len(merged) == 4
     # requeue the first two, dead-letter the last two
     for batch in batches:
         consumer.nack(batch.subset([i for i in range(len(batch)) if (batch, i) in merged[:2]]), requeue=True)
         consumer.nack(batch.subset([i for i in range(len(batch)) if (batch, i) in merged[2:]]), requeue=False)
-    back = receive_all(consumer, 2, timeout_s=10)
+    back = receive_batches(consumer, 2, timeout_s=10)
     assert sorted(flat(back)) == sorted(bytes(b.bodies[i]) for b, i in merged[:2])
     for batch in back:
         consumer.ack(batch)
