@@ -24,7 +24,10 @@ class ExperimentAdmin(admin.ModelAdmin):
 
 class SampleInline(admin.TabularInline):
     model = Sample
-    fields = ("t_s", "produced", "consumed", "produce_eps", "consume_eps", "depth", "backlog", "p50_ms", "p99_ms", "max_ms")
+    fields = (
+        "t_s", "offered_eps", "produced", "consumed", "produce_eps", "consume_eps", "depth", "backlog",
+        "p50_ms", "p99_ms", "max_ms", "send_delay_p99_ms", "kept_up",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False

@@ -30,6 +30,8 @@ def format_report(run: Run) -> str:
         *(_steady_lines(s) if s.get("rate_eps") else []),
         _latency_line("end-to-end latency", s.get("latency_ms")),
         _latency_line("publish call", s.get("publish_ms")),
+        *([f"  measures               {run.environment['backend']['approach']}"]
+          if (run.environment.get("backend") or {}).get("approach") else []),
         f"  environment            Python {run.environment.get('python')}, {run.environment.get('cpu_count')} CPUs, "
         f"git {str(run.environment.get('git_revision') or 'unknown')[:10]}",
     ]
