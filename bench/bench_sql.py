@@ -12,7 +12,8 @@ Sections (``--only`` picks some):
   a consumer receiving+acking 200 events one by one) when strace is installed.
 - ``latency``: a slow steady flow (the engine's open-loop schedule: 200 events/s for 10 s,
   1 producer, 1 consumer): end-to-end latency of postgres-notify against polling consumers at
-  their default interval. Target: notify p50 < 5 ms, polling p50 >= 4x that.
+  their default interval, and the database server's CPU meanwhile (its load). Target: notify
+  p50 < 5 ms, polling p50 >= 4x that.
 
 Usage: ``PYTHONPATH=. .venv/bin/python bench/bench_sql.py [--repeat 3] [--only throughput]``.
 Prints a table of medians and writes every measurement to ``bench/results/sql-<time>.json``.
@@ -184,12 +185,35 @@ def section_batch1(args) -> dict:
     return figures
 
 
+SERVER_PROCESS = {"postgres": "postgres", "postgres-notify": "postgres", "mysql": "mariadbd"}
+
+
+def server_cpu_s(command: str) -> float:
+    """CPU seconds used so far by every process named ``command`` (the database server)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        if name == command:
+            total += int(rest[11]) + int(rest[12])  # utime, stime
+    return total / ticks
+
+
 def section_latency(args) -> dict:
     figures: dict[str, dict] = {}
     for _ in range(args.repeat):
         for alias in ("postgres-notify", "postgres", "mysql"):
+            cpu_before, began = server_cpu_s(SERVER_PROCESS[alias]), time.monotonic()
             summary = engine_run(alias, rate_eps=200, duration_s=10, producers=1, consumers=1)
-            entry = figures.setdefault(alias, {"p50_ms": [], "p99_ms": [], "max_ms": []})
+            server_load = (server_cpu_s(SERVER_PROCESS[alias]) - cpu_before) / (time.monotonic() - began)
+            entry = figures.setdefault(alias, {"p50_ms": [], "p99_ms": [], "max_ms": [], "server_cpu_share": []})
+            entry["server_cpu_share"].append(round(server_load, 4))
             entry["p50_ms"].append(summary["latency_ms"]["p50"])
             entry["p99_ms"].append(summary["latency_ms"]["p99"])
             entry["max_ms"].append(summary["latency_ms"]["max"])
@@ -223,7 +247,8 @@ def print_table(results: dict) -> None:
     if results.get("latency"):
         print("\nslow steady flow: 200 events/s for 10 s, 1 consumer (end-to-end latency, ms)")
         for alias, f in results["latency"].items():
-            print(f"  {alias:16} p50 {med(f['p50_ms']):7.2f}  p99 {med(f['p99_ms']):7.2f}  max {med(f['max_ms']):7.2f}  {f['wait']}")
+            print(f"  {alias:16} p50 {med(f['p50_ms']):7.2f}  p99 {med(f['p99_ms']):7.2f}  max {med(f['max_ms']):7.2f}  "
+                  f"server CPU {med(f['server_cpu_share']):.1%} of a core  {f['wait']}")
 
 
 def main() -> None:

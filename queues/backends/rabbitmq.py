@@ -225,6 +225,12 @@ class _Producer(Producer):
             raise QueueError(f"{self.backend.name}: the broker refused (nacked) {nacked} message(s)")
 
     def close(self) -> None:
+        """Without confirms, make sure the broker has taken every publish before the connection
+        goes: a synchronous method on the channel is answered only after the frames before it.
+        (Measured: closing straight after the last publish lost the last ~200 of 200,000
+        messages in about one quorum-queue run in five.)"""
+        if self.backend.confirms == "off" and not self.link.closed and self.link.error is None:
+            self.link.call(self.link.channel.basic_qos, prefetch_count=0, doing="finish sending to")
         self.link.close()
 
 
