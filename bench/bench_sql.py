@@ -189,7 +189,9 @@ SERVER_PROCESS = {"postgres": "postgres", "postgres-notify": "postgres", "mysql"
 
 
 def server_cpu_s(command: str) -> float:
-    """CPU seconds used so far by every process named ``command`` (the database server)."""
+    """CPU seconds used so far by every process named ``command`` (the database server),
+    with the time of their exited children (Postgres runs a process per connection, and a run's
+    connections are gone before it ends: the postmaster's ``cutime`` keeps their time)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for entry in os.listdir("/proc"):
@@ -201,7 +203,7 @@ def server_cpu_s(command: str) -> float:
             continue
         name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
         if name == command:
-            total += int(rest[11]) + int(rest[12])  # utime, stime
+            total += sum(int(x) for x in rest[11:15])  # utime, stime, cutime, cstime
     return total / ticks
 
 
