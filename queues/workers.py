@@ -308,7 +308,7 @@ class _PendingReport:
                 ("batch", self.index, flat.tobytes(), self.raw_sum, self.corrupt, self.poison, self.received_ns, hists)
             )
             for batch, poison in self.batches:
-                _settle(self.consumer, batch, poison)
+                settle(self.consumer, batch, poison)
         elif hists:
             self.channel.send(("hists", "consumer", self.index, hists))
         self._reset()
@@ -325,7 +325,7 @@ def _record_latency(hists: _HistBuffer, received_ns: int, records: np.ndarray, w
         hists.add("from_send", e2e)  # the intended time is the send time: recorded once at flush
 
 
-def _settle(consumer: Any, batch: Any, poison: list[int]) -> None:
+def settle(consumer: Any, batch: Any, poison: list[int]) -> None:
     """Ack what was counted; set poison messages aside as dead letters (never requeue them:
     they would come back forever)."""
     if not poison:

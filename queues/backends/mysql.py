@@ -30,7 +30,6 @@ connect, read and write timeouts, so a server lost mid-run makes a worker raise,
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -41,7 +40,7 @@ from pymysql.constants import CLIENT
 
 from queues.backends import sqlfiles
 from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer
-from queues.backends.polling import Poller
+from queues.backends.polling import Poller, receive_when_due
 from queues.errors import QueueError
 from queues.events import PackedMessages
 
@@ -240,17 +239,7 @@ class _Consumer(Consumer):
         self.dead: list[int] = []  # copied to the dead-letter table at commit
 
     def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.poller.due():
-                batch = self._claim(max_messages)
-                self.poller.claimed(len(batch), max_messages)
-                if batch:
-                    return batch
-            budget = deadline - time.monotonic()
-            if budget <= 0:
-                return Batch()
-            self.poller.wait(budget)
+        return receive_when_due(self.poller, self._claim, max_messages, timeout_s)
 
     def _claim(self, limit: int) -> Batch:
         with self.backend.converted("claim messages"):

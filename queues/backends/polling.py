@@ -9,7 +9,10 @@ the worker's timeout instead of the backend's interval.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
+
+from queues.backends.base import Batch
 
 
 class Poller:
@@ -48,3 +51,23 @@ class Poller:
 
     def close(self) -> None:
         """Nothing to release: polling holds no connection of its own."""
+
+
+def receive_when_due(
+    waiter: Any, claim: Callable[[int], Batch], max_messages: int, timeout_s: float,
+    wait: Callable[[float], None] | None = None,
+) -> Batch:
+    """The receive loop of a table-queue consumer: claim whenever ``waiter`` says it is due,
+    wait in between (``wait``, default ``waiter.wait``), return the first non-empty batch or,
+    after ``timeout_s``, an empty one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if waiter.due():
+            batch = claim(max_messages)
+            waiter.claimed(len(batch), max_messages)
+            if batch:
+                return batch
+        budget = deadline - time.monotonic()
+        if budget <= 0:
+            return Batch()
+        (wait or waiter.wait)(budget)

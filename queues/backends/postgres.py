@@ -63,7 +63,7 @@ from psycopg.pq import TransactionStatus
 
 from queues.backends import sqlfiles
 from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer
-from queues.backends.polling import Poller
+from queues.backends.polling import Poller, receive_when_due
 from queues.errors import InvalidSpec, QueueError
 from queues.events import PackedMessages
 
@@ -332,18 +332,11 @@ class _Consumer(Consumer):
         self.unsettled: set[int] = set()  # ids deleted in the open transaction, not yet acked
 
     def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.waiter.due():
-                batch = self._claim(max_messages)
-                self.waiter.claimed(len(batch), max_messages)
-                if batch:
-                    return batch
-            budget = deadline - time.monotonic()
-            if budget <= 0:
-                return Batch()
-            with self.backend.converted("wait for messages"):
-                self.waiter.wait(budget)
+        return receive_when_due(self.waiter, self._claim, max_messages, timeout_s, wait=self._wait)
+
+    def _wait(self, budget_s: float) -> None:
+        with self.backend.converted("wait for messages"):
+            self.waiter.wait(budget_s)
 
     def _claim(self, limit: int) -> Batch:
         """Claim from where the last batch ended; from the lowest id when that finds nothing

@@ -15,6 +15,7 @@ from queues.backends import create_backend
 from queues.errors import BackendUnavailable
 from queues.events import decode_bodies
 from queues.runner import FAILED
+from queues.workers import settle
 from tests.backends.helpers import OnceAfter, bodies, kill_run, run
 from tests.services import connected_backend, receive_batches
 
@@ -37,9 +38,7 @@ def test_poison_messages_land_in_the_dead_letter_queue(queue_type, queue_of):
     producer.close()
     consumer = backend.consumer(queue)
     for batch in receive_batches(consumer, 6):
-        _, bad = decode_bodies(batch.bodies)
-        consumer.nack(batch.subset(bad), requeue=False)
-        consumer.ack(batch.subset([i for i in range(len(batch)) if i not in bad]))
+        settle(consumer, batch, decode_bodies(batch.bodies)[1])  # as the worker does
     consumer.close()
     deadline = time.monotonic() + 5  # dead-lettering is asynchronous in the broker
     while backend.depth(f"{queue}.dead") < 2 and time.monotonic() < deadline:
