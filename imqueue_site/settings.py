@@ -93,6 +93,18 @@ _database = dj_database_url.parse(
 _engine = _database["ENGINE"].rsplit(".", 1)[-1]
 if _engine in {"sqlite3", "postgresql", "mysql"}:
     _database["ENGINE"] = f"django_prometheus.db.backends.{_engine}"
+if _engine == "sqlite3":
+    # Several commands, the web server and the cluster write to one SQLite file at once. WAL lets
+    # readers go on during a write; IMMEDIATE transactions take the write lock when they begin,
+    # so a busy writer makes the others wait (up to the timeout) instead of failing with
+    # "database is locked" when a read lock cannot be upgraded.
+    _database.setdefault("OPTIONS", {}).update(
+        {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+        }
+    )
 DATABASES = {"default": _database}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
