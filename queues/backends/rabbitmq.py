@@ -25,6 +25,7 @@ and flushing once is what an asynchronous client does and is what this backend d
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from collections import deque
@@ -33,11 +34,14 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pika
+import pika.exceptions
 import pika.spec
 
 from queues.backends._amqp import RPC_TIMEOUT_S, Link
-from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer
-from queues.errors import InvalidSpec, QueueError
+from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
+from queues.errors import InvalidSpec, OperationFailed
+
+log = logging.getLogger(__name__)
 
 CONFIRMS = ("off", "message", "batch")
 QUEUE_TYPES = ("classic", "quorum")
@@ -51,6 +55,9 @@ class RabbitMQBackend(Backend):
     capabilities = Capabilities(durable=False, native_batch=False, push=True)
     url_setting = "IMQ_AMQP_URL"
     default_url = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    unavailable_errors = (pika.exceptions.AMQPConnectionError, OSError)
+    # a channel closed by the broker (a missing queue, a precondition) on a live connection
+    failed_errors = (pika.exceptions.AMQPError,)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -99,8 +106,9 @@ class RabbitMQBackend(Backend):
         return int(self._admin("queue_purge", "purge a queue on", queue=queue).message_count)
 
     def delete(self, queue: str) -> None:
-        for name in (queue, dead_letter_queue(queue)):
-            self._admin("queue_delete", "delete a queue on", queue=name)
+        with self.deleting(queue):
+            for name in (queue, dead_letter_queue(queue)):
+                self._admin("queue_delete", f"delete queue {name} on", queue=name)
 
     def depth(self, queue: str) -> int:
         """The queue's ready messages (exact). Messages delivered to consumers and not yet acked
@@ -210,8 +218,9 @@ class _Producer(Producer):
     def _publish(self, messages: Sequence[bytes]) -> None:
         self.link.raise_if_failed("send to")
         publish, queue, props = self.link.channel.basic_publish, self.queue, self.properties
-        for body in messages:
-            publish("", queue, body, props)
+        with self.backend.converting("send to"):  # pika raises at once on a channel already closed
+            for body in messages:
+                publish("", queue, body, props)
         if self.backend.confirms != "off":
             first = self.published + 1
             self.published += len(messages)
@@ -222,7 +231,7 @@ class _Producer(Producer):
             raise self.backend.unavailable(TimeoutError("no publisher confirm within 30 s"), "send to")
         if self.nacked:
             nacked, self.nacked = self.nacked, 0
-            raise QueueError(f"{self.backend.name}: the broker refused (nacked) {nacked} message(s)")
+            raise OperationFailed(f"{self.backend.name}: the broker refused (nacked) {nacked} message(s)")
 
     def close(self) -> None:
         """Without confirms, make sure the broker has taken every publish before the connection
@@ -241,6 +250,8 @@ class _Consumer(Consumer):
         self.tags: list[int] = []  # delivered, not yet returned by receive_batch
         self.bodies: list[bytes] = []
         self.unacked: list[int] = []  # returned and not settled, in delivery order
+        self.redelivered = 0  # deliveries flagged redelivered (a consumer died or nacked them)
+        self.redelivered_logged = 0
         channel = self.link.channel
         self.link.call(channel.basic_qos, doing="set the prefetch on", prefetch_count=backend.prefetch)
         channel.basic_consume(queue, self._on_message, auto_ack=False)
@@ -248,6 +259,8 @@ class _Consumer(Consumer):
     def _on_message(self, _channel: Any, method: Any, _properties: Any, body: bytes) -> None:
         self.tags.append(method.delivery_tag)
         self.bodies.append(body)
+        if method.redelivered:
+            self.redelivered += 1
         if self.link._waiting is not None:
             self.link.ioloop.stop()  # the rest of what was read is still dispatched first
 
@@ -256,6 +269,9 @@ class _Consumer(Consumer):
             self.link.wait(lambda: bool(self.bodies), timeout_s, "receive from")
         else:
             self.link.raise_if_failed("receive from")
+        if self.redelivered > self.redelivered_logged:  # once per batch at most, never per message
+            log.info("%s: %d redelivered message(s) received", self.backend.name, self.redelivered - self.redelivered_logged)
+            self.redelivered_logged = self.redelivered
         tags, bodies = self.tags[:max_messages], self.bodies[:max_messages]
         del self.tags[:max_messages], self.bodies[:max_messages]
         self.unacked.extend(tags)
@@ -266,6 +282,7 @@ class _Consumer(Consumer):
 
     def nack(self, batch: Batch, *, requeue: bool = True) -> None:
         self._settle(batch, lambda tag, multiple: self.link.channel.basic_nack(tag, multiple, requeue))
+        log_nacked(log, self.backend.name, len(batch), requeue=requeue)
 
     def _settle(self, batch: Batch, send: Any) -> None:
         """One frame with ``multiple=True`` when the batch is the oldest unacked deliveries,
@@ -274,13 +291,14 @@ class _Consumer(Consumer):
         if not tags:
             return
         self.link.raise_if_failed("ack on")
-        if self.unacked[: len(tags)] == tags:
-            send(tags[-1], True)
-            del self.unacked[: len(tags)]
-            return
-        settled = set(tags)
-        for tag in tags:
-            send(tag, False)
+        with self.backend.converting("ack on"):  # pika raises at once on a channel already closed
+            if self.unacked[: len(tags)] == tags:
+                send(tags[-1], True)
+                del self.unacked[: len(tags)]
+                return
+            settled = set(tags)
+            for tag in tags:
+                send(tag, False)
         self.unacked = [t for t in self.unacked if t not in settled]
 
     def close(self) -> None:
