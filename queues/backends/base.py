@@ -262,7 +262,8 @@ class Backend:
     def error_message(self, exc: BaseException, doing: str) -> str:
         """``<backend>: cannot <doing> <URL, password hidden> (<cause's first line>)``: the one
         format of every converted error."""
-        text = str(exc).strip()
+        # pika's connection errors have an empty str() and say everything in their repr()
+        text = str(exc).strip() or repr(exc).strip()
         cause = text.splitlines()[0] if text else type(exc).__name__
         return f"{self.name}: cannot {doing} {self.describe_url()} ({cause})"
 
