@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -44,6 +45,8 @@ from queues.errors import InvalidSpec, OperationFailed
 log = logging.getLogger(__name__)
 
 CONFIRMS = ("off", "message", "batch")
+#: How long the dead-letter count must hold still before ``dead_letters`` reads the messages.
+DEAD_LETTER_SETTLE_S = 0.1
 QUEUE_TYPES = ("classic", "quorum")
 
 
@@ -141,9 +144,13 @@ class RabbitMQBackend(Backend):
         return None
 
     def dead_letters(self, queue: str) -> list[bytes]:
-        """The bodies in the dead-letter queue, taken off it (``basic_get`` with auto-ack)."""
+        """The bodies in the dead-letter queue, taken off it (``basic_get`` with auto-ack).
+
+        The broker moves a nacked message to the dead-letter queue after the nack, on its own
+        time and not in order with other connections: the count is read until it holds still
+        for ``DEAD_LETTER_SETTLE_S``."""
         dead = dead_letter_queue(queue)
-        count = self._admin("queue_declare", "read the dead letters on", queue=dead, passive=True).message_count
+        count = self._dead_letter_count(dead)
         link, got = self.link, []
 
         def on_message(_channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
@@ -154,6 +161,16 @@ class RabbitMQBackend(Backend):
             link.channel.basic_get(dead, on_message, auto_ack=True)
             link.wait(lambda n=expected: len(got) >= n, RPC_TIMEOUT_S, "read the dead letters on")
         return got
+
+    def _dead_letter_count(self, dead: str) -> int:
+        count, deadline = -1, time.monotonic() + RPC_TIMEOUT_S
+        while time.monotonic() < deadline:
+            now = self._admin("queue_declare", "read the dead letters on", queue=dead, passive=True).message_count
+            if now == count:
+                break
+            count = now
+            self.link.wait(lambda: False, DEAD_LETTER_SETTLE_S, "read the dead letters on")
+        return count
 
     def producer(self, queue: str) -> Producer:
         return _Producer(self, queue)
@@ -281,7 +298,11 @@ class _Consumer(Consumer):
         self._settle(batch, lambda tag, multiple: self.link.channel.basic_ack(tag, multiple))
 
     def nack(self, batch: Batch, *, requeue: bool = True) -> None:
+        """Nacks are rare (poison, a consumer giving up): written at once rather than with the
+        next wait, so a dead letter reaches its queue while the consumer still runs."""
         self._settle(batch, lambda tag, multiple: self.link.channel.basic_nack(tag, multiple, requeue))
+        if batch:
+            self.link.flush("nack on")
         log_nacked(log, self.backend.name, len(batch), requeue=requeue)
 
     def _settle(self, batch: Batch, send: Any) -> None:
