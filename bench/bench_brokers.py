@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import statistics
 import time
 import uuid
@@ -27,10 +28,9 @@ from pathlib import Path
 import pika
 import redis
 
-from queues.backends import create_backend
+from queues.launch import build_backend, server_url
 from queues.runner import Runner
 from queues.workload import WorkloadSpec
-from tests.services import backend_url
 
 BATCH = 1000
 #: Round trips per event with batch=1 (one message a call), by how each backend talks:
@@ -42,6 +42,12 @@ ROUND_TRIPS_BATCH1 = {
     "rabbitmq": "0 waited (publish, push delivery and ack are one-way; confirms=message adds 1)",
     "rabbitmq confirms=message": "1 (the confirm)",
 }
+
+
+def backend_url(alias: str) -> str:
+    """The server the engine runs of ``alias`` use (``IMQ_*_URL`` or the default), for the
+    reference scripts to use the same one."""
+    return server_url(alias, os.environ)
 
 
 # -- references ----------------------------------------------------------------------------
@@ -180,7 +186,7 @@ EXTRA_OPTIONS: dict[str, str] = {}
 
 
 def engine(alias: str, events: int, *, epm: int = 1, batch: int = BATCH, **options) -> dict:
-    backend = create_backend(alias, url=backend_url(alias), namespace="imqbench", **{**EXTRA_OPTIONS, **options})
+    backend = build_backend(alias, urls=os.environ, options={**EXTRA_OPTIONS, **options}, namespace="imqbench")
     spec = WorkloadSpec(backend=alias, events=events, events_per_message=epm, batch=batch, idle_timeout_s=10)
     profile_dir = None
     if PROFILE_DIR:

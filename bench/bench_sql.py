@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from queues.backends import create_backend
 from queues.events import encode_events, split_messages
+from queues.launch import build_backend
 from queues.runner import Runner
 from queues.workload import WorkloadSpec
 
@@ -47,7 +47,7 @@ ROUND_TRIP_EVENTS = 200
 
 def engine_run(alias: str, **fields) -> dict:
     """One run through the engine; the summary plus the backend's environment record."""
-    backend = create_backend(alias, namespace="imqbench")
+    backend = build_backend(alias, urls=os.environ, namespace="imqbench")
     spec = WorkloadSpec(backend=alias, **fields)
     result = Runner(spec, backend, run_id=uuid.uuid4().hex[:8]).run()
     if result.status != "succeeded" or result.summary["verdict"] != "exact":
@@ -71,7 +71,7 @@ def packed_batches(events: int, batch: int) -> list:
 
 def insert_rate(alias: str, events: int, **options) -> float:
     """Rows/s of one producer alone, batches of 1000, encoding done before the clock starts."""
-    backend = create_backend(alias, namespace="imqbench", **options)
+    backend = build_backend(alias, urls=os.environ, options=options, namespace="imqbench")
     queue = f"imqbench.ins{uuid.uuid4().hex[:8]}"
     backend.connect()
     backend.declare(queue)
@@ -95,7 +95,7 @@ def insert_rate(alias: str, events: int, **options) -> float:
 def count_round_trips_child(alias: str, role: str) -> None:
     """Runs under strace: sends or receives+acks ``ROUND_TRIP_EVENTS`` events one at a time,
     writing markers to stderr around the measured part."""
-    backend = create_backend(alias, namespace="imqbench")
+    backend = build_backend(alias, urls=os.environ, namespace="imqbench")
     queue = f"imqbench.rt{uuid.uuid4().hex[:8]}"
     backend.connect()
     backend.declare(queue)

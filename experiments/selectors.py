@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
-
-from experiments.models import Run, Sample
-
-
-def run_get(*, run_id: int) -> Run:
-    return Run.objects.select_related("experiment").get(pk=run_id)
-
-
-def run_samples(*, run: Run) -> QuerySet[Sample]:
-    return run.samples.order_by("t_s")
+from experiments.models import Run
 
 
 def run_is_cancelled(*, run_id: int) -> bool:

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -138,9 +139,26 @@ for _short in ("REDIS_URL", "AMQP_URL", "MYSQL_URL", "POSTGRES_URL"):
         IMQ_URLS[f"IMQ_{_short}"] = env.str(_short)
 IMQ_DEFAULT_BACKEND = env.str("IMQ_DEFAULT_BACKEND", "memory-mp")
 
+# IMQ_LOG_LEVEL sets the engine's own loggers (``queues.*``, ``experiments.*``); every line goes
+# to stderr with the time, process and logger, since a run's lines come from several processes.
+# pika logs a failed connection in 5-8 lines of its own before our one-line error: those show
+# only at DEBUG. Other libraries log at WARNING and above.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+IMQ_LOG_LEVEL = env.str("IMQ_LOG_LEVEL", "WARNING").strip().upper()
+if IMQ_LOG_LEVEL not in LOG_LEVELS:
+    raise ImproperlyConfigured(f"IMQ_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {IMQ_LOG_LEVEL!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("IMQ_LOG_LEVEL", "WARNING")},
+    "formatters": {
+        "imq": {"format": "%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "imq"}},  # stderr
+    # the named loggers propagate to root's handler (so pytest's caplog sees them too)
+    "loggers": {
+        "queues": {"level": IMQ_LOG_LEVEL},
+        "experiments": {"level": IMQ_LOG_LEVEL},
+        "pika": {"level": "DEBUG" if IMQ_LOG_LEVEL == "DEBUG" else "CRITICAL"},
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
 }

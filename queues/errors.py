@@ -18,7 +18,8 @@ class UnknownBackend(QueueError, LookupError):
 
 
 class BackendUnavailable(QueueError):
-    """The server cannot be reached or refused us (down, bad credentials, missing driver)."""
+    """The server cannot be reached, refused us (down, bad credentials, missing driver), or the
+    connection was lost mid-operation."""
 
 
 class NotSupported(QueueError):
@@ -29,9 +30,10 @@ class DecodeError(QueueError):
     """A message body is not a valid imqueue event batch (poison)."""
 
 
-class RunFailed(QueueError):
-    """A run could not finish: a worker died, the broker went away, or it was cancelled."""
+class OperationFailed(QueueError):
+    """The server answered but the operation failed (an SQL error, a script error, a channel
+    the broker closed): retrying against the same server will not help."""
 
 
-class RunCancelled(RunFailed):
-    """The run was cancelled by the user before it finished."""
+class QueueNotFound(QueueError, LookupError):
+    """The queue was never declared (or was deleted) where this backend looks for it."""

@@ -6,16 +6,18 @@ resolve aliases, URLs and options the same way.
 
 from __future__ import annotations
 
-import difflib
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from queues.approaches import APPROACHES, run_approach
-from queues.backends import BACKENDS, Backend, backend_class
+from queues.backends import BACKENDS, Backend, backend_class, suggest
 from queues.errors import UnknownBackend
 from queues.metrics import Sample
 from queues.runner import Faults, Runner, RunResult
 from queues.workload import WorkloadSpec
+
+log = logging.getLogger(__name__)
 
 
 def known_aliases() -> list[str]:
@@ -28,8 +30,7 @@ def check_alias(alias: str) -> str:
         return "approach"
     if alias in BACKENDS:
         return "backend"
-    close = difflib.get_close_matches(alias, known_aliases(), n=1, cutoff=0.5)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = suggest(alias, known_aliases())
     raise UnknownBackend(f"unknown backend {alias!r}{hint}; choose one of: {', '.join(known_aliases())}")
 
 
@@ -37,10 +38,16 @@ def build_backend(
     alias: str, *, urls: Mapping[str, str] | None = None, options: Mapping[str, Any] | None = None,
     namespace: str = "imq",
 ) -> Backend:
-    """The backend ``alias`` pointed at ``urls[cls.url_setting]``, or its default URL."""
+    """The backend ``alias`` pointed at ``urls[cls.url_setting]``, or its default URL (no I/O
+    yet: call ``connect``)."""
+    return backend_class(alias)(url=server_url(alias, urls), namespace=namespace, **dict(options or {}))
+
+
+def server_url(alias: str, urls: Mapping[str, str] | None = None) -> str:
+    """Where backend ``alias`` finds its server: ``urls[<its url_setting>]`` (the settings'
+    ``IMQ_URLS``, or ``os.environ`` for a script without Django), else its default URL."""
     cls = backend_class(alias)
-    url = (urls or {}).get(cls.url_setting or "", "") or cls.default_url
-    return cls(url=url, namespace=namespace, **dict(options or {}))
+    return (urls or {}).get(cls.url_setting or "", "") or cls.default_url
 
 
 def run_spec(
@@ -63,4 +70,10 @@ def run_spec(
         spec, backend, run_id=run_id, on_sample=on_sample, on_progress=on_progress,
         should_cancel=should_cancel, faults=faults,
     )
-    return runner.run()
+    log.info(
+        "run %s: %s at %s, %d events, %d producer(s) -> %d consumer(s)",
+        run_id, spec.backend, backend.describe_url(), spec.events, spec.producers, spec.consumers,
+    )
+    result = runner.run()
+    log.info("run %s %s%s", run_id, result.status, f": {result.error}" if result.error else "")
+    return result

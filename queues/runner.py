@@ -124,7 +124,7 @@ class Runner:
         self.interval = {name: new_histogram() for name in INTERVAL_HISTOGRAMS}
         self.samples: list[Sample] = []
         self.workers: list[_Worker] = []
-        if self.faults.kill_consumer_after is not None and backend.threads_only:
+        if self.faults.kill_consumer_after is not None and not backend.capabilities.processes:
             raise NotSupported(f"{backend.name} runs its workers as threads, which cannot be killed")
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -144,7 +144,7 @@ class Runner:
 
     def _run_workers(self) -> tuple[str, str | None]:
         self._ctx = multiprocessing.get_context("fork")
-        threads = self.backend.threads_only
+        threads = not self.backend.capabilities.processes
         self.readers: list[Any] = []  # one pipe per worker (see ReportChannel)
         self.start_event = threading.Event() if threads else SharedFlag(self._ctx)
         self.stop_event = threading.Event() if threads else SharedFlag(self._ctx)
@@ -187,12 +187,12 @@ class Runner:
     def _spawn(self, role: str, index: int) -> None:
         channel = ReportChannel(self._ctx)
         target_args = (role, index, replace(self.worker_ctx, channel=channel))
-        if self.backend.threads_only:
+        if not self.backend.capabilities.processes:
             handle: Any = threading.Thread(target=run_worker, args=target_args, daemon=True, name=f"{role}-{index}")
         else:
             handle = self._ctx.Process(target=run_worker, args=target_args, daemon=True, name=f"imq-{role}-{index}")
         handle.start()
-        if not self.backend.threads_only:
+        if self.backend.capabilities.processes:
             channel.writer.close()  # the child has its copy; EOF then tells the runner it is gone
         self.readers.append(channel.reader)
         self.workers.append(_Worker(role, index, handle))

@@ -15,10 +15,7 @@ def pytest_configure(config):
 
 
 def _has(alias: str, capability: str) -> bool:
-    cls = backend_class(alias)
-    if capability == "processes":
-        return not cls.threads_only
-    return getattr(cls.capabilities, capability)
+    return getattr(backend_class(alias).capabilities, capability)
 
 
 def pytest_generate_tests(metafunc):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Any
 
 from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer
 from queues.errors import BackendUnavailable, UnknownBackend
@@ -21,7 +20,6 @@ __all__ = [
     "Consumer",
     "Producer",
     "backend_class",
-    "create_backend",
     "suggest",
 ]
 
@@ -67,7 +65,3 @@ def backend_class(alias: str) -> type[Backend]:
         ) from exc
     return getattr(module, class_name)
 
-
-def create_backend(alias: str, *, url: str = "", namespace: str = "imq", **options: Any) -> Backend:
-    """A backend instance (no I/O yet: call ``connect``)."""
-    return backend_class(alias)(url=url, namespace=namespace, **options)

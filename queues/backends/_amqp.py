@@ -47,10 +47,8 @@ class Link:
         self.closed = False
         self._waiting: Callable[[], bool] | None = None
         self.opened = False
-        try:
+        with backend.converting("connect to", unavailable=(ValueError, TypeError)):  # a bad URL
             params = connection_parameters(backend.url, f"imq:{backend.namespace}:{role}")
-        except (ValueError, TypeError) as exc:
-            raise backend.unavailable(exc) from exc
         self.conn = pika.SelectConnection(
             params,
             on_open_callback=self._on_open,
@@ -82,7 +80,8 @@ class Link:
         self.wake()
 
     def _on_failure(self, _conn: Any, reason: BaseException | str) -> None:
-        self.error = reason if isinstance(reason, BaseException) else pika.exceptions.AMQPError(str(reason))
+        # the connection's own callbacks: whatever the reason, the server is out of reach
+        self.error = reason if isinstance(reason, BaseException) else pika.exceptions.AMQPConnectionError(str(reason))
         self.ioloop.stop()
 
     def _on_channel_closed(self, _channel: Any, reason: BaseException) -> None:
@@ -99,7 +98,7 @@ class Link:
 
     def wait(self, done: Callable[[], bool], timeout_s: float, doing: str) -> bool:
         """Run the I/O loop until ``done()`` or ``timeout_s``; ``True`` if done. Raises
-        ``BackendUnavailable`` if the connection fails, ``QueueError`` if the channel does."""
+        ``BackendUnavailable`` if the connection fails, ``OperationFailed`` if the channel does."""
         self.raise_if_failed(doing)
         if done():
             return True
@@ -114,13 +113,15 @@ class Link:
         return done()
 
     def raise_if_failed(self, doing: str) -> None:
+        """Raise what a callback recorded, converted by the backend's ``converted`` (pika hands
+        errors to callbacks instead of raising them): a channel the broker closed on a live
+        connection fails the operation; once the connection is closed, the server is gone."""
         exc = self.error
         if exc is None:
             return
-        channel_only = isinstance(exc, pika.exceptions.ChannelClosed) and not self.conn.is_closed
-        if channel_only:
-            raise QueueError(f"{self.backend.name}: the broker closed the channel ({exc})") from exc
-        raise self.backend.unavailable(exc, doing) from exc
+        if self.conn.is_closed:
+            raise self.backend.unavailable(exc, doing) from exc
+        raise self.backend.converted(exc, doing) from exc
 
     def call(self, method: Callable[..., Any], *args: Any, doing: str = "talk to", **kwargs: Any) -> Any:
         """A synchronous AMQP method: ``method(..., callback=...)``, waiting for its reply frame."""
@@ -130,7 +131,8 @@ class Link:
             replies.append(frame)
             self.wake()
 
-        method(*args, callback=on_reply, **kwargs)
+        with self.backend.converting(doing):  # pika raises at once on a channel already closed
+            method(*args, callback=on_reply, **kwargs)
         if not self.wait(lambda: bool(replies), RPC_TIMEOUT_S, doing):
             raise self.backend.unavailable(TimeoutError(f"no reply within {RPC_TIMEOUT_S:.0f} s"), doing)
         return replies[0]

@@ -1,4 +1,4 @@
-"""What the Redis backends share: the client, error conversion, Lua scripts, the run's keys.
+"""What the Redis backends share: the client, which errors mean what, Lua scripts, the run's keys.
 
 Every key of a queue starts with ``{<queue>}:`` (the braces make it one Redis Cluster hash slot
 and a prefix nothing else uses), so ``delete`` can find and remove exactly what a run left.
@@ -20,7 +20,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from queues.backends.base import Backend, Consumer
-from queues.errors import BackendUnavailable, QueueError
 
 CONNECT_TIMEOUT_S = 3.0
 #: Longest a reply may take beyond a blocking command's own timeout.
@@ -47,6 +46,10 @@ class RedisBase(Backend):
 
     url_setting = "IMQ_REDIS_URL"
     default_url = "redis://127.0.0.1:6379/0"
+    # the connection failed or a reply did not come in time; any other error is the server's
+    # answer (a script error, a wrong type) and fails only the operation
+    unavailable_errors = (redis.ConnectionError, redis.TimeoutError)
+    failed_errors = (redis.RedisError,)
     #: Lua scripts this backend registers, by file name.
     scripts: tuple[str, ...] = ()
 
@@ -61,7 +64,7 @@ class RedisBase(Backend):
     def new_client(self, role: str) -> redis.Redis:
         """A client of its own, named ``imq:<namespace>:<role>`` so that an operator (or a test)
         can find this run's connections in ``CLIENT LIST`` and kill only them."""
-        try:
+        with self.converting("connect to", unavailable=(redis.RedisError, ValueError, OSError)):  # a bad URL too
             client = redis.Redis.from_url(
                 self.url,
                 socket_connect_timeout=CONNECT_TIMEOUT_S,
@@ -70,8 +73,6 @@ class RedisBase(Backend):
                 client_name=f"imq:{self.namespace}:{role}",
             )
             client.ping()
-        except (redis.RedisError, ValueError, OSError) as exc:
-            raise self.unavailable(exc) from exc
         return client
 
     def connect(self) -> None:
@@ -100,7 +101,7 @@ class RedisBase(Backend):
 
     def delete_keys(self, queue: str) -> None:
         """Remove every key of ``queue`` (SCAN by its private prefix; never another run's)."""
-        with wrap_errors(self, "delete the keys of"):
+        with self.deleting(queue):
             batch = []
             for key in self.client.scan_iter(match=keys_pattern(queue), count=500):
                 batch.append(key)
@@ -111,7 +112,7 @@ class RedisBase(Backend):
                 self.client.unlink(*batch)
 
     def environment(self) -> dict[str, Any]:
-        with wrap_errors(self, "read the settings of"):
+        with self.converting("read the settings of"):
             info = self.client.info("server")
             config = {**self.client.config_get("appendonly"), **self.client.config_get("appendfsync"),
                       **self.client.config_get("save")}
@@ -124,24 +125,6 @@ class RedisBase(Backend):
             "save": config.get("save") or "(no snapshots)",
             "durable_on_server_restart": config.get("appendonly") == "yes" or bool(config.get("save")),
         }
-
-
-class wrap_errors:
-    """Convert redis-py errors at the boundary: connection problems become
-    ``BackendUnavailable`` (the run fails at once), anything else ``QueueError``."""
-
-    def __init__(self, backend: Backend, doing: str) -> None:
-        self.backend, self.doing = backend, doing
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or not isinstance(exc, redis.RedisError):
-            return False
-        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-            raise self.backend.unavailable(exc, self.doing) from exc
-        raise QueueError(f"{self.backend.name}: {self.doing} {self.backend.describe_url()} failed: {exc}") from exc
 
 
 def send_packed(connection: Any, payload: bytes, replies: int) -> list[Any]:
@@ -175,13 +158,10 @@ class RedisConsumer(Consumer):
             return
         self.closed = True
         try:
-            with wrap_errors(self.backend, "release a consumer on"):
+            with self.backend.converting("release a consumer on"):
                 self.release()
         finally:
             self.client.close()
 
 
-__all__ = [
-    "BackendUnavailable", "RedisBase", "RedisConsumer", "key_prefix", "keys_pattern", "load_lua", "send_packed",
-    "wrap_errors",
-]
+__all__ = ["RedisBase", "RedisConsumer", "key_prefix", "keys_pattern", "load_lua", "send_packed"]

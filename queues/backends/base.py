@@ -13,11 +13,15 @@ as much as the whole reference run of the in-memory benchmark.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
-from queues.errors import BackendUnavailable, InvalidSpec, NotSupported
+from queues.errors import BackendUnavailable, InvalidSpec, NotSupported, OperationFailed, QueueError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,8 @@ class Consumer:
         raise NotImplementedError
 
     def nack(self, batch: Batch, *, requeue: bool = True) -> None:
-        """Give the messages back (``requeue=True``) or set them aside as dead letters."""
+        """Give the messages back (``requeue=True``) or set them aside as dead letters
+        (``requeue=False``: never delivered again, readable with ``Backend.dead_letters``)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -123,10 +128,15 @@ class Backend:
     capabilities: ClassVar[Capabilities]
     #: The environment setting users change to point the backend elsewhere (named in errors).
     url_setting: ClassVar[str | None] = None
-    #: Where the server is when nothing is configured (the local servers of DEVELOPERS.md).
+    #: Where the server is when nothing is configured: the local server on its standard port.
     default_url: ClassVar[str] = ""
-    #: Producers and consumers run as threads of the runner's process, not as processes.
-    threads_only: ClassVar[bool] = False
+    #: Driver exceptions meaning the server cannot be reached or the connection was lost:
+    #: ``converting`` turns them into ``BackendUnavailable`` (the run fails at once).
+    unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: Driver exceptions meaning the server answered but the operation failed: ``converting``
+    #: turns them into ``OperationFailed``. Checked after ``unavailable_errors``, so a driver's
+    #: base exception class may stand here for "anything else it raises".
+    failed_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
     def __init__(self, *, url: str = "", namespace: str = "imq", **options: Any) -> None:
         self.url = url
@@ -151,7 +161,9 @@ class Backend:
         raise NotImplementedError
 
     def delete(self, queue: str) -> None:
-        """Remove ``queue`` and everything it left on the server. Idempotent."""
+        """Remove ``queue`` and everything it left on the server (dead letters too). Idempotent.
+
+        Implementations run inside ``deleting``, so a failure names the queue in the log."""
         raise NotImplementedError
 
     def depth(self, queue: str) -> int:
@@ -167,6 +179,14 @@ class Backend:
         """The parts of ``depth`` shown apart (ready, in flight, ...); ``None`` for a part the
         backend cannot see. By default just the total."""
         return {"total": self.depth(queue)}
+
+    def dead_letters(self, queue: str) -> list[bytes]:
+        """The bodies set aside by ``nack(requeue=False)`` on ``queue``, in any order.
+
+        Backends say whether reading them takes them away (RabbitMQ's does: AMQP can only get
+        messages off a queue). Raises ``NotSupported`` where the backend keeps none.
+        """
+        raise NotSupported(f"{self.name} keeps no dead letters")
 
     def producer(self, queue: str) -> Producer:
         """A new producer with its own connection, for one worker."""
@@ -198,12 +218,54 @@ class Backend:
         """The URL with its password hidden, for messages."""
         return redact_url(self.url)
 
+    @contextmanager
+    def converting(self, doing: str, *, unavailable: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+        """Convert the driver exceptions raised in the block at the boundary, keeping the cause
+        (``from exc``): ``unavailable_errors`` (and ``unavailable``, e.g. a malformed URL while
+        connecting) become ``BackendUnavailable``, ``failed_errors`` ``OperationFailed``;
+        anything else (a bug) passes through untouched. ``doing`` completes "cannot ... <URL>",
+        e.g. ``"receive from"``."""
+        try:
+            yield
+        except QueueError:
+            raise
+        except unavailable as exc:
+            raise self.unavailable(exc, doing) from exc
+        except self.unavailable_errors + self.failed_errors as exc:
+            raise self.converted(exc, doing) from exc
+
+    @contextmanager
+    def deleting(self, queue: str) -> Iterator[None]:
+        """``converting`` for ``delete``, logging a failure at WARNING: the queue left behind
+        on the server is named in the log (the run's own error may say nothing of it)."""
+        try:
+            with self.converting(f"delete queue {queue} on"):
+                yield
+        except QueueError as exc:
+            log.warning("%s: queue %s is left on the server: %s", self.name, queue, exc)
+            raise
+
+    def converted(self, exc: BaseException, doing: str) -> QueueError:
+        """The ``queues.errors`` error for driver exception ``exc`` (raise it ``from exc``):
+        ``BackendUnavailable`` for the ``unavailable_errors``, else ``OperationFailed``. For
+        callback-driven drivers (pika) that hand over an exception instead of raising it."""
+        if isinstance(exc, self.unavailable_errors):
+            return self.unavailable(exc, doing)
+        return OperationFailed(self.error_message(exc, doing))
+
     def unavailable(self, exc: BaseException, doing: str = "connect to") -> BackendUnavailable:
-        """The one-line error for a server that is down or refuses us: names the URL (password
-        hidden), the cause, and the setting to change. Raise it ``from exc``."""
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        """The one-line error for a server that is down or refuses us: the message of
+        ``error_message`` and the setting to change. Raise it ``from exc``."""
         where = f"; check the server or set {self.url_setting}" if self.url_setting else ""
-        return BackendUnavailable(f"{self.name}: cannot {doing} {self.describe_url()} ({cause}){where}")
+        return BackendUnavailable(f"{self.error_message(exc, doing)}{where}")
+
+    def error_message(self, exc: BaseException, doing: str) -> str:
+        """``<backend>: cannot <doing> <URL, password hidden> (<cause's first line>)``: the one
+        format of every converted error."""
+        # pika's connection errors have an empty str() and say everything in their repr()
+        text = str(exc).strip() or repr(exc).strip()
+        cause = text.splitlines()[0] if text else type(exc).__name__
+        return f"{self.name}: cannot {doing} {self.describe_url()} ({cause})"
 
     def option(self, name: str, default: Any, kind: type = str) -> Any:
         """Backend option ``name`` converted to ``kind``; options may arrive as strings from
@@ -232,3 +294,11 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def log_nacked(logger: logging.Logger, backend: str, count: int, *, requeue: bool) -> None:
+    """One INFO line per ``nack`` call, never per message (nacks are rare: poison, or a consumer
+    giving back what it held)."""
+    if count:
+        fate = "requeued" if requeue else "set aside as dead letters"
+        logger.info("%s: %d message(s) nacked and %s", backend, count, fate)

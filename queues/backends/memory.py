@@ -3,11 +3,16 @@
 ``memory``: a deque shared by threads of one process, with real acks (un-acked messages return
 on ``nack`` or ``close``). ``memory-mp``: a ``multiprocessing`` queue between forked processes;
 like a plain pipe it has no acknowledgements, so it declares at-most-once.
+
+Both keep what ``nack(requeue=False)`` sets aside, for ``dead_letters``: ``memory`` in a list
+beside the queue, ``memory-mp`` through a second ``multiprocessing`` queue, because the consumer
+that nacks runs in a forked process and the runner's backend object reads them.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import multiprocessing
 import queue as std_queue
 import threading
@@ -16,17 +21,22 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer
-from queues.errors import NotSupported
+from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
+from queues.errors import QueueNotFound
 from queues.events import PackedMessages
+
+log = logging.getLogger(__name__)
+#: How long ``dead_letters`` waits for letters counted but still in a feeder thread's buffer.
+DEAD_LETTER_WAIT_S = 5.0
 
 
 class _ThreadQueue:
-    """Ready messages plus the ones handed out and not yet acked."""
+    """Ready messages, the ones handed out and not yet acked, and the dead letters."""
 
     def __init__(self) -> None:
         self.ready: deque[bytes] = deque()
         self.in_flight: dict[int, bytes] = {}
+        self.dead: list[bytes] = []
         self.cond = threading.Condition()
         self.ids = itertools.count()
 
@@ -34,7 +44,6 @@ class _ThreadQueue:
 class MemoryBackend(Backend):
     name = "memory"
     capabilities = Capabilities(durable=False, native_batch=True, push=True, processes=False)
-    threads_only = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -50,7 +59,7 @@ class MemoryBackend(Backend):
         try:
             return self._queues[queue]
         except KeyError:
-            raise NotSupported(f"queue {queue!r} was not declared") from None
+            raise QueueNotFound(f"{self.name}: queue {queue!r} was not declared") from None
 
     def purge(self, queue: str) -> int:
         q = self._get(queue)
@@ -67,11 +76,17 @@ class MemoryBackend(Backend):
         with q.cond:
             return len(q.ready) + len(q.in_flight)
 
+    def dead_letters(self, queue: str) -> list[bytes]:
+        """What ``nack(requeue=False)`` set aside, oldest first (reading keeps them)."""
+        q = self._get(queue)
+        with q.cond:
+            return list(q.dead)
+
     def producer(self, queue: str) -> Producer:
         return _ThreadProducer(self._get(queue))
 
     def consumer(self, queue: str, *, group: str = "default") -> Consumer:
-        return _ThreadConsumer(self._get(queue))
+        return _ThreadConsumer(self, self._get(queue))
 
 
 class _ThreadProducer(Producer):
@@ -85,8 +100,8 @@ class _ThreadProducer(Producer):
 
 
 class _ThreadConsumer(Consumer):
-    def __init__(self, q: _ThreadQueue) -> None:
-        self.q = q
+    def __init__(self, backend: MemoryBackend, q: _ThreadQueue) -> None:
+        self.backend, self.q = backend, q
         self.unacked: set[int] = set()
 
     def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
@@ -114,7 +129,10 @@ class _ThreadConsumer(Consumer):
             if requeue:
                 q.ready.extendleft(reversed(bodies))
                 q.cond.notify_all()
+            else:
+                q.dead.extend(bodies)
         self.unacked.difference_update(batch.receipts or ())
+        log_nacked(log, self.backend.name, len(bodies), requeue=requeue)
 
     def close(self) -> None:
         if self.unacked:
@@ -141,48 +159,52 @@ class MultiprocessBackend(Backend):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._ctx = multiprocessing.get_context("fork")
-        self._queues: dict[str, tuple[Any, Any]] = {}
+        self._queues: dict[str, _PipeQueue] = {}
 
     def for_worker(self) -> MultiprocessBackend:
         return self  # forked workers inherit the queues
 
     def declare(self, queue: str) -> None:
         if queue not in self._queues:
-            self._queues[queue] = (self._ctx.Queue(), self._ctx.Value("q", 0))
+            self._queues[queue] = _PipeQueue(self._ctx)
 
-    def _get(self, queue: str) -> tuple[Any, Any]:
+    def _get(self, queue: str) -> _PipeQueue:
         try:
             return self._queues[queue]
         except KeyError:
-            raise NotSupported(f"queue {queue!r} was not declared in this process") from None
+            raise QueueNotFound(f"{self.name}: queue {queue!r} was not declared in this process") from None
 
     def purge(self, queue: str) -> int:
-        mpq, depth = self._get(queue)
+        q = self._get(queue)
         removed = 0
-        while depth.value - removed > 0:  # the counter knows what is still in the feeder threads
+        while q.depth.value - removed > 0:  # the counter knows what is still in the feeder threads
             try:
-                removed += len(mpq.get(timeout=0.5))
+                removed += len(q.messages.get(timeout=0.5))
             except std_queue.Empty:
                 break
-        with depth.get_lock():
-            depth.value -= removed
+        with q.depth.get_lock():
+            q.depth.value -= removed
         return removed
 
     def delete(self, queue: str) -> None:
         entry = self._queues.pop(queue, None)
         if entry is not None:
-            entry[0].close()
-            entry[0].cancel_join_thread()
+            entry.close()
 
     def depth(self, queue: str) -> int:
-        return self._get(queue)[1].value
+        return self._get(queue).depth.value
+
+    def dead_letters(self, queue: str) -> list[bytes]:
+        """What consumers (in any process) set aside with ``nack(requeue=False)``; reading
+        keeps them. Valid in the process that declared the queue (the runner's)."""
+        return self._get(queue).dead_letters()
 
     def producer(self, queue: str) -> Producer:
-        return _PipeProducer(*self._get(queue), max_depth=self.option("max_depth", 0, int))
+        return _PipeProducer(self._get(queue), max_depth=self.option("max_depth", 0, int))
 
     def consumer(self, queue: str, *, group: str = "default") -> Consumer:
         return _PipeConsumer(
-            *self._get(queue),
+            self._get(queue),
             cost_us=self.option("consume_cost_us", 0.0, float),
             stall_after=self.option("stall_after", 0, int),
             stall_s=self.option("stall_s", 0.0, float),
@@ -193,9 +215,48 @@ class MultiprocessBackend(Backend):
         return {"simulation": {k: self.options[k] for k in knobs if k in self.options}}
 
 
+class _PipeQueue:
+    """One ``memory-mp`` queue: a ``multiprocessing`` queue of message lists, its exact depth
+    (a shared counter of messages put and not yet taken), and its dead letters.
+
+    Dead letters go through a second ``multiprocessing`` queue: consumers that nack run in
+    forked processes, and only the declaring process's backend reads them. Each is counted
+    before it is put, so ``dead_letters`` knows how many are still in a feeder thread's buffer.
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        self.messages = ctx.Queue()
+        self.depth = ctx.Value("q", 0)
+        self.dead = ctx.Queue()
+        self.dead_count = ctx.Value("q", 0)
+        self.dead_read: list[bytes] = []  # taken off ``dead`` by this process
+
+    def set_aside(self, bodies: Sequence[bytes]) -> None:
+        with self.dead_count.get_lock():
+            self.dead_count.value += len(bodies)
+        self.dead.put([bytes(body) for body in bodies])
+
+    def dead_letters(self) -> list[bytes]:
+        deadline = time.monotonic() + DEAD_LETTER_WAIT_S
+        while len(self.dead_read) < self.dead_count.value:
+            try:
+                self.dead_read.extend(self.dead.get(timeout=max(0.0, deadline - time.monotonic())))
+            except std_queue.Empty:
+                # counted by a consumer killed before its feeder thread wrote them: lost with it
+                log.warning("memory-mp: %d dead letter(s) counted but never received",
+                            self.dead_count.value - len(self.dead_read))
+                break
+        return list(self.dead_read)
+
+    def close(self) -> None:
+        for mpq in (self.messages, self.dead):
+            mpq.close()
+            mpq.cancel_join_thread()
+
+
 class _PipeProducer(Producer):
-    def __init__(self, mpq: Any, depth: Any, *, max_depth: int = 0) -> None:
-        self.mpq, self.depth, self.max_depth = mpq, depth, max_depth
+    def __init__(self, q: _PipeQueue, *, max_depth: int = 0) -> None:
+        self.mpq, self.depth, self.max_depth = q.messages, q.depth, max_depth
 
     def send_batch(self, messages: Sequence[bytes]) -> None:
         # a bounded queue holds the producer back (closed loop); a batch larger than the bound
@@ -213,8 +274,8 @@ class _PipeProducer(Producer):
 
 
 class _PipeConsumer(Consumer):
-    def __init__(self, mpq: Any, depth: Any, *, cost_us: float = 0.0, stall_after: int = 0, stall_s: float = 0.0) -> None:
-        self.mpq, self.depth = mpq, depth
+    def __init__(self, q: _PipeQueue, *, cost_us: float = 0.0, stall_after: int = 0, stall_s: float = 0.0) -> None:
+        self.q, self.mpq, self.depth = q, q.messages, q.depth
         self.leftover: list[bytes] = []
         self.cost_s, self.stall_after, self.stall_s = cost_us / 1e6, stall_after, stall_s
         self.received = 0
@@ -265,8 +326,15 @@ class _PipeConsumer(Consumer):
         """Nothing to do: a pipe has no acknowledgements."""
 
     def nack(self, batch: Batch, *, requeue: bool = True) -> None:
-        if requeue and batch.bodies:
-            _PipeProducer(self.mpq, self.depth).send_batch(batch.bodies)
+        """Without acks, a nack sends the messages again (``requeue=True``) or sets them aside
+        for the declaring process's ``dead_letters``."""
+        if not batch.bodies:
+            return
+        if requeue:
+            _PipeProducer(self.q).send_batch(batch.bodies)
+        else:
+            self.q.set_aside(batch.bodies)
+        log_nacked(log, MultiprocessBackend.name, len(batch.bodies), requeue=requeue)
 
     def close(self) -> None:
         if self.leftover:

@@ -30,8 +30,8 @@ connect, read and write timeouts, so a server lost mid-run makes a worker raise,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -39,10 +39,12 @@ import pymysql
 from pymysql.constants import CLIENT
 
 from queues.backends import sqlfiles
-from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer
+from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
 from queues.backends.polling import Poller, receive_when_due
-from queues.errors import QueueError
+from queues.errors import OperationFailed
 from queues.events import PackedMessages
+
+log = logging.getLogger(__name__)
 
 QUERIES = sqlfiles.queries("mysql")
 SCHEMES = ("mysql", "mariadb", "mysql+pymysql")
@@ -87,6 +89,9 @@ class MySQLBackend(Backend):
     capabilities = Capabilities(native_batch=True)
     url_setting = "IMQ_MYSQL_URL"
     default_url = "mysql://root@127.0.0.1:3306/test"
+    # lost, killed, timed out (PyMySQL raises socket errors as they are in some paths)
+    unavailable_errors = (pymysql.OperationalError, pymysql.InterfaceError, OSError)
+    failed_errors = (pymysql.MySQLError,)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -104,7 +109,7 @@ class MySQLBackend(Backend):
     def _connect(self, *, autocommit: bool) -> pymysql.connections.Connection:
         """A new connection with our session settings and timeouts. Raises ``BackendUnavailable``."""
         parts = urlsplit(self.url)
-        try:
+        with self.converting("connect to", unavailable=(pymysql.MySQLError, ValueError)):  # a bad URL too
             if parts.scheme not in SCHEMES:
                 raise ValueError(f"URL scheme must be one of {', '.join(SCHEMES)}")
             return pymysql.connect(
@@ -120,11 +125,11 @@ class MySQLBackend(Backend):
                 client_flag=CLIENT.MULTI_STATEMENTS,  # settle + COMMIT in one round trip
                 init_command=QUERIES["session"],
             )
-        except (pymysql.MySQLError, OSError, ValueError) as exc:
-            raise self.unavailable(exc) from exc
 
     def connect(self) -> None:
         if self._admin is None or not self._admin.open:
+            if self._admin is not None:
+                log.info("%s: the administrative connection was closed; reconnecting", self.name)
             self._admin = self._connect(autocommit=True)
 
     def close(self) -> None:
@@ -132,21 +137,11 @@ class MySQLBackend(Backend):
         if admin is not None and admin.open:
             admin.close()
 
-    @contextmanager
-    def converted(self, doing: str) -> Iterator[None]:
-        """Driver errors become ``queues.errors`` types, keeping the cause."""
-        try:
-            yield
-        except (pymysql.OperationalError, pymysql.InterfaceError, OSError) as exc:  # lost, killed, timed out
-            raise self.unavailable(exc, "query") from exc
-        except pymysql.MySQLError as exc:
-            raise QueueError(f"{self.name}: cannot {doing}: {exc}") from exc
-
-    def _fetch(self, sql: str, args: Any = None, doing: str = "run a query") -> tuple:
+    def _fetch(self, sql: str, args: Any = None, doing: str = "run a query on") -> tuple:
         """All rows of one statement on the administrative connection."""
         self.connect()
         assert self._admin is not None
-        with self.converted(doing), self._admin.cursor() as cur:
+        with self.converting(doing), self._admin.cursor() as cur:
             cur.execute(sql, args)
             return cur.fetchall()
 
@@ -155,15 +150,15 @@ class MySQLBackend(Backend):
     def declare(self, queue: str) -> None:
         """Create the queue and dead-letter tables. Idempotent."""
         table = sqlfiles.table_name(queue)
-        self._fetch(query("create_queue", table), doing=f"declare {queue}")
-        self._fetch(query("create_dead", table), doing=f"declare {queue}")
+        self._fetch(query("create_queue", table), doing="declare a queue on")
+        self._fetch(query("create_dead", table), doing="declare a queue on")
 
     def purge(self, queue: str) -> int:
         """Remove the ready messages (not those claimed by a live consumer); return how many."""
         table = sqlfiles.table_name(queue)
         self.connect()
         assert self._admin is not None
-        with self.converted(f"purge {queue}"), self._admin.cursor() as cur:
+        with self.converting("purge a queue on"), self._admin.cursor() as cur:
             self._admin.begin()
             cur.execute(query("ready_ids", table))
             ids = [row[0] for row in cur.fetchall()]
@@ -174,20 +169,26 @@ class MySQLBackend(Backend):
 
     def delete(self, queue: str) -> None:
         """Drop the queue's tables. Idempotent."""
-        self._fetch(query("drop_tables", sqlfiles.table_name(queue)), doing=f"delete {queue}")
+        with self.deleting(queue):
+            self._fetch(query("drop_tables", sqlfiles.table_name(queue)))
 
     def depth(self, queue: str) -> int:
         """Exact: ``COUNT(*)``; claimed rows are only deleted when their consumer commits."""
-        return int(self._fetch(query("depth", sqlfiles.table_name(queue)), doing=f"measure {queue}")[0][0])
+        return int(self._fetch(query("depth", sqlfiles.table_name(queue)), doing="measure a queue on")[0][0])
+
+    def dead_letters(self, queue: str) -> list[bytes]:
+        """The rows of the dead-letter table, oldest first (reading keeps them)."""
+        rows = self._fetch(query("dead_letters", sqlfiles.table_name(queue)), doing="read the dead letters on")
+        return [bytes(body) for (body,) in rows]
 
     def count_objects(self, prefix: str) -> int:
         """How many tables start with ``prefix`` (runs must leave nothing behind)."""
-        return int(self._fetch(QUERIES["count_objects"], (prefix, prefix), doing="count tables")[0][0])
+        return int(self._fetch(QUERIES["count_objects"], (prefix, prefix), doing="count the tables on")[0][0])
 
     def environment(self) -> dict[str, Any]:
         self.connect()
         assert self._admin is not None
-        with self.converted("read the server settings"), self._admin.cursor() as cur:
+        with self.converting("read the settings of"), self._admin.cursor() as cur:
             cur.execute(QUERIES["environment"])
             names = [column[0] for column in cur.description]
             settings = cur.fetchone()
@@ -217,7 +218,7 @@ class _Producer(Producer):
         self.cur = conn.cursor()
 
     def send_batch(self, messages: Sequence[bytes]) -> None:
-        with self.backend.converted("insert messages"):
+        with self.backend.converting("send to"):
             for values in chunked_values(messages):
                 self.cur.execute(query("insert_values", self.table, values=values))
 
@@ -242,7 +243,7 @@ class _Consumer(Consumer):
         return receive_when_due(self.poller, self._claim, max_messages, timeout_s)
 
     def _claim(self, limit: int) -> Batch:
-        with self.backend.converted("claim messages"):
+        with self.backend.converting("receive from"):
             if self.held:
                 self.cur.execute(query("claim_more", self.table, ids=id_list(self.held)), (limit,))
             else:
@@ -257,7 +258,7 @@ class _Consumer(Consumer):
         self.held.extend(ids)
         self.unsettled.update(ids)
         if len(ids) != count or len(bodies) != count or sum(map(len, bodies)) != size:
-            raise QueueError(f"{self.backend.name}: a batch of {count} messages ({size} bytes) exceeds group_concat_max_len; use smaller batches")
+            raise OperationFailed(f"{self.backend.name}: a batch of {count} messages ({size} bytes) exceeds group_concat_max_len; use smaller batches")
         return Batch(bodies, ids)
 
     def ack(self, batch: Batch) -> None:
@@ -268,11 +269,13 @@ class _Consumer(Consumer):
     def nack(self, batch: Batch, *, requeue: bool = True) -> None:
         """``requeue=True`` leaves the rows where they are (unlocked at commit, same place in
         line); ``requeue=False`` moves them to the dead-letter table, never delivered again."""
-        if batch and not requeue:
+        if not batch:
+            return
+        if not requeue:
             self.dead.extend(batch.receipts)
             self.done.extend(batch.receipts)
-        if batch:
-            self._settled(batch.receipts)
+        self._settled(batch.receipts)
+        log_nacked(log, self.backend.name, len(batch), requeue=requeue)
 
     def _settled(self, ids: Sequence[int]) -> None:
         self.unsettled.difference_update(ids)
@@ -284,7 +287,7 @@ class _Consumer(Consumer):
         if self.done:
             statements.append(query("delete_ids", self.table, ids=id_list(self.done)))
         statements.append("COMMIT")
-        with self.backend.converted("settle messages"):
+        with self.backend.converting("ack on"):
             self.cur.execute(";".join(statements))
             while self.cur.nextset():
                 pass  # every statement's result must be read before the next query

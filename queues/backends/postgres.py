@@ -49,10 +49,10 @@ TCP user and statement timeouts, so a server lost mid-run makes a worker raise i
 
 from __future__ import annotations
 
+import logging
 import struct
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -62,10 +62,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 
 from queues.backends import sqlfiles
-from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer
+from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
 from queues.backends.polling import Poller, receive_when_due
-from queues.errors import InvalidSpec, QueueError
+from queues.errors import InvalidSpec
 from queues.events import PackedMessages
+
+log = logging.getLogger(__name__)
 
 QUERIES = sqlfiles.queries("postgres")
 INSERT_METHODS = ("copy", "unnest", "executemany")
@@ -126,6 +128,9 @@ class PostgresBackend(Backend):
     capabilities = Capabilities(native_batch=True)
     url_setting = "IMQ_POSTGRES_URL"
     default_url = "postgresql://postgres@127.0.0.1:5432/test"
+    # connection lost, server shut down, and our own timeouts (statement, lock, idle claim)
+    unavailable_errors = (psycopg.OperationalError,)
+    failed_errors = (psycopg.Error,)
     listens = False
 
     def __init__(self, **kwargs: Any) -> None:
@@ -148,15 +153,13 @@ class PostgresBackend(Backend):
 
     def _connect(self, application_name: str, *, autocommit: bool) -> psycopg.Connection:
         """A new connection with our timeouts. Raises ``BackendUnavailable``."""
-        try:
+        with self.converting("connect to", unavailable=(psycopg.Error,)):  # a bad URL too
             params = conninfo_to_dict(self.url)
             for key, value in CONNECTION_DEFAULTS.items():
                 params.setdefault(key, value)
             params["application_name"] = application_name[:63]
             params["options"] = " ".join(filter(None, [params.get("options"), self._server_options()]))
             conn = psycopg.connect(make_conninfo(**params), autocommit=autocommit)
-        except psycopg.Error as exc:
-            raise self.unavailable(exc) from exc
         conn.prepare_threshold = None  # see the module docstring: no cached generic plans
         return conn
 
@@ -171,6 +174,8 @@ class PostgresBackend(Backend):
 
     def connect(self) -> None:
         if self._admin is None or self._admin.closed:
+            if self._admin is not None:
+                log.info("%s: the administrative connection was closed; reconnecting", self.name)
             self._admin = self._connect(f"imq admin {self.namespace}", autocommit=True)
 
     def close(self) -> None:
@@ -178,20 +183,10 @@ class PostgresBackend(Backend):
             self._admin.close()
             self._admin = None
 
-    @contextmanager
-    def converted(self, doing: str) -> Iterator[None]:
-        """Driver errors become ``queues.errors`` types, keeping the cause."""
-        try:
-            yield
-        except psycopg.OperationalError as exc:  # connection lost, server shut down, timeouts
-            raise self.unavailable(exc, "query") from exc
-        except psycopg.Error as exc:
-            raise QueueError(f"{self.name}: cannot {doing}: {str(exc).strip().splitlines()[0]}") from exc
-
-    def _execute(self, name: str, queue: str, params: Any = None, doing: str = "run a query") -> psycopg.Cursor:
+    def _execute(self, name: str, queue: str, params: Any = None, doing: str = "run a query on") -> psycopg.Cursor:
         self.connect()
         assert self._admin is not None
-        with self.converted(doing):
+        with self.converting(doing):
             return self._admin.execute(query(name, sqlfiles.table_name(queue)), params)
 
     # -- queues ----------------------------------------------------------------------------
@@ -200,7 +195,7 @@ class PostgresBackend(Backend):
         """Create the queue and dead-letter tables (and the NOTIFY trigger). Idempotent."""
         self.connect()
         assert self._admin is not None
-        with self.converted(f"declare {queue}"), self._admin.transaction():
+        with self.converting("declare a queue on"), self._admin.transaction():
             for name in self._declare_queries():
                 self._admin.execute(query(name, sqlfiles.table_name(queue)))
 
@@ -209,27 +204,33 @@ class PostgresBackend(Backend):
 
     def purge(self, queue: str) -> int:
         """Remove the ready messages (not those claimed by a live consumer); return how many."""
-        return self._execute("purge", queue, doing=f"purge {queue}").rowcount
+        return self._execute("purge", queue, doing="purge a queue on").rowcount
 
     def delete(self, queue: str) -> None:
         """Drop the queue's tables (and trigger function). Idempotent."""
-        self._execute("drop_tables", queue, doing=f"delete {queue}")
+        with self.deleting(queue):
+            self._execute("drop_tables", queue)
 
     def depth(self, queue: str) -> int:
         """Exact: ``count(*)``, which sees claimed rows until their consumer commits."""
-        return self._execute("depth", queue, doing=f"measure {queue}").fetchone()[0]
+        return self._execute("depth", queue, doing="measure a queue on").fetchone()[0]
+
+    def dead_letters(self, queue: str) -> list[bytes]:
+        """The rows of the dead-letter table, oldest first (reading keeps them)."""
+        rows = self._execute("dead_letters", queue, doing="read the dead letters on").fetchall()
+        return [bytes(body) for (body,) in rows]
 
     def count_objects(self, prefix: str) -> int:
         """How many tables and functions start with ``prefix`` (runs must leave nothing behind)."""
         self.connect()
         assert self._admin is not None
-        with self.converted("count objects"):
+        with self.converting("count the objects on"):
             return self._admin.execute(QUERIES["count_objects"], {"prefix": prefix}).fetchone()[0]
 
     def environment(self) -> dict[str, Any]:
         self.connect()
         assert self._admin is not None
-        with self.converted("read the server settings"):
+        with self.converting("read the settings of"):
             cur = self._admin.execute(QUERIES["environment"])
             names = [column.name for column in cur.description or ()]
             settings = cur.fetchone()
@@ -270,7 +271,8 @@ class PostgresNotifyBackend(PostgresBackend):
 
     def delete(self, queue: str) -> None:
         super().delete(queue)
-        self._execute("drop_notify_function", queue, doing=f"delete {queue}")
+        with self.deleting(queue):
+            self._execute("drop_notify_function", queue)
 
     def _waiter_settings(self) -> dict[str, Any]:
         return {"consumer_wait": "listen", "fallback_poll_s": self.fallback_poll_s}
@@ -279,7 +281,7 @@ class PostgresNotifyBackend(PostgresBackend):
         # A connection of its own: a session receives notifications only between transactions,
         # and the claiming connection sits in one while its batches are unacked.
         listener = self._connect(f"imq listener {table}", autocommit=True)
-        with self.converted("listen"):
+        with self.converting("listen on"):
             listener.execute(query("listen", table))
         return _Listener(listener, self.fallback_poll_s)
 
@@ -296,7 +298,7 @@ class _Producer(Producer):
     def send_batch(self, messages: Sequence[bytes]) -> None:
         if not len(messages):
             return
-        with self.backend.converted("insert messages"):
+        with self.backend.converting("send to"):
             self._insert(messages)
 
     def _insert_copy(self, messages: Sequence[bytes]) -> None:
@@ -335,14 +337,14 @@ class _Consumer(Consumer):
         return receive_when_due(self.waiter, self._claim, max_messages, timeout_s, wait=self._wait)
 
     def _wait(self, budget_s: float) -> None:
-        with self.backend.converted("wait for messages"):
+        with self.backend.converting("wait for messages on"):
             self.waiter.wait(budget_s)
 
     def _claim(self, limit: int) -> Batch:
         """Claim from where the last batch ended; from the lowest id when that finds nothing
         and every ``FULL_SCAN_S`` (rows below the bound: requeued, rolled back by a crashed
         consumer, or committed late by another producer)."""
-        with self.backend.converted("claim messages"):
+        with self.backend.converting("receive from"):
             ids = bodies = None
             if self.after is not None and time.monotonic() < self.full_scan_at:
                 ids, bodies = self.cur.execute(self.q_claim_after, {"after": self.after, "limit": limit}).fetchone()
@@ -366,14 +368,15 @@ class _Consumer(Consumer):
         ``requeue=False`` moves them to the dead-letter table, never delivered again."""
         if not batch:
             return
-        with self.backend.converted("nack messages"):
+        with self.backend.converting("nack on"):
             self.cur.execute(self.q_requeue if requeue else self.q_dead, {"ids": list(batch.receipts), "bodies": list(batch.bodies)})
         self._settled(batch.receipts)
+        log_nacked(log, self.backend.name, len(batch), requeue=requeue)
 
     def _settled(self, ids: Sequence[int]) -> None:
         self.unsettled.difference_update(ids)
         if not self.unsettled:
-            with self.backend.converted("commit"):
+            with self.backend.converting("commit on"):
                 self.conn.commit()
 
     def close(self) -> None:

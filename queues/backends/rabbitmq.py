@@ -25,21 +25,28 @@ and flushing once is what an asynchronous client does and is what this backend d
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pika
+import pika.exceptions
 import pika.spec
 
 from queues.backends._amqp import RPC_TIMEOUT_S, Link
-from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer
-from queues.errors import InvalidSpec, QueueError
+from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
+from queues.errors import InvalidSpec, OperationFailed
+
+log = logging.getLogger(__name__)
 
 CONFIRMS = ("off", "message", "batch")
+#: How long the dead-letter count must hold still before ``dead_letters`` reads the messages.
+DEAD_LETTER_SETTLE_S = 0.1
 QUEUE_TYPES = ("classic", "quorum")
 
 
@@ -51,6 +58,9 @@ class RabbitMQBackend(Backend):
     capabilities = Capabilities(durable=False, native_batch=False, push=True)
     url_setting = "IMQ_AMQP_URL"
     default_url = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    unavailable_errors = (pika.exceptions.AMQPConnectionError, OSError)
+    # a channel closed by the broker (a missing queue, a precondition) on a live connection
+    failed_errors = (pika.exceptions.AMQPError,)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -99,8 +109,9 @@ class RabbitMQBackend(Backend):
         return int(self._admin("queue_purge", "purge a queue on", queue=queue).message_count)
 
     def delete(self, queue: str) -> None:
-        for name in (queue, dead_letter_queue(queue)):
-            self._admin("queue_delete", "delete a queue on", queue=name)
+        with self.deleting(queue):
+            for name in (queue, dead_letter_queue(queue)):
+                self._admin("queue_delete", f"delete queue {name} on", queue=name)
 
     def depth(self, queue: str) -> int:
         """The queue's ready messages (exact). Messages delivered to consumers and not yet acked
@@ -133,9 +144,13 @@ class RabbitMQBackend(Backend):
         return None
 
     def dead_letters(self, queue: str) -> list[bytes]:
-        """The bodies in the dead-letter queue, taken off it (``basic_get`` with auto-ack)."""
+        """The bodies in the dead-letter queue, taken off it (``basic_get`` with auto-ack).
+
+        The broker moves a nacked message to the dead-letter queue after the nack, on its own
+        time and not in order with other connections: the count is read until it holds still
+        for ``DEAD_LETTER_SETTLE_S``."""
         dead = dead_letter_queue(queue)
-        count = self._admin("queue_declare", "read the dead letters on", queue=dead, passive=True).message_count
+        count = self._dead_letter_count(dead)
         link, got = self.link, []
 
         def on_message(_channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
@@ -146,6 +161,16 @@ class RabbitMQBackend(Backend):
             link.channel.basic_get(dead, on_message, auto_ack=True)
             link.wait(lambda n=expected: len(got) >= n, RPC_TIMEOUT_S, "read the dead letters on")
         return got
+
+    def _dead_letter_count(self, dead: str) -> int:
+        count, deadline = -1, time.monotonic() + RPC_TIMEOUT_S
+        while time.monotonic() < deadline:
+            now = self._admin("queue_declare", "read the dead letters on", queue=dead, passive=True).message_count
+            if now == count:
+                break
+            count = now
+            self.link.wait(lambda: False, DEAD_LETTER_SETTLE_S, "read the dead letters on")
+        return count
 
     def producer(self, queue: str) -> Producer:
         return _Producer(self, queue)
@@ -210,8 +235,9 @@ class _Producer(Producer):
     def _publish(self, messages: Sequence[bytes]) -> None:
         self.link.raise_if_failed("send to")
         publish, queue, props = self.link.channel.basic_publish, self.queue, self.properties
-        for body in messages:
-            publish("", queue, body, props)
+        with self.backend.converting("send to"):  # pika raises at once on a channel already closed
+            for body in messages:
+                publish("", queue, body, props)
         if self.backend.confirms != "off":
             first = self.published + 1
             self.published += len(messages)
@@ -222,7 +248,7 @@ class _Producer(Producer):
             raise self.backend.unavailable(TimeoutError("no publisher confirm within 30 s"), "send to")
         if self.nacked:
             nacked, self.nacked = self.nacked, 0
-            raise QueueError(f"{self.backend.name}: the broker refused (nacked) {nacked} message(s)")
+            raise OperationFailed(f"{self.backend.name}: the broker refused (nacked) {nacked} message(s)")
 
     def close(self) -> None:
         """Without confirms, make sure the broker has taken every publish before the connection
@@ -241,6 +267,8 @@ class _Consumer(Consumer):
         self.tags: list[int] = []  # delivered, not yet returned by receive_batch
         self.bodies: list[bytes] = []
         self.unacked: list[int] = []  # returned and not settled, in delivery order
+        self.redelivered = 0  # deliveries flagged redelivered (a consumer died or nacked them)
+        self.redelivered_logged = 0
         channel = self.link.channel
         self.link.call(channel.basic_qos, doing="set the prefetch on", prefetch_count=backend.prefetch)
         channel.basic_consume(queue, self._on_message, auto_ack=False)
@@ -248,6 +276,8 @@ class _Consumer(Consumer):
     def _on_message(self, _channel: Any, method: Any, _properties: Any, body: bytes) -> None:
         self.tags.append(method.delivery_tag)
         self.bodies.append(body)
+        if method.redelivered:
+            self.redelivered += 1
         if self.link._waiting is not None:
             self.link.ioloop.stop()  # the rest of what was read is still dispatched first
 
@@ -256,6 +286,9 @@ class _Consumer(Consumer):
             self.link.wait(lambda: bool(self.bodies), timeout_s, "receive from")
         else:
             self.link.raise_if_failed("receive from")
+        if self.redelivered > self.redelivered_logged:  # once per batch at most, never per message
+            log.info("%s: %d redelivered message(s) received", self.backend.name, self.redelivered - self.redelivered_logged)
+            self.redelivered_logged = self.redelivered
         tags, bodies = self.tags[:max_messages], self.bodies[:max_messages]
         del self.tags[:max_messages], self.bodies[:max_messages]
         self.unacked.extend(tags)
@@ -265,7 +298,12 @@ class _Consumer(Consumer):
         self._settle(batch, lambda tag, multiple: self.link.channel.basic_ack(tag, multiple))
 
     def nack(self, batch: Batch, *, requeue: bool = True) -> None:
+        """Nacks are rare (poison, a consumer giving up): written at once rather than with the
+        next wait, so a dead letter reaches its queue while the consumer still runs."""
         self._settle(batch, lambda tag, multiple: self.link.channel.basic_nack(tag, multiple, requeue))
+        if batch:
+            self.link.flush("nack on")
+        log_nacked(log, self.backend.name, len(batch), requeue=requeue)
 
     def _settle(self, batch: Batch, send: Any) -> None:
         """One frame with ``multiple=True`` when the batch is the oldest unacked deliveries,
@@ -274,13 +312,14 @@ class _Consumer(Consumer):
         if not tags:
             return
         self.link.raise_if_failed("ack on")
-        if self.unacked[: len(tags)] == tags:
-            send(tags[-1], True)
-            del self.unacked[: len(tags)]
-            return
-        settled = set(tags)
-        for tag in tags:
-            send(tag, False)
+        with self.backend.converting("ack on"):  # pika raises at once on a channel already closed
+            if self.unacked[: len(tags)] == tags:
+                send(tags[-1], True)
+                del self.unacked[: len(tags)]
+                return
+            settled = set(tags)
+            for tag in tags:
+                send(tag, False)
         self.unacked = [t for t in self.unacked if t not in settled]
 
     def close(self) -> None:

@@ -35,6 +35,7 @@ letters).
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -43,9 +44,11 @@ from typing import Any
 import numpy as np
 import redis
 
-from queues.backends._redis import RedisBase, RedisConsumer, key_prefix, send_packed, wrap_errors
-from queues.backends.base import Batch, Capabilities, Consumer, Producer
+from queues.backends._redis import RedisBase, RedisConsumer, key_prefix, send_packed
+from queues.backends.base import Batch, Capabilities, Consumer, Producer, log_nacked
 from queues.events import PackedMessages
+
+log = logging.getLogger(__name__)
 
 #: Values per RPUSH command: large enough to amortise the command, small enough for the server.
 PUSH_CHUNK = 1000
@@ -96,7 +99,7 @@ class RedisListBackend(RedisBase):
 
     def purge(self, queue: str) -> int:
         keys = _Keys(queue)
-        with wrap_errors(self, "purge a queue on"):
+        with self.converting("purge a queue on"):
             return int(self.script("list_depth")(keys=[keys.ready, keys.consumers], args=[keys.prefix, "purge"]))
 
     def delete(self, queue: str) -> None:
@@ -105,12 +108,12 @@ class RedisListBackend(RedisBase):
     def depth(self, queue: str) -> int:
         """Exact: the ready list plus every registered consumer's processing list."""
         keys = _Keys(queue)
-        with wrap_errors(self, "measure a queue on"):
+        with self.converting("measure a queue on"):
             return int(self.script("list_depth")(keys=[keys.ready, keys.consumers], args=[keys.prefix, "count"]))
 
     def dead_letters(self, queue: str) -> list[bytes]:
         """The messages set aside with ``nack(requeue=False)``, oldest first."""
-        with wrap_errors(self, "read the dead letters on"):
+        with self.converting("read the dead letters on"):
             return self.client.lrange(_Keys(queue).dead, 0, -1)
 
     def producer(self, queue: str) -> Producer:
@@ -189,7 +192,7 @@ class _ListProducer(Producer):
         if not messages:
             return
         pool = self.client.connection_pool
-        with wrap_errors(self.backend, "send to"):
+        with self.backend.converting("send to"):
             connection = pool.get_connection()
             try:
                 payload, commands = pack_push(connection, self.key, messages)
@@ -209,7 +212,7 @@ class _PopConsumer(Consumer):
         self.client = backend.new_client("consumer")
 
     def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
-        with wrap_errors(self.backend, "receive from"):
+        with self.backend.converting("receive from"):
             items = self.client.lpop(self.keys.ready, max_messages)
             if not items:
                 items = self._wait(max_messages, timeout_s)
@@ -229,11 +232,12 @@ class _PopConsumer(Consumer):
         """Nothing to do: ``LPOP`` already removed the messages."""
 
     def nack(self, batch: Batch, *, requeue: bool = True) -> None:
-        with wrap_errors(self.backend, "nack on"):
+        with self.backend.converting("nack on"):
             if requeue:
                 push(self.client, self.keys.ready, list(reversed(batch.bodies)), left=True)
             else:
                 push(self.client, self.keys.dead, list(batch.bodies))
+        log_nacked(log, self.backend.name, len(batch), requeue=requeue)
 
     def close(self) -> None:
         self.client.close()
@@ -263,7 +267,7 @@ class _ReliableConsumer(RedisConsumer):
         self.in_flight: tuple[Any, list[Any]] | None = None  # (connection, args) of a prefetch
         self.next_token = 0
         self.next_reap = 0.0
-        with wrap_errors(backend, "register a consumer on"):
+        with backend.converting("register a consumer on"):
             self._take(0)  # registers the consumer and starts its heartbeat
 
     def _take_args(self, n: int) -> list[Any]:
@@ -276,9 +280,16 @@ class _ReliableConsumer(RedisConsumer):
         status, items = reply
         if status == -1:
             # reaped while we were busy: every message we held went back to the queue
-            self._forget()
+            self._presumed_dead()
         if items:
             self.ahead = items if not self.ahead else [*self.ahead, *items]
+
+    def _presumed_dead(self) -> None:
+        log.warning(
+            "%s: consumer %s was presumed dead (no heartbeat for %.1f s); what it held went back to the queue",
+            self.backend.name, self.id, self.backend.heartbeat_s,
+        )
+        self._forget()
 
     def _forget(self) -> None:
         self.outstanding.clear()
@@ -319,7 +330,7 @@ class _ReliableConsumer(RedisConsumer):
         self._took(reply)
 
     def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
-        with wrap_errors(self.backend, "receive from"):
+        with self.backend.converting("receive from"):
             self._finish()
             self._reap_if_due()
             if not self.ahead:
@@ -351,7 +362,12 @@ class _ReliableConsumer(RedisConsumer):
         now = time.monotonic()
         if now >= self.next_reap:
             self.next_reap = now + self.backend.reap_interval_s
-            self.scripts["list_reap"](keys=[self.keys.ready, self.keys.consumers], args=[self.keys.prefix, ""])
+            reaped = self.scripts["list_reap"](keys=[self.keys.ready, self.keys.consumers], args=[self.keys.prefix, ""])
+            if reaped:
+                log.warning(
+                    "%s: reaped %d message(s) of consumers with no heartbeat for %.1f s back to the queue",
+                    self.backend.name, reaped, self.backend.heartbeat_s,
+                )
 
     def ack(self, batch: Batch) -> None:
         self._settle(batch, "ack")
@@ -371,7 +387,7 @@ class _ReliableConsumer(RedisConsumer):
                 return
             self.flush_acks()
             return
-        with wrap_errors(self.backend, "ack on"):
+        with self.backend.converting("ack on"):
             self._finish()  # may find that we were reaped (and forget what we held)
         position = {token: i for i, token in enumerate(self.outstanding)}
         positions = [position[t] for t in tokens if t in position]
@@ -381,23 +397,26 @@ class _ReliableConsumer(RedisConsumer):
         settled = set(tokens)
         self.outstanding = [t for t in self.outstanding if t not in settled]
         self.acked = 0
-        with wrap_errors(self.backend, "ack on"):
+        with self.backend.converting("ack on"):
             if self.scripts["list_settle"](keys=self._settle_keys(), args=args) == -1:
                 # reaped while we were busy: every message we held went back to the queue
-                self._forget()
+                self._presumed_dead()
+                return
+        if mode != "ack":
+            log_nacked(log, self.backend.name, len(positions), requeue=mode == "requeue")
 
     def flush_acks(self) -> None:
         """Trim the deferred acks now (the next take, settle or close would)."""
         if not self.acked:
             return
-        with wrap_errors(self.backend, "ack on"):
+        with self.backend.converting("ack on"):
             self._finish()
             if not self.acked:
                 return
             args = ["ack", self._expected(), self.acked]
             self.acked = 0
             if self.scripts["list_settle"](keys=self._settle_keys(), args=args) == -1:
-                self._forget()
+                self._presumed_dead()
 
     def _expected(self) -> int:
         """The length of the processing list the mirror expects, before the deferred trim."""
@@ -416,4 +435,6 @@ class _ReliableConsumer(RedisConsumer):
             self.scripts["list_settle"](keys=self._settle_keys(), args=args, client=pipe)
         self.scripts["list_reap"](keys=[self.keys.ready, self.keys.consumers], args=[self.keys.prefix, self.id], client=pipe)
         self._forget()
-        pipe.execute()
+        returned = pipe.execute()[-1]
+        if returned:
+            log.info("%s: a closing consumer put %d unacked message(s) back in the queue", self.backend.name, returned)

@@ -20,6 +20,7 @@ Keys of queue ``q``: ``{q}:stream`` (entries with one field ``m``, the body) and
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -28,9 +29,10 @@ from typing import Any
 
 import redis
 
-from queues.backends._redis import RedisBase, RedisConsumer, key_prefix, wrap_errors
-from queues.backends.base import Batch, Capabilities, Consumer, Producer
-from queues.errors import QueueError
+from queues.backends._redis import RedisBase, RedisConsumer, key_prefix
+from queues.backends.base import Batch, Capabilities, Consumer, Producer, log_nacked
+
+log = logging.getLogger(__name__)
 
 FIELD = b"m"
 _entry_id = itemgetter(0)
@@ -72,16 +74,15 @@ class RedisStreamBackend(RedisBase):
 
     def create_group(self, client: redis.Redis, queue: str, group: str) -> None:
         """Create ``group`` reading from the stream's start. Idempotent."""
-        try:
-            client.xgroup_create(self.stream_key(queue), group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise QueueError(f"{self.name}: cannot create group {group!r}: {exc}") from exc
-        except redis.RedisError as exc:
-            raise self.unavailable(exc, "declare a queue on") from exc
+        with self.converting("declare a queue on"):
+            try:
+                client.xgroup_create(self.stream_key(queue), group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):  # the group exists: what idempotent means here
+                    raise
 
     def purge(self, queue: str) -> int:
-        with wrap_errors(self, "purge a queue on"):
+        with self.converting("purge a queue on"):
             return int(self.script("stream_depth")(keys=[self.stream_key(queue)], args=["purge"]))
 
     def delete(self, queue: str) -> None:
@@ -89,17 +90,17 @@ class RedisStreamBackend(RedisBase):
 
     def depth(self, queue: str) -> int:
         """Exact: the group's pending entries plus its lag (the largest over groups)."""
-        with wrap_errors(self, "measure a queue on"):
+        with self.converting("measure a queue on"):
             return int(self.script("stream_depth")(keys=[self.stream_key(queue)], args=["count"]))
 
     def stream_length(self, queue: str) -> int:
         """Entries stored, acked or not (``XLEN``): shows that trimming keeps up."""
-        with wrap_errors(self, "measure a queue on"):
+        with self.converting("measure a queue on"):
             return int(self.client.xlen(self.stream_key(queue)))
 
     def dead_letters(self, queue: str) -> list[bytes]:
         """The messages set aside with ``nack(requeue=False)``, oldest first."""
-        with wrap_errors(self, "read the dead letters on"):
+        with self.converting("read the dead letters on"):
             return self.client.lrange(self.dead_key(queue), 0, -1)
 
     def producer(self, queue: str) -> Producer:
@@ -125,7 +126,7 @@ class _StreamProducer(Producer):
         xadd, key = pipe.xadd, self.key
         for body in messages:
             xadd(key, {FIELD: body})
-        with wrap_errors(self.backend, "send to"):
+        with self.backend.converting("send to"):
             pipe.execute()
 
     def close(self) -> None:
@@ -148,7 +149,7 @@ class _StreamConsumer(RedisConsumer):
         self.next_trim = time.monotonic() + backend.trim_interval_s
 
     def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
-        with wrap_errors(self.backend, "receive from"):
+        with self.backend.converting("receive from"):
             self._housekeeping()
             entries = self._claim(max_messages) if time.monotonic() >= self.next_claim else []
             if not entries:
@@ -176,7 +177,14 @@ class _StreamConsumer(RedisConsumer):
         self.claim_cursor = cursor
         if deleted:  # trimmed while pending: nothing left to deliver, only to forget
             self.client.xack(self.key, self.group, *deleted)
-        return [e for e in entries if e[1]]
+            log.info("%s: %d pending entries were trimmed before they were reclaimed", self.backend.name, len(deleted))
+        entries = [e for e in entries if e[1]]
+        if entries:
+            log.warning(
+                "%s: reclaimed %d entries pending for over %.1f s (their consumer is presumed dead): redelivered",
+                self.backend.name, len(entries), self.backend.claim_idle_s,
+            )
+        return entries
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -186,15 +194,18 @@ class _StreamConsumer(RedisConsumer):
 
     def ack(self, batch: Batch) -> None:
         if batch.receipts:
-            with wrap_errors(self.backend, "ack on"):
+            with self.backend.converting("ack on"):
                 self.client.xack(self.key, self.group, *batch.receipts)
 
     def nack(self, batch: Batch, *, requeue: bool = True) -> None:
         if batch.receipts:
             mode = "requeue" if requeue else "dead"
-            with wrap_errors(self.backend, "nack on"):
+            with self.backend.converting("nack on"):
                 self.scripts["stream_settle"](keys=[self.key, self.dead], args=[self.group, mode, *batch.receipts])
+            log_nacked(log, self.backend.name, len(batch.receipts), requeue=requeue)
 
     def release(self) -> None:
         """Put the entries this consumer holds back in the stream and leave the group."""
-        self.scripts["stream_release"](keys=[self.key], args=[self.group, self.name])
+        returned = self.scripts["stream_release"](keys=[self.key], args=[self.group, self.name])
+        if returned:
+            log.info("%s: a closing consumer put %d unacked entries back in the stream", self.backend.name, returned)

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from queues.backends import create_backend
 from queues.errors import BackendUnavailable
 from queues.events import decode_bodies
+from queues.launch import build_backend
 from queues.runner import FAILED
 from queues.workers import settle
 from tests.backends.helpers import OnceAfter, bodies, kill_run, run
@@ -67,7 +67,7 @@ def test_runs_with_publisher_confirms_are_exact(confirms):
 )
 def test_a_refused_connection_fails_fast_naming_the_url_and_setting(url, shown):
     connected_backend("rabbitmq").close()  # skip (or fail in CI) if the broker itself is down
-    backend = create_backend("rabbitmq", url=url)
+    backend = build_backend("rabbitmq", urls={"IMQ_AMQP_URL": url})
     began = time.monotonic()
     with pytest.raises(BackendUnavailable) as caught:
         backend.connect()

@@ -1,9 +1,9 @@
 import pytest
 
-from queues.backends import BACKENDS, backend_class, create_backend
+from queues.backends import BACKENDS, backend_class
 from queues.backends.base import redact_url
 from queues.errors import UnknownBackend
-from queues.launch import check_alias, known_aliases
+from queues.launch import build_backend, check_alias, known_aliases
 
 
 def test_every_registered_backend_imports_and_declares_itself():
@@ -29,7 +29,9 @@ def test_approaches_and_backends_are_told_apart():
 
 
 def test_constructor_does_no_io_and_urls_are_redacted():
-    backend = create_backend("memory", url="redis://user:secret@127.0.0.1:1/0")
+    backend = build_backend("redis-list", urls={"IMQ_REDIS_URL": "redis://user:secret@127.0.0.1:1/0"})
+    assert backend.url == "redis://user:secret@127.0.0.1:1/0"
     assert "secret" not in backend.describe_url()
+    assert build_backend("redis-list").url == backend_class("redis-list").default_url
     assert redact_url("amqp://guest:guest@127.0.0.1:5672/%2F") == "amqp://guest:***@127.0.0.1:5672/%2F"
     assert redact_url("postgresql://127.0.0.1/test") == "postgresql://127.0.0.1/test"

@@ -28,7 +28,7 @@ class _BrokenAfter(_PipeProducer):
 
 class ServerLostBackend(MultiprocessBackend):
     def producer(self, queue):
-        return _BrokenAfter(*self._get(queue))
+        return _BrokenAfter(self._get(queue))
 
 
 class _Slow(_PipeConsumer):
@@ -39,7 +39,7 @@ class _Slow(_PipeConsumer):
 
 class SlowBackend(MultiprocessBackend):
     def consumer(self, queue, *, group="default"):
-        return _Slow(*self._get(queue))
+        return _Slow(self._get(queue))
 
 
 def run(backend, **fields):
@@ -85,7 +85,7 @@ def test_a_run_that_idles_out_reports_what_was_lost():
     # producers send everything, but the second half never reaches the queue
     class HalfLost(MultiprocessBackend):
         def producer(self, queue):
-            inner = _PipeProducer(*self._get(queue))
+            inner = _PipeProducer(self._get(queue))
 
             class Dropper:
                 def send_batch(self, messages):

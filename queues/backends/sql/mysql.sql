@@ -36,6 +36,9 @@ SELECT id FROM {queue} FOR UPDATE SKIP LOCKED;
 DELETE q FROM JSON_TABLE('[{ids}]', '$[*]' COLUMNS (id BIGINT UNSIGNED PATH '$')) AS ids
     STRAIGHT_JOIN {queue} AS q ON q.id = ids.id;
 
+-- name: dead_letters
+SELECT body FROM {dead} ORDER BY dead_at, id;
+
 -- name: depth
 -- Claimed rows are deleted only when their consumer acks and commits: ready plus in flight.
 SELECT COUNT(*) FROM {queue};

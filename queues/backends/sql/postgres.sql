@@ -81,6 +81,9 @@ INSERT INTO {queue} (id, body) SELECT * FROM unnest(%(ids)s::bigint[], %(bodies)
 -- name: dead_letter
 INSERT INTO {dead} (id, body) SELECT * FROM unnest(%(ids)s::bigint[], %(bodies)s::bytea[]);
 
+-- name: dead_letters
+SELECT body FROM {dead} ORDER BY dead_at, id;
+
 -- name: copy_in
 COPY {queue} (body) FROM STDIN (FORMAT BINARY);
 

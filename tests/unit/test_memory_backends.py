@@ -1,0 +1,100 @@
+"""The in-memory backends keep poison as dead letters and name an undeclared queue."""
+
+import logging
+import multiprocessing
+import uuid
+
+import pytest
+
+from queues.backends.memory import MemoryBackend, MultiprocessBackend
+from queues.errors import QueueNotFound
+from queues.runner import SUCCEEDED, Faults, Runner
+from queues.workload import WorkloadSpec
+from tests.services import receive_batches
+
+POISON = [b"poison-1", b"poison-2", b"poison-3"]
+GOOD = [b"good-1", b"good-2"]
+
+
+def declared(cls):
+    backend = cls(namespace="imqtest")
+    queue = f"imqtest.{uuid.uuid4().hex[:8]}"
+    backend.declare(queue)
+    return backend, queue
+
+
+def nack_poison(backend, queue):
+    """Receive everything, set the poison aside, ack the rest."""
+    producer = backend.producer(queue)
+    producer.send_batch(GOOD + POISON)
+    producer.close()
+    consumer = backend.consumer(queue)
+    for batch in receive_batches(consumer, len(GOOD) + len(POISON)):
+        poison = [i for i, body in enumerate(batch.bodies) if bytes(body).startswith(b"poison")]
+        good = [i for i in range(len(batch)) if i not in poison]
+        consumer.nack(batch.subset(poison), requeue=False)
+        consumer.ack(batch.subset(good))
+    consumer.close()
+
+
+@pytest.mark.parametrize("cls", [MemoryBackend, MultiprocessBackend], ids=["memory", "memory-mp"])
+def test_poison_nacked_without_requeue_lands_in_dead_letters(cls):
+    backend, queue = declared(cls)
+    assert backend.dead_letters(queue) == []
+    nack_poison(backend, queue)
+    assert sorted(backend.dead_letters(queue)) == sorted(POISON)
+    assert backend.dead_letters(queue) == backend.dead_letters(queue)  # reading keeps them
+    assert backend.depth(queue) == 0
+    backend.delete(queue)
+
+
+def test_memory_mp_dead_letters_come_back_from_a_forked_consumer():
+    backend, queue = declared(MultiprocessBackend)
+    child = multiprocessing.get_context("fork").Process(target=nack_poison, args=(backend, queue))
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert sorted(backend.dead_letters(queue)) == sorted(POISON)
+    backend.delete(queue)
+
+
+class _KeepsDeadLetters:
+    """Reads the dead letters just before the runner deletes the run's queue."""
+
+    def delete(self, queue):
+        self.seen = self.dead_letters(queue)
+        super().delete(queue)
+
+
+class _Memory(_KeepsDeadLetters, MemoryBackend):
+    pass
+
+
+class _MemoryMP(_KeepsDeadLetters, MultiprocessBackend):
+    pass
+
+
+@pytest.mark.parametrize("cls, alias", [(_Memory, "memory"), (_MemoryMP, "memory-mp")], ids=["memory", "memory-mp"])
+def test_a_run_with_poison_sets_it_aside(cls, alias):
+    backend = cls(namespace="imqtest")
+    spec = WorkloadSpec(backend=alias, events=2_000, batch=100)
+    result = Runner(spec, backend, run_id=uuid.uuid4().hex[:8], faults=Faults(poison_messages=4)).run()
+    assert result.status == SUCCEEDED, result.error
+    assert result.summary["poison"] == 4 and result.summary["verdict"] == "exact"
+    assert backend.seen == [b"not an imqueue event"] * 4
+
+
+@pytest.mark.parametrize("cls", [MemoryBackend, MultiprocessBackend], ids=["memory", "memory-mp"])
+def test_an_undeclared_queue_is_not_found(cls):
+    backend = cls(namespace="imqtest")
+    for use in (backend.producer, backend.consumer, backend.depth, backend.purge, backend.dead_letters):
+        with pytest.raises(QueueNotFound, match="'imqtest.nowhere' was not declared"):
+            use("imqtest.nowhere")
+
+
+def test_a_nack_is_logged_once_per_call_not_per_message(caplog):
+    backend, queue = declared(MemoryBackend)
+    with caplog.at_level(logging.INFO, logger="queues"):
+        nack_poison(backend, queue)
+    lines = [r.getMessage() for r in caplog.records if r.name == "queues.backends.memory"]
+    assert lines == ["memory: 3 message(s) nacked and set aside as dead letters"], lines
