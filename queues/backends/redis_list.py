@@ -81,7 +81,7 @@ class RedisListBackend(RedisBase):
     capabilities = RELIABLE
     scripts = ("list_take", "list_settle", "list_reap", "list_depth")
     options = (
-        Option("ack", bool, True, "false: the at-most-once LPOP queue (same as redis-list-noack)"),
+        Option("ack", bool, True, "true: the reliable queue (at-least-once); false: plain LPOP (at-most-once)"),
         Option("heartbeat_s", float, 2.0, "a consumer silent this long is presumed dead and its messages requeued",
                minimum=0.1, maximum=3600, unit="s"),
         Option("reap_interval_s", float, 0.5, "how often each consumer returns dead consumers' messages",
