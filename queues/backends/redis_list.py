@@ -84,8 +84,8 @@ class RedisListBackend(RedisBase):
         Option("ack", bool, True, "true: the reliable queue (at-least-once); false: plain LPOP (at-most-once)"),
         Option("heartbeat_s", float, 2.0, "a consumer silent this long is presumed dead and its messages requeued",
                minimum=0.1, maximum=3600, unit="s"),
-        Option("reap_interval_s", float, 0.5, "how often each consumer returns dead consumers' messages",
-               minimum=0.01, maximum=3600, unit="s"),
+        Option("reap_interval_s", float, 0.5, "how often each consumer returns dead consumers' messages (0: on every call)",
+               minimum=0, maximum=3600, unit="s"),
         Option("defer_acks", bool, True, "send an ack with the consumer's next take instead of on its own"),
         Option("prefetch", bool, True, "ask for the next batch before the worker needs it"),
     )

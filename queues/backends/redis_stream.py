@@ -56,10 +56,10 @@ class RedisStreamBackend(RedisBase):
     options = (
         Option("claim_idle_s", float, 2.0, "an entry pending this long is presumed abandoned and claimed (XAUTOCLAIM)",
                minimum=0.01, maximum=3600, unit="s"),
-        Option("claim_interval_s", float, 0.5, "how often each consumer claims abandoned entries",
-               minimum=0.01, maximum=3600, unit="s"),
-        Option("trim_interval_s", float, 1.0, "how often a consumer trims entries every group has acked",
-               minimum=0.01, maximum=3600, unit="s"),
+        Option("claim_interval_s", float, 0.5, "how often each consumer claims abandoned entries (0: on every call)",
+               minimum=0, maximum=3600, unit="s"),
+        Option("trim_interval_s", float, 1.0, "how often a consumer trims entries every group has acked (0: on every call)",
+               minimum=0, maximum=3600, unit="s"),
     )
 
     def __init__(self, **kwargs: Any) -> None:
