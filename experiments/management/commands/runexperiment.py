@@ -36,7 +36,7 @@ class Command(BaseCommand):
                             help="seconds without progress before the rest counts as lost (default %(default)s)")
         parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                             help="backend option (repeatable; listbackends shows each backend's)")
-        parser.add_argument("--repeat", default="1", help="run the same spec K times; report the median and spread")
+        parser.add_argument("--repeat", default="1", help="run the same spec K times, burst or steady; report the median and spread")
         steady = parser.add_argument_group("steady flow (without --rate the run is a burst)")
         steady.add_argument("--rate", help="offered events/s, total over producers: an open-loop schedule")
         steady.add_argument("--duration", help=f"measured seconds after the warm-up (default {SPEC['duration_s']:g}; "
