@@ -68,10 +68,6 @@ def experiment_validate(*, experiment: Experiment) -> WorkloadSpec:
         raise ValidationError({"backend": str(exc)}) from None
 
 
-def experiment_spec(*, experiment: Experiment) -> WorkloadSpec:
-    return spec_validate(values={f: getattr(experiment, f) for f in SPEC_FIELDS}, options=experiment.options)
-
-
 def experiment_get_or_create(*, name: str, spec: WorkloadSpec, options: Mapping[str, Any] | None = None) -> Experiment:
     """The experiment called ``name``; a new one takes ``spec`` as its definition. An existing
     one keeps its definition: each run stores the spec it actually ran."""
