@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from queues.approaches import APPROACHES, DESCRIPTIONS
-from queues.backends import BACKENDS
+from queues.backends import BACKENDS, backend_class
 from queues.errors import QueueError
 from queues.launch import build_backend
 
@@ -15,15 +15,16 @@ def backend_statuses(*, urls: Mapping[str, str]) -> list[dict[str, Any]]:
     rows = [_backend_status(alias, urls) for alias in sorted(BACKENDS)]
     rows += [
         {"alias": alias, "kind": "approach", "state": "in-process", "url": "-", "capabilities": {},
-         "description": DESCRIPTIONS[alias], "detail": ""}
+         "options": [], "description": DESCRIPTIONS[alias], "detail": ""}
         for alias in sorted(APPROACHES)
     ]
     return rows
 
 
 def _backend_status(alias: str, urls: Mapping[str, str]) -> dict[str, Any]:
-    row: dict[str, Any] = {"alias": alias, "kind": "backend", "description": "", "detail": ""}
+    row: dict[str, Any] = {"alias": alias, "kind": "backend", "options": [], "description": "", "detail": ""}
     try:
+        row["options"] = [option.describe() for option in backend_class(alias).options]
         backend = build_backend(alias, urls=urls)
     except QueueError as exc:
         return {**row, "state": "unavailable", "url": "-", "capabilities": {}, "detail": str(exc)}

@@ -5,24 +5,32 @@ from __future__ import annotations
 
 from django.db import models
 
+from queues.workload import ARRIVALS, spec_defaults
+
+SPEC = spec_defaults()
+
 
 class Experiment(models.Model):
-    """A workload on a backend with its knobs; the fields mirror ``queues.workload.WorkloadSpec``."""
+    """A workload on a backend with its knobs. The spec fields and their defaults are those of
+    ``queues.workload.WorkloadSpec`` (a test checks that they stay so); ``clean`` validates
+    them as a run would, so the admin cannot save an experiment that cannot run."""
 
     name = models.CharField(max_length=200, unique=True)
-    backend = models.CharField(max_length=50, default="memory-mp")
-    events = models.PositiveBigIntegerField(default=1_000_000)
-    producers = models.PositiveIntegerField(default=1)
-    consumers = models.PositiveIntegerField(default=1)
-    events_per_message = models.PositiveIntegerField(default=1)
-    batch = models.PositiveIntegerField(default=1000, help_text="messages per send or receive call")
-    idle_timeout_s = models.FloatField(default=10.0)
+    backend = models.CharField(max_length=50, default=SPEC["backend"])
+    events = models.PositiveBigIntegerField(default=SPEC["events"])
+    producers = models.PositiveIntegerField(default=SPEC["producers"])
+    consumers = models.PositiveIntegerField(default=SPEC["consumers"])
+    events_per_message = models.PositiveIntegerField(default=SPEC["events_per_message"])
+    batch = models.PositiveIntegerField(default=SPEC["batch"], help_text="messages per send or receive call")
+    idle_timeout_s = models.FloatField(default=SPEC["idle_timeout_s"])
     rate_eps = models.FloatField(
-        null=True, blank=True, help_text="events/s for a steady run (total over producers); empty for a burst"
+        null=True, blank=True, default=SPEC["rate_eps"],
+        help_text="events/s for a steady run (total over producers); empty for a burst",
     )
-    duration_s = models.FloatField(default=10.0, help_text="steady run: measured seconds after the warm-up")
-    warmup_s = models.FloatField(default=0.0, help_text="steady run: seconds recorded but left out of the summary")
-    arrival = models.CharField(max_length=10, default="uniform", choices=[("uniform", "uniform"), ("poisson", "poisson")])
+    duration_s = models.FloatField(default=SPEC["duration_s"], help_text="steady run: measured seconds after the warm-up")
+    warmup_s = models.FloatField(default=SPEC["warmup_s"], help_text="steady run: seconds recorded but left out of the summary")
+    arrival = models.CharField(max_length=10, default=SPEC["arrival"], choices=[(a, a) for a in ARRIVALS])
+    seed = models.PositiveIntegerField(default=SPEC["seed"], help_text="seed of the poisson arrival times")
     options = models.JSONField(default=dict, blank=True, help_text="backend options, e.g. {\"prefetch\": 500}")
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -32,6 +40,13 @@ class Experiment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """Raises ``ValidationError`` (by field where it can) for a spec or options a run
+        would reject."""
+        from experiments.services import experiment_validate  # services import the models
+
+        experiment_validate(experiment=self)
 
 
 class RunSeries(models.Model):

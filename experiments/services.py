@@ -9,45 +9,63 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import fields
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from experiments.models import Experiment, Run, RunSeries, Sample
 from experiments.selectors import run_is_cancelled
 from queues import environment
-from queues.errors import QueueError
-from queues.launch import build_backend, check_alias, run_spec
+from queues.errors import InvalidSpec, QueueError, UnknownBackend
+from queues.launch import check_alias, resolve_options, run_spec
 from queues.metrics import Sample as EngineSample
 from queues.runner import Faults, RunResult
 from queues.saturation import CurvePoint, find_max_rate
 from queues.spread import spread
 from queues.workload import WorkloadSpec
 
-SPEC_FIELDS = (
-    "backend", "events", "producers", "consumers", "events_per_message", "batch", "idle_timeout_s",
-    "rate_eps", "duration_s", "warmup_s", "arrival",
-)
+#: The spec's fields, each a field of ``Experiment`` too: ``WorkloadSpec`` is their one definition.
+SPEC_FIELDS = tuple(f.name for f in fields(WorkloadSpec))
 CANCEL_CHECK_S = 0.5
 
 
 def spec_validate(*, values: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> WorkloadSpec:
-    """A valid spec for ``values`` whose backend exists, or ``InvalidSpec``/``UnknownBackend``
-    with a message that says what is allowed. Touches no database."""
+    """A valid spec for ``values`` whose backend exists and takes ``options``, or
+    ``InvalidSpec``/``UnknownBackend`` with a message that says what is allowed. No I/O."""
     spec = WorkloadSpec.from_mapping(values)
-    if check_alias(spec.backend) == "backend":
-        build_backend(spec.backend, urls=settings.IMQ_URLS, options=options)  # no I/O: checks the alias
-    else:
+    options_validate(backend=spec.backend, options=options)
+    if check_alias(spec.backend) == "approach":
         from queues.approaches import validate
 
         validate(spec)
     return spec
 
 
-def experiment_spec(*, experiment: Experiment) -> WorkloadSpec:
-    return spec_validate(values={f: getattr(experiment, f) for f in SPEC_FIELDS}, options=experiment.options)
+def options_validate(*, backend: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every option of ``backend`` with ``options`` applied, defaults filled in (what the run
+    will record). Raises ``InvalidSpec`` for an unknown name or a value not allowed."""
+    if options is not None and not isinstance(options, Mapping):
+        raise InvalidSpec(f"options must be an object of NAME: VALUE, got {options!r}", field="options")
+    return resolve_options(backend, options)
+
+
+def experiment_validate(*, experiment: Experiment) -> WorkloadSpec:
+    """``experiment``'s spec, validated as a run would validate it. Raises Django's
+    ``ValidationError`` keyed by the field at fault where the error names one (for forms)."""
+    try:
+        return spec_validate(values={f: getattr(experiment, f) for f in SPEC_FIELDS}, options=experiment.options)
+    except UnknownBackend as exc:
+        raise ValidationError({"backend": str(exc)}) from None
+    except InvalidSpec as exc:
+        if exc.field in (*SPEC_FIELDS, "options"):
+            raise ValidationError({exc.field: str(exc)}) from None
+        raise ValidationError(str(exc)) from None
+    except QueueError as exc:  # a backend whose driver is not installed
+        raise ValidationError({"backend": str(exc)}) from None
 
 
 def experiment_get_or_create(*, name: str, spec: WorkloadSpec, options: Mapping[str, Any] | None = None) -> Experiment:

@@ -1,7 +1,7 @@
 """imqueue settings: the only module that reads the environment.
 
 With nothing set, the project runs on SQLite in the project folder and the in-memory backend.
-Every variable is listed in the README ("Configuration").
+Every variable is listed in the README, section "Pointing it at real servers".
 """
 
 from __future__ import annotations
@@ -137,7 +137,6 @@ IMQ_URLS = env.prefixed("IMQ_", "_URL")
 for _short in ("REDIS_URL", "AMQP_URL", "MYSQL_URL", "POSTGRES_URL"):
     if env.str(_short) and f"IMQ_{_short}" not in IMQ_URLS:
         IMQ_URLS[f"IMQ_{_short}"] = env.str(_short)
-IMQ_DEFAULT_BACKEND = env.str("IMQ_DEFAULT_BACKEND", "memory-mp")
 
 # IMQ_LOG_LEVEL sets the engine's own loggers (``queues.*``, ``experiments.*``); every line goes
 # to stderr with the time, process and logger, since a run's lines come from several processes.

@@ -149,9 +149,16 @@ APPROACHES: dict[str, Callable[[WorkloadSpec, _Accountant], None]] = {
 
 
 def validate(spec: WorkloadSpec) -> None:
+    """Raises ``InvalidSpec`` for what an approach cannot do, rather than ignoring it."""
+    if spec.steady:
+        raise InvalidSpec(
+            f"the {spec.backend} approach runs bursts only: a steady rate (--rate) needs a queue backend",
+            field="rate_eps",
+        )
     if spec.backend in SINGLE_THREADED and (spec.producers, spec.consumers) != (1, 1):
         raise InvalidSpec(
-            f"the {spec.backend} approach runs on one thread: use producers=1 and consumers=1"
+            f"the {spec.backend} approach runs on one thread: use producers=1 and consumers=1",
+            field="producers" if spec.producers != 1 else "consumers",
         )
 
 

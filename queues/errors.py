@@ -10,7 +10,14 @@ class QueueError(Exception):
 
 
 class InvalidSpec(QueueError, ValueError):
-    """A workload parameter is out of range; the message says what is allowed."""
+    """A workload parameter is out of range; the message says what is allowed.
+
+    ``field`` names the spec field at fault (``events``, ``options``...) when there is one, so
+    a form can show the message beside it."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class UnknownBackend(QueueError, LookupError):

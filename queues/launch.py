@@ -12,8 +12,9 @@ from typing import Any
 
 from queues.approaches import APPROACHES, run_approach
 from queues.backends import BACKENDS, Backend, backend_class, suggest
-from queues.errors import UnknownBackend
+from queues.errors import InvalidSpec, UnknownBackend
 from queues.metrics import Sample
+from queues.options import OptionValue, options_resolve
 from queues.runner import Faults, Runner, RunResult
 from queues.workload import WorkloadSpec
 
@@ -30,8 +31,27 @@ def check_alias(alias: str) -> str:
         return "approach"
     if alias in BACKENDS:
         return "backend"
-    hint = suggest(alias, known_aliases())
-    raise UnknownBackend(f"unknown backend {alias!r}{hint}; choose one of: {', '.join(known_aliases())}")
+    raise UnknownBackend(
+        f"unknown backend {alias!r}{suggest(alias, known_aliases())}; choose one of: {', '.join(known_aliases())}"
+    )
+
+
+def resolve_options(alias: str, options: Mapping[str, Any] | None = None) -> dict[str, OptionValue]:
+    """Every option of ``alias`` with ``options`` applied, defaults filled in; no I/O.
+
+    Raises ``UnknownBackend``, or ``InvalidSpec`` for an option the backend does not declare,
+    a value it does not allow, or any option at all on an in-process approach (they have none:
+    a knob that would be silently ignored is an error).
+    """
+    if check_alias(alias) == "approach":
+        if options:
+            raise InvalidSpec(
+                f"the {alias} approach takes no options (got {', '.join(sorted(options))}): "
+                "options belong to queue backends",
+                field="options",
+            )
+        return {}
+    return options_resolve(backend_class(alias).options, options or {}, owner=alias)
 
 
 def build_backend(
@@ -62,18 +82,28 @@ def run_spec(
     faults: Faults | None = None,
 ) -> RunResult:
     """Run ``spec`` to the end. Raises ``BackendUnavailable`` if the server is unreachable at
-    the start; any later failure comes back as a result with status ``failed``."""
+    the start, ``InvalidSpec`` for options the backend does not take; any later failure comes
+    back as a result with status ``failed``.
+
+    The result's ``environment`` and ``summary`` record every option in force under
+    ``options`` (defaults included), the same way for every backend and approach.
+    """
     if check_alias(spec.backend) == "approach":
-        return run_approach(spec, run_id=run_id, on_sample=on_sample, on_progress=on_progress)
-    backend = build_backend(spec.backend, urls=urls, options=options)
-    runner = Runner(
-        spec, backend, run_id=run_id, on_sample=on_sample, on_progress=on_progress,
-        should_cancel=should_cancel, faults=faults,
-    )
-    log.info(
-        "run %s: %s at %s, %d events, %d producer(s) -> %d consumer(s)",
-        run_id, spec.backend, backend.describe_url(), spec.events, spec.producers, spec.consumers,
-    )
-    result = runner.run()
-    log.info("run %s %s%s", run_id, result.status, f": {result.error}" if result.error else "")
+        resolved = resolve_options(spec.backend, options)
+        result = run_approach(spec, run_id=run_id, on_sample=on_sample, on_progress=on_progress)
+    else:
+        backend = build_backend(spec.backend, urls=urls, options=options)
+        resolved = dict(backend.option_values)
+        runner = Runner(
+            spec, backend, run_id=run_id, on_sample=on_sample, on_progress=on_progress,
+            should_cancel=should_cancel, faults=faults,
+        )
+        log.info(
+            "run %s: %s at %s, %d events, %d producer(s) -> %d consumer(s)",
+            run_id, spec.backend, backend.describe_url(), spec.events, spec.producers, spec.consumers,
+        )
+        result = runner.run()
+        log.info("run %s %s%s", run_id, result.status, f": {result.error}" if result.error else "")
+    result.environment["options"] = resolved
+    result.summary["options"] = dict(resolved)
     return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-SKIP = {"run_id", "environment"}
+SKIP = {"run_id", "environment", "options"}  # options are inputs, the same in every run
 
 
 def spread(summaries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

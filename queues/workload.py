@@ -53,7 +53,7 @@ class WorkloadSpec:
             object.__setattr__(self, "warmup_s", warmup)
             object.__setattr__(self, "events", max(1, round(rate * (warmup + duration))))
         if self.arrival not in ARRIVALS:
-            raise InvalidSpec(f"arrival must be one of {', '.join(ARRIVALS)}, got {self.arrival!r}")
+            raise InvalidSpec(f"arrival must be one of {', '.join(ARRIVALS)}, got {self.arrival!r}", field="arrival")
         for name, low, high in (
             ("events", 1, MAX_EVENTS_PER_PRODUCER),
             ("producers", 1, min(MAX_WORKERS, MAX_PRODUCERS)),
@@ -65,12 +65,13 @@ class WorkloadSpec:
         if self.producers > self.events:
             raise InvalidSpec(
                 f"producers ({self.producers}) must not exceed events ({self.events}): "
-                "every producer sends at least one event"
+                "every producer sends at least one event",
+                field="producers",
             )
         timeout = _number("idle_timeout_s", self.idle_timeout_s, 0.1, 3600)
         object.__setattr__(self, "idle_timeout_s", timeout)
         if not isinstance(self.backend, str) or not self.backend:
-            raise InvalidSpec("backend must be a backend alias such as 'memory-mp'")
+            raise InvalidSpec("backend must be a backend alias such as 'memory-mp'", field="backend")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> WorkloadSpec:
@@ -107,30 +108,36 @@ class WorkloadSpec:
         return shares
 
 
+def spec_defaults() -> dict[str, Any]:
+    """Each spec field's default: the one place the model and the command take theirs from."""
+    return {f.name: f.default for f in fields(WorkloadSpec)}
+
+
 def _whole_number(name: str, value: Any, low: int, high: int) -> int:
     allowed = f"{name} must be a whole number from {low} to {high}, got {value!r}"
     if isinstance(value, bool):
-        raise InvalidSpec(allowed)
+        raise InvalidSpec(allowed, field=name)
     if isinstance(value, str):
         text = value.strip()
         if not _INT_TEXT.match(text):
-            raise InvalidSpec(allowed)
+            raise InvalidSpec(allowed, field=name)
         number = float(text.replace("_", "")) if "e" in text.lower() else int(text.replace("_", ""))
         value = number
     if isinstance(value, float):
         if not value.is_integer():
-            raise InvalidSpec(allowed)
+            raise InvalidSpec(allowed, field=name)
         value = int(value)
     if not isinstance(value, int) or not low <= value <= high:
-        raise InvalidSpec(allowed)
+        raise InvalidSpec(allowed, field=name)
     return value
 
 
 def _number(name: str, value: Any, low: float, high: float) -> float:
+    allowed = f"{name} must be a number from {low} to {high}, got {value!r}"
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InvalidSpec(f"{name} must be a number from {low} to {high}, got {value!r}") from None
+        raise InvalidSpec(allowed, field=name) from None
     if not low <= number <= high:
-        raise InvalidSpec(f"{name} must be a number from {low} to {high}, got {value!r}")
+        raise InvalidSpec(allowed, field=name)
     return number

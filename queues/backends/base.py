@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
-from queues.errors import BackendUnavailable, InvalidSpec, NotSupported, OperationFailed, QueueError
+from queues.errors import BackendUnavailable, NotSupported, OperationFailed, QueueError
+from queues.options import Option, OptionValue, options_resolve
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +138,16 @@ class Backend:
     #: turns them into ``OperationFailed``. Checked after ``unavailable_errors``, so a driver's
     #: base exception class may stand here for "anything else it raises".
     failed_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: The options ``--option NAME=VALUE`` may set; a subclass extends its parent's tuple.
+    options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, *, url: str = "", namespace: str = "imq", **options: Any) -> None:
+        """Raises ``InvalidSpec`` for an option the class does not declare or a value it does
+        not allow; nothing is connected yet, so a bad option costs nothing."""
         self.url = url
         self.namespace = namespace
-        self.options = options
+        #: Every declared option's value, defaults filled in (what the run records).
+        self.option_values: dict[str, OptionValue] = options_resolve(type(self).options, options, owner=self.name)
 
     def connect(self) -> None:
         """Open the administrative connection. Idempotent.
@@ -266,21 +272,6 @@ class Backend:
         text = str(exc).strip() or repr(exc).strip()
         cause = text.splitlines()[0] if text else type(exc).__name__
         return f"{self.name}: cannot {doing} {self.describe_url()} ({cause})"
-
-    def option(self, name: str, default: Any, kind: type = str) -> Any:
-        """Backend option ``name`` converted to ``kind``; options may arrive as strings from
-        the command line (``--option prefetch=500``). Raises ``InvalidSpec`` naming the option."""
-        value = self.options.get(name, default)
-        if kind is bool and isinstance(value, str):
-            lowered = value.strip().lower()
-            if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
-                raise InvalidSpec(f"option {name} of {self.name} must be true or false, got {value!r}")
-            return lowered in {"1", "true", "yes", "on"}
-        try:
-            return kind(value)
-        except (TypeError, ValueError):
-            raise InvalidSpec(f"option {name} of {self.name} must be a {kind.__name__}, got {value!r}") from None
-
 
 def redact_url(url: str) -> str:
     """``scheme://user:***@host/path``: a URL safe to print."""

@@ -24,6 +24,7 @@ from typing import Any
 from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
 from queues.errors import QueueNotFound
 from queues.events import PackedMessages
+from queues.options import Option
 
 log = logging.getLogger(__name__)
 #: How long ``dead_letters`` waits for letters counted but still in a feeder thread's buffer.
@@ -155,9 +156,23 @@ class MultiprocessBackend(Backend):
 
     name = "memory-mp"
     capabilities = Capabilities(acks=False, redelivers_on_crash=False, durable=False, native_batch=True, push=True)
+    options = (
+        Option("consume_cost_us", float, 0.0, "simulated work per message in each consumer (0: none)",
+               minimum=0, maximum=1e7, unit="us"),
+        Option("stall_after", int, 0, "each consumer pauses once after receiving this many messages (0: never)",
+               minimum=0, unit="messages"),
+        Option("stall_s", float, 0.0, "how long that pause lasts", minimum=0, maximum=3600, unit="s"),
+        Option("max_depth", int, 0, "producers wait while the queue holds this many messages (0: unbounded)",
+               minimum=0, unit="messages"),
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # resolved here, in the runner's process: a bad value fails before anything is forked
+        self.consume_cost_us = float(self.option_values["consume_cost_us"])
+        self.stall_after = int(self.option_values["stall_after"])
+        self.stall_s = float(self.option_values["stall_s"])
+        self.max_depth = int(self.option_values["max_depth"])
         self._ctx = multiprocessing.get_context("fork")
         self._queues: dict[str, _PipeQueue] = {}
 
@@ -200,19 +215,13 @@ class MultiprocessBackend(Backend):
         return self._get(queue).dead_letters()
 
     def producer(self, queue: str) -> Producer:
-        return _PipeProducer(self._get(queue), max_depth=self.option("max_depth", 0, int))
+        return _PipeProducer(self._get(queue), max_depth=self.max_depth)
 
     def consumer(self, queue: str, *, group: str = "default") -> Consumer:
         return _PipeConsumer(
             self._get(queue),
-            cost_us=self.option("consume_cost_us", 0.0, float),
-            stall_after=self.option("stall_after", 0, int),
-            stall_s=self.option("stall_s", 0.0, float),
+            cost_us=self.consume_cost_us, stall_after=self.stall_after, stall_s=self.stall_s,
         )
-
-    def environment(self) -> dict[str, Any]:
-        knobs = ("consume_cost_us", "stall_after", "stall_s", "max_depth")
-        return {"simulation": {k: self.options[k] for k in knobs if k in self.options}}
 
 
 class _PipeQueue:

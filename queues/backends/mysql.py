@@ -40,9 +40,10 @@ from pymysql.constants import CLIENT
 
 from queues.backends import sqlfiles
 from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
-from queues.backends.polling import Poller, receive_when_due
+from queues.backends.polling import POLL_OPTIONS, Poller, receive_when_due
 from queues.errors import OperationFailed
 from queues.events import PackedMessages
+from queues.options import Option
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +93,17 @@ class MySQLBackend(Backend):
     # lost, killed, timed out (PyMySQL raises socket errors as they are in some paths)
     unavailable_errors = (pymysql.OperationalError, pymysql.InterfaceError, OSError)
     failed_errors = (pymysql.MySQLError,)
+    options = (
+        *POLL_OPTIONS,
+        Option("timeout_s", float, 30.0, "socket read and write timeouts", minimum=0.1, maximum=86_400, unit="s"),
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.url = self.url or self.default_url
-        self.poll_interval_s = self.option("poll_interval_s", 0.05, float)
-        self.poll_max_interval_s = self.option("poll_max_interval_s", 0.5, float)
-        self.timeout_s = self.option("timeout_s", 30.0, float)
+        self.poll_interval_s = float(self.option_values["poll_interval_s"])
+        self.poll_max_interval_s = float(self.option_values["poll_max_interval_s"])
+        self.timeout_s = float(self.option_values["timeout_s"])
         self._admin: pymysql.connections.Connection | None = None
 
     # -- connections -----------------------------------------------------------------------

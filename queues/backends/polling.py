@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from queues.backends.base import Batch
+from queues.options import Option
 
 
 class Poller:
@@ -71,3 +72,12 @@ def receive_when_due(
         if budget <= 0:
             return Batch()
         (wait or waiter.wait)(budget)
+
+
+#: The options of a backend whose consumers wait with a ``Poller`` (postgres, mysql).
+POLL_OPTIONS = (
+    Option("poll_interval_s", float, 0.05, "wait after a partial batch; the first wait on an empty queue",
+           minimum=0.001, maximum=60, unit="s"),
+    Option("poll_max_interval_s", float, 0.5, "longest wait while the queue stays empty (the wait doubles up to it)",
+           minimum=0.001, maximum=60, unit="s"),
+)

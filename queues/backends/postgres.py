@@ -63,9 +63,9 @@ from psycopg.pq import TransactionStatus
 
 from queues.backends import sqlfiles
 from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
-from queues.backends.polling import Poller, receive_when_due
-from queues.errors import InvalidSpec
+from queues.backends.polling import POLL_OPTIONS, Poller, receive_when_due
 from queues.events import PackedMessages
+from queues.options import Option
 
 log = logging.getLogger(__name__)
 
@@ -132,18 +132,24 @@ class PostgresBackend(Backend):
     unavailable_errors = (psycopg.OperationalError,)
     failed_errors = (psycopg.Error,)
     listens = False
+    options = (
+        Option("insert", str, "copy", "how producers insert rows", choices=INSERT_METHODS),
+        *POLL_OPTIONS,
+        Option("claim_timeout_s", float, 300.0,
+               "how long a consumer may hold a claimed batch before the server ends its session",
+               minimum=0.1, maximum=86_400, unit="s"),
+        Option("statement_timeout_s", float, 30.0, "longest a statement may run (lock waits: at most 10 s)",
+               minimum=0.1, maximum=86_400, unit="s"),
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.url = self.url or self.default_url
-        self.insert = self.option("insert", "copy")
-        if self.insert not in INSERT_METHODS:
-            raise InvalidSpec(f"option insert of {self.name} must be one of {', '.join(INSERT_METHODS)}")
-        self.poll_interval_s = self.option("poll_interval_s", 0.05, float)
-        self.poll_max_interval_s = self.option("poll_max_interval_s", 0.5, float)
-        self.fallback_poll_s = self.option("fallback_poll_s", 1.0, float)
-        self.claim_timeout_s = self.option("claim_timeout_s", 300.0, float)
-        self.statement_timeout_s = self.option("statement_timeout_s", 30.0, float)
+        self.insert = str(self.option_values["insert"])
+        self.poll_interval_s = float(self.option_values["poll_interval_s"])
+        self.poll_max_interval_s = float(self.option_values["poll_max_interval_s"])
+        self.claim_timeout_s = float(self.option_values["claim_timeout_s"])
+        self.statement_timeout_s = float(self.option_values["statement_timeout_s"])
         self._admin: psycopg.Connection | None = None
 
     # -- connections -----------------------------------------------------------------------
@@ -265,6 +271,16 @@ class PostgresNotifyBackend(PostgresBackend):
 
     name = "postgres-notify"
     capabilities = Capabilities(native_batch=True, push=True)
+    options = (
+        *PostgresBackend.options,
+        Option("fallback_poll_s", float, 1.0,
+               "a listening consumer still looks this often (rows a rollback returns notify nobody)",
+               minimum=0.01, maximum=3600, unit="s"),
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fallback_poll_s = float(self.option_values["fallback_poll_s"])
 
     def _declare_queries(self) -> tuple[str, ...]:
         return ("create_queue", "create_dead", "create_notify_function", "create_notify_trigger")

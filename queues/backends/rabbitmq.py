@@ -40,7 +40,8 @@ import pika.spec
 
 from queues.backends._amqp import RPC_TIMEOUT_S, Link
 from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
-from queues.errors import InvalidSpec, OperationFailed
+from queues.errors import OperationFailed
+from queues.options import Option
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +62,22 @@ class RabbitMQBackend(Backend):
     unavailable_errors = (pika.exceptions.AMQPConnectionError, OSError)
     # a channel closed by the broker (a missing queue, a precondition) on a live connection
     failed_errors = (pika.exceptions.AMQPError,)
+    options = (
+        Option("queue_type", str, "classic", "the queue's type", choices=QUEUE_TYPES),
+        # basic_qos carries the count in a 16-bit field
+        Option("prefetch", int, 1000, "basic_qos prefetch count: unacked messages a consumer may hold",
+               minimum=1, maximum=65_535, unit="messages"),
+        Option("confirms", str, "off", "publisher confirms: wait for each message, or once per send call",
+               choices=CONFIRMS),
+        Option("persistent", bool, False, "persistent messages (delivery mode 2)"),
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.queue_type = self.option("queue_type", "classic", str)
-        self.confirms = self.option("confirms", "off", str)
-        self.prefetch = self.option("prefetch", 1000, int)
-        self.persistent = self.option("persistent", False, bool)
-        if self.queue_type not in QUEUE_TYPES:
-            raise InvalidSpec(f"option queue_type of {self.name} must be one of {', '.join(QUEUE_TYPES)}")
-        if self.confirms not in CONFIRMS:
-            raise InvalidSpec(f"option confirms of {self.name} must be one of {', '.join(CONFIRMS)}")
+        self.queue_type = str(self.option_values["queue_type"])
+        self.confirms = str(self.option_values["confirms"])
+        self.prefetch = int(self.option_values["prefetch"])
+        self.persistent = bool(self.option_values["persistent"])
         if self.persistent or self.queue_type == "quorum":
             self.capabilities = self.capabilities.extend(durable=True)
         self._link: Link | None = None

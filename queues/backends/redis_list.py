@@ -47,6 +47,7 @@ import redis
 from queues.backends._redis import RedisBase, RedisConsumer, key_prefix, send_packed
 from queues.backends.base import Batch, Capabilities, Consumer, Producer, log_nacked
 from queues.events import PackedMessages
+from queues.options import Option
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +83,24 @@ class RedisListBackend(RedisBase):
     name = "redis-list"
     capabilities = RELIABLE
     scripts = ("list_take", "list_settle", "list_reap", "list_depth")
-    ack_default = True
+    options = (
+        Option("ack", bool, True, "true: the reliable queue (at-least-once); false: plain LPOP (at-most-once)"),
+        Option("heartbeat_s", float, 2.0, "a consumer silent this long is presumed dead and its messages requeued",
+               minimum=0.1, maximum=3600, unit="s"),
+        Option("reap_interval_s", float, 0.5, "how often each consumer returns dead consumers' messages (0: on every call)",
+               minimum=0, maximum=3600, unit="s"),
+        Option("defer_acks", bool, True, "send an ack with the consumer's next take instead of on its own"),
+        Option("prefetch", bool, True, "ask for the next batch before the worker needs it"),
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.acks = self.option("ack", self.ack_default, bool)
-        self.heartbeat_s = self.option("heartbeat_s", 2.0, float)
-        self.reap_interval_s = self.option("reap_interval_s", 0.5, float)
-        self.defer_acks = self.option("defer_acks", True, bool)
-        self.prefetch = self.option("prefetch", True, bool)
-        if self.acks != self.ack_default:  # the guarantees follow the option, per instance
+        self.acks = bool(self.option_values["ack"])
+        self.heartbeat_s = float(self.option_values["heartbeat_s"])
+        self.reap_interval_s = float(self.option_values["reap_interval_s"])
+        self.defer_acks = bool(self.option_values["defer_acks"])
+        self.prefetch = bool(self.option_values["prefetch"])
+        if self.acks != type(self).capabilities.acks:  # the guarantees follow the option, per instance
             self.capabilities = RELIABLE if self.acks else AT_MOST_ONCE
 
     def declare(self, queue: str) -> None:
@@ -134,7 +143,7 @@ class RedisListNoAckBackend(RedisListBackend):
 
     name = "redis-list-noack"
     capabilities = AT_MOST_ONCE
-    ack_default = False
+    options = tuple(o.with_default(False) if o.name == "ack" else o for o in RedisListBackend.options)
 
 
 def push(client: Any, key: str, messages: Sequence[bytes], *, left: bool = False) -> None:

@@ -31,6 +31,7 @@ import redis
 
 from queues.backends._redis import RedisBase, RedisConsumer, key_prefix
 from queues.backends.base import Batch, Capabilities, Consumer, Producer, log_nacked
+from queues.options import Option
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,20 @@ class RedisStreamBackend(RedisBase):
     name = "redis-stream"
     capabilities = Capabilities(durable=False, native_batch=True, push=True)
     scripts = ("stream_settle", "stream_release", "stream_trim", "stream_depth")
+    options = (
+        Option("claim_idle_s", float, 2.0, "an entry pending this long is presumed abandoned and claimed (XAUTOCLAIM)",
+               minimum=0.01, maximum=3600, unit="s"),
+        Option("claim_interval_s", float, 0.5, "how often each consumer claims abandoned entries (0: on every call)",
+               minimum=0, maximum=3600, unit="s"),
+        Option("trim_interval_s", float, 1.0, "how often a consumer trims entries every group has acked (0: on every call)",
+               minimum=0, maximum=3600, unit="s"),
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.claim_idle_s = self.option("claim_idle_s", 2.0, float)
-        self.claim_interval_s = self.option("claim_interval_s", 0.5, float)
-        self.trim_interval_s = self.option("trim_interval_s", 1.0, float)
+        self.claim_idle_s = float(self.option_values["claim_idle_s"])
+        self.claim_interval_s = float(self.option_values["claim_interval_s"])
+        self.trim_interval_s = float(self.option_values["trim_interval_s"])
 
     @staticmethod
     def stream_key(queue: str) -> str:

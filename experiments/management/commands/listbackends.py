@@ -12,7 +12,7 @@ from experiments.backends_status import backend_statuses
 
 
 class Command(BaseCommand):
-    help = "List every backend with its capabilities and whether its server is reachable now."
+    help = "List every backend with its capabilities, its options and whether its server is reachable now."
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print a JSON list")
@@ -29,3 +29,12 @@ class Command(BaseCommand):
             self.stdout.write(f"{'':<18} {guarantees}")
             if status["detail"]:
                 self.stdout.write(f"{'':<18} {status['detail']}")
+            for option in status["options"]:
+                self.stdout.write(f"{'':<18} --option {_option_line(option)}")
+
+
+def _option_line(option: dict) -> str:
+    """``prefetch=1000  int: a whole number from 1 to 65535 messages; basic_qos prefetch count``"""
+    default = option["default"]
+    shown = str(default).lower() if isinstance(default, bool) else f"{default:g}" if isinstance(default, float) else default
+    return f"{option['name']}={shown}  {option['type']}: {option['allowed']}; {option['help']}"

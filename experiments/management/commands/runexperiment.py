@@ -12,31 +12,39 @@ from experiments import services
 from experiments.report import format_report, format_spread
 from queues.errors import InvalidSpec, QueueError
 from queues.launch import known_aliases
+from queues.workload import ARRIVALS, spec_defaults
 
 DEFAULT_EXPERIMENT = "cli"
-DEFAULT_EVENTS = 1_000_000
+#: The spec's defaults come from ``WorkloadSpec``, its one definition.
+SPEC = spec_defaults()
+#: Measured seconds per step of ``--find-max`` when ``--duration`` is not given.
+FIND_MAX_DURATION_S = 3
 
 
 class Command(BaseCommand):
     help = "Send the integers 1..N through a queue backend, check the sum, store and print the run."
 
     def add_arguments(self, parser):
-        parser.add_argument("--backend", default="memory-mp", help=f"one of: {', '.join(known_aliases())}")
-        parser.add_argument("--events", help="how many integers (N) in a burst, e.g. 1000000 or 1e6 (default 1000000)")
-        parser.add_argument("--producers", default="1")
-        parser.add_argument("--consumers", default="1")
-        parser.add_argument("--events-per-message", default="1", help="events packed in one queue message")
-        parser.add_argument("--batch", default="1000", help="messages per send or receive call")
-        parser.add_argument("--idle-timeout", default="10", help="seconds without progress before the rest counts as lost")
+        parser.add_argument("--backend", default=SPEC["backend"], help=f"one of: {', '.join(known_aliases())}")
+        parser.add_argument("--events", help=f"how many integers (N) in a burst, e.g. 1000000 or 1e6 (default {SPEC['events']})")
+        parser.add_argument("--producers", default=SPEC["producers"], help="producer processes (default %(default)s)")
+        parser.add_argument("--consumers", default=SPEC["consumers"], help="consumer processes (default %(default)s)")
+        parser.add_argument("--events-per-message", default=SPEC["events_per_message"],
+                            help="events packed in one queue message (default %(default)s)")
+        parser.add_argument("--batch", default=SPEC["batch"], help="messages per send or receive call (default %(default)s)")
+        parser.add_argument("--idle-timeout", default=SPEC["idle_timeout_s"],
+                            help="seconds without progress before the rest counts as lost (default %(default)s)")
+        parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                            help="backend option (repeatable; listbackends shows each backend's)")
+        parser.add_argument("--repeat", default="1", help="run the same spec K times, burst or steady; report the median and spread")
         steady = parser.add_argument_group("steady flow (without --rate the run is a burst)")
         steady.add_argument("--rate", help="offered events/s, total over producers: an open-loop schedule")
-        steady.add_argument("--duration", help="measured seconds after the warm-up (default 10; 3 per step of --find-max)")
-        steady.add_argument("--warmup", default="0", help="seconds recorded but left out of the summary")
-        steady.add_argument("--arrival", default="uniform", help="uniform or poisson")
-        steady.add_argument("--repeat", default="1", help="run the same spec K times; report the median and spread")
+        steady.add_argument("--duration", help=f"measured seconds after the warm-up (default {SPEC['duration_s']:g}; "
+                            f"{FIND_MAX_DURATION_S} per step of --find-max)")
+        steady.add_argument("--warmup", default=SPEC["warmup_s"], help="seconds recorded but left out of the summary (default %(default)s)")
+        steady.add_argument("--arrival", default=SPEC["arrival"], help=f"{' or '.join(ARRIVALS)} (default %(default)s)")
         steady.add_argument("--find-max", action="store_true", help="search the highest rate that keeps up within --slo-p99-ms")
         steady.add_argument("--slo-p99-ms", help="the p99 latency limit of --find-max, in ms")
-        parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="backend option (repeatable)")
         parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="store the run under this experiment (created if missing)")
         parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
 
@@ -106,11 +114,11 @@ def _spec_values(opts) -> dict:
             raise InvalidSpec("--events and --rate exclude each other: a steady run sends rate x (warmup + duration) events")
         values.update(
             rate_eps=opts["rate"] if opts["rate"] is not None else 1000,
-            duration_s=opts["duration"] or (3 if opts["find_max"] else 10),
+            duration_s=opts["duration"] or (FIND_MAX_DURATION_S if opts["find_max"] else SPEC["duration_s"]),
             warmup_s=opts["warmup"],
         )
     elif opts["events"] is None:
-        values["events"] = DEFAULT_EVENTS
+        values["events"] = SPEC["events"]
     return values
 
 
