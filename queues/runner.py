@@ -15,7 +15,7 @@ import logging
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,14 +74,15 @@ class Runner:
         on_sample: Callable[[Sample], None] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
-        faults: Faults | None = None,
+        faults: Faults | Sequence[Fault] | None = None,
         sample_interval_s: float = 1.0,
         profile_dir: str | None = None,
     ) -> None:
         self.spec, self.backend, self.run_id = spec, backend, run_id
         self.on_sample, self.on_progress = on_sample, on_progress
         self.should_cancel = should_cancel or (lambda: False)
-        self.faults: list[Fault] = build(faults or Faults())
+        # the declared ``Faults``, or fault objects of any kind (see ``queues.faults.Fault``)
+        self.faults: list[Fault] = build(faults) if isinstance(faults, Faults) else list(faults or [])
         for fault in self.faults:
             fault.check(backend)
         self.sample_interval_s = sample_interval_s
