@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from experiments.models import Run, Sample
+from experiments.models import Run, RunSeries, Sample
 
 
 def run_get(*, run_id: int) -> Run:
@@ -17,3 +17,7 @@ def run_samples(*, run: Run) -> QuerySet[Sample]:
 
 def run_is_cancelled(*, run_id: int) -> bool:
     return Run.objects.filter(pk=run_id, status=Run.Status.CANCELLED).exists()
+
+
+def series_is_cancelled(*, series_id: int) -> bool:
+    return RunSeries.objects.filter(pk=series_id, status=RunSeries.Status.CANCELLED).exists()
