@@ -32,7 +32,7 @@ from queues.supervision import Supervisor
 from queues.workers import SharedFlag, WorkerContext
 from queues.workload import WorkloadSpec
 
-__all__ = ["CANCELLED", "FAILED", "SUCCEEDED", "Faults", "RunResult", "Runner", "summarise"]
+__all__ = ["CANCELLED", "FAILED", "SUCCEEDED", "Faults", "RunResult", "Runner"]
 
 log = logging.getLogger(__name__)
 
