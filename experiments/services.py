@@ -169,11 +169,13 @@ def _run_end(*, run: Run, status: str, error: str, fields: dict[str, Any]) -> Ru
 
 
 def run_cancel(*, run: Run) -> bool:
-    """Ask a queued or running run to stop; the runner notices within a second."""
-    updated = Run.objects.filter(pk=run.pk, status__in=[Run.Status.QUEUED, Run.Status.RUNNING]).update(
-        status=Run.Status.CANCELLED
-    )
-    return bool(updated)
+    """Ask a queued or running run to stop. A queued run ends here and will never start; a
+    running one is stopped by the runner's cancel probe within a second, then stored with its
+    counts (``_run_end``)."""
+    now = timezone.now()
+    if Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(status=Run.Status.CANCELLED, finished_at=now):
+        return True
+    return bool(Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(status=Run.Status.CANCELLED))
 
 
 @transaction.atomic
