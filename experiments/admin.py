@@ -26,7 +26,7 @@ class SampleInline(admin.TabularInline):
     model = Sample
     fields = (
         "t_s", "offered_eps", "produced", "consumed", "produce_eps", "consume_eps", "depth", "backlog",
-        "p50_ms", "p99_ms", "max_ms", "send_delay_p99_ms", "kept_up",
+        "p50_ms", "p99_ms", "max_ms", "send_delay_p99_ms",
     )
     readonly_fields = fields
     extra = 0

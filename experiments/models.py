@@ -50,15 +50,25 @@ class Experiment(models.Model):
 
 
 class RunSeries(models.Model):
-    """Runs that belong together: the repetitions of ``--repeat`` (with their median and
-    spread) or the steps of a saturation search (with the curve)."""
+    """Runs that belong together: the repetitions of ``--repeat`` (``result``: their median and
+    spread) or the steps of a saturation search (``result``: the curve and the highest good
+    rate), each step a run of its own. ``status`` is the series' own: running until its last run
+    ends, then succeeded, or the status of the run that stopped it; cancelled stops it."""
 
     class Kind(models.TextChoices):
         REPEAT = "repeat"
         FIND_MAX = "find-max"
 
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
     experiment = models.ForeignKey(Experiment, related_name="series", on_delete=models.CASCADE)
     kind = models.CharField(max_length=20, choices=Kind.choices)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     result = models.JSONField(default=dict, blank=True)
 
@@ -127,7 +137,6 @@ class Sample(models.Model):
     max_ms = models.FloatField(null=True, blank=True)
     offered_eps = models.FloatField(null=True, blank=True)
     send_delay_p99_ms = models.FloatField(null=True, blank=True)
-    kept_up = models.BooleanField(null=True, blank=True, help_text="saturation search: the step kept up")
 
     class Meta:
         ordering = ["run", "t_s"]

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from experiments.models import Experiment, Run, RunSeries, Sample
-from experiments.selectors import run_is_cancelled
+from experiments.selectors import run_is_cancelled, series_is_cancelled
 from queues import environment
 from queues.errors import InvalidSpec, QueueError, UnknownBackend
 from queues.launch import check_alias, resolve_options, run_spec
@@ -86,13 +86,16 @@ def run_execute(
 ) -> Run:
     """Run ``run`` to the end and store everything: samples as they come, then the result.
 
-    A backend that cannot be reached, a worker that dies or a cancel ends the run as failed
-    or cancelled with its error; what was counted until then is stored.
+    Only a queued run starts (``queued -> running`` in one conditional UPDATE): a run cancelled
+    while queued, or one already started or ended, is returned as stored, unchanged. A backend
+    that cannot be reached, a worker that dies or a cancel ends the run as failed or cancelled
+    with its error; what was counted until then is stored.
     """
+    if not _run_start(run=run):
+        run.refresh_from_db()
+        return run
     options = run.spec.get("options", {})
     spec = WorkloadSpec.from_mapping({k: v for k, v in run.spec.items() if k != "options"})
-    run.status, run.started_at = Run.Status.RUNNING, timezone.now()
-    run.save(update_fields=["status", "started_at"])
     try:
         result = run_spec(
             spec, run_id=f"r{run.pk}-{uuid.uuid4().hex[:6]}", urls=settings.IMQ_URLS, options=options,
@@ -105,6 +108,17 @@ def run_execute(
         run_fail(run=run, error=f"internal error: {type(exc).__name__}: {exc}")
         raise
     return run_finish(run=run, result=result)
+
+
+def _run_start(*, run: Run) -> bool:
+    """``queued -> running``; False (and nothing written) if the run was not queued."""
+    started_at = timezone.now()
+    if not Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(
+        status=Run.Status.RUNNING, started_at=started_at
+    ):
+        return False
+    run.status, run.started_at = Run.Status.RUNNING, started_at
+    return True
 
 
 def _cancel_probe(run_id: int) -> Callable[[], bool]:
@@ -133,36 +147,53 @@ def sample_create(*, run: Run, sample: EngineSample) -> Sample:
 
 
 def run_finish(*, run: Run, result: RunResult) -> Run:
+    """Store the runner's result on a running run (see ``_run_end`` for a cancel meanwhile)."""
     summary = dict(result.summary, run_id=run.pk, environment=result.environment)
     latency = summary.get("latency_ms") or {}
-    run.status = result.status
-    run.error = result.error or ""
-    run.finished_at = timezone.now()
-    run.environment = result.environment
-    run.summary = summary
-    run.verdict = summary["verdict"]
-    run.duration_s = summary["duration_s"]
-    run.throughput_eps = summary["throughput_eps"]
-    run.latency_p50_ms, run.latency_p99_ms = latency.get("p50"), latency.get("p99")
-    run.unique, run.duplicates, run.lost = summary["unique"], summary["duplicates"], summary["lost"]
-    run.save()
-    return run
+    return _run_end(run=run, status=result.status, error=result.error or "", fields={
+        "environment": result.environment, "summary": summary, "verdict": summary["verdict"],
+        "duration_s": summary["duration_s"], "throughput_eps": summary["throughput_eps"],
+        "latency_p50_ms": latency.get("p50"), "latency_p99_ms": latency.get("p99"),
+        "unique": summary["unique"], "duplicates": summary["duplicates"], "lost": summary["lost"],
+    })
 
 
 def run_fail(*, run: Run, error: str) -> Run:
-    run.status, run.error, run.finished_at = Run.Status.FAILED, error, timezone.now()
-    if not run.environment:
-        run.environment = environment.collect()
-    run.save(update_fields=["status", "error", "finished_at", "environment"])
+    """End a running run as failed with ``error``, keeping what it stored until then."""
+    return _run_end(run=run, status=Run.Status.FAILED, error=error, fields={
+        "environment": run.environment or environment.collect(),
+    })
+
+
+def _run_end(*, run: Run, status: str, error: str, fields: dict[str, Any]) -> Run:
+    """Write the end of ``run`` only if it is still in flight: from ``running``, with ``status``.
+
+    A run cancelled while it ran (``run_cancel`` set ``cancelled``, the runner's cancel probe
+    stopped it) keeps ``cancelled`` and gets its counts; a run that already ended is never
+    overwritten. Returns the run as stored.
+    """
+    finished_at = timezone.now()
+    in_flight = Run.objects.filter(pk=run.pk, finished_at__isnull=True)
+    summary = fields.get("summary")
+    if not in_flight.filter(status=Run.Status.RUNNING).update(
+        **fields, status=status, error=error, finished_at=finished_at
+    ):
+        cancelled = {"status": Run.Status.CANCELLED, "error": error or "cancelled by the user"}
+        if summary is not None:
+            fields = {**fields, "summary": {**summary, **cancelled}}
+        in_flight.filter(status=Run.Status.CANCELLED).update(**fields, **cancelled, finished_at=finished_at)
+    run.refresh_from_db()
     return run
 
 
 def run_cancel(*, run: Run) -> bool:
-    """Ask a queued or running run to stop; the runner notices within a second."""
-    updated = Run.objects.filter(pk=run.pk, status__in=[Run.Status.QUEUED, Run.Status.RUNNING]).update(
-        status=Run.Status.CANCELLED
-    )
-    return bool(updated)
+    """Ask a queued or running run to stop. A queued run ends here and will never start; a
+    running one is stopped by the runner's cancel probe within a second, then stored with its
+    counts (``_run_end``)."""
+    now = timezone.now()
+    if Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(status=Run.Status.CANCELLED, finished_at=now):
+        return True
+    return bool(Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(status=Run.Status.CANCELLED))
 
 
 @transaction.atomic
@@ -182,58 +213,113 @@ def series_repeat(
     *, spec: WorkloadSpec, experiment_name: str, repeat: int, options: Mapping[str, Any] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> RunSeries:
-    """Run ``spec`` ``repeat`` times, each stored as a run; store their median and spread."""
+    """Run ``spec`` ``repeat`` times, each stored as a run; store their median and spread.
+    A run that does not succeed, or a cancel of the series, stops it."""
     experiment = experiment_get_or_create(name=experiment_name, spec=spec, options=options)
     series = RunSeries.objects.create(experiment=experiment, kind=RunSeries.Kind.REPEAT)
-    runs = []
+    runs: list[Run] = []
     for _ in range(repeat):
-        run = run_prepare(spec=spec, experiment_name=experiment_name, options=options, series=series)
+        run = _series_next_run(series=series, spec=spec, experiment_name=experiment_name, options=options)
         runs.append(run_execute(run=run, on_progress=on_progress))
         if runs[-1].status != Run.Status.SUCCEEDED:
             break
     summaries = [_public_summary(r) for r in runs]
-    series.result = {"runs": summaries, **spread(summaries), "series_id": series.pk}
-    series.save(update_fields=["result"])
-    return series
+    stopped = next((r for r in runs if r.status != Run.Status.SUCCEEDED), None)
+    return _series_end(
+        series=series, status=stopped.status if stopped else RunSeries.Status.SUCCEEDED,
+        error=f"run {stopped.pk} {stopped.status}: {stopped.error}" if stopped else "",
+        result={"runs": summaries, **spread(summaries), "series_id": series.pk},
+    )
+
+
+class _SearchStopped(Exception):
+    """A step of a saturation search did not succeed: the search ends there."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(f"the step at {run.spec.get('rate_eps')} events/s (run {run.pk}) {run.status}: {run.error}")
+        self.run = run
 
 
 def series_find_max(
     *, spec: WorkloadSpec, experiment_name: str, slo_p99_ms: float, start_rate_eps: float,
     options: Mapping[str, Any] | None = None, on_step: Callable[[CurvePoint], None] | None = None,
-) -> Run:
-    """A saturation search stored as one run whose samples are the curve (rate, p99, kept up)."""
-    run = run_prepare(spec=spec, experiment_name=experiment_name, options=options)
-    run.status, run.started_at = Run.Status.RUNNING, timezone.now()
-    run.save(update_fields=["status", "started_at"])
-    began = time.monotonic()
+    on_progress: Callable[[int, int], None] | None = None,
+) -> RunSeries:
+    """A saturation search (``queues.saturation``) stored as a series of kind find-max.
+
+    Each step is a steady run of its own, executed by ``run_execute`` (its samples, its
+    summary, cancellable). The series' result holds the curve (each point naming its step's
+    run) sorted by rate and the highest good rate. A step that fails or is cancelled, or a
+    cancel of the series, stops the search: the series takes that status and keeps the curve
+    measured so far.
+    """
+    experiment = experiment_get_or_create(name=experiment_name, spec=spec, options=options)
+    series = RunSeries.objects.create(experiment=experiment, kind=RunSeries.Kind.FIND_MAX)
+    step_runs: list[int] = []
+    curve: list[dict[str, Any]] = []
 
     def step(rate: float) -> dict[str, Any]:
         step_spec = WorkloadSpec.from_mapping({**spec.as_dict(), "rate_eps": rate})
-        return run_spec(step_spec, run_id=f"r{run.pk}-{uuid.uuid4().hex[:6]}", urls=settings.IMQ_URLS, options=options).summary
+        run = _series_next_run(series=series, spec=step_spec, experiment_name=experiment_name, options=options)
+        run = run_execute(run=run, on_progress=on_progress)
+        if run.status != Run.Status.SUCCEEDED:
+            raise _SearchStopped(run)
+        step_runs.append(run.pk)
+        return _public_summary(run)
 
     def record(point: CurvePoint) -> None:
-        Sample.objects.create(
-            run=run, t_s=round(time.monotonic() - began, 3), produced=0, consumed=0, unique=0,
-            produce_eps=point.send_eps, consume_eps=point.consume_eps, backlog=0, p99_ms=point.p99_ms,
-            offered_eps=point.rate_eps, kept_up=point.ok,
-        )
+        curve.append({"rate_eps": point.rate_eps, "p99_ms": point.p99_ms, "kept_up": point.kept_up, "ok": point.ok,
+                      "run_id": step_runs[len(curve)]})
         if on_step:
             on_step(point)
 
+    status, error = RunSeries.Status.SUCCEEDED, ""
     try:
-        best, curve = find_max_rate(step, slo_p99_ms=slo_p99_ms, start_rate_eps=start_rate_eps, on_point=record)
-    except QueueError as exc:
-        return run_fail(run=run, error=str(exc))
-    run.status, run.finished_at = Run.Status.SUCCEEDED, timezone.now()
-    run.summary = {
-        "run_id": run.pk, "backend": spec.backend, "slo_p99_ms": slo_p99_ms, "max_rate_eps": best,
-        "curve": [{"rate_eps": p.rate_eps, "p99_ms": p.p99_ms, "kept_up": p.kept_up, "ok": p.ok} for p in curve],
-        "environment": environment.collect(),
-    }
-    run.throughput_eps = best
-    run.environment = run.summary["environment"]
-    run.save()
+        find_max_rate(step, slo_p99_ms=slo_p99_ms, start_rate_eps=start_rate_eps, on_point=record)
+    except _SearchStopped as stop:
+        status, error = stop.run.status, str(stop)
+    good = [p["rate_eps"] for p in curve if p["ok"]]
+    return _series_end(series=series, status=status, error=error, result={
+        "series_id": series.pk, "backend": spec.backend, "slo_p99_ms": slo_p99_ms,
+        "max_rate_eps": round(max(good), 1) if good else None,
+        "curve": sorted(curve, key=lambda p: p["rate_eps"]),
+    })
+
+
+def series_cancel(*, series: RunSeries) -> bool:
+    """Stop a running series: no further run of it starts, and its queued or running run is
+    cancelled (the runner notices within a second)."""
+    updated = RunSeries.objects.filter(pk=series.pk, status=RunSeries.Status.RUNNING).update(
+        status=RunSeries.Status.CANCELLED, error="cancelled by the user"
+    )
+    for run in series.runs.filter(status__in=[Run.Status.QUEUED, Run.Status.RUNNING]):
+        run_cancel(run=run)
+    return bool(updated)
+
+
+def _series_next_run(
+    *, series: RunSeries, spec: WorkloadSpec, experiment_name: str, options: Mapping[str, Any] | None
+) -> Run:
+    """The series' next run, queued; cancelled at once if the series was cancelled. (Created
+    before the check: a ``series_cancel`` after the check finds it queued and cancels it.)"""
+    run = run_prepare(spec=spec, experiment_name=experiment_name, options=options, series=series)
+    if series_is_cancelled(series_id=series.pk):
+        run_cancel(run=run)
     return run
+
+
+def _series_end(*, series: RunSeries, status: str, error: str, result: dict[str, Any]) -> RunSeries:
+    """Store the series' result and status; a series cancelled meanwhile stays cancelled."""
+    result = {**result, "status": status, "error": error or None}
+    if not RunSeries.objects.filter(pk=series.pk, status=RunSeries.Status.RUNNING).update(
+        status=status, error=error, result=result
+    ):
+        cancelled = RunSeries.objects.get(pk=series.pk)
+        RunSeries.objects.filter(pk=series.pk).update(
+            result={**result, "status": cancelled.status, "error": cancelled.error or None}
+        )
+    series.refresh_from_db()
+    return series
 
 
 def _public_summary(run: Run) -> dict[str, Any]:

@@ -170,7 +170,8 @@ def run_approach(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Any:
     """Run ``spec`` with the approach named by ``spec.backend``; returns a ``RunResult``."""
-    from queues.runner import SUCCEEDED, RunResult, summarise
+    from queues.runner import SUCCEEDED, RunResult
+    from queues.summary import summarise
 
     validate(spec)
     acc = _Accountant(spec, on_progress)

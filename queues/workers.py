@@ -1,6 +1,7 @@
 """Producer and consumer workers: what runs in each forked process (or thread).
 
-Workers talk to the runner over one ``ReportChannel``. A consumer reports each batch it
+Workers talk to the runner over one ``ReportChannel`` each, in the typed messages of
+``queues.messages``. A consumer reports each batch it
 received (the events' flat indices and raw sum) *before* it acks it, so that the runner's
 ledger survives the consumer being killed. Latency is recorded in each worker's own
 HdrHistograms and shipped encoded every ``HIST_FLUSH_S``:
@@ -24,6 +25,18 @@ import numpy as np
 from queues.backends.base import Backend
 from queues.events import decode_bodies, encode_events, split_messages
 from queues.ledger import Shares, index_records
+from queues.messages import (
+    CONSUMER,
+    PRODUCER,
+    BatchReport,
+    Done,
+    Histograms,
+    Message,
+    Ready,
+    WorkerFailed,
+    from_wire,
+    to_wire,
+)
 from queues.metrics import encode, new_histogram, record_many
 from queues.schedule import Schedule
 from queues.workload import WorkloadSpec
@@ -46,8 +59,14 @@ class ReportChannel:
     def __init__(self, ctx: Any) -> None:
         self.reader, self.writer = ctx.Pipe(duplex=False)
 
-    def send(self, message: tuple) -> None:
-        self.writer.send(message)
+    def send(self, message: Message) -> None:
+        self.writer.send(to_wire(message))
+
+
+def receive(reader: Any) -> Message:
+    """The next message on a ``ReportChannel``'s reader (blocks; ``EOFError`` once the worker
+    is gone)."""
+    return from_wire(reader.recv())
 
 
 class SharedFlag:
@@ -96,7 +115,7 @@ class WorkerContext:
 
 def run_worker(role: str, index: int, ctx: WorkerContext) -> None:
     """Entry point of a worker process or thread; reports an error instead of raising."""
-    work = _produce if role == "producer" else _consume
+    work = _produce if role == PRODUCER else _consume
     try:
         if ctx.profile_dir:
             _profiled(work, index, ctx, f"{ctx.profile_dir}/{role}-{index}.prof")
@@ -104,7 +123,7 @@ def run_worker(role: str, index: int, ctx: WorkerContext) -> None:
             work(index, ctx)
     except BaseException as exc:  # noqa: BLE001 - reported to the runner, which fails the run
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        ctx.channel.send(("error", role, index, detail))
+        ctx.channel.send(WorkerFailed(role, index, detail))
 
 
 def _profiled(work: Any, index: int, ctx: WorkerContext, path: str) -> None:
@@ -161,7 +180,7 @@ class _HistBuffer:
 
 def _produce(index: int, ctx: WorkerContext) -> None:
     producer = ctx.backend.for_worker().producer(ctx.queue)
-    ctx.channel.send(("ready", "producer", index, os.getpid()))
+    ctx.channel.send(Ready(PRODUCER, index, os.getpid()))
     ctx.start.wait()
     sender = _Sender(index, ctx, producer)
     if ctx.spec.steady:
@@ -170,7 +189,7 @@ def _produce(index: int, ctx: WorkerContext) -> None:
         sender.burst()
     producer.close()
     sender.report(final=True)
-    ctx.channel.send(("done", "producer", index, {"measured_sent": sender.measured_sent, "last_send_ns": sender.last_send_ns}))
+    ctx.channel.send(Done(PRODUCER, index, sender.measured_sent, sender.last_send_ns))
 
 
 class _Sender:
@@ -235,14 +254,14 @@ class _Sender:
 
     def report(self, final: bool = False) -> None:
         if final or self.hists.due():
-            self.ctx.channel.send(("hists", "producer", self.index, self.hists.flush()))
+            self.ctx.channel.send(Histograms(PRODUCER, self.index, self.hists.flush()))
 
 
 def _consume(index: int, ctx: WorkerContext) -> None:
     spec, channel = ctx.spec, ctx.channel
     shares = Shares.of(spec)
     consumer = ctx.backend.for_worker().consumer(ctx.queue)
-    channel.send(("ready", "consumer", index, os.getpid()))
+    channel.send(Ready(CONSUMER, index, os.getpid()))
     ctx.start.wait()
     window_start = ctx.window_ns()[0]
     hists = _HistBuffer("e2e", "e2e_warmup", "from_send")
@@ -258,11 +277,11 @@ def _consume(index: int, ctx: WorkerContext) -> None:
         if pending.due(idle=not batch):
             pending.flush(hists.flush() if hists.due() else None)
         elif not batch and hists.due():
-            channel.send(("hists", "consumer", index, hists.flush()))
+            channel.send(Histograms(CONSUMER, index, hists.flush()))
     pending.flush(None)
     consumer.close()
-    channel.send(("hists", "consumer", index, hists.flush()))
-    channel.send(("done", "consumer", index, {}))
+    channel.send(Histograms(CONSUMER, index, hists.flush()))
+    channel.send(Done(CONSUMER, index))
 
 
 class _PendingReport:
@@ -305,12 +324,12 @@ class _PendingReport:
         if self.batches:
             flat = self.flats[0] if len(self.flats) == 1 else np.concatenate(self.flats)
             self.channel.send(
-                ("batch", self.index, flat.tobytes(), self.raw_sum, self.corrupt, self.poison, self.received_ns, hists)
+                BatchReport(self.index, flat.tobytes(), self.raw_sum, self.corrupt, self.poison, self.received_ns, hists)
             )
             for batch, poison in self.batches:
                 settle(self.consumer, batch, poison)
         elif hists:
-            self.channel.send(("hists", "consumer", self.index, hists))
+            self.channel.send(Histograms(CONSUMER, self.index, hists))
         self._reset()
 
 

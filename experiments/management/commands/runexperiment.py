@@ -89,18 +89,18 @@ class Command(BaseCommand):
                 self.stderr.write(f"  {point.rate_eps:>12,.0f} events/s  p99 {point.p99_ms} ms  kept up {point.kept_up}  {verdict}")
 
         start = spec.rate_eps or 1000.0
-        run = services.series_find_max(
+        series = services.series_find_max(
             spec=spec, experiment_name=opts["experiment"], slo_p99_ms=slo, start_rate_eps=start, options=options,
             on_step=show,
         )
-        if run.status != "succeeded":
-            raise CommandError(f"run {run.pk} {run.status}: {run.error}")
         if opts["json"]:
-            self.stdout.write(json.dumps(_json_summary(run), sort_keys=True))
+            self.stdout.write(json.dumps(series.result, sort_keys=True))
         else:
-            best = run.summary["max_rate_eps"]
+            best = series.result["max_rate_eps"]
             found = f"{best:,.0f} events/s" if best else "none (even the lowest rate tried missed the SLO)"
-            self.stdout.write(f"run {run.pk}: highest rate within p99 <= {slo} ms on {spec.backend}: {found}")
+            self.stdout.write(f"series {series.pk}: highest rate within p99 <= {slo} ms on {spec.backend}: {found}")
+        if series.status != "succeeded":
+            raise CommandError(f"series {series.pk} {series.status}: {series.error}")
 
 
 def _spec_values(opts) -> dict:

@@ -1,0 +1,120 @@
+"""The runner's accounting: what the workers' reports add up to.
+
+``Accounting`` owns the ledger, the merged latency histograms (over the whole run and over the
+current sample interval), the tallies the summary needs and the samples. It is fed worker
+messages (``apply``) and asked for a sample at each interval (``take_sample``); it does no I/O,
+starts nothing and reads no clock except ``time.monotonic`` for the last progress, so it can
+be driven by synthetic messages alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from queues.ledger import Ledger
+from queues.messages import PRODUCER, BatchReport, Done, Histograms, Message, Ready, WorkerFailed
+from queues.metrics import Sample, merge_encoded, new_histogram, percentiles_ms
+from queues.summary import SteadyCounts, offered_eps
+from queues.workload import WorkloadSpec
+
+# histograms summarised over the measured window; the *_warmup ones only feed the samples
+SUMMARY_HISTOGRAMS = ("e2e", "from_send", "send_delay", "publish")
+INTERVAL_HISTOGRAMS = {"e2e": "e2e", "e2e_warmup": "e2e", "send_delay": "send_delay", "send_delay_warmup": "send_delay"}
+
+
+@dataclass
+class Tally:
+    """Counters updated from worker reports."""
+
+    poison: int = 0
+    last_new_ns: int = 0  # when the last new (not duplicate) event was received
+    last_progress: float = 0.0  # time.monotonic() of the last batch report
+    receipts: list[tuple[int, int]] = field(default_factory=list)  # (received_ns, events) per report, steady runs
+    measured_sent: int = 0  # events of the measured window the producers sent
+    last_send_ns: int = 0
+
+
+class Accounting:
+    """Everything counted in one run, from the workers' messages."""
+
+    def __init__(self, spec: WorkloadSpec) -> None:
+        self.spec = spec
+        self.ledger = Ledger(spec)
+        self.tally = Tally()
+        self.totals = {name: new_histogram() for name in SUMMARY_HISTOGRAMS}
+        self.interval = {name: new_histogram() for name in INTERVAL_HISTOGRAMS}
+        self.samples: list[Sample] = []
+
+    def apply(self, message: Message) -> None:
+        """Count what ``message`` reports. Messages about the workers' state (ready, failed)
+        count nothing: supervision handles them."""
+        match message:
+            case BatchReport():
+                self._add_batch(message)
+            case Histograms():
+                self._merge_histograms(message.encoded)
+            case Done(role=role) if role == PRODUCER:
+                self.tally.measured_sent += message.measured_sent
+                self.tally.last_send_ns = max(self.tally.last_send_ns, message.last_send_ns)
+            case Done() | Ready() | WorkerFailed():
+                pass  # nothing to count
+
+    def _add_batch(self, report: BatchReport) -> None:
+        indices = np.frombuffer(report.flat_indices, dtype=np.uint32)
+        if self.ledger.add_indices(indices, report.raw_sum, report.corrupt):
+            self.tally.last_new_ns = max(self.tally.last_new_ns, report.received_ns)
+        if self.spec.steady:
+            self.tally.receipts.append((report.received_ns, len(indices)))
+        self.tally.poison += report.poison
+        self.tally.last_progress = time.monotonic()
+        if report.histograms:
+            self._merge_histograms(report.histograms)
+
+    def _merge_histograms(self, encoded: dict[str, bytes]) -> None:
+        for name, blob in encoded.items():
+            if name in self.totals:
+                merge_encoded(self.totals[name], blob)
+            if name in INTERVAL_HISTOGRAMS:
+                merge_encoded(self.interval[name], blob)
+
+    def take_sample(self, *, elapsed_s: float, produced: int, depth: int | None) -> Sample:
+        """Close the current interval at ``elapsed_s`` seconds into the run: a sample of the
+        rates and latency since the previous one. ``produced`` is the events sent so far."""
+        consumed = self.ledger.received
+        previous = self.samples[-1] if self.samples else None
+        span = elapsed_s - (previous.t_s if previous else 0.0)
+        sample = Sample(
+            t_s=round(elapsed_s, 3),
+            produced=produced,
+            consumed=consumed,
+            unique=self.ledger.unique,
+            produce_eps=round((produced - (previous.produced if previous else 0)) / span, 1) if span else 0.0,
+            consume_eps=round((consumed - (previous.consumed if previous else 0)) / span, 1) if span else 0.0,
+            depth=depth,
+            backlog=produced - consumed,
+            latency_ms=percentiles_ms(self._interval("e2e")),
+            offered_eps=offered_eps(self.spec, elapsed_s - span, elapsed_s),
+            send_delay_p99_ms=(percentiles_ms(self._interval("send_delay")) or {}).get("p99"),
+        )
+        self.interval = {name: new_histogram() for name in INTERVAL_HISTOGRAMS}
+        self.samples.append(sample)
+        return sample
+
+    def _interval(self, family: str) -> Any:
+        """The interval's histogram of ``family``, warm-up events included."""
+        merged = new_histogram()
+        for name, fam in INTERVAL_HISTOGRAMS.items():
+            if fam == family:
+                merged.add(self.interval[name])
+        return merged
+
+    def steady_counts(self, *, t0_ns: int, window_ns: tuple[int, int]) -> SteadyCounts:
+        tally = self.tally
+        return SteadyCounts(
+            t0_ns=t0_ns, window_ns=window_ns, measured_sent=tally.measured_sent, last_send_ns=tally.last_send_ns,
+            last_new_ns=tally.last_new_ns, receipts=tally.receipts,
+        )

@@ -1,0 +1,111 @@
+"""Faults injected into a run, as pluggable objects the runner drives.
+
+A ``Fault`` is told three things: ``check`` before anything starts (refuse a backend it cannot
+apply to), ``before_start`` once the workers are ready and before the producers start, and
+``poll`` on every turn of the runner's watch loop, where it decides from the run's state
+whether its moment has come. Adding a kind of fault is adding a class; the runner does not
+change. ``Faults`` is the declarative form the callers pass (tests, services), turned into fault
+objects by ``build``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from queues.accounting import Accounting
+from queues.backends import Backend
+from queues.errors import NotSupported
+from queues.messages import CONSUMER
+from queues.supervision import Supervisor
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Faults to inject, for the fault experiments and the at-least-once tests.
+
+    ``kill_consumer_after``: once that many events were reported, SIGKILL consumer 0 (mid-batch:
+    it is busy) and start a replacement, as a supervisor would.
+    """
+
+    kill_consumer_after: int | None = None
+    #: Malformed messages sent into the queue before the producers start.
+    poison_messages: int = 0
+
+
+@dataclass(frozen=True)
+class RunHandle:
+    """What a fault may act on: the run's backend and queue, its workers, its counts."""
+
+    backend: Backend
+    queue: str
+    supervisor: Supervisor
+    accounting: Accounting
+
+
+class Fault(Protocol):
+    def check(self, backend: Backend) -> None:
+        """Raise ``NotSupported`` if this fault cannot be applied to ``backend``."""
+
+    def before_start(self, run: RunHandle) -> None:
+        """Act once the workers are ready, before the producers start."""
+
+    def poll(self, run: RunHandle) -> None:
+        """Act if the moment has come; called on every turn of the watch loop (keep it cheap)."""
+
+
+class KillConsumer:
+    """SIGKILL consumer 0 once ``after_events`` were received, and start a replacement."""
+
+    def __init__(self, after_events: int) -> None:
+        self.after_events = after_events
+        self.done = False
+
+    def check(self, backend: Backend) -> None:
+        if not backend.capabilities.processes:
+            raise NotSupported(f"{backend.name} runs its workers as threads, which cannot be killed")
+
+    def before_start(self, run: RunHandle) -> None:
+        return None  # its moment is counted in events received
+
+    def poll(self, run: RunHandle) -> None:
+        if self.done or run.accounting.ledger.received < self.after_events:
+            return
+        self.done = True
+        victim = run.supervisor.workers[0]  # consumers are started first
+        if victim.role != CONSUMER or victim.killed:
+            return
+        run.supervisor.kill(victim)
+        run.supervisor.spawn(CONSUMER, run.accounting.spec.consumers)  # the supervisor's replacement
+
+
+class SendPoison:
+    """Send ``count`` messages that decode to nothing before the producers start."""
+
+    BODY = b"not an imqueue event"
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def check(self, backend: Backend) -> None:
+        return None  # every backend takes bytes
+
+    def before_start(self, run: RunHandle) -> None:
+        producer = run.backend.producer(run.queue)
+        try:
+            producer.send_batch([self.BODY] * self.count)
+        finally:
+            producer.close()
+
+    def poll(self, run: RunHandle) -> None:
+        return None  # sent once, before the start
+
+
+def build(faults: Faults) -> list[Fault]:
+    """The fault objects ``faults`` declares, in the order they are applied."""
+    built: list[Fault] = []
+    if faults.poison_messages:
+        built.append(SendPoison(faults.poison_messages))
+    if faults.kill_consumer_after is not None:
+        built.append(KillConsumer(faults.kill_consumer_after))
+    return built

@@ -1,0 +1,171 @@
+"""Supervision of one run's workers: spawn, the ready barrier, liveness, kill, stop.
+
+Workers are forked processes, or threads of this process for a backend whose queue cannot be
+shared between processes (``not capabilities.processes``). Each has its own report pipe
+(``ReportChannel``); ``receive`` reads whatever arrived, notes the messages about the workers'
+state and hands every message to ``on_message`` (the accounting).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from multiprocessing.connection import wait
+from typing import Any
+
+from queues.errors import QueueError
+from queues.messages import CONSUMER, PRODUCER, Done, Message, Ready, WorkerFailed
+from queues.workers import ReportChannel, WorkerContext, receive, run_worker
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+DONE_JOIN_S = 1.0
+KILL_JOIN_S = 5.0
+
+
+@dataclass
+class Worker:
+    role: str
+    index: int
+    handle: Any  # Process or Thread
+    pid: int | None = None
+    ready: bool = False
+    done: bool = False
+    killed: bool = False
+
+    def dead(self) -> bool:
+        if isinstance(self.handle, threading.Thread):
+            return not self.handle.is_alive()
+        return self.handle.exitcode is not None
+
+    def exit_code(self) -> int | None:
+        return None if isinstance(self.handle, threading.Thread) else self.handle.exitcode
+
+
+class Supervisor:
+    """The workers of one run. ``context`` is what every worker inherits (its channel is
+    replaced by each worker's own); ``threads`` runs them as threads instead of processes."""
+
+    def __init__(
+        self, *, mp_context: Any, context: WorkerContext, threads: bool, on_message: Callable[[Message], None]
+    ) -> None:
+        self.mp_context, self.context, self.threads = mp_context, context, threads
+        self.on_message = on_message
+        self.workers: list[Worker] = []
+        self.failures: list[WorkerFailed] = []
+        self._readers: list[Any] = []  # one pipe per worker, closed ones removed
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def spawn(self, role: str, index: int) -> Worker:
+        channel = ReportChannel(self.mp_context)
+        args = (role, index, replace(self.context, channel=channel))
+        if self.threads:
+            handle: Any = threading.Thread(target=run_worker, args=args, daemon=True, name=f"{role}-{index}")
+        else:
+            handle = self.mp_context.Process(target=run_worker, args=args, daemon=True, name=f"imq-{role}-{index}")
+        handle.start()
+        if not self.threads:
+            channel.writer.close()  # the child has its copy; EOF then tells the runner it is gone
+        self._readers.append(channel.reader)
+        worker = Worker(role, index, handle)
+        self.workers.append(worker)
+        return worker
+
+    def kill(self, worker: Worker) -> None:
+        """SIGKILL ``worker`` (a process) and wait for it to be gone."""
+        if self.threads or worker.pid is None:
+            raise QueueError(f"{worker.role} {worker.index} cannot be killed: it is not a running process")
+        log.warning("killing %s %d (pid %d)", worker.role, worker.index, worker.pid)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.killed = True
+        worker.handle.join(timeout=KILL_JOIN_S)
+
+    def find(self, role: str, index: int) -> Worker:
+        """The latest worker started as ``role`` ``index`` (a replacement reuses no index)."""
+        return next(w for w in reversed(self.workers) if w.role == role and w.index == index)
+
+    def consumers(self) -> list[Worker]:
+        return [w for w in self.workers if w.role == CONSUMER]
+
+    def producers_done(self) -> bool:
+        return all(w.done for w in self.workers if w.role == PRODUCER)
+
+    def killed_count(self) -> int:
+        return sum(1 for w in self.workers if w.killed)
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def receive(self, timeout_s: float) -> None:
+        """Handle every message that arrives within ``timeout_s`` (none waited for if 0)."""
+        ready = wait(self._readers, timeout_s)
+        while ready:
+            for reader in ready:
+                try:
+                    message = receive(reader)
+                except (EOFError, OSError):
+                    self._readers.remove(reader)  # the worker is gone; its death is checked apart
+                    continue
+                self._note(message)
+                self.on_message(message)
+            ready = wait(self._readers, 0) if self._readers else []
+
+    def _note(self, message: Message) -> None:
+        match message:
+            case Ready(role=role, index=index, pid=pid):
+                worker = self.find(role, index)
+                worker.ready, worker.pid = True, pid
+            case Done(role=role, index=index):
+                self.find(role, index).done = True
+            case WorkerFailed():
+                log.error("%s failed: %s", f"{message.role} {message.index}", message.detail)
+                self.failures.append(message)
+
+    # -- barriers and checks ---------------------------------------------------------------
+
+    def await_ready(self) -> None:
+        """Wait until every worker said it is ready; raises ``QueueError`` when one failed,
+        died, or they took longer than ``READY_TIMEOUT_S``."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(w.ready for w in self.workers):
+            self.receive(0.05)
+            self.check()
+            if time.monotonic() > deadline:
+                raise QueueError(f"workers did not start within {READY_TIMEOUT_S:.0f} s")
+
+    def check(self) -> None:
+        """Raise ``QueueError`` if a worker reported a failure or died without a word (not
+        killed on purpose, not done)."""
+        if self.failures:
+            raise QueueError(self.failures[0].describe())
+        for w in self.workers:
+            if not w.done and not w.killed and w.dead():
+                self.receive(0)  # its last words may still be in the pipe
+                if self.failures:
+                    raise QueueError(self.failures[0].describe())
+                log.error("%s %d died unexpectedly (exit code %s)", w.role, w.index, w.exit_code())
+                raise QueueError(f"{w.role} {w.index} died unexpectedly (exit code {w.exit_code()})")
+
+    def stop(self) -> None:
+        """Wait up to ``STOP_TIMEOUT_S`` for the workers to finish (the stop flag must already
+        be set), reading their last reports; then kill any process still there."""
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline and not all(w.done or w.killed or w.dead() for w in self.workers):
+            self.receive(0.02)
+        self.receive(0)
+        for w in self.workers:
+            # a worker that reported done has nothing left to say; one blocked on a full pipe
+            # (an undrained in-memory queue after a cancel) must not hold the run up
+            w.handle.join(timeout=DONE_JOIN_S if w.done else max(0.1, deadline - time.monotonic()))
+            if not w.dead() and not self.threads:
+                log.warning("killing %s %d: still running %.0f s after the stop", w.role, w.index, STOP_TIMEOUT_S)
+                w.handle.kill()
+                w.handle.join(timeout=2)
+        self.receive(0)

@@ -1,0 +1,74 @@
+"""The runner's accounting alone, fed synthetic worker messages."""
+
+import numpy as np
+import pytest
+
+from queues.accounting import Accounting
+from queues.messages import BatchReport, Done, Histograms, Ready, WorkerFailed
+from queues.metrics import encode, new_histogram, record_many
+from queues.workload import WorkloadSpec
+
+
+def flat(*indices):
+    return np.array(indices, dtype=np.uint32).tobytes()
+
+
+def hist(*values_us):
+    h = new_histogram()
+    record_many(h, np.array(values_us))
+    return encode(h)
+
+
+def test_batch_reports_fill_the_ledger_with_duplicates_and_poison():
+    acc = Accounting(WorkloadSpec(events=5))
+    acc.apply(BatchReport(0, flat(0, 1, 2), 1 + 2 + 3, 0, 1, 1_000))
+    acc.apply(BatchReport(1, flat(2, 3), 3 + 4, 1, 0, 3_000))  # event 2 again, and one corrupt record
+    ledger = acc.ledger.result()
+    assert (ledger.received, ledger.unique, ledger.duplicates, ledger.lost) == (5, 4, 1, 1)
+    assert ledger.raw_sum == 13 and ledger.corrupt == 1 and ledger.verdict == "lost"
+    assert acc.tally.poison == 1 and acc.tally.last_new_ns == 3_000
+    assert acc.tally.receipts == []  # receipts are kept for steady runs only
+
+
+def test_a_report_of_only_duplicates_does_not_move_the_last_new_event():
+    acc = Accounting(WorkloadSpec(events=3))
+    acc.apply(BatchReport(0, flat(0, 1), 3, 0, 0, 1_000))
+    acc.apply(BatchReport(0, flat(0), 1, 0, 0, 9_000))
+    assert acc.tally.last_new_ns == 1_000 and acc.ledger.received == 3
+
+
+def test_histograms_merge_into_the_run_totals_and_the_interval():
+    acc = Accounting(WorkloadSpec(events=10))
+    acc.apply(Histograms("consumer", 0, {"e2e": hist(1_000, 2_000), "from_send": hist(500)}))
+    acc.apply(BatchReport(0, flat(0), 1, 0, 0, 1, {"e2e": hist(3_000), "e2e_warmup": hist(50_000)}))
+    acc.apply(Histograms("producer", 0, {"publish": hist(10), "send_delay_warmup": hist(7)}))
+    assert acc.totals["e2e"].get_total_count() == 3  # warm-up is left out of the summary
+    assert acc.totals["publish"].get_total_count() == 1 and acc.totals["from_send"].get_total_count() == 1
+    sample = acc.take_sample(elapsed_s=1.0, produced=4, depth=None)
+    assert sample.latency_ms["max"] == pytest.approx(50.0, rel=0.01)  # the interval includes warm-up
+    assert sample.send_delay_p99_ms == pytest.approx(0.007, rel=0.01)
+
+
+def test_producer_done_adds_its_measured_sends_and_last_send():
+    acc = Accounting(WorkloadSpec(events=10))
+    acc.apply(Done("producer", 0, 4, 5_000))
+    acc.apply(Done("producer", 1, 6, 4_000))
+    acc.apply(Done("consumer", 0))
+    acc.apply(Ready("consumer", 1, 42))
+    acc.apply(WorkerFailed("consumer", 1, "boom"))  # supervision's business: nothing counted
+    assert (acc.tally.measured_sent, acc.tally.last_send_ns) == (10, 5_000)
+    assert acc.ledger.received == 0
+
+
+def test_samples_give_interval_rates_and_reset_the_interval():
+    acc = Accounting(WorkloadSpec(rate_eps=100, duration_s=2, warmup_s=0))
+    acc.apply(BatchReport(0, flat(*range(50)), sum(range(1, 51)), 0, 0, 10, {"e2e": hist(1_000)}))
+    first = acc.take_sample(elapsed_s=0.5, produced=60, depth=7)
+    acc.apply(BatchReport(0, flat(*range(50, 100)), sum(range(51, 101)), 0, 0, 20))
+    second = acc.take_sample(elapsed_s=1.0, produced=100, depth=0)
+    assert (first.produce_eps, first.consume_eps, first.backlog, first.depth) == (120.0, 100.0, 10, 7)
+    assert (second.produce_eps, second.consume_eps, second.backlog) == (80.0, 100.0, 0)
+    assert first.offered_eps == second.offered_eps == 100.0
+    assert first.latency_ms is not None and second.latency_ms is None  # nothing recorded since
+    assert acc.samples == [first, second]
+    assert acc.tally.receipts == [(10, 50), (20, 50)]
