@@ -49,6 +49,19 @@ def closed_port_url(alias: str, *, password: str = "s3cret") -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:{password}@127.0.0.1:1"))
 
 
+def wait_until(predicate, timeout_s: float, what: str, *, interval_s: float = 0.02):
+    """Call ``predicate`` until it returns something truthy, and return that; fail naming
+    ``what`` after ``timeout_s``. Tests wait for an observable condition with this instead of
+    sleeping for a guessed time, which a loaded machine can always outlast."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if value := predicate():
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}", pytrace=False)
+        time.sleep(interval_s)
+
+
 def receive_batches(consumer, expected: int, *, timeout_s: float = 10.0, max_messages: int = 100) -> list:
     """Batches from ``consumer`` until ``expected`` messages came or ``timeout_s`` passed."""
     batches, got, deadline = [], 0, time.monotonic() + timeout_s
