@@ -18,8 +18,7 @@ import pytest
 from queues.errors import QueueError
 from queues.runner import FAILED, SUCCEEDED, Faults, Runner
 from queues.workload import WorkloadSpec
-from tests.contract.test_backend_contract import bodies
-from tests.services import receive_batches, wait_until
+from tests.services import bodies, receive_batches, wait_until
 
 #: Long enough that the run is still under way when a fault strikes; ended sooner by the fault.
 MANY_EVENTS = 2_000_000
