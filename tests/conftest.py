@@ -2,7 +2,8 @@ import uuid
 
 import pytest
 
-from queues.backends import BACKENDS, backend_class
+from queues.backends import BACKENDS, Backend, backend_class
+from tests.faults import CUTTERS
 from tests.services import connected_backend, queue_of  # noqa: F401 - a fixture
 
 
@@ -10,12 +11,16 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         "requires(*capabilities): run a contract test only on backends that declare these capabilities "
-        "('processes' = workers are processes that can be killed)",
+        "('processes' = workers are processes that can be killed; 'server' = the queue lives in a server "
+        "that can drop the run's connections)",
     )
 
 
 def _has(alias: str, capability: str) -> bool:
-    return getattr(backend_class(alias).capabilities, capability)
+    cls = backend_class(alias)
+    if capability == "server":
+        return bool(cls.default_url)
+    return getattr(cls.capabilities, capability)
 
 
 def pytest_generate_tests(metafunc):
@@ -42,3 +47,16 @@ def queue_name(backend):
     backend.declare(name)
     yield name
     backend.delete(name)
+
+
+@pytest.fixture
+def cut_connections(backend):
+    """``cut_connections(backend, queue) -> int``: make the server close the run's producer and
+    consumer connections (see ``tests/faults.py``); returns how many it closed."""
+    if backend.name not in CUTTERS:
+        pytest.fail(f"{backend.name} has a server but tests/faults.py has no way to cut its connections")
+
+    def cut(of: Backend, queue: str) -> int:
+        return CUTTERS[of.name](of, queue)
+
+    return cut

@@ -9,10 +9,12 @@ import os
 import time
 import uuid
 
+import numpy as np
 import pytest
 
 from queues.backends import Backend, backend_class
 from queues.errors import BackendUnavailable
+from queues.events import encode_events, split_messages
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -47,6 +49,25 @@ def closed_port_url(alias: str, *, password: str = "s3cret") -> str:
     parts = urlsplit(backend_class(alias).default_url)
     user = parts.username or "imq"
     return urlunsplit(parts._replace(netloc=f"{user}:{password}@127.0.0.1:1"))
+
+
+def bodies(n: int, start: int = 0) -> list[bytes]:
+    """``n`` valid messages of one event each (producer 0, sequence numbers from ``start``)."""
+    seq = np.arange(start, start + n, dtype=np.int64)
+    return list(split_messages(encode_events(0, seq, seq + 1, 0, 0), 1))
+
+
+def wait_until(predicate, timeout_s: float, what: str, *, interval_s: float = 0.02):
+    """Call ``predicate`` until it returns something truthy, and return that; fail naming
+    ``what`` after ``timeout_s``. Tests wait for an observable condition with this instead of
+    sleeping for a guessed time, which a loaded machine can always outlast."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if value := predicate():
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}", pytrace=False)
+        time.sleep(interval_s)
 
 
 def receive_batches(consumer, expected: int, *, timeout_s: float = 10.0, max_messages: int = 100) -> list:

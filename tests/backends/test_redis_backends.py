@@ -1,5 +1,6 @@
-"""Redis lists and streams against the real server: crashes, poison, reaper, XAUTOCLAIM,
-trimming, and the error paths (unreachable server, a connection killed mid-run)."""
+"""Redis lists and streams against the real server: what only they have (the reaper,
+XAUTOCLAIM, deferred acks, trimming, the at-most-once list, a receive in flight when the
+connection dies). Killed consumers, lost servers and dead letters: tests/contract/test_faults.py."""
 
 from __future__ import annotations
 
@@ -7,46 +8,27 @@ import threading
 import time
 
 import pytest
-import redis
 
 from queues.errors import BackendUnavailable
 from queues.events import decode_bodies
-from queues.runner import FAILED
 from queues.workers import settle
-from tests.backends.helpers import OnceAfter, bodies, kill_run, run
-from tests.services import backend_url, connected_backend, receive_batches
-
-RELIABLE = ("redis-list", "redis-stream")
-
-
-@pytest.fixture(params=RELIABLE)
-def reliable(request):
-    backend = connected_backend(request.param)
-    yield backend
-    backend.close()
-
-
-def test_a_killed_consumer_loses_nothing_and_duplicates_are_counted(reliable):
-    spec, summary = kill_run(reliable)
-    assert summary["lost"] == 0, summary
-    assert summary["unique"] == spec.events
-    assert summary["received"] == spec.events + summary["duplicates"]
-    assert summary["verdict"] in {"exact", "duplicated"}
+from tests.faults import cut_redis
+from tests.services import bodies, connected_backend, receive_batches, wait_until
 
 
 @pytest.mark.parametrize("alias, options", [("redis-list-noack", {}), ("redis-list", {"ack": "false"})])
-def test_the_at_most_once_list_declares_it_and_reports_its_loss(alias, options):
+def test_the_at_most_once_list_declares_it(alias, options):
+    """What it loses to a killed consumer is reported: the contract suite runs that over every
+    backend without ``redelivers_on_crash``; this is the option's way to the same backend."""
     backend = connected_backend(alias, **options)
-    assert not backend.capabilities.acks and not backend.capabilities.redelivers_on_crash
-    spec, summary = kill_run(backend)
     backend.close()
-    assert summary["unique"] + summary["lost"] == spec.events
-    assert summary["verdict"] == ("lost" if summary["lost"] else "exact")
+    assert not backend.capabilities.acks and not backend.capabilities.redelivers_on_crash
 
 
-@pytest.mark.parametrize("alias", ["redis-list", "redis-list-noack", "redis-stream"])
-def test_poison_messages_land_in_the_dead_letter_list(alias, queue_of):
-    backend, queue = queue_of(alias)
+def test_the_at_most_once_list_sets_poison_aside_too(queue_of):
+    """Without acks, the worker still sets undecodable messages aside (the contract suite's
+    dead-letter test covers the backends with acks)."""
+    backend, queue = queue_of("redis-list-noack")
     good, poison = bodies(5), [b"not an event", b"\x00" * 31]
     producer = backend.producer(queue)
     producer.send_batch([good[0], poison[0], *good[1:3], poison[1], *good[3:]])
@@ -83,10 +65,9 @@ def test_a_dead_consumers_messages_are_returned(alias, options, queue_of):
     abandon(dead)
     assert backend.depth(queue) == 5  # held, not acked
     survivor = backend.consumer(queue)
-    began = time.monotonic()
+    # the short heartbeat / claim idle time return them quickly; 5 s bounds the wait, not the speed
     batches = receive_batches(survivor, 5, timeout_s=5)
     assert sorted(bytes(b) for batch in batches for b in batch.bodies) == sorted(sent)
-    assert time.monotonic() - began < 3
     for batch in batches:
         survivor.ack(batch)
     survivor.receive_batch(10, 0.05)  # redis-list: the next call sends the deferred acks
@@ -142,7 +123,8 @@ def test_a_list_consumer_presumed_dead_starts_afresh_and_loses_nothing(prefetch,
     slow = backend.consumer(queue)
     held = [slow.receive_batch(10, 0.1) for _ in range(2)]
     slow.ack(held[0])  # deferred
-    time.sleep(0.5)  # the heartbeat expires: the reaper returns the processing list
+    # the heartbeat expires (nothing refreshes it while we wait): the reaper may take the list
+    wait_until(lambda: not backend.client.exists(slow.hb), 10, "the slow consumer's heartbeat to expire")
     reaper = backend.consumer(queue)
     reaper.receive_batch(0, 0.01)
     reaper.close()
@@ -173,46 +155,15 @@ def test_acked_stream_entries_are_trimmed(queue_of):
     assert backend.stream_length(queue) < 500  # approximate trimming keeps at most a node or so
 
 
-def kill_worker_connections(namespace: str) -> int:
-    """``CLIENT KILL`` the producer and consumer connections of one run, found by the client
-    name the backend sets (``imq:<namespace>:<role>``); no other client is touched."""
-    admin = redis.Redis.from_url(backend_url("redis-list"))
-    killed = 0
-    for client in admin.client_list():
-        if client.get("name") in {f"imq:{namespace}:consumer", f"imq:{namespace}:producer"}:
-            killed += admin.client_kill_filter(_id=client["id"])
-    admin.close()
-    return killed
-
-
-@pytest.mark.parametrize("alias", ["redis-list", "redis-stream"])
-def test_a_connection_killed_mid_run_ends_the_run_without_hanging(alias):
-    """A command in flight when the connection dies fails the run; a connection killed between
-    commands is replaced by redis-py at the next checkout (nothing was in flight, nothing is
-    lost). Either way the run ends promptly and keeps what was counted."""
-    backend = connected_backend(alias)
-    killed = []
-    killer = OnceAfter(5_000, lambda: killed.append(kill_worker_connections(backend.namespace)))
-    spec, result = run(backend, events=1_000_000, batch=100, idle_timeout_s=5, on_progress=killer)
-    assert killer.fired_at is not None and killed and killed[0] >= 1
-    if result.status == FAILED:
-        assert "IMQ_REDIS_URL" in result.error and "127.0.0.1:6379" in result.error, result.error
-        assert time.monotonic() - killer.fired_at < 15
-        assert 5_000 <= result.summary["unique"] < spec.events  # what was counted is kept
-    else:
-        assert result.summary["verdict"] == "exact", result.summary
-
-
 @pytest.mark.parametrize("alias", ["redis-list", "redis-stream"])
 def test_a_receive_in_flight_when_the_connection_dies_raises(alias, queue_of):
     backend, queue = queue_of(alias)
     consumer = backend.consumer(queue)
-    killer = threading.Timer(0.3, kill_worker_connections, args=(backend.namespace,))
+    killer = threading.Timer(0.3, cut_redis, args=(backend, queue))
     killer.start()
     began = time.monotonic()
     with pytest.raises(BackendUnavailable, match="IMQ_REDIS_URL"):
-        while time.monotonic() - began < 5:
+        while time.monotonic() - began < 20:  # a bound, so a regression fails instead of hanging
             consumer.receive_batch(10, 0.5)  # blocks in BLMOVE / XREADGROUP BLOCK
-    assert time.monotonic() - began < 3
     killer.join()
     consumer.client.close()

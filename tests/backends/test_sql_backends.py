@@ -1,4 +1,6 @@
-"""The SQL-table backends against the real servers: delivery, crashes, errors, garbage, plans.
+"""The SQL-table backends against the real servers: delivery, a claim held by a killed process,
+garbage, plans, polling and NOTIFY (killed consumers mid-run, lost servers and dead letters:
+tests/contract/test_faults.py).
 
 The shared contract suite covers the interface; these tests cover what issue 3 asks of the
 table queues in particular. Each skips when its server is down (fails under ``CI=true``).
@@ -14,15 +16,14 @@ import uuid
 
 import numpy as np
 import psycopg
-import pymysql
 import pytest
 
 from queues.backends.polling import Poller
 from queues.backends.sqlfiles import table_name, table_prefix
 from queues.events import encode_events, split_messages
-from queues.runner import FAILED, SUCCEEDED, Faults, Runner
+from queues.runner import SUCCEEDED, Runner
 from queues.workload import WorkloadSpec
-from tests.services import backend_url, connected_backend
+from tests.services import backend_url, connected_backend, wait_until
 
 SQL_BACKENDS = ["postgres", "postgres-notify", "mysql"]
 
@@ -114,76 +115,6 @@ def test_a_consumer_sigkilled_after_claiming_and_before_ack_loses_nothing(sql_ba
     assert sorted(received) == sorted(sent)  # every event back, none twice
 
 
-def test_a_consumer_sigkilled_mid_run_loses_nothing(sql_backend):
-    backend = sql_backend
-    began = time.monotonic()
-    spec, result = run(
-        backend, events=40_000, consumers=2, batch=500, idle_timeout_s=5, faults=Faults(kill_consumer_after=8_000),
-        should_cancel=lambda: time.monotonic() - began > 30,  # a bound, so a regression fails instead of hanging
-    )
-    summary = result.summary
-    assert result.status == SUCCEEDED, result.error
-    assert summary["killed_consumers"] == 1
-    assert summary["lost"] == 0, summary
-    assert summary["unique"] == spec.events and summary["unique_sum"] == spec.expected_sum
-    # what the victim had reported but not acked came back: counted as duplicates, never hidden
-    assert summary["received"] == summary["unique"] + summary["duplicates"]
-    assert summary["verdict"] == ("duplicated" if summary["duplicates"] else "exact")
-
-
-def _kill_postgres_workers(table: str) -> int:
-    """Terminate the run's producer and consumer sessions (named after the run's table)."""
-    with psycopg.connect(backend_url("postgres"), autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name IN (%s, %s)",
-            (f"imq producer {table}", f"imq consumer {table}"),
-        ).fetchall()
-    return len(rows)
-
-
-def _kill_mysql_workers(table: str) -> int:
-    """Kill the sessions running the run's claims or inserts (not the runner's depth count)."""
-    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database="test", autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT id FROM information_schema.processlist WHERE id <> CONNECTION_ID() "
-                "AND info LIKE %s AND info NOT LIKE 'SELECT COUNT%%'",
-                (f"%{table}%",),
-            )
-            ids = [row[0] for row in cur.fetchall()]
-            for session in ids:
-                try:
-                    cur.execute(f"KILL CONNECTION {int(session)}")
-                except pymysql.MySQLError:
-                    pass  # it finished in the meantime
-        return len(ids)
-    finally:
-        conn.close()
-
-
-def test_a_server_lost_mid_run_fails_the_run_instead_of_hanging(sql_backend):
-    backend = sql_backend
-    run_id = uuid.uuid4().hex[:8]
-    table = table_name(f"{backend.namespace}.{run_id}")
-    kill = _kill_mysql_workers if backend.name == "mysql" else _kill_postgres_workers
-    killed: list[int] = []
-
-    def on_progress(unique: int, events: int) -> None:
-        if unique > 5_000 and not killed:
-            if n := kill(table):
-                killed.append(n)
-
-    began = time.monotonic()
-    spec, result = run(backend, run_id=run_id, events=3_000_000, consumers=2, batch=500, on_progress=on_progress)
-    assert killed, "the run ended before its sessions could be killed"
-    assert result.status == FAILED
-    assert backend.url_setting in result.error and backend.name in result.error
-    assert 0 < result.summary["unique"] < spec.events  # what was counted so far is kept
-    assert time.monotonic() - began < 30
-    assert backend.count_objects(table) == 0  # and the run still cleaned up after itself
-
-
 def test_twenty_runs_leave_nothing_behind(sql_backend):
     backend = sql_backend
     prefix = table_prefix(backend.namespace)
@@ -209,9 +140,16 @@ def test_dequeue_stays_fast_on_a_large_table_after_claims_on_an_empty_one(sql_ba
         for _ in range(12):  # more than psycopg's prepare threshold, on an empty table
             assert not consumer.receive_batch(1000, 0)
         fill(backend, queue, 200_000)
-        timings = timed_claims(consumer, 40)
-        assert statistics.median(timings) < 0.05, f"median claim+ack {statistics.median(timings) * 1000:.1f} ms"
-        assert backend.depth(queue) == 160_000
+        after_empty = statistics.median(timed_claims(consumer, 40))
+        # the control: a consumer that never saw the table empty, timed under the same load
+        # (a full scan of 200k rows per claim would take many times what an index scan takes)
+        control = backend.consumer(queue)
+        try:
+            fresh = statistics.median(timed_claims(control, 40))
+        finally:
+            control.close()
+        assert after_empty < 3 * fresh + 0.005, f"median claim+ack {after_empty * 1000:.1f} ms, {fresh * 1000:.1f} fresh"
+        assert backend.depth(queue) == 120_000
     finally:
         consumer.close()
         backend.delete(queue)
@@ -254,7 +192,7 @@ def test_notify_wakes_a_listening_consumer_long_before_its_fallback_poll():
         began = time.monotonic()
         batch = consumer.receive_batch(10, 3.0)
         assert len(batch) == 1
-        assert time.monotonic() - began < 0.5
+        assert time.monotonic() - began < 2.5  # half the fallback poll: NOTIFY woke it
         consumer.ack(batch)
     finally:
         producer.close()
@@ -299,22 +237,37 @@ def test_sql_table_names_are_safe_and_distinct():
     assert table_name("imqtest-abc.run1").startswith(table_prefix("imqtest-abc"))
 
 
+def index_entries_read(alias: str, table: str) -> int:
+    """Index entries Postgres's scans returned on ``table`` (``pg_stat_user_indexes``): a count
+    of work done, which a loaded machine does not change the way it changes timings."""
+    with psycopg.connect(backend_url(alias), autocommit=True) as conn:
+        (count,) = conn.execute(
+            "SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes WHERE relid = to_regclass(%s)", (table,)
+        ).fetchone()
+    return int(count)
+
+
 @pytest.mark.parametrize("alias", ["postgres", "postgres-notify"])
-def test_claims_stay_fast_while_a_long_transaction_holds_deleted_rows_in_the_index(alias):
+def test_claims_skip_deleted_rows_a_long_transaction_holds_in_the_index(alias):
     """Deleted rows stay in the index while any transaction on the server could see them; a
     claim that scanned from the lowest id would walk all of them (quadratic over a run)."""
     backend = connected_backend(alias)
     queue = f"{backend.namespace}.horizon"
+    table = table_name(queue)
     backend.declare(queue)
     holder = psycopg.connect(backend_url(alias))
     holder.execute("SELECT txid_current()")  # an open transaction with an id: the horizon stays
     consumer = backend.consumer(queue)
+    claims, per_claim = 150, 1000
     try:
-        fill(backend, queue, 150_000)
-        timings = timed_claims(consumer, 150)
-        first, last = statistics.median(timings[:10]), statistics.median(timings[-10:])
-        # scanning from the lowest id instead: last ~3x first here (9 vs 3 ms measured)
-        assert last < 1.5 * first + 0.0015, f"first claims {first * 1000:.1f} ms, last {last * 1000:.1f} ms"
+        fill(backend, queue, claims * per_claim)
+        timed_claims(consumer, claims)
+        consumer.close()  # a session's statistics reach the server when it ends
+        # each claim reads its ~1000 entries twice (the ordered LIMIT, then the DELETE by id);
+        # scanning from the lowest id would read every entry deleted before it: ~11 million
+        floor = 2 * claims * per_claim
+        read = wait_until(lambda: (n := index_entries_read(alias, table)) >= floor and n, 15, "the claims' statistics")
+        assert read < 3 * floor, f"{read:,} index entries read for {claims * per_claim:,} rows claimed"
     finally:
         holder.close()
         consumer.close()

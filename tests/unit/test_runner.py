@@ -1,8 +1,10 @@
 """The runner's own behaviour, on the in-memory backends and deliberately faulty ones."""
 
+import multiprocessing
 import time
 import uuid
 
+import numpy as np
 import pytest
 
 from queues.approaches import APPROACHES
@@ -14,21 +16,47 @@ from queues.workload import WorkloadSpec
 
 
 class _BrokenAfter(_PipeProducer):
-    """Sends ``limit`` batches, then fails as a driver would when the server goes away."""
+    """Sends ``limit`` batches, then fails as a driver would when the server goes away: once
+    the consumer has acked what was sent (a consumer reports a batch to the runner before it
+    acks it), so that the test knows exactly what was counted before the failure."""
 
     limit = 3
 
+    def __init__(self, *args, acked):
+        super().__init__(*args)
+        self.acked, self.sent_batches, self.sent_messages = acked, 0, 0
+
     def send_batch(self, messages):
-        self.sent = getattr(self, "sent", 0) + 1
-        if self.sent > self.limit:
-            time.sleep(0.5)  # let the consumer count what was sent, so the test can check it
+        if self.sent_batches == self.limit:
+            deadline = time.monotonic() + 30
+            while self.acked.value < self.sent_messages and time.monotonic() < deadline:
+                time.sleep(0.005)  # polling a shared counter: no pytest helpers in a forked worker
             raise BackendUnavailable("memory-mp: connection lost (simulated)")
         super().send_batch(messages)
+        self.sent_batches, self.sent_messages = self.sent_batches + 1, self.sent_messages + len(messages)
+
+
+class _AckCounting(_PipeConsumer):
+    def __init__(self, *args, acked):
+        super().__init__(*args)
+        self.acked = acked
+
+    def ack(self, batch):
+        super().ack(batch)
+        with self.acked.get_lock():
+            self.acked.value += len(batch)
 
 
 class ServerLostBackend(MultiprocessBackend):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.acked = multiprocessing.get_context("fork").Value("q", 0)  # shared with the forked workers
+
     def producer(self, queue):
-        return _BrokenAfter(self._get(queue))
+        return _BrokenAfter(self._get(queue), acked=self.acked)
+
+    def consumer(self, queue, *, group="default"):
+        return _AckCounting(self._get(queue), acked=self.acked)
 
 
 class _Slow(_PipeConsumer):
@@ -52,7 +80,7 @@ def test_a_server_lost_mid_run_fails_the_run_and_keeps_the_counts():
     assert result.status == FAILED
     assert "connection lost (simulated)" in result.error
     assert result.summary["unique"] == 300  # the three batches that were sent were counted
-    assert result.summary["lost"] == 10_000 - 300
+    assert result.summary["sum"] == 300 * 301 // 2  # and they were events 1..300, each once
 
 
 def test_cancel_stops_the_run_and_keeps_the_counts():
@@ -61,7 +89,7 @@ def test_cancel_stops_the_run_and_keeps_the_counts():
     began = time.monotonic()
     result = runner.run()
     assert result.status == CANCELLED
-    assert time.monotonic() - began < 10
+    assert time.monotonic() - began < 15  # the whole run would take at least 20 s
     assert 1_000 <= result.summary["unique"] < 100_000
 
 
@@ -97,11 +125,15 @@ def test_a_run_that_idles_out_reports_what_was_lost():
 
             return Dropper()
 
-    result = run(HalfLost(), events=1_000, batch=100, idle_timeout_s=0.5).run()
+    runner = run(HalfLost(), events=1_000, batch=100, idle_timeout_s=0.5)
+    result = runner.run()
     assert result.status == SUCCEEDED
     assert result.summary["verdict"] == "lost"
-    assert result.summary["lost"] == 500 and result.summary["unique"] == 500
-    assert result.ledger.lost_examples[0] == (0, 50)
+    # exactly the second half of each batch of 100 never arrived, and is what is reported
+    received_ids = np.flatnonzero(runner.ledger.counts).tolist()
+    assert received_ids == [i for i in range(1_000) if i % 100 < 50]
+    assert result.summary["lost"] == 500 and result.ledger.lost_examples[0] == (0, 50)
+    assert result.summary["sum"] == sum(i + 1 for i in received_ids)
 
 
 @pytest.mark.parametrize("alias", sorted(APPROACHES))

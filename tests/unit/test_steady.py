@@ -46,14 +46,16 @@ def test_poisson_schedule_has_the_offered_mean_rate_and_is_reproducible():
     assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.1)  # exponential gaps
 
 
-def test_a_steady_run_keeps_the_rate_and_reports_the_steady_figures():
+def test_a_steady_run_follows_the_schedule_and_reports_the_steady_figures():
     result = steady(2_000, 2.0, warmup=0.5, interval=0.5)
     s = result.summary
-    assert s["verdict"] == "exact" and s["events"] == 5_000
-    assert s["send_eps"] == pytest.approx(2_000, rel=0.01)
-    assert s["consume_eps"] == pytest.approx(2_000, rel=0.02)
-    assert s["kept_up"] is True and s["warnings"] == []
-    assert s["latency_ms"]["p99"] < 100
+    assert s["verdict"] == "exact" and s["events"] == 5_000 and s["sum"] == 5_000 * 5_001 // 2
+    # never ahead of the schedule; behind it by no more than a loaded machine could be (the
+    # exact rate, and whether it kept up to 1%, are figures for bench/, not assertions)
+    assert 2_000 / 2 <= s["send_eps"] <= 2_000
+    assert 2_000 / 2 <= s["consume_eps"] <= 2_000 * 1.25
+    assert isinstance(s["kept_up"], bool) and isinstance(s["warnings"], list)
+    assert s["latency_ms"]["p99"] < 1_000  # far from the stall of the test below
     assert set(s["send_delay_ms"]) == {"p50", "p99", "max"}
     assert s["latency_from_send_ms"]["p50"] <= s["latency_ms"]["p50"]
     samples = result.samples
@@ -81,22 +83,40 @@ def test_a_stall_shows_in_p99_where_a_closed_loop_measure_hides_it():
     s = result.summary
     assert s["latency_ms"]["max"] >= 900  # from the intended time: the stall is there
     assert s["latency_ms"]["p99"] >= 800
-    assert s["latency_from_send_ms"]["p99"] < 200  # from the send: hidden
+    assert s["latency_from_send_ms"]["p99"] < 500  # from the send: hidden
     assert s["send_delay_ms"]["max"] >= 900  # the producer knows it sent late
 
 
-def test_the_saturation_search_finds_the_knee_of_a_slowed_consumer():
-    capacity = 2_000  # consume_cost_us=500
+def test_the_saturation_search_bisects_to_the_knee_within_the_tolerance():
+    """The search itself, on a queue whose knee is known exactly (no runs, no timing)."""
+    knee = 2_000
 
     def step(rate):
-        spec = WorkloadSpec(backend="memory-mp", rate_eps=rate, duration_s=1.5, warmup_s=0.3, idle_timeout_s=5)
+        kept_up = rate <= knee
+        return {"rate_eps": rate, "send_eps": rate, "kept_up": kept_up, "latency_ms": {"p99": 5.0 if kept_up else 900.0}}
+
+    best, curve = find_max_rate(step, slo_p99_ms=100, start_rate_eps=600, tolerance=0.05)
+    assert 0.95 * knee <= best <= knee
+    assert [p.rate_eps for p in curve] == sorted(p.rate_eps for p in curve)
+    assert all(p.ok == (p.rate_eps <= knee) for p in curve)
+    # a start above the knee searches downwards
+    best, _ = find_max_rate(step, slo_p99_ms=100, start_rate_eps=10_000, tolerance=0.05)
+    assert 0.95 * knee <= best <= knee
+
+
+def test_the_saturation_search_never_passes_a_rate_the_consumer_cannot_take():
+    capacity = 2_000  # consume_cost_us=500: a hard ceiling, whatever the machine's load
+
+    def step(rate):
+        spec = WorkloadSpec(backend="memory-mp", rate_eps=rate, duration_s=1.0, warmup_s=0.3, idle_timeout_s=5)
         backend = MultiprocessBackend(consume_cost_us=1e6 / capacity)
         return Runner(spec, backend, run_id=uuid.uuid4().hex[:8]).run().summary
 
-    best, curve = find_max_rate(step, slo_p99_ms=100, start_rate_eps=600, tolerance=0.05)
-    assert best == pytest.approx(capacity, rel=0.10)
-    assert [p.rate_eps for p in curve] == sorted(p.rate_eps for p in curve)
-    assert any(not p.ok for p in curve) and any(p.ok for p in curve)
+    best, curve = find_max_rate(step, slo_p99_ms=100, start_rate_eps=600, tolerance=0.25)
+    # a loaded machine can make a step fail below the capacity, never pass above it
+    assert best is None or best <= 1.1 * capacity
+    assert not any(p.ok for p in curve if p.rate_eps > 1.1 * capacity)
+    assert any(not p.ok for p in curve)
     assert all(p.p99_ms is not None for p in curve)
 
 
