@@ -163,7 +163,7 @@ class Runner:
         stall_limit_s = max(STALL_LIMIT_S, 3 * self.spec.idle_timeout_s)
         ledger, supervisor = self.accounting.ledger, self.supervisor
         while True:
-            supervisor.receive(POLL_S)
+            supervisor.pump(POLL_S)
             supervisor.check()
             for fault in self.faults:
                 fault.poll(self.handle)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,23 @@ def test_a_run_that_fails_midway_is_stored_as_failed_with_its_error(monkeypatch)
     run = Run.objects.get()
     assert run.status == "failed" and "connection lost" in run.error
     assert run.unique == 300 and run.lost == 10000 - 300  # what was counted is kept
+
+
+@pytest.mark.django_db
+def test_the_cancel_probe_stays_off_the_database_at_the_start_and_still_notices_a_cancel():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from experiments import services
+    from queues.workload import WorkloadSpec
+
+    run = services.run_prepare(spec=WorkloadSpec(backend="memory-mp", events=10), experiment_name="probe")
+    probe = services._cancel_probe(run.pk)
+    with CaptureQueriesContext(connection) as queries:
+        assert probe() is False  # the start signal: the first query after fork would fault the heap
+    assert len(queries) == 0
+    assert services.run_cancel(run=run)
+    deadline = time.monotonic() + 10 * services.CANCEL_CHECK_S
+    while not probe():
+        assert time.monotonic() < deadline, "the cancel was not noticed"
+        time.sleep(0.01)

@@ -147,3 +147,24 @@ def test_each_in_process_approach_sums_exactly(alias):
 def test_single_threaded_approaches_refuse_several_workers():
     with pytest.raises(InvalidSpec, match="one thread"):
         run_spec(WorkloadSpec(backend="loop", events=10, consumers=2), run_id="t")
+
+
+@pytest.mark.skipif(not hasattr(__import__("fcntl"), "F_SETPIPE_SZ"), reason="report pipes are enlarged on Linux only")
+def test_a_stalled_runner_does_not_hold_up_the_consumers_drain():
+    # 100 reports of 1000 events (~410 KB) fit in an enlarged report pipe but not in a 64 KB
+    # one: the consumer must drain the queue while the runner's loop is stalled, and the drain
+    # time (the consumer's own receipt stamps) must not contain the stall
+    stall_s = 3.0
+    stalled = []
+
+    def stall_once(_unique, _events):
+        if not stalled:
+            stalled.append(True)
+            time.sleep(stall_s)
+
+    spec = WorkloadSpec(backend="memory-mp", events=100_000)
+    runner = Runner(spec, MultiprocessBackend(), run_id=uuid.uuid4().hex[:8], on_progress=stall_once)
+    result = runner.run()
+    assert stalled
+    assert result.summary["verdict"] == "exact" and result.summary["sum"] == spec.expected_sum
+    assert result.summary["duration_s"] < stall_s, result.summary["duration_s"]
