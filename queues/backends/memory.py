@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
+import os
 import queue as std_queue
 import threading
 import time
@@ -21,8 +22,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
-from queues.errors import QueueNotFound
+from queues.errors import QueueError, QueueNotFound
 from queues.events import PackedMessages
 from queues.options import Option
 
@@ -197,8 +200,7 @@ class MultiprocessBackend(Backend):
                 removed += len(q.messages.get(timeout=0.5))
             except std_queue.Empty:
                 break
-        with q.depth.get_lock():
-            q.depth.value -= removed
+        q.depth.add(-removed)
         return removed
 
     def delete(self, queue: str) -> None:
@@ -224,9 +226,55 @@ class MultiprocessBackend(Backend):
         )
 
 
+class _SlotCounter:
+    """A counter shared by forked processes without a lock held while counting.
+
+    Each process adds to a slot of its own (one writer a slot, so no lock), and the total is
+    the sum of the slots. A shared lock would be held, now and then, by a consumer at the moment
+    it is SIGKILLed, and every process counting after that (the runner reading the depth among
+    them) would wait for it forever. A slot is taken once per process, under a lock with a
+    timeout, when the process first counts (workers do it before the run starts).
+    """
+
+    SLOTS = 4096
+    CLAIM_TIMEOUT_S = 5.0
+
+    def __init__(self, ctx: Any) -> None:
+        self._slots = ctx.Array("q", self.SLOTS, lock=False)
+        self._view = np.frombuffer(self._slots, dtype=np.int64)
+        self._taken = ctx.Value("i", 0, lock=False)
+        self._claim = ctx.Lock()
+        self._mine: tuple[int, int] | None = None  # (pid, slot) of this process
+
+    def add(self, n: int) -> None:
+        slot = self.claim()
+        self._slots[slot] += n
+
+    @property
+    def value(self) -> int:
+        return int(self._view[: self._taken.value].sum())
+
+    def claim(self) -> int:
+        """This process's slot (taken on the first call)."""
+        pid = os.getpid()
+        if self._mine is not None and self._mine[0] == pid:
+            return self._mine[1]
+        if not self._claim.acquire(timeout=self.CLAIM_TIMEOUT_S):
+            raise QueueError("memory-mp: a counter slot could not be claimed (a process died holding the claim)")
+        try:
+            slot = self._taken.value
+            if slot >= self.SLOTS:
+                raise QueueError(f"memory-mp: more than {self.SLOTS} processes counted on one queue")
+            self._taken.value = slot + 1
+        finally:
+            self._claim.release()
+        self._mine = (pid, slot)
+        return slot
+
+
 class _PipeQueue:
     """One ``memory-mp`` queue: a ``multiprocessing`` queue of message lists, its exact depth
-    (a shared counter of messages put and not yet taken), and its dead letters.
+    (messages put and not yet taken, on a lock-free ``_SlotCounter``), and its dead letters.
 
     Dead letters go through a second ``multiprocessing`` queue: consumers that nack run in
     forked processes, and only the declaring process's backend reads them. Each is counted
@@ -235,14 +283,13 @@ class _PipeQueue:
 
     def __init__(self, ctx: Any) -> None:
         self.messages = ctx.Queue()
-        self.depth = ctx.Value("q", 0)
+        self.depth = _SlotCounter(ctx)
         self.dead = ctx.Queue()
-        self.dead_count = ctx.Value("q", 0)
+        self.dead_count = _SlotCounter(ctx)
         self.dead_read: list[bytes] = []  # taken off ``dead`` by this process
 
     def set_aside(self, bodies: Sequence[bytes]) -> None:
-        with self.dead_count.get_lock():
-            self.dead_count.value += len(bodies)
+        self.dead_count.add(len(bodies))
         self.dead.put([bytes(body) for body in bodies])
 
     def dead_letters(self) -> list[bytes]:
@@ -266,14 +313,14 @@ class _PipeQueue:
 class _PipeProducer(Producer):
     def __init__(self, q: _PipeQueue, *, max_depth: int = 0) -> None:
         self.mpq, self.depth, self.max_depth = q.messages, q.depth, max_depth
+        self.depth.claim()  # now, before the run starts, not at the first send
 
     def send_batch(self, messages: Sequence[bytes]) -> None:
         # a bounded queue holds the producer back (closed loop); a batch larger than the bound
         # still goes into an empty queue, or it could never be sent
         while self.max_depth and self.depth.value and self.depth.value + len(messages) > self.max_depth:
             time.sleep(0.0002)
-        with self.depth.get_lock():
-            self.depth.value += len(messages)
+        self.depth.add(len(messages))
         # a PackedMessages batch crosses the pipe as one buffer, not one object per message
         self.mpq.put(messages if isinstance(messages, PackedMessages) else list(messages))
 
@@ -285,6 +332,7 @@ class _PipeProducer(Producer):
 class _PipeConsumer(Consumer):
     def __init__(self, q: _PipeQueue, *, cost_us: float = 0.0, stall_after: int = 0, stall_s: float = 0.0) -> None:
         self.q, self.mpq, self.depth = q, q.messages, q.depth
+        self.depth.claim()  # now, before the run starts, not at the first receive
         self.leftover: list[bytes] = []
         self.cost_s, self.stall_after, self.stall_s = cost_us / 1e6, stall_after, stall_s
         self.received = 0
@@ -325,8 +373,7 @@ class _PipeConsumer(Consumer):
             self.leftover = []
         if not isinstance(bodies, (list, PackedMessages)):
             bodies = list(bodies)
-        with self.depth.get_lock():
-            self.depth.value -= len(bodies)
+        self.depth.add(-len(bodies))
         if self.cost_s or self.stall_after:
             self._simulate_work(len(bodies), was_idle)
         return Batch(bodies)
