@@ -189,7 +189,7 @@ def _produce(index: int, ctx: WorkerContext) -> None:
         sender.burst()
     producer.close()
     sender.report(final=True)
-    ctx.channel.send(Done(PRODUCER, index, sender.measured_sent, sender.last_send_ns))
+    ctx.channel.send(Done(PRODUCER, index, sender.measured_sent, sender.last_send_ns, sender.last_window_send_ns))
 
 
 class _Sender:
@@ -201,7 +201,7 @@ class _Sender:
         self.chunk = ctx.spec.events_per_message * ctx.spec.batch
         self.window = ctx.window_ns()
         self.hists = _HistBuffer("send_delay", "send_delay_warmup", "publish")
-        self.sent = self.measured_sent = self.last_send_ns = 0
+        self.sent = self.measured_sent = self.last_send_ns = self.last_window_send_ns = 0
 
     def burst(self) -> None:
         for start in range(0, self.count, self.chunk):
@@ -213,9 +213,12 @@ class _Sender:
     def follow_schedule(self, schedule: Schedule) -> None:
         """Send every event at (or, when behind, as soon as possible after) its intended time.
 
-        The producer wakes at most every ``SEND_TICK_S`` and sends everything due in one call,
-        in whole messages: at high rates one send per event would cost more CPU than the rate
-        leaves. The wait is not hidden: latency counts from the intended time.
+        A partial call waits for the next ``SEND_TICK_S`` tick, so that everything due by then
+        goes in one call: at high rates one send per event would cost more CPU than the rate
+        leaves. A full call (``batch`` messages) goes at once, tick or not: a producer that is
+        behind, or sends one message a call (``--batch 1``), sends call after call until it is
+        caught up, instead of one call a tick. The wait is not hidden: latency counts from the
+        intended time.
         """
         t0, epm, k = self.ctx.t0_ns.value, self.ctx.spec.events_per_message, 0
         tick_ns, next_wake = int(SEND_TICK_S * 1e9), 0
@@ -225,7 +228,7 @@ class _Sender:
             n = min(due - k, self.chunk)
             if due < self.count:
                 n -= n % epm  # wait for a message to fill: that wait is part of its latency
-            if n <= 0 or now_ns < next_wake:
+            if n <= 0 or (n < self.chunk and now_ns < next_wake):
                 wake_ns = max(t0 + schedule.offset_ns(min(k + epm, self.count) - 1), next_wake)
                 time.sleep(max(0.0, (wake_ns - now_ns) / 1e9))
                 continue
@@ -243,7 +246,9 @@ class _Sender:
             intended = records["intended_ns"]
             in_window = (intended >= self.window[0]) & (intended < self.window[1])
             self.hists.add_split("send_delay", (now_ns - intended) // 1000, in_window)
-            self.measured_sent += int(in_window.sum())
+            if window_events := int(in_window.sum()):
+                self.measured_sent += window_events
+                self.last_window_send_ns = now_ns
         else:
             self.measured_sent += n
         self.sent += n
@@ -263,7 +268,7 @@ def _consume(index: int, ctx: WorkerContext) -> None:
     consumer = ctx.backend.for_worker().consumer(ctx.queue)
     channel.send(Ready(CONSUMER, index, os.getpid()))
     ctx.start.wait()
-    window_start = ctx.window_ns()[0]
+    window = ctx.window_ns()
     hists = _HistBuffer("e2e", "e2e_warmup", "from_send")
     pending = _PendingReport(index, channel, consumer, flush_events=spec.batch * spec.events_per_message)
     while not ctx.stop.is_set():
@@ -272,8 +277,10 @@ def _consume(index: int, ctx: WorkerContext) -> None:
             received_ns = time.time_ns()
             records, poison = decode_bodies(batch.bodies)
             flat, raw_sum, corrupt = index_records(records, shares)
-            _record_latency(hists, received_ns, records, window_start, spec.steady)
-            pending.add(batch, poison, flat, raw_sum, corrupt, received_ns)
+            _record_latency(hists, received_ns, records, window[0], spec.steady)
+            intended = records["intended_ns"]
+            window_events = int(np.count_nonzero((intended >= window[0]) & (intended < window[1])))
+            pending.add(batch, poison, flat, raw_sum, corrupt, received_ns, window_events)
         if pending.due(idle=not batch):
             pending.flush(hists.flush() if hists.due() else None)
         elif not batch and hists.due():
@@ -301,10 +308,13 @@ class _PendingReport:
     def _reset(self) -> None:
         self.batches: list[tuple[Any, list[int]]] = []
         self.flats: list[np.ndarray] = []
-        self.raw_sum = self.corrupt = self.poison = self.events = self.received_ns = 0
+        self.raw_sum = self.corrupt = self.poison = self.events = self.received_ns = self.window_events = 0
         self.since = 0.0
 
-    def add(self, batch: Any, poison: list[int], flat: np.ndarray, raw_sum: int, corrupt: int, received_ns: int) -> None:
+    def add(
+        self, batch: Any, poison: list[int], flat: np.ndarray, raw_sum: int, corrupt: int, received_ns: int,
+        window_events: int,
+    ) -> None:
         if not self.batches:
             self.since = time.monotonic()
         self.batches.append((batch, poison))
@@ -314,6 +324,7 @@ class _PendingReport:
         self.poison += len(poison)
         self.events += len(flat) + corrupt
         self.received_ns = received_ns
+        self.window_events += window_events
 
     def due(self, *, idle: bool) -> bool:
         if not self.batches:
@@ -324,7 +335,10 @@ class _PendingReport:
         if self.batches:
             flat = self.flats[0] if len(self.flats) == 1 else np.concatenate(self.flats)
             self.channel.send(
-                BatchReport(self.index, flat.tobytes(), self.raw_sum, self.corrupt, self.poison, self.received_ns, hists)
+                BatchReport(
+                    self.index, flat.tobytes(), self.raw_sum, self.corrupt, self.poison, self.received_ns, hists,
+                    self.window_events,
+                )
             )
             for batch, poison in self.batches:
                 settle(self.consumer, batch, poison)
