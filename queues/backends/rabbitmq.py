@@ -71,7 +71,7 @@ class RabbitMQBackend(Backend):
         Option("persistent", bool, False, "persistent messages (delivery mode 2)"),
         Option("management_port", int, 15672,
                "port of the management API, asked for unacked messages (depth = ready + unacked); 0: never asked",
-               minimum=0, maximum=65_535, unit="port"),
+               minimum=0, maximum=65_535),
     )
 
     def __init__(self, **kwargs: Any) -> None:
