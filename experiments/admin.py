@@ -25,7 +25,7 @@ class ExperimentAdmin(admin.ModelAdmin):
 class SampleInline(admin.TabularInline):
     model = Sample
     fields = (
-        "t_s", "offered_eps", "produced", "consumed", "produce_eps", "consume_eps", "depth", "backlog",
+        "t_s", "offered_eps", "due", "produced", "consumed", "produce_eps", "consume_eps", "depth", "depth_detail", "backlog",
         "p50_ms", "p99_ms", "max_ms", "send_delay_p99_ms",
     )
     readonly_fields = fields

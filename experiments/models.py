@@ -137,6 +137,8 @@ class Sample(models.Model):
     max_ms = models.FloatField(null=True, blank=True)
     offered_eps = models.FloatField(null=True, blank=True)
     send_delay_p99_ms = models.FloatField(null=True, blank=True)
+    due = models.BigIntegerField(null=True, blank=True)  # events the schedule had made due by t_s
+    depth_detail = models.JSONField(null=True, blank=True)  # the backend's parts of depth, where it shows them
 
     class Meta:
         ordering = ["run", "t_s"]

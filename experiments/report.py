@@ -42,8 +42,9 @@ def _steady_lines(s: dict) -> list[str]:
     lines = [
         f"  offered rate           {s['rate_eps']:,.0f} events/s ({s['arrival']}) for {s['duration_window_s']} s "
         f"after a {s['warmup_s']} s warm-up",
-        f"  achieved               sent {s['send_eps']:,.0f}/s ({s['rate_error']:+.2%}), consumed {s['consume_eps']:,.0f}/s, "
-        f"kept up: {'yes' if s['kept_up'] else 'NO'}",
+        f"  achieved               sent {s['send_eps']:,.0f}/s ({s['rate_error']:+.2%} of the "
+        f"{s.get('offered_in_window', 0):,} events the window offered), consumed {s['consume_eps']:,.0f}/s, "
+        f"kept up: {'yes' if s['kept_up'] else 'NO'}, backlog at the window's end {s['backlog_at_window_end']:,}",
         f"  drain after sending    {s['drain_s']:.3f} s",
         _latency_line("latency from send", s.get("latency_from_send_ms")),
         _latency_line("send delay", s.get("send_delay_ms") if (s.get("send_delay_ms") or {}).get("p50") is not None else None),

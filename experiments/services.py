@@ -152,7 +152,8 @@ def sample_create(*, run: Run, sample: EngineSample) -> Sample:
         produce_eps=sample.produce_eps, consume_eps=sample.consume_eps, depth=sample.depth,
         backlog=sample.backlog, p50_ms=latency.get("p50"), p90_ms=latency.get("p90"),
         p99_ms=latency.get("p99"), p999_ms=latency.get("p999"), max_ms=latency.get("max"),
-        offered_eps=sample.offered_eps, send_delay_p99_ms=sample.send_delay_p99_ms,
+        offered_eps=sample.offered_eps, send_delay_p99_ms=sample.send_delay_p99_ms, due=sample.due,
+        depth_detail=sample.depth_detail,
     )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from queues.ledger import Ledger
 from queues.messages import PRODUCER, BatchReport, Done, Histograms, Message, Ready, WorkerFailed
 from queues.metrics import Sample, merge_encoded, new_histogram, percentiles_ms
+from queues.schedule import Schedule
 from queues.summary import SteadyCounts, offered_eps
 from queues.workload import WorkloadSpec
 
@@ -33,9 +34,12 @@ class Tally:
     poison: int = 0
     last_new_ns: int = 0  # when the last new (not duplicate) event was received
     last_progress: float = 0.0  # time.monotonic() of the last batch report
-    receipts: list[tuple[int, int]] = field(default_factory=list)  # (received_ns, events) per report, steady runs
+    receipts: list[tuple[int, int]] = field(default_factory=list)  # (received_ns, new events) per report, steady runs
     measured_sent: int = 0  # events of the measured window the producers sent
     last_send_ns: int = 0
+    last_window_send_ns: int = 0  # the producers' last send of an event of the measured window
+    window_received: int = 0  # deliveries of events of the measured window
+    last_window_receipt_ns: int = 0  # when the last of them arrived
 
 
 class Accounting:
@@ -48,6 +52,8 @@ class Accounting:
         self.totals = {name: new_histogram() for name in SUMMARY_HISTOGRAMS}
         self.interval = {name: new_histogram() for name in INTERVAL_HISTOGRAMS}
         self.samples: list[Sample] = []
+        # the steady run's schedules, for the events due at any time (the realised offer)
+        self.schedules = [Schedule(spec, p) for p in range(spec.producers)] if spec.steady else []
 
     def apply(self, message: Message) -> None:
         """Count what ``message`` reports. Messages about the workers' state (ready, failed)
@@ -60,15 +66,20 @@ class Accounting:
             case Done(role=role) if role == PRODUCER:
                 self.tally.measured_sent += message.measured_sent
                 self.tally.last_send_ns = max(self.tally.last_send_ns, message.last_send_ns)
+                self.tally.last_window_send_ns = max(self.tally.last_window_send_ns, message.last_window_send_ns)
             case Done() | Ready() | WorkerFailed():
                 pass  # nothing to count
 
     def _add_batch(self, report: BatchReport) -> None:
         indices = np.frombuffer(report.flat_indices, dtype=np.uint32)
-        if self.ledger.add_indices(indices, report.raw_sum, report.corrupt):
-            self.tally.last_new_ns = max(self.tally.last_new_ns, report.received_ns)
+        tally = self.tally
+        if new := self.ledger.add_indices(indices, report.raw_sum, report.corrupt):
+            tally.last_new_ns = max(tally.last_new_ns, report.received_ns)
         if self.spec.steady:
-            self.tally.receipts.append((report.received_ns, len(indices)))
+            tally.receipts.append((report.received_ns, new))
+            if report.window_events:
+                tally.window_received += report.window_events
+                tally.last_window_receipt_ns = max(tally.last_window_receipt_ns, report.received_ns)
         self.tally.poison += report.poison
         self.tally.last_progress = time.monotonic()
         if report.histograms:
@@ -81,12 +92,25 @@ class Accounting:
             if name in INTERVAL_HISTOGRAMS:
                 merge_encoded(self.interval[name], blob)
 
-    def take_sample(self, *, elapsed_s: float, produced: int, depth: int | None) -> Sample:
+    def due_by(self, elapsed_ns: int) -> int:
+        """Events the schedule has made due by ``elapsed_ns`` after the start (intended send
+        time at or before it); every event in a burst, which offers them all at once."""
+        if not self.schedules:
+            return self.spec.events
+        return sum(schedule.due(elapsed_ns) for schedule in self.schedules)
+
+    def take_sample(
+        self, *, elapsed_s: float, produced: int, depth: int | None, due: int | None = None,
+        depth_detail: dict[str, int | None] | None = None,
+    ) -> Sample:
         """Close the current interval at ``elapsed_s`` seconds into the run: a sample of the
-        rates and latency since the previous one. ``produced`` is the events sent so far."""
+        rates and latency since the previous one. ``produced`` is the events sent so far;
+        ``due`` the events due by then (``due_by``; computed from ``elapsed_s`` if not given)."""
         consumed = self.ledger.received
         previous = self.samples[-1] if self.samples else None
         span = elapsed_s - (previous.t_s if previous else 0.0)
+        if due is None:
+            due = self.due_by(int(elapsed_s * 1e9))
         sample = Sample(
             t_s=round(elapsed_s, 3),
             produced=produced,
@@ -95,7 +119,11 @@ class Accounting:
             produce_eps=round((produced - (previous.produced if previous else 0)) / span, 1) if span else 0.0,
             consume_eps=round((consumed - (previous.consumed if previous else 0)) / span, 1) if span else 0.0,
             depth=depth,
-            backlog=produced - consumed,
+            # an event can be received a little after the producer read a later clock than the
+            # runner: never below 0
+            backlog=max(0, due - self.ledger.unique),
+            due=due,
+            depth_detail=depth_detail,
             latency_ms=percentiles_ms(self._interval("e2e")),
             offered_eps=offered_eps(self.spec, elapsed_s - span, elapsed_s),
             send_delay_p99_ms=(percentiles_ms(self._interval("send_delay")) or {}).get("p99"),
@@ -112,9 +140,17 @@ class Accounting:
                 merged.add(self.interval[name])
         return merged
 
-    def steady_counts(self, *, t0_ns: int, window_ns: tuple[int, int]) -> SteadyCounts:
+    def steady_counts(self, *, t0_ns: int, window_ns: tuple[int, int], sent_total: int) -> SteadyCounts:
+        """The steady figures' inputs; ``sent_total`` is every event the producers sent."""
         tally = self.tally
+        begin_ns, end_ns = (t - t0_ns for t in window_ns)
+        due_at_end = self.due_by(end_ns - 1)  # the window is [begin, end) of intended times
         return SteadyCounts(
-            t0_ns=t0_ns, window_ns=window_ns, measured_sent=tally.measured_sent, last_send_ns=tally.last_send_ns,
-            last_new_ns=tally.last_new_ns, receipts=tally.receipts,
+            t0_ns=t0_ns, window_ns=window_ns, offered=due_at_end - self.due_by(begin_ns - 1),
+            due_at_window_end=due_at_end,
+            unique_by_window_end=sum(new for at, new in tally.receipts if at < window_ns[1]),
+            measured_sent=tally.measured_sent, last_window_send_ns=tally.last_window_send_ns,
+            window_received=tally.window_received, last_window_receipt_ns=tally.last_window_receipt_ns,
+            last_send_ns=tally.last_send_ns, last_new_ns=tally.last_new_ns,
+            sent_total=sent_total,
         )

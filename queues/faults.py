@@ -10,13 +10,17 @@ objects by ``build``.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from queues.accounting import Accounting
 from queues.backends import Backend
 from queues.errors import NotSupported
-from queues.messages import CONSUMER
+from queues.messages import CONSUMER, PRODUCER
 from queues.supervision import Supervisor
 
 
@@ -77,6 +81,46 @@ class KillConsumer:
             return
         run.supervisor.kill(victim)
         run.supervisor.spawn(CONSUMER, run.accounting.spec.consumers)  # the supervisor's replacement
+
+
+class PauseProducer:
+    """SIGSTOP producer ``index`` once ``after_events`` were received, SIGCONT it ``pause_s``
+    later: a producer that stalls (a GC pause, a descheduled VM) and then catches up. Its
+    schedule keeps running meanwhile, so the stall shows in the send delay and the samples'
+    send rate, and the summary must flag it."""
+
+    def __init__(self, *, pause_s: float = 1.0, after_events: int = 1, index: int = 0) -> None:
+        self.pause_s, self.after_events, self.index = pause_s, after_events, index
+        self.resume_at: float | None = None
+        self.pid: int | None = None
+        self.done = False
+
+    def check(self, backend: Backend) -> None:
+        if not backend.capabilities.processes:
+            raise NotSupported(f"{backend.name} runs its workers as threads, which cannot be stopped")
+
+    def before_start(self, run: RunHandle) -> None:
+        return None  # its moment is counted in events received
+
+    def poll(self, run: RunHandle) -> None:
+        if self.resume_at is not None and time.monotonic() >= self.resume_at:
+            self.resume()
+        if self.done or run.accounting.ledger.received < self.after_events:
+            return
+        self.done = True
+        producer = run.supervisor.find(PRODUCER, self.index)
+        if producer.pid is None or producer.dead():
+            return
+        self.pid = producer.pid
+        os.kill(self.pid, signal.SIGSTOP)
+        self.resume_at = time.monotonic() + self.pause_s
+
+    def resume(self) -> None:
+        """SIGCONT the paused producer (idempotent)."""
+        if self.pid is not None and self.resume_at is not None:
+            self.resume_at = None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGCONT)
 
 
 class SendPoison:

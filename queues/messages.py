@@ -35,7 +35,8 @@ class BatchReport:
     ``flat_indices`` is the ``uint32`` buffer of the events' flat ledger indices
     (``numpy.ndarray.tobytes``); ``received_ns`` is when the last of them arrived;
     ``histograms`` the consumer's latency histograms flushed with it, if due (see
-    ``Histograms``).
+    ``Histograms``); ``window_events`` how many of the events (deliveries) were intended for the
+    steady run's measured window (every one in a burst, whose window is the whole run).
     """
 
     index: int
@@ -45,6 +46,7 @@ class BatchReport:
     poison: int
     received_ns: int
     histograms: dict[str, bytes] | None = None
+    window_events: int = 0
 
     role = CONSUMER  # only consumers receive batches
 
@@ -62,14 +64,15 @@ class Histograms:
 class Done:
     """The worker finished and closed its producer or consumer.
 
-    A producer says how many events of the measured window it sent and when it sent its last
-    (``time.time_ns``); a consumer leaves both at 0.
+    A producer says how many events of the measured window it sent, when it sent its last event
+    and its last event of the measured window (``time.time_ns``); a consumer leaves them at 0.
     """
 
     role: str
     index: int
     measured_sent: int = 0
     last_send_ns: int = 0
+    last_window_send_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,12 +70,16 @@ class Sample:
     """One interval of a run, as stored and streamed.
 
     ``t_s`` is the end of the interval, in seconds since the producers started. Counts are
-    cumulative; rates are over the interval: ``offered_eps`` what the schedule asked for
-    (``None`` in a burst), ``produce_eps`` what the producers achieved, ``consume_eps`` what the
-    consumers took. ``depth`` is the backend's own figure (``None`` where it cannot tell);
-    ``backlog`` is produced minus consumed, from the counters: both are kept because they can
-    differ (messages in flight, acks pending). ``latency_ms`` covers the events received in
-    the interval, warm-up included; ``send_delay_p99_ms`` the producers' lateness.
+    cumulative; rates are over the interval: ``offered_eps`` the rate the schedule asked for
+    (``None`` in a burst), ``produce_eps`` what the producers sent, ``consume_eps`` what the
+    consumers received (deliveries). ``due`` is the events the schedule had made due by ``t_s``
+    (the realised schedule, every event in a burst); ``backlog`` is ``due`` minus the events
+    received (unique), so it counts events due but not yet sent as well as those in the queue,
+    and is never negative. ``depth`` is the backend's own count of messages not yet acked
+    (``None`` where it cannot tell) and ``depth_detail`` its parts where the backend shows
+    them (RabbitMQ's ready and unacked, a Redis stream's stored length), else ``None``.
+    ``latency_ms`` covers the events received in the interval, warm-up included;
+    ``send_delay_p99_ms`` the producers' lateness.
     """
 
     t_s: float
@@ -89,6 +93,8 @@ class Sample:
     latency_ms: dict[str, float] | None
     offered_eps: float | None = None
     send_delay_p99_ms: float | None = None
+    due: int | None = None
+    depth_detail: dict[str, int | None] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

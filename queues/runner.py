@@ -200,17 +200,25 @@ class Runner:
 
     def _take_sample(self) -> None:
         assert self.clock is not None
+        produced = sum(self.worker_ctx.sent)
+        # due on the producers' clock (time_ns), read after ``produced``: never fewer than were sent
+        due = self.accounting.due_by(time.time_ns() - self.clock.t0_ns)
+        detail = self._depth_detail()
         sample = self.accounting.take_sample(
-            elapsed_s=time.monotonic() - self.clock.t0, produced=sum(self.worker_ctx.sent), depth=self._depth()
+            elapsed_s=time.monotonic() - self.clock.t0, produced=produced, due=due,
+            depth=detail.get("total") if detail else None,
+            depth_detail=detail if detail and len(detail) > 1 else None,
         )
         if self.on_sample:
             self.on_sample(sample)
 
-    def _depth(self) -> int | None:
+    def _depth_detail(self) -> dict[str, int | None] | None:
+        """The backend's depth and its parts (``total`` is the depth), ``None`` where it cannot
+        tell or the reading failed."""
         if not self.backend.capabilities.depth:
             return None
         try:
-            return self.backend.depth(self.queue)
+            return self.backend.depth_detail(self.queue)
         except QueueError:
             return None
 
@@ -228,9 +236,11 @@ class Runner:
         )
         if self.spec.steady and clock is not None:
             summary.update(steady_figures(
-                spec=self.spec, counts=accounting.steady_counts(t0_ns=clock.t0_ns, window_ns=clock.window_ns),
-                samples=accounting.samples, latency=accounting.totals["e2e"],
-                send_delay=accounting.totals["send_delay"],
+                spec=self.spec, samples=accounting.samples, latency=accounting.totals["e2e"],
+                counts=accounting.steady_counts(
+                    t0_ns=clock.t0_ns, window_ns=clock.window_ns, sent_total=sum(self.worker_ctx.sent)
+                ),
+                send_delay=accounting.totals["send_delay"], publish=accounting.totals["publish"],
             ))
         env = environment.collect(backend_env)
         env["capabilities"] = self.backend.capabilities.as_dict()

@@ -174,16 +174,17 @@ class Backend:
 
     def depth(self, queue: str) -> int:
         """Messages in ``queue`` not yet acked: ready plus in flight, where the backend can see
-        in-flight messages (AMQP cannot: RabbitMQ's depth is its ready count, and
-        ``depth_detail`` shows the parts).
+        in-flight messages (AMQP cannot: RabbitMQ adds its unacked ones only where the
+        management API tells them, and ``depth_detail`` shows the parts).
 
         Raises ``NotSupported`` where it cannot be known; never guesses.
         """
         raise NotSupported(f"{self.name} cannot measure queue depth")
 
     def depth_detail(self, queue: str) -> dict[str, int | None]:
-        """The parts of ``depth`` shown apart (ready, in flight, ...); ``None`` for a part the
-        backend cannot see. By default just the total."""
+        """``total`` (the same as ``depth``) and the parts shown apart where the backend has
+        them (ready, unacked, stored, ...); ``None`` for a part the backend cannot see. By
+        default just the total. The runner samples this once an interval."""
         return {"total": self.depth(queue)}
 
     def dead_letters(self, queue: str) -> list[bytes]:

@@ -16,9 +16,10 @@ and flushing once is what an asynchronous client does and is what this backend d
   arrived, up to the asked size. Ack: ``basic_ack(last tag, multiple=True)`` when the batch is
   the oldest unacked deliveries (always, in the runner), else one ack per tag.
 - A killed consumer's TCP connection closes and the broker requeues its unacked messages.
-- ``depth`` is the queue's ready message count (``queue.declare`` passive). AMQP does not expose
-  messages delivered and unacked; ``depth_detail`` shows ready and unacked apart (the latter
-  through ``rabbitmqctl`` when the broker is local, else ``None``).
+- ``depth`` is the queue's ready messages (``queue.declare`` passive) plus its unacked ones where
+  the management API (option ``management_port``) tells them; AMQP does not. Without the API,
+  depth is the ready count and ``depth_detail``'s ``unacked`` is ``None``
+  (``rabbitmq_management``).
 - A lost connection fails the run (``BackendUnavailable``); heartbeats (10 s) and a deadline on
   every wait make sure nothing hangs.
 """
@@ -26,13 +27,10 @@ and flushing once is what an asynchronous client does and is what this backend d
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pika
 import pika.exceptions
@@ -40,6 +38,7 @@ import pika.spec
 
 from queues.backends._amqp import RPC_TIMEOUT_S, Link
 from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
+from queues.backends.rabbitmq_management import ManagementApi
 from queues.errors import OperationFailed
 from queues.options import Option
 
@@ -70,6 +69,9 @@ class RabbitMQBackend(Backend):
         Option("confirms", str, "off", "publisher confirms: wait for each message, or once per send call",
                choices=CONFIRMS),
         Option("persistent", bool, False, "persistent messages (delivery mode 2)"),
+        Option("management_port", int, 15672,
+               "port of the management API, asked for unacked messages (depth = ready + unacked); 0: never asked",
+               minimum=0, maximum=65_535),
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -78,6 +80,7 @@ class RabbitMQBackend(Backend):
         self.confirms = str(self.option_values["confirms"])
         self.prefetch = int(self.option_values["prefetch"])
         self.persistent = bool(self.option_values["persistent"])
+        self.management = ManagementApi(self.url, int(self.option_values["management_port"]))
         if self.persistent or self.queue_type == "quorum":
             self.capabilities = self.capabilities.extend(durable=True)
         self._link: Link | None = None
@@ -120,34 +123,19 @@ class RabbitMQBackend(Backend):
                 self._admin("queue_delete", f"delete queue {name} on", queue=name)
 
     def depth(self, queue: str) -> int:
-        """The queue's ready messages (exact). Messages delivered to consumers and not yet acked
-        are not visible over AMQP: see ``depth_detail``."""
-        return int(self._admin("queue_declare", "measure a queue on", queue=queue, passive=True).message_count)
+        """Ready plus unacked messages where the management API tells the unacked ones, else
+        the ready ones only (AMQP does not report messages delivered and unacked); see
+        ``depth_detail``."""
+        return int(self.depth_detail(queue)["total"] or 0)
 
     def depth_detail(self, queue: str) -> dict[str, int | None]:
-        """``ready`` (AMQP, exact), ``consumers``, and ``unacked`` from ``rabbitmqctl`` when the
-        broker runs on this machine (``None`` otherwise: AMQP does not report it)."""
+        """``ready`` and ``consumers`` (AMQP, exact), ``unacked`` from the management API
+        (``None`` where it is not enabled or not reachable), and ``total``: ready + unacked,
+        or ready alone when unacked is ``None``."""
         ok = self._admin("queue_declare", "measure a queue on", queue=queue, passive=True)
-        return {"ready": ok.message_count, "consumers": ok.consumer_count, "unacked": self._unacked(queue)}
-
-    def _unacked(self, queue: str) -> int | None:
-        ctl = shutil.which("rabbitmqctl")
-        parts = urlsplit(self.url)
-        if ctl is None or parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
-            return None
-        vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-        try:
-            out = subprocess.run(
-                [ctl, "-q", "list_queues", "-p", vhost, "name", "messages_unacknowledged"],
-                capture_output=True, text=True, timeout=15, check=True,
-            ).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-        for line in out.splitlines():
-            name, _, count = line.rpartition("\t")
-            if name == queue and count.isdigit():
-                return int(count)
-        return None
+        unacked = self.management.unacked(queue)
+        total = ok.message_count + (unacked or 0)
+        return {"total": total, "ready": ok.message_count, "unacked": unacked, "consumers": ok.consumer_count}
 
     def dead_letters(self, queue: str) -> list[bytes]:
         """The bodies in the dead-letter queue, taken off it (``basic_get`` with auto-ack).

@@ -12,8 +12,10 @@ Keys of queue ``q``: ``{q}:stream`` (entries with one field ``m``, the body) and
 - Dead consumers: every ``claim_interval_s`` (0.5 s) a consumer runs ``XAUTOCLAIM`` for entries
   pending longer than ``claim_idle_s`` (2 s) and takes them as its own. A consumer that holds a
   batch longer than that is presumed dead: duplicates, never losses.
-- Trimming: every ``trim_interval_s`` (1 s) a consumer trims (``XTRIM MINID ~``) the entries
-  older than the oldest one any group still needs, so a long run stays bounded.
+- Trimming: every ``trim_interval_s`` (1 s) a consumer trims (``XTRIM MINID ~ ... LIMIT 0``)
+  every entry older than the oldest one any group still needs (its oldest pending entry, from
+  the ``XPENDING`` summary), so the stream holds about what was not yet acked plus one
+  interval's worth, however fast the flow. ``depth_detail`` shows the stored length.
 - ``close`` puts the consumer's pending entries back at the end of the stream at once.
 - A lost connection fails the run (no automatic reconnect: see ``_redis``).
 """
@@ -102,6 +104,11 @@ class RedisStreamBackend(RedisBase):
         with self.converting("measure a queue on"):
             return int(self.script("stream_depth")(keys=[self.stream_key(queue)], args=["count"]))
 
+    def depth_detail(self, queue: str) -> dict[str, int | None]:
+        """``total`` (``depth``) and ``stream_length``, the entries stored (acked ones not yet
+        trimmed included): what the samples show to prove that trimming keeps up."""
+        return {"total": self.depth(queue), "stream_length": self.stream_length(queue)}
+
     def stream_length(self, queue: str) -> int:
         """Entries stored, acked or not (``XLEN``): shows that trimming keeps up."""
         with self.converting("measure a queue on"):
@@ -119,7 +126,7 @@ class RedisStreamBackend(RedisBase):
         return _StreamConsumer(self, queue, group)
 
     def environment(self) -> dict[str, Any]:
-        return {**super().environment(), "claim_idle_s": self.claim_idle_s, "trim": "XTRIM MINID ~ (acked entries)"}
+        return {**super().environment(), "claim_idle_s": self.claim_idle_s, "trim": "XTRIM MINID ~ LIMIT 0 (acked entries)"}
 
 
 class _StreamProducer(Producer):

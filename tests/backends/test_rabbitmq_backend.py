@@ -81,8 +81,9 @@ def test_depth_detail_shows_ready_and_unacked_apart(queue_of):
     held = receive_batches(consumer, 10)
     detail = backend.depth_detail(queue)
     assert detail["ready"] == 0 and detail["consumers"] == 1
-    assert detail["unacked"] in {10, None}  # None where rabbitmqctl cannot see the broker
-    assert backend.depth(queue) == 0  # ready messages only: in flight is invisible to AMQP
+    # None where the management API is not enabled (here); its figures lag by up to 5 s
+    assert detail["unacked"] is None or 0 <= detail["unacked"] <= 10
+    assert detail["total"] == backend.depth(queue) == detail["ready"] + (detail["unacked"] or 0)
     for batch in held:
         consumer.ack(batch)
     consumer.close()

@@ -155,6 +155,25 @@ def test_acked_stream_entries_are_trimmed(queue_of):
     assert backend.stream_length(queue) < 500  # approximate trimming keeps at most a node or so
 
 
+def test_one_trim_removes_every_acked_entry_however_many(queue_of):
+    # XTRIM MINID ~ without LIMIT 0 removes at most 10,000 entries a call: a consumer trimming
+    # once a second fell behind any flow faster than that
+    backend, queue = queue_of("redis-stream", trim_interval_s="3600")
+    producer = backend.producer(queue)
+    for start in range(0, 25_000, 5_000):
+        producer.send_batch(bodies(5_000, start))
+    producer.close()
+    consumer = backend.consumer(queue)
+    for batch in receive_batches(consumer, 25_000, max_messages=1000):
+        consumer.ack(batch)
+    assert backend.stream_length(queue) == 25_000  # nothing trimmed yet: the interval is an hour
+    consumer.next_trim = 0.0  # the interval is up: the next call trims, once
+    consumer.receive_batch(10, 0.01)
+    detail = backend.depth_detail(queue)
+    consumer.close()
+    assert detail["total"] == 0 and detail["stream_length"] < 500  # '~' keeps at most a node or so
+
+
 @pytest.mark.parametrize("alias", ["redis-list", "redis-stream"])
 def test_a_receive_in_flight_when_the_connection_dies_raises(alias, queue_of):
     backend, queue = queue_of(alias)

@@ -66,9 +66,39 @@ def test_samples_give_interval_rates_and_reset_the_interval():
     first = acc.take_sample(elapsed_s=0.5, produced=60, depth=7)
     acc.apply(BatchReport(0, flat(*range(50, 100)), sum(range(51, 101)), 0, 0, 20))
     second = acc.take_sample(elapsed_s=1.0, produced=100, depth=0)
-    assert (first.produce_eps, first.consume_eps, first.backlog, first.depth) == (120.0, 100.0, 10, 7)
-    assert (second.produce_eps, second.consume_eps, second.backlog) == (80.0, 100.0, 0)
+    # backlog: events due by the schedule (one every 10 ms, from 0) minus events received
+    assert (first.produce_eps, first.consume_eps, first.due, first.backlog, first.depth) == (120.0, 100.0, 51, 1, 7)
+    assert (second.produce_eps, second.consume_eps, second.due, second.backlog) == (80.0, 100.0, 101, 1)
     assert first.offered_eps == second.offered_eps == 100.0
     assert first.latency_ms is not None and second.latency_ms is None  # nothing recorded since
     assert acc.samples == [first, second]
     assert acc.tally.receipts == [(10, 50), (20, 50)]
+
+
+def test_the_backlog_is_never_negative_and_counts_duplicates_once():
+    acc = Accounting(WorkloadSpec(rate_eps=100, duration_s=2, warmup_s=0))
+    acc.apply(BatchReport(0, flat(*range(5)), 15, 0, 0, 10))
+    acc.apply(BatchReport(0, flat(*range(5)), 15, 0, 0, 11))  # redelivered
+    # received a little before the runner's clock says they were due (another clock): 0, not -1
+    assert acc.take_sample(elapsed_s=0.03, produced=5, depth=None, due=4).backlog == 0
+    assert acc.take_sample(elapsed_s=0.1, produced=5, depth=None).backlog == 11 - 5
+    assert acc.tally.receipts == [(10, 5), (11, 0)]
+
+
+def test_a_burst_offers_every_event_at_once():
+    acc = Accounting(WorkloadSpec(events=10))
+    acc.apply(BatchReport(0, flat(0, 1, 2), 6, 0, 0, 10))
+    assert acc.due_by(0) == 10 and acc.take_sample(elapsed_s=0.1, produced=10, depth=0).backlog == 7
+
+
+def test_steady_counts_take_the_offer_from_the_realised_schedule_and_the_window_tallies():
+    spec = WorkloadSpec(rate_eps=100, duration_s=2, warmup_s=1)  # events every 10 ms, window [1 s, 3 s)
+    acc = Accounting(spec)
+    acc.apply(BatchReport(0, flat(*range(100)), 0, 0, 0, int(0.99e9), None, 0))
+    acc.apply(BatchReport(0, flat(*range(100, 250)), 0, 0, 0, int(2.5e9), None, 150))
+    acc.apply(BatchReport(0, flat(*range(250, 300)), 0, 0, 0, int(3.05e9), None, 50))
+    acc.apply(Done("producer", 0, 200, int(3.0e9), int(2.995e9)))
+    counts = acc.steady_counts(t0_ns=0, window_ns=(10**9, 3 * 10**9), sent_total=300)
+    assert (counts.offered, counts.due_at_window_end, counts.unique_by_window_end) == (200, 300, 250)
+    assert (counts.window_received, counts.last_window_receipt_ns) == (200, int(3.05e9))
+    assert (counts.measured_sent, counts.last_window_send_ns, counts.sent_total) == (200, int(2.995e9), 300)

@@ -1,6 +1,8 @@
 -- Trim what every group has acked: entries older than the oldest entry any group still needs
 -- (its oldest pending entry, or its last delivered one when nothing is pending). Approximate
 -- trimming ('~') frees whole radix-tree nodes and is much cheaper than exact trimming.
+-- LIMIT 0: without it '~' removes at most 100 nodes' worth (10,000 entries by default) a call,
+-- which left a 20k events/s stream growing by half of what it received.
 -- KEYS: stream
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
@@ -29,4 +31,4 @@ end
 if floor == nil then
   return 0
 end
-return redis.call('XTRIM', KEYS[1], 'MINID', '~', floor)
+return redis.call('XTRIM', KEYS[1], 'MINID', '~', floor, 'LIMIT', 0)
