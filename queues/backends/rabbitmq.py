@@ -39,7 +39,7 @@ import pika.exceptions
 import pika.spec
 
 from queues.backends._amqp import RPC_TIMEOUT_S, Link
-from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
+from queues.backends.base import CONNECT_TIMEOUT, Backend, Batch, Capabilities, Consumer, Producer, log_nacked
 from queues.errors import OperationFailed
 from queues.options import Option
 
@@ -59,6 +59,7 @@ class RabbitMQBackend(Backend):
     capabilities = Capabilities(durable=False, native_batch=False, push=True)
     url_setting = "IMQ_AMQP_URL"
     default_url = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    url_schemes = ("amqp", "amqps")
     unavailable_errors = (pika.exceptions.AMQPConnectionError, OSError)
     # a channel closed by the broker (a missing queue, a precondition) on a live connection
     failed_errors = (pika.exceptions.AMQPError,)
@@ -70,6 +71,7 @@ class RabbitMQBackend(Backend):
         Option("confirms", str, "off", "publisher confirms: wait for each message, or once per send call",
                choices=CONFIRMS),
         Option("persistent", bool, False, "persistent messages (delivery mode 2)"),
+        CONNECT_TIMEOUT,
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -87,7 +89,7 @@ class RabbitMQBackend(Backend):
 
     def connect(self) -> None:
         if self._link is None:
-            self._link = Link(self, "admin")
+            self._link = Link(self, "control")
 
     def close(self) -> None:
         if self._link is not None:
