@@ -87,6 +87,10 @@ class Link:
 
     def _on_failure(self, _conn: Any, reason: BaseException | str) -> None:
         # the connection's own callbacks: whatever the reason, the server is out of reach
+        if isinstance(reason, pika.exceptions.ConnectionOpenAborted) and not self.opened:
+            # pika's stack_timeout aborted the opening: the server took TCP and said nothing
+            # (pika's own text is a paragraph about connector states)
+            reason = TimeoutError(f"no answer within {self.connect_timeout_s:g} s")
         self.error = reason if isinstance(reason, BaseException) else pika.exceptions.AMQPConnectionError(str(reason))
         self.ioloop.stop()
 

@@ -314,7 +314,7 @@ class Backend:
     def malformed_url(self, exc: BaseException) -> BackendUnavailable:
         """The one-line error for a URL the driver cannot read. Raise it ``from exc``."""
         where = f"; set {self.url_setting} to a URL like {redact_url(self.default_url)}" if self.url_setting else ""
-        return BackendUnavailable(f"{self.name}: malformed URL {self.describe_url()} ({first_line(exc)}){where}")
+        return BackendUnavailable(f"{self.name}: malformed URL {self.describe_url()} ({self._cause(exc)}){where}")
 
     @contextmanager
     def deleting(self, queue: str) -> Iterator[None]:
@@ -344,7 +344,13 @@ class Backend:
     def error_message(self, exc: BaseException, doing: str) -> str:
         """``<backend>: cannot <doing> <URL, password hidden> (<cause's first line>)``: the one
         format of every converted error."""
-        return f"{self.name}: cannot {doing} {self.describe_url()} ({first_line(exc)})"
+        return f"{self.name}: cannot {doing} {self.describe_url()} ({self._cause(exc)})"
+
+    def _cause(self, exc: BaseException) -> str:
+        """The first line of ``exc``, with the URL hidden as in ``describe_url`` where the driver
+        quotes it (libpq quotes a URL it cannot parse, password and all)."""
+        cause = first_line(exc)
+        return cause.replace(self.url, self.describe_url()) if self.url else cause
 
 
 def first_line(exc: BaseException) -> str:
@@ -362,7 +368,7 @@ def redact_url(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
-        return "(a malformed URL, not shown)"
+        return "(not shown: it may hold a password)"
     if parts.password is None:
         return url
     netloc = parts.netloc.rsplit("@", 1)[1]
