@@ -6,7 +6,10 @@ and a prefix nothing else uses), so ``delete`` can find and remove exactly what 
 Connection policy: no automatic retry. redis-py would resend a command after a broken
 connection, and a resent push duplicates messages while a resent take script moves a second
 batch whose reply nobody reads. A lost connection is therefore raised as ``BackendUnavailable``
-and the runner fails the run, keeping what was counted. Socket timeouts bound every call.
+and the runner fails the run, keeping what was counted. Socket timeouts bound every call, and
+the handshake of every connection is bounded by ``connect_timeout_s``. The exception is the
+runner's control connection, whose operations are idempotent (depth, delete): the runner
+retries them on a new connection (``Backend.reconnecting``).
 """
 
 from __future__ import annotations

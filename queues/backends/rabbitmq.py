@@ -19,8 +19,9 @@ and flushing once is what an asynchronous client does and is what this backend d
 - ``depth`` is the queue's ready message count (``queue.declare`` passive). AMQP does not expose
   messages delivered and unacked; ``depth_detail`` shows ready and unacked apart (the latter
   through ``rabbitmqctl`` when the broker is local, else ``None``).
-- A lost connection fails the run (``BackendUnavailable``); heartbeats (10 s) and a deadline on
-  every wait make sure nothing hangs.
+- A worker's lost connection fails the run (``BackendUnavailable``); the runner's control
+  connection is replaced (``Backend.reconnecting``). Heartbeats (10 s), ``connect_timeout_s``
+  on the opening and a deadline on every wait make sure nothing hangs.
 """
 
 from __future__ import annotations
