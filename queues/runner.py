@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 STALL_LIMIT_S = 60.0  # no event sent or received for this long: the run fails instead of hanging
 POLL_S = 0.005
+#: Deleting the run's queue at the end: tries on a new control connection when the last one was
+#: lost, this far apart (a broker restart takes seconds; the run must still end soon).
+DELETE_ATTEMPTS, DELETE_PAUSE_S = 3, 1.0
 
 
 @dataclass
@@ -119,14 +122,17 @@ class Runner:
     def run(self) -> RunResult:
         """Run to the end. Raises ``BackendUnavailable`` only before anything was sent (the
         server is unreachable); every later failure is returned as a failed result."""
-        self.backend.connect()
+        backend = self.backend
+        backend.connect()
         try:
-            self.backend.declare(self.queue)
-            self.backend.purge(self.queue)
-            backend_env = self.backend.environment()
+            backend.reconnecting(backend.declare, self.queue)
+            backend.reconnecting(backend.purge, self.queue)
+            backend_env = backend.reconnecting(backend.environment)
             status, error = self._run_workers()
         finally:
-            self._cleanup()
+            left = self._cleanup()
+        if left and status == SUCCEEDED:
+            status, error = FAILED, left  # every count is kept; the queue waits for `cleanup`
         return self._result(status, error, backend_env)
 
     def _run_workers(self) -> tuple[str, str | None]:
@@ -187,14 +193,19 @@ class Runner:
             if producers_done and now - self.accounting.tally.last_progress > self.spec.idle_timeout_s:
                 return SUCCEEDED, None  # finished; the ledger's verdict says what was lost
 
-    def _cleanup(self) -> None:
+    def _cleanup(self) -> str | None:
+        """Delete the run's queue, on a new control connection if the last one was lost;
+        return the one-line error when it could not be deleted, else ``None``."""
+        backend = self.backend
         try:
-            self.backend.delete(self.queue)
+            backend.reconnecting(backend.delete, self.queue, attempts=DELETE_ATTEMPTS, pause_s=DELETE_PAUSE_S)
         except QueueError as exc:
-            # the run's result says more; the queue left behind is named here
-            log.error("could not delete the run's queue %r on %s: %s", self.queue, self.backend.name, exc)
+            # the queue left behind is named here; `manage.py cleanup` removes it later
+            log.error("could not delete the run's queue %r on %s: %s", self.queue, backend.name, exc)
+            return f"{exc}; the run's queue {self.queue} is left for `manage.py cleanup`"
         finally:
-            self.backend.close()
+            backend.close()
+        return None
 
     # -- figures ---------------------------------------------------------------------------
 
@@ -217,8 +228,8 @@ class Runner:
         tell or the reading failed."""
         if not self.backend.capabilities.depth:
             return None
-        try:
-            return self.backend.depth_detail(self.queue)
+        try:  # a lost control connection is replaced at once; if that fails too, the next sample tries again
+            return self.backend.reconnecting(self.backend.depth_detail, self.queue)
         except QueueError:
             return None
 

@@ -20,18 +20,21 @@ import pika.exceptions
 from queues.backends.base import Backend
 from queues.errors import BackendUnavailable, QueueError
 
-CONNECT_TIMEOUT_S = 5.0
 RPC_TIMEOUT_S = 30.0
 HEARTBEAT_S = 10
 #: How often a flush looks at the write buffer while the socket is full.
 FLUSH_RECHECK_S = 0.0002
+#: Beyond ``connect_timeout_s``, how long the opening waits before giving up on pika's own
+#: timers (``stack_timeout`` ends the connection first; this only guards against a timer
+#: that never fires).
+OPEN_MARGIN_S = 0.5
 
 
-def connection_parameters(url: str, name: str) -> pika.URLParameters:
+def connection_parameters(url: str, name: str, connect_timeout_s: float) -> pika.URLParameters:
     params = pika.URLParameters(url)
     params.connection_attempts = 1
-    params.socket_timeout = CONNECT_TIMEOUT_S
-    params.stack_timeout = CONNECT_TIMEOUT_S
+    params.socket_timeout = connect_timeout_s  # the TCP connect
+    params.stack_timeout = connect_timeout_s  # TCP connect, protocol header and AMQP handshake in all
     params.heartbeat = HEARTBEAT_S  # a silent peer is detected within 2 heartbeats
     params.blocked_connection_timeout = RPC_TIMEOUT_S
     params.client_properties = {"connection_name": name}
@@ -47,8 +50,9 @@ class Link:
         self.closed = False
         self._waiting: Callable[[], bool] | None = None
         self.opened = False
-        with backend.converting("connect to", unavailable=(ValueError, TypeError)):  # a bad URL
-            params = connection_parameters(backend.url, f"imq:{backend.namespace}:{role}")
+        self.connect_timeout_s = backend.connect_timeout_s
+        with backend.parsing_url():
+            params = connection_parameters(backend.url, f"imq:{backend.namespace}:{role}", self.connect_timeout_s)
         self.conn = pika.SelectConnection(
             params,
             on_open_callback=self._on_open,
@@ -64,7 +68,9 @@ class Link:
 
     def _wait_open(self, done: Callable[[], bool], doing: str) -> None:
         try:
-            self.wait(done, CONNECT_TIMEOUT_S + 1, doing)
+            if not self.wait(done, self.connect_timeout_s + OPEN_MARGIN_S, doing):
+                silent = TimeoutError(f"no answer within {self.connect_timeout_s:g} s")
+                raise self.backend.unavailable(silent, doing) from silent
         except BackendUnavailable:
             self.abort()
             raise
@@ -81,6 +87,10 @@ class Link:
 
     def _on_failure(self, _conn: Any, reason: BaseException | str) -> None:
         # the connection's own callbacks: whatever the reason, the server is out of reach
+        if isinstance(reason, pika.exceptions.ConnectionOpenAborted) and not self.opened:
+            # pika's stack_timeout aborted the opening: the server took TCP and said nothing
+            # (pika's own text is a paragraph about connector states)
+            reason = TimeoutError(f"no answer within {self.connect_timeout_s:g} s")
         self.error = reason if isinstance(reason, BaseException) else pika.exceptions.AMQPConnectionError(str(reason))
         self.ioloop.stop()
 
@@ -131,6 +141,9 @@ class Link:
             replies.append(frame)
             self.wake()
 
+        # a connection the broker closed since the last wait is BackendUnavailable (the control
+        # connection then reconnects), not pika's "channel is closed"
+        self.raise_if_failed(doing)
         with self.backend.converting(doing):  # pika raises at once on a channel already closed
             method(*args, callback=on_reply, **kwargs)
         if not self.wait(lambda: bool(replies), RPC_TIMEOUT_S, doing):
@@ -180,7 +193,7 @@ class Link:
         try:
             if self.error is None and self.conn.is_open:
                 self.conn.close()
-                self.wait(lambda: self.conn.is_closed, CONNECT_TIMEOUT_S, "close")
+                self.wait(lambda: self.conn.is_closed, self.connect_timeout_s, "close")
         except QueueError:
             pass  # the close callback records ConnectionClosedByClient; nothing to report
         finally:

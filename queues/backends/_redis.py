@@ -6,7 +6,10 @@ and a prefix nothing else uses), so ``delete`` can find and remove exactly what 
 Connection policy: no automatic retry. redis-py would resend a command after a broken
 connection, and a resent push duplicates messages while a resent take script moves a second
 batch whose reply nobody reads. A lost connection is therefore raised as ``BackendUnavailable``
-and the runner fails the run, keeping what was counted. Socket timeouts bound every call.
+and the runner fails the run, keeping what was counted. Socket timeouts bound every call, and
+the handshake of every connection is bounded by ``connect_timeout_s``. The exception is the
+runner's control connection, whose operations are idempotent (depth, delete): the runner
+retries them on a new connection (``Backend.reconnecting``).
 """
 
 from __future__ import annotations
@@ -19,9 +22,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from queues.backends.base import Backend, Consumer
+from queues.backends.base import CONNECT_TIMEOUT, Backend, Consumer
 
-CONNECT_TIMEOUT_S = 3.0
 #: Longest a reply may take beyond a blocking command's own timeout.
 SOCKET_TIMEOUT_S = 10.0
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
@@ -46,12 +48,14 @@ class RedisBase(Backend):
 
     url_setting = "IMQ_REDIS_URL"
     default_url = "redis://127.0.0.1:6379/0"
+    url_schemes = ("redis", "rediss", "unix")
     # the connection failed or a reply did not come in time; any other error is the server's
     # answer (a script error, a wrong type) and fails only the operation
     unavailable_errors = (redis.ConnectionError, redis.TimeoutError)
     failed_errors = (redis.RedisError,)
     #: Lua scripts this backend registers, by file name.
     scripts: tuple[str, ...] = ()
+    options = (CONNECT_TIMEOUT,)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -64,25 +68,37 @@ class RedisBase(Backend):
     def new_client(self, role: str) -> redis.Redis:
         """A client of its own, named ``imq:<namespace>:<role>`` so that an operator (or a test)
         can find this run's connections in ``CLIENT LIST`` and kill only them."""
-        with self.converting("connect to", unavailable=(redis.RedisError, ValueError, OSError)):  # a bad URL too
+        with self.parsing_url():
             client = redis.Redis.from_url(
                 self.url,
-                socket_connect_timeout=CONNECT_TIMEOUT_S,
+                socket_connect_timeout=self.connect_timeout_s,
                 socket_timeout=SOCKET_TIMEOUT_S,
                 retry=Retry(NoBackoff(), 0),
                 client_name=f"imq:{self.namespace}:{role}",
+                redis_connect_func=self._handshake,
             )
+        with self.converting("connect to", unavailable=(redis.RedisError, OSError)):  # refused credentials too
             client.ping()
         return client
 
+    def _handshake(self, connection: Any) -> None:
+        """redis-py's handshake (``CLIENT SETNAME``, ``AUTH``, ``SELECT``) under
+        ``connect_timeout_s`` rather than the socket timeout of the run's commands: a server
+        that accepts TCP and never answers is reported within the connect timeout. Runs on
+        every (re)connection of the client's pool."""
+        connection.update_current_socket_timeout(self.connect_timeout_s)
+        connection.on_connect()
+        connection.update_current_socket_timeout(-1)  # -1: back to the connection's socket_timeout
+
     def connect(self) -> None:
         if self._client is None:
-            self._client = self.new_client("admin")
+            self._client = self.new_client("control")
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+            self._scripts = {}  # bound to that client: a reconnect registers them on the next
 
     @property
     def client(self) -> redis.Redis:

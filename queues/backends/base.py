@@ -14,15 +14,28 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from queues.errors import BackendUnavailable, NotSupported, OperationFailed, QueueError
 from queues.options import Option, OptionValue, options_resolve
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: The option of every server backend: how long to wait for a server to accept a connection
+#: and answer its first command (the handshake). A server that accepts TCP and then says
+#: nothing is reported after this, not after a driver's default of 10-30 s.
+CONNECT_TIMEOUT = Option(
+    "connect_timeout_s", float, 3.0,
+    "longest wait for the server to accept a connection and answer its handshake",
+    minimum=0.1, maximum=600, unit="s",
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,12 @@ class Capabilities:
 
     def as_dict(self) -> dict[str, bool]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def guarantee(self) -> str:
+        """The delivery guarantee in words: ``at-least-once`` when messages are acked and a dead
+        consumer's come back, else ``at-most-once`` (a message can be lost, never doubled by
+        the backend)."""
+        return "at-least-once" if self.acks and self.redelivers_on_crash else "at-most-once"
 
 
 @dataclass(slots=True)
@@ -140,6 +159,9 @@ class Backend:
     failed_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     #: The options ``--option NAME=VALUE`` may set; a subclass extends its parent's tuple.
     options: ClassVar[tuple[Option, ...]] = ()
+    #: The URL schemes the backend's driver understands (checked in ``parsing_url``); empty:
+    #: the driver's own parser decides (libpq also takes ``key=value`` strings).
+    url_schemes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, url: str = "", namespace: str = "imq", **options: Any) -> None:
         """Raises ``InvalidSpec`` for an option the class does not declare or a value it does
@@ -149,14 +171,45 @@ class Backend:
         #: Every declared option's value, defaults filled in (what the run records).
         self.option_values: dict[str, OptionValue] = options_resolve(type(self).options, options, owner=self.name)
 
+    @property
+    def connect_timeout_s(self) -> float:
+        """The ``connect_timeout_s`` option (``CONNECT_TIMEOUT``), which every server backend
+        declares: how long a connection and its handshake may take."""
+        return float(self.option_values["connect_timeout_s"])
+
     def connect(self) -> None:
-        """Open the administrative connection. Idempotent.
+        """Open the control connection: the runner's own, which declares, purges, measures
+        depth and deletes (workers have connections of their own). Idempotent.
 
         Raises ``BackendUnavailable`` naming the URL (password hidden) and ``url_setting``.
         """
 
     def close(self) -> None:
-        """Close the administrative connection. Idempotent."""
+        """Close the control connection. Idempotent, and quiet on a connection already lost
+        (``reconnecting`` closes a dead one before opening the next)."""
+
+    def reconnecting(self, operation: Callable[..., T], *args: Any, attempts: int = 2, pause_s: float = 0.0,
+                     **kwargs: Any) -> T:
+        """``operation(*args, **kwargs)``: a control operation of this backend (``declare``,
+        ``purge``, ``delete``, ``depth``, ``environment``: idempotent), tried up to ``attempts``
+        times. When the control connection turns out lost (``BackendUnavailable``: a broker
+        restart, a network blip, a server that ended the session), it is closed and the next
+        attempt, ``pause_s`` later, opens a new one: one dropped connection costs the runner
+        one round trip, never the run. ``OperationFailed`` (the server answered no) is raised
+        at once, since asking again will not help.
+
+        Raises the last ``BackendUnavailable`` when every attempt failed; the connection is
+        closed then too, so a later call starts on a new one."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return operation(*args, **kwargs)
+            except BackendUnavailable as exc:
+                self.close()
+                if attempt >= attempts:
+                    raise
+                log.info("%s: the control connection was lost (%s); reconnecting", self.name, exc)
+                time.sleep(pause_s)
+        raise ValueError(f"attempts must be at least 1, got {attempts}")
 
     def declare(self, queue: str) -> None:
         """Create ``queue`` if it does not exist. Idempotent."""
@@ -242,6 +295,29 @@ class Backend:
             raise self.converted(exc, doing) from exc
 
     @contextmanager
+    def parsing_url(self) -> Iterator[None]:
+        """Around reading ``self.url`` into a driver's parameters (no I/O): a URL with another
+        scheme than ``url_schemes``, or anything the driver's parser raises (pika an
+        ``IndexError`` on ``nonsense``, psycopg a ``ProgrammingError``, ``urlsplit`` a
+        ``ValueError`` on a bad port), becomes one ``BackendUnavailable`` line naming the setting
+        and the shape of a good URL. Any exception counts: the block only parses."""
+        try:
+            if self.url_schemes:
+                scheme = urlsplit(self.url).scheme
+                if scheme not in self.url_schemes:
+                    raise ValueError(f"the scheme must be one of {', '.join(self.url_schemes)}, not {scheme!r}")
+            yield
+        except QueueError:
+            raise
+        except Exception as exc:
+            raise self.malformed_url(exc) from exc
+
+    def malformed_url(self, exc: BaseException) -> BackendUnavailable:
+        """The one-line error for a URL the driver cannot read. Raise it ``from exc``."""
+        where = f"; set {self.url_setting} to a URL like {redact_url(self.default_url)}" if self.url_setting else ""
+        return BackendUnavailable(f"{self.name}: malformed URL {self.describe_url()} ({self._cause(exc)}){where}")
+
+    @contextmanager
     def deleting(self, queue: str) -> Iterator[None]:
         """``converting`` for ``delete``, logging a failure at WARNING: the queue left behind
         on the server is named in the log (the run's own error may say nothing of it)."""
@@ -269,18 +345,31 @@ class Backend:
     def error_message(self, exc: BaseException, doing: str) -> str:
         """``<backend>: cannot <doing> <URL, password hidden> (<cause's first line>)``: the one
         format of every converted error."""
-        # pika's connection errors have an empty str() and say everything in their repr()
-        text = str(exc).strip() or repr(exc).strip()
-        cause = text.splitlines()[0] if text else type(exc).__name__
-        return f"{self.name}: cannot {doing} {self.describe_url()} ({cause})"
+        return f"{self.name}: cannot {doing} {self.describe_url()} ({self._cause(exc)})"
+
+    def _cause(self, exc: BaseException) -> str:
+        """The first line of ``exc``, with the URL hidden as in ``describe_url`` where the driver
+        quotes it (libpq quotes a URL it cannot parse, password and all)."""
+        cause = first_line(exc)
+        return cause.replace(self.url, self.describe_url()) if self.url else cause
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of what ``exc`` says, for a one-line message."""
+    # pika's connection errors have an empty str() and say everything in their repr()
+    text = str(exc).strip() or repr(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
 
 def redact_url(url: str) -> str:
-    """``scheme://user:***@host/path``: a URL safe to print."""
-    from urllib.parse import urlsplit, urlunsplit
-
+    """``scheme://user:***@host/path``: a URL safe to print (one ``urlsplit`` cannot read is
+    not shown at all: it might hold a password)."""
     if not url:
         return "(no URL)"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(not shown: it may hold a password)"
     if parts.password is None:
         return url
     netloc = parts.netloc.rsplit("@", 1)[1]

@@ -39,7 +39,7 @@ import pymysql
 from pymysql.constants import CLIENT
 
 from queues.backends import sqlfiles
-from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
+from queues.backends.base import CONNECT_TIMEOUT, Backend, Batch, Capabilities, Consumer, Producer, log_nacked
 from queues.backends.polling import POLL_OPTIONS, Poller, receive_when_due
 from queues.errors import OperationFailed
 from queues.events import PackedMessages
@@ -48,7 +48,6 @@ from queues.options import Option
 log = logging.getLogger(__name__)
 
 QUERIES = sqlfiles.queries("mysql")
-SCHEMES = ("mysql", "mariadb", "mysql+pymysql")
 #: Keeps one INSERT well under the server's max_allowed_packet (16 MiB by default).
 MAX_INSERT_CHARS = 4 * 1024 * 1024
 PURGE_CHUNK = 10_000
@@ -90,12 +89,14 @@ class MySQLBackend(Backend):
     capabilities = Capabilities(native_batch=True)
     url_setting = "IMQ_MYSQL_URL"
     default_url = "mysql://root@127.0.0.1:3306/test"
+    url_schemes = ("mysql", "mariadb", "mysql+pymysql")
     # lost, killed, timed out (PyMySQL raises socket errors as they are in some paths)
     unavailable_errors = (pymysql.OperationalError, pymysql.InterfaceError, OSError)
     failed_errors = (pymysql.MySQLError,)
     options = (
         *POLL_OPTIONS,
         Option("timeout_s", float, 30.0, "socket read and write timeouts", minimum=0.1, maximum=86_400, unit="s"),
+        CONNECT_TIMEOUT,
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -112,29 +113,39 @@ class MySQLBackend(Backend):
         return {"_admin": None}  # a forked worker must never use the runner's socket
 
     def _connect(self, *, autocommit: bool) -> pymysql.connections.Connection:
-        """A new connection with our session settings and timeouts. Raises ``BackendUnavailable``."""
-        parts = urlsplit(self.url)
-        with self.converting("connect to", unavailable=(pymysql.MySQLError, ValueError)):  # a bad URL too
-            if parts.scheme not in SCHEMES:
-                raise ValueError(f"URL scheme must be one of {', '.join(SCHEMES)}")
-            return pymysql.connect(
-                host=parts.hostname or "127.0.0.1",
-                port=parts.port or 3306,
-                user=unquote(parts.username or "root"),
-                password=unquote(parts.password or ""),
-                database=unquote(parts.path.lstrip("/")) or "test",
-                connect_timeout=5,
-                read_timeout=self.timeout_s,
-                write_timeout=self.timeout_s,
+        """A new connection with our session settings and timeouts. Raises ``BackendUnavailable``.
+
+        The handshake (the server's greeting, authentication, the session settings) must come
+        within ``connect_timeout_s``: PyMySQL reads it under the read timeout, so the
+        connection starts with that one and takes ``timeout_s`` for the run's statements once
+        it is open."""
+        with self.parsing_url():
+            parts = urlsplit(self.url)
+            where = {
+                "host": parts.hostname or "127.0.0.1",
+                "port": parts.port or 3306,
+                "user": unquote(parts.username or "root"),
+                "password": unquote(parts.password or ""),
+                "database": unquote(parts.path.lstrip("/")) or "test",
+            }
+        handshake_s = self.connect_timeout_s
+        with self.converting("connect to", unavailable=(pymysql.MySQLError,)):  # refused credentials too
+            conn = pymysql.connect(
+                **where,
+                connect_timeout=handshake_s,
+                read_timeout=handshake_s,
+                write_timeout=handshake_s,
                 autocommit=autocommit,
                 client_flag=CLIENT.MULTI_STATEMENTS,  # settle + COMMIT in one round trip
                 init_command=QUERIES["session"],
             )
+        # PyMySQL sets the socket's timeout from these two before each read and write (2.x has
+        # no public setter): from here on a statement may take timeout_s
+        conn._read_timeout = conn._write_timeout = self.timeout_s
+        return conn
 
     def connect(self) -> None:
-        if self._admin is None or not self._admin.open:
-            if self._admin is not None:
-                log.info("%s: the administrative connection was closed; reconnecting", self.name)
+        if self._admin is None or not self._admin.open:  # closed: see ``Backend.reconnecting``
             self._admin = self._connect(autocommit=True)
 
     def close(self) -> None:
@@ -143,7 +154,7 @@ class MySQLBackend(Backend):
             admin.close()
 
     def _fetch(self, sql: str, args: Any = None, doing: str = "run a query on") -> tuple:
-        """All rows of one statement on the administrative connection."""
+        """All rows of one statement on the control connection."""
         self.connect()
         assert self._admin is not None
         with self.converting(doing), self._admin.cursor() as cur:

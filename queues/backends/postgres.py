@@ -50,9 +50,11 @@ TCP user and statement timeouts, so a server lost mid-run makes a worker raise i
 from __future__ import annotations
 
 import logging
+import math
 import struct
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -62,7 +64,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 
 from queues.backends import sqlfiles
-from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
+from queues.backends.base import CONNECT_TIMEOUT, Backend, Batch, Capabilities, Consumer, Producer, log_nacked
 from queues.backends.polling import POLL_OPTIONS, Poller, receive_when_due
 from queues.events import PackedMessages
 from queues.options import Option
@@ -71,9 +73,9 @@ log = logging.getLogger(__name__)
 
 QUERIES = sqlfiles.queries("postgres")
 INSERT_METHODS = ("copy", "unnest", "executemany")
-#: Connection defaults a URL may override: fail fast, notice a dead peer within ~15 s.
+#: Connection defaults a URL may override: notice a dead peer within ~15 s. (The connect
+#: timeout is the option ``connect_timeout_s``.)
 CONNECTION_DEFAULTS = {
-    "connect_timeout": 5,
     "keepalives": 1,
     "keepalives_idle": 5,
     "keepalives_interval": 2,
@@ -85,8 +87,18 @@ FULL_SCAN_S = 1.0
 #: Smaller batches are inserted with one INSERT: COPY's setup round trip outweighs its speed.
 COPY_MIN_MESSAGES = 16
 
+#: libpq, and psycopg after it, counts the connect timeout in whole seconds, at least 2.
+PG_CONNECT_TIMEOUT = replace(
+    CONNECT_TIMEOUT, minimum=2, help=f"{CONNECT_TIMEOUT.help} (libpq counts whole seconds: rounded up)",
+)
+
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_TRAILER = struct.pack("!h", -1)
+
+
+def control_connection_name(namespace: str) -> str:
+    """The ``application_name`` of a backend's control connection (``pg_stat_activity``)."""
+    return f"imq control {namespace}"[:63]
 
 
 def query(name: str, table: str) -> sql.Composed:
@@ -140,6 +152,7 @@ class PostgresBackend(Backend):
                minimum=0.1, maximum=86_400, unit="s"),
         Option("statement_timeout_s", float, 30.0, "longest a statement may run (lock waits: at most 10 s)",
                minimum=0.1, maximum=86_400, unit="s"),
+        PG_CONNECT_TIMEOUT,
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -159,13 +172,17 @@ class PostgresBackend(Backend):
 
     def _connect(self, application_name: str, *, autocommit: bool) -> psycopg.Connection:
         """A new connection with our timeouts. Raises ``BackendUnavailable``."""
-        with self.converting("connect to", unavailable=(psycopg.Error,)):  # a bad URL too
+        with self.parsing_url():
             params = conninfo_to_dict(self.url)
             for key, value in CONNECTION_DEFAULTS.items():
                 params.setdefault(key, value)
+            # the option, not the URL, decides: the run records the option as in force
+            params["connect_timeout"] = math.ceil(self.connect_timeout_s)
             params["application_name"] = application_name[:63]
             params["options"] = " ".join(filter(None, [params.get("options"), self._server_options()]))
-            conn = psycopg.connect(make_conninfo(**params), autocommit=autocommit)
+            conninfo = make_conninfo(**params)
+        with self.converting("connect to", unavailable=(psycopg.Error,)):  # refused credentials too
+            conn = psycopg.connect(conninfo, autocommit=autocommit)
         conn.prepare_threshold = None  # see the module docstring: no cached generic plans
         return conn
 
@@ -179,10 +196,8 @@ class PostgresBackend(Backend):
         return " ".join(f"-c {name}={int(seconds * 1000)}" for name, seconds in timeouts.items())
 
     def connect(self) -> None:
-        if self._admin is None or self._admin.closed:
-            if self._admin is not None:
-                log.info("%s: the administrative connection was closed; reconnecting", self.name)
-            self._admin = self._connect(f"imq admin {self.namespace}", autocommit=True)
+        if self._admin is None or self._admin.closed:  # closed: see ``Backend.reconnecting``
+            self._admin = self._connect(control_connection_name(self.namespace), autocommit=True)
 
     def close(self) -> None:
         if self._admin is not None:

@@ -20,8 +20,9 @@ and flushing once is what an asynchronous client does and is what this backend d
   the management API (option ``management_port``) tells them; AMQP does not. Without the API,
   depth is the ready count and ``depth_detail``'s ``unacked`` is ``None``
   (``rabbitmq_management``).
-- A lost connection fails the run (``BackendUnavailable``); heartbeats (10 s) and a deadline on
-  every wait make sure nothing hangs.
+- A worker's lost connection fails the run (``BackendUnavailable``); the runner's control
+  connection is replaced (``Backend.reconnecting``). Heartbeats (10 s), ``connect_timeout_s``
+  on the opening and a deadline on every wait make sure nothing hangs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import pika.exceptions
 import pika.spec
 
 from queues.backends._amqp import RPC_TIMEOUT_S, Link
-from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
+from queues.backends.base import CONNECT_TIMEOUT, Backend, Batch, Capabilities, Consumer, Producer, log_nacked
 from queues.backends.rabbitmq_management import ManagementApi
 from queues.errors import OperationFailed
 from queues.options import Option
@@ -58,6 +59,7 @@ class RabbitMQBackend(Backend):
     capabilities = Capabilities(durable=False, native_batch=False, push=True)
     url_setting = "IMQ_AMQP_URL"
     default_url = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    url_schemes = ("amqp", "amqps")
     unavailable_errors = (pika.exceptions.AMQPConnectionError, OSError)
     # a channel closed by the broker (a missing queue, a precondition) on a live connection
     failed_errors = (pika.exceptions.AMQPError,)
@@ -72,6 +74,7 @@ class RabbitMQBackend(Backend):
         Option("management_port", int, 15672,
                "port of the management API, asked for unacked messages (depth = ready + unacked); 0: never asked",
                minimum=0, maximum=65_535),
+        CONNECT_TIMEOUT,
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -90,7 +93,7 @@ class RabbitMQBackend(Backend):
 
     def connect(self) -> None:
         if self._link is None:
-            self._link = Link(self, "admin")
+            self._link = Link(self, "control")
 
     def close(self) -> None:
         if self._link is not None:

@@ -30,7 +30,10 @@ class ManagementApi:
     """The management API of the broker at ``amqp_url``, on ``port`` (0: never asked)."""
 
     def __init__(self, amqp_url: str, port: int) -> None:
-        parts = urlsplit(amqp_url)
+        try:
+            parts = urlsplit(amqp_url)
+        except ValueError:  # a malformed URL: connecting reports it, in one line naming the setting
+            parts, port = urlsplit(""), 0
         self.vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
         self.base = f"http://{parts.hostname or '127.0.0.1'}:{port}/api" if port else None
         user, password = unquote(parts.username or "guest"), unquote(parts.password or "guest")

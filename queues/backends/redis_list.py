@@ -91,6 +91,7 @@ class RedisListBackend(RedisBase):
                minimum=0, maximum=3600, unit="s"),
         Option("defer_acks", bool, True, "send an ack with the consumer's next take instead of on its own"),
         Option("prefetch", bool, True, "ask for the next batch before the worker needs it"),
+        *RedisBase.options,
     )
 
     def __init__(self, **kwargs: Any) -> None:

@@ -64,6 +64,7 @@ class RedisStreamBackend(RedisBase):
                minimum=0, maximum=3600, unit="s"),
         Option("trim_interval_s", float, 1.0, "how often a consumer trims entries every group has acked (0: on every call)",
                minimum=0, maximum=3600, unit="s"),
+        *RedisBase.options,
     )
 
     def __init__(self, **kwargs: Any) -> None:

@@ -3,23 +3,41 @@
 import logging
 import uuid
 
+from queues import runner as runner_module
 from queues.backends.memory import MultiprocessBackend
 from queues.errors import BackendUnavailable
-from queues.runner import SUCCEEDED, Faults, Runner
+from queues.runner import FAILED, Faults, Runner
 from queues.workload import WorkloadSpec
 
 
 class _Undeletable(MultiprocessBackend):
+    """A server that is gone by the end of the run: every delete fails, however often the
+    control connection is replaced."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.deletes = self.closes = 0
+
     def delete(self, queue):
-        super().delete(queue)
+        self.deletes += 1
         raise BackendUnavailable("memory-mp: server gone (simulated)")
 
+    def close(self):
+        self.closes += 1
+        super().close()
 
-def test_a_queue_left_behind_is_named_in_the_log(caplog):
-    runner = Runner(WorkloadSpec(backend="memory-mp", events=1_000), _Undeletable(), run_id=uuid.uuid4().hex[:8])
+
+def test_a_queue_left_behind_fails_the_run_with_its_counts_and_is_named_in_the_log(caplog, monkeypatch):
+    monkeypatch.setattr(runner_module, "DELETE_PAUSE_S", 0.0)
+    backend = _Undeletable()
+    runner = Runner(WorkloadSpec(backend="memory-mp", events=1_000), backend, run_id=uuid.uuid4().hex[:8])
     with caplog.at_level(logging.ERROR, logger="queues.runner"):
         result = runner.run()
-    assert result.status == SUCCEEDED
+    # a bounded retry, each on a new control connection
+    assert backend.deletes == runner_module.DELETE_ATTEMPTS and backend.closes >= runner_module.DELETE_ATTEMPTS
+    assert result.status == FAILED and "\n" not in result.error
+    assert "server gone (simulated)" in result.error and f"{runner.queue} is left for `manage.py cleanup`" in result.error
+    assert result.summary["unique"] == 1_000 and result.summary["verdict"] == "exact"  # the counts are kept
     (record,) = [r for r in caplog.records if r.name == "queues.runner"]
     assert runner.queue in record.getMessage() and "server gone (simulated)" in record.getMessage()
 

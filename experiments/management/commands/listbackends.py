@@ -12,7 +12,8 @@ from experiments.backends_status import backend_statuses
 
 
 class Command(BaseCommand):
-    help = "List every backend with its capabilities, its options and whether its server is reachable now."
+    help = ("List every backend with its delivery guarantee, capabilities and options, and whether its server "
+            "answers now (all probed at once, each within its connect_timeout_s).")
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print a JSON list")
@@ -24,7 +25,8 @@ class Command(BaseCommand):
             return
         for status in statuses:
             caps = status["capabilities"]
-            guarantees = ", ".join(k for k, v in caps.items() if v) if caps else status["description"]
+            flags = ", ".join(k for k, v in caps.items() if v)
+            guarantees = f"{status['guarantee']}: {flags}" if status["guarantee"] else status["description"]
             self.stdout.write(f"{status['alias']:<18} {status['state']:<12} {status['url']}")
             self.stdout.write(f"{'':<18} {guarantees}")
             if status["detail"]:
