@@ -69,6 +69,10 @@ class MemoryBackend(Backend):
             q.ready.clear()
         return removed
 
+    def list_queues(self, namespace: str) -> list[str]:
+        """Nothing: the queues live in the runner's memory and die with it."""
+        return []
+
     def delete(self, queue: str) -> None:
         self._queues.pop(queue, None)
 
@@ -200,6 +204,10 @@ class MultiprocessBackend(Backend):
         with q.depth.get_lock():
             q.depth.value -= removed
         return removed
+
+    def list_queues(self, namespace: str) -> list[str]:
+        """Nothing: the queues live in the runner's memory and die with it."""
+        return []
 
     def delete(self, queue: str) -> None:
         entry = self._queues.pop(queue, None)

@@ -119,6 +119,20 @@ class RabbitMQBackend(Backend):
             for name in (queue, dead_letter_queue(queue)):
                 self._admin("queue_delete", f"delete queue {name} on", queue=name)
 
+    def queue_exists(self, queue: str) -> bool:
+        """A passive declare of the queue and of its dead-letter queue. AMQP cannot list queues
+        (``list_queues`` raises ``NotSupported``), so ``cleanup`` asks about the names recorded on
+        the runs. A missing queue makes the broker close the channel: the link is reopened."""
+        for name in (queue, dead_letter_queue(queue)):
+            try:
+                self._admin("queue_declare", "look for a queue on", queue=name, passive=True)
+                return True
+            except OperationFailed as exc:
+                if "NOT_FOUND" not in str(exc) and "404" not in str(exc):
+                    raise
+                self.close()  # the broker closed the channel; the next call reconnects
+        return False
+
     def depth(self, queue: str) -> int:
         """The queue's ready messages (exact). Messages delivered to consumers and not yet acked
         are not visible over AMQP: see ``depth_detail``."""
