@@ -247,10 +247,11 @@ def run_prepare(
 
 def series_repeat(
     *, spec: WorkloadSpec, experiment_name: str, repeat: int, options: Mapping[str, Any] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None, interrupted: Callable[[], str | None] | None = None,
 ) -> RunSeries:
     """Run ``spec`` ``repeat`` times, each stored as a run; store their median and spread.
-    A run that does not succeed, or a cancel of the series, stops it."""
+    A run that does not succeed, or a cancel of the series (or ``interrupted``, see
+    ``run_execute``), stops it."""
     experiment = experiment_get_or_create(name=experiment_name, spec=spec, options=options)
     series = RunSeries.objects.create(experiment=experiment, kind=RunSeries.Kind.REPEAT)
     runs: list[Run] = []
