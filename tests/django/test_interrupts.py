@@ -162,3 +162,33 @@ def test_the_workers_of_a_killed_runner_die_and_cleanup_removes_what_it_left(cli
     assert (status, error) == ("failed", "runner process gone: found by cleanup")
     assert not backend.queue_exists(queue)
     backend.close()
+
+
+@pytest.mark.django_db
+def test_an_interrupt_stops_a_repeat_series_after_the_run_it_cancels():
+    from experiments import services
+    from queues.workload import WorkloadSpec
+
+    calls = []
+
+    def interrupted():  # the signal arrives while the first run executes
+        calls.append(1)
+        return "interrupted by SIGINT" if len(calls) > 3 else None
+
+    spec = WorkloadSpec.from_mapping({"backend": "memory-mp", "rate_eps": 1000, "duration_s": 60})
+    series = services.series_repeat(spec=spec, experiment_name="repeat-interrupted", repeat=3, interrupted=interrupted)
+    runs = list(series.runs.order_by("pk"))
+    assert series.status == "cancelled" and len(runs) == 1
+    assert (runs[0].status, runs[0].error) == ("cancelled", "interrupted by SIGINT")
+    assert runs[0].summary["status"] == "cancelled" and "received" in runs[0].summary  # stored with its counts
+
+
+@pytest.mark.parametrize("approach", ["loop", "asyncio", "futures", "reactive"])
+def test_an_in_process_approach_can_be_cancelled(approach):
+    from queues.launch import run_spec
+    from queues.workload import WorkloadSpec
+
+    spec = WorkloadSpec.from_mapping({"backend": approach, "events": 2_000_000})
+    result = run_spec(spec, run_id="cancel", should_cancel=lambda: True)
+    assert result.status == "cancelled"
+    assert 0 < result.ledger.unique < spec.events
