@@ -6,6 +6,7 @@ command started it, so a run is stored the same way whoever launched it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -153,7 +154,11 @@ def _run_start(*, run: Run, queue_name: str) -> bool:
 class _CancelProbe:
     """The runner's ``should_cancel``: true once ``interrupted`` gives a reason (checked on
     every call: it only reads a flag) or the run was cancelled in the database (asked at most
-    every ``CANCEL_CHECK_S``). ``reason`` says which."""
+    every ``CANCEL_CHECK_S``). ``reason`` says which.
+
+    The database is not asked from inside a running event loop (the ``asyncio`` approach
+    accounts in a coroutine): Django refuses synchronous queries there, and that approach is a
+    short in-process burst; an interrupt still stops it."""
 
     def __init__(self, run_id: int, interrupted: Callable[[], str | None] | None) -> None:
         self.run_id, self.interrupted = run_id, interrupted
@@ -165,10 +170,18 @@ class _CancelProbe:
             self.reason = reason
             return True
         now = time.monotonic()
-        if now >= self.next_check:
+        if now >= self.next_check and not _in_event_loop():
             self.next_check = now + CANCEL_CHECK_S
             self.cancelled = run_is_cancelled(run_id=self.run_id)
         return self.cancelled
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def sample_create(*, run: Run, sample: EngineSample) -> Sample:

@@ -192,3 +192,25 @@ def test_an_in_process_approach_can_be_cancelled(approach):
     result = run_spec(spec, run_id="cancel", should_cancel=lambda: True)
     assert result.status == "cancelled"
     assert 0 < result.ledger.unique < spec.events
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("approach", ["loop", "asyncio"])
+def test_run_execute_of_an_approach_completes_and_an_interrupt_cancels_it(approach):
+    from experiments import services
+    from queues.workload import WorkloadSpec
+
+    spec = WorkloadSpec.from_mapping({"backend": approach, "events": 20_000})
+    done = services.run_execute(run=services.run_prepare(spec=spec, experiment_name="approach"))
+    assert done.status == "succeeded" and done.unique == 20_000
+    big = WorkloadSpec.from_mapping({"backend": approach, "events": 2_000_000})
+    run = services.run_prepare(spec=big, experiment_name="approach")
+    calls = []
+
+    def interrupted():  # arrives once the run is under way
+        calls.append(1)
+        return "interrupted by SIGTERM" if len(calls) > 2 else None
+
+    run = services.run_execute(run=run, interrupted=interrupted)
+    assert (run.status, run.error) == ("cancelled", "interrupted by SIGTERM")
+    assert 0 < run.unique < big.events
