@@ -106,6 +106,13 @@ class Run(models.Model):
     unique = models.BigIntegerField(null=True, blank=True)
     duplicates = models.BigIntegerField(null=True, blank=True)
     lost = models.BigIntegerField(null=True, blank=True)
+    # Set when the run starts, for ``cleanup``: the server-side queue the run uses (its tables or
+    # keys carry this name), and the process executing it (a running row whose process is gone
+    # is stale).
+    queue_name = models.CharField(max_length=200, blank=True, help_text="<namespace>.<run id> on the backend's server")
+    executor_host = models.CharField(max_length=255, blank=True)
+    executor_pid = models.PositiveIntegerField(null=True, blank=True)
+    queue_removed = models.BooleanField(default=False, help_text="cleanup found the run's queue gone, or removed it")
 
     class Meta:
         ordering = ["-created_at"]

@@ -6,6 +6,9 @@ command started it, so a run is stored the same way whoever launched it.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -21,7 +24,7 @@ from experiments.models import Experiment, Run, RunSeries, Sample
 from experiments.selectors import run_is_cancelled, series_is_cancelled
 from queues import environment
 from queues.errors import InvalidSpec, QueueError, UnknownBackend
-from queues.launch import check_alias, resolve_options, run_spec
+from queues.launch import NAMESPACE, check_alias, resolve_options, run_spec
 from queues.metrics import Sample as EngineSample
 from queues.runner import Faults, RunResult
 from queues.saturation import CurvePoint, find_max_rate
@@ -82,67 +85,113 @@ def run_create(*, experiment: Experiment, spec: WorkloadSpec, options: Mapping[s
 
 
 def run_execute(
-    *, run: Run, on_progress: Callable[[int, int], None] | None = None, faults: Faults | None = None
+    *, run: Run, on_progress: Callable[[int, int], None] | None = None, faults: Faults | None = None,
+    interrupted: Callable[[], str | None] | None = None,
 ) -> Run:
     """Run ``run`` to the end and store everything: samples as they come, then the result.
 
-    Only a queued run starts (``queued -> running`` in one conditional UPDATE): a run cancelled
-    while queued, or one already started or ended, is returned as stored, unchanged. A backend
-    that cannot be reached, a worker that dies or a cancel ends the run as failed or cancelled
-    with its error; what was counted until then is stored.
+    Only a queued run starts (``queued -> running`` in one conditional UPDATE, which also
+    records the run's queue name and this process as its executor, for ``cleanup``): a run
+    cancelled while queued, or one already started or ended, is returned as stored, unchanged.
+    Before it starts, what earlier runs on the same backend left behind is removed
+    (``cleanup.leftovers_remove``). A backend that cannot be reached, a worker that dies or a
+    cancel ends the run as failed or cancelled with its error; what was counted until then is
+    stored. ``interrupted`` is a second cancel probe (the command's signal handlers): it
+    returns why the run must stop (``"interrupted by SIGINT"``), or ``None``; the run then ends
+    as cancelled with that reason. A ``KeyboardInterrupt`` (a second Ctrl-C) stops at once and
+    stores the run as failed before it propagates.
     """
-    if not _run_start(run=run):
+    from experiments.cleanup import leftovers_remove  # cleanup uses the services
+
+    if interrupted and (reason := interrupted()):  # between the runs of a series: start none
+        Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(
+            status=Run.Status.CANCELLED, error=reason, finished_at=timezone.now()
+        )
+        run.refresh_from_db()
+        return run
+    run_id = f"r{run.pk}-{uuid.uuid4().hex[:6]}"
+    if not _run_start(run=run, queue_name=f"{NAMESPACE}.{run_id}"):
         run.refresh_from_db()
         return run
     options = run.spec.get("options", {})
     spec = WorkloadSpec.from_mapping({k: v for k, v in run.spec.items() if k != "options"})
+    probe = _CancelProbe(run.pk, interrupted)
     try:
+        if check_alias(spec.backend) == "backend":
+            leftovers_remove(backends=[spec.backend], urls=settings.IMQ_URLS, quiet=True)
         result = run_spec(
-            spec, run_id=f"r{run.pk}-{uuid.uuid4().hex[:6]}", urls=settings.IMQ_URLS, options=options,
+            spec, run_id=run_id, urls=settings.IMQ_URLS, options=options,
             on_sample=lambda sample: sample_create(run=run, sample=sample),
-            on_progress=on_progress, should_cancel=_cancel_probe(run.pk), faults=faults,
+            on_progress=on_progress, should_cancel=probe, faults=faults,
         )
     except QueueError as exc:
         return run_fail(run=run, error=str(exc))
+    except KeyboardInterrupt:
+        run_fail(run=run, error="interrupted twice: stopped at once, without the workers' last counts")
+        raise
     except BaseException as exc:
         run_fail(run=run, error=f"internal error: {type(exc).__name__}: {exc}")
         raise
+    if result.status == Run.Status.CANCELLED and probe.reason:
+        result.error = result.summary["error"] = probe.reason
     return run_finish(run=run, result=result)
 
 
-def _run_start(*, run: Run) -> bool:
-    """``queued -> running``; False (and nothing written) if the run was not queued."""
-    started_at = timezone.now()
-    if not Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(
-        status=Run.Status.RUNNING, started_at=started_at
-    ):
+def _run_start(*, run: Run, queue_name: str) -> bool:
+    """``queued -> running``, recording the queue and the executor (this process on this
+    host); False (and nothing written) if the run was not queued."""
+    started = {
+        "status": Run.Status.RUNNING, "started_at": timezone.now(), "queue_name": queue_name,
+        "executor_host": socket.gethostname(), "executor_pid": os.getpid(),
+    }
+    if not Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(**started):
         return False
-    run.status, run.started_at = Run.Status.RUNNING, started_at
+    for name, value in started.items():
+        setattr(run, name, value)
     return True
 
 
-def _cancel_probe(run_id: int) -> Callable[[], bool]:
-    """A cheap ``should_cancel``: asks the database at most every ``CANCEL_CHECK_S``, the first
-    time ``CANCEL_CHECK_S`` after the runner first asks (at the start signal).
+class _CancelProbe:
+    """The runner's ``should_cancel``: true once ``interrupted`` gives a reason (checked on
+    every call: it only reads a flag) or the run was cancelled in the database (asked at most
+    every ``CANCEL_CHECK_S``, the first time ``CANCEL_CHECK_S`` after the runner first asks, at
+    the start signal). ``reason`` says which.
 
     Not at the start signal itself: the first query after the workers were forked writes to
     about 1,200 pages of the Django heap that this process shares copy-on-write with them
     (5-30 ms of page faults measured here), the runner reads no report meanwhile, and the
     consumer waits on its report pipe in the middle of the drain being timed. A cancel is still
     noticed within ``CANCEL_CHECK_S``.
-    """
-    state: dict[str, Any] = {"next": None, "cancelled": False}
 
-    def probe() -> bool:
+    The database is not asked from inside a running event loop (the ``asyncio`` approach
+    accounts in a coroutine): Django refuses synchronous queries there, and that approach is a
+    short in-process burst; an interrupt still stops it."""
+
+    def __init__(self, run_id: int, interrupted: Callable[[], str | None] | None) -> None:
+        self.run_id, self.interrupted = run_id, interrupted
+        self.next_check: float | None = None
+        self.cancelled = False
+        self.reason: str | None = None
+
+    def __call__(self) -> bool:
+        if self.interrupted and (reason := self.interrupted()):
+            self.reason = reason
+            return True
         now = time.monotonic()
-        if state["next"] is None:
-            state["next"] = now + CANCEL_CHECK_S
-        elif now >= state["next"]:
-            state["next"] = now + CANCEL_CHECK_S
-            state["cancelled"] = run_is_cancelled(run_id=run_id)
-        return state["cancelled"]
+        if self.next_check is None:
+            self.next_check = now + CANCEL_CHECK_S
+        elif now >= self.next_check and not _in_event_loop():
+            self.next_check = now + CANCEL_CHECK_S
+            self.cancelled = run_is_cancelled(run_id=self.run_id)
+        return self.cancelled
 
-    return probe
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def sample_create(*, run: Run, sample: EngineSample) -> Sample:
@@ -222,16 +271,17 @@ def run_prepare(
 
 def series_repeat(
     *, spec: WorkloadSpec, experiment_name: str, repeat: int, options: Mapping[str, Any] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None, interrupted: Callable[[], str | None] | None = None,
 ) -> RunSeries:
     """Run ``spec`` ``repeat`` times, each stored as a run; store their median and spread.
-    A run that does not succeed, or a cancel of the series, stops it."""
+    A run that does not succeed, or a cancel of the series (or ``interrupted``, see
+    ``run_execute``), stops it."""
     experiment = experiment_get_or_create(name=experiment_name, spec=spec, options=options)
     series = RunSeries.objects.create(experiment=experiment, kind=RunSeries.Kind.REPEAT)
     runs: list[Run] = []
     for _ in range(repeat):
         run = _series_next_run(series=series, spec=spec, experiment_name=experiment_name, options=options)
-        runs.append(run_execute(run=run, on_progress=on_progress))
+        runs.append(run_execute(run=run, on_progress=on_progress, interrupted=interrupted))
         if runs[-1].status != Run.Status.SUCCEEDED:
             break
     summaries = [_public_summary(r) for r in runs]
@@ -254,7 +304,7 @@ class _SearchStopped(Exception):
 def series_find_max(
     *, spec: WorkloadSpec, experiment_name: str, slo_p99_ms: float, start_rate_eps: float,
     options: Mapping[str, Any] | None = None, on_step: Callable[[CurvePoint], None] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None, interrupted: Callable[[], str | None] | None = None,
 ) -> RunSeries:
     """A saturation search (``queues.saturation``) stored as a series of kind find-max.
 
@@ -272,7 +322,7 @@ def series_find_max(
     def step(rate: float) -> dict[str, Any]:
         step_spec = WorkloadSpec.from_mapping({**spec.as_dict(), "rate_eps": rate})
         run = _series_next_run(series=series, spec=step_spec, experiment_name=experiment_name, options=options)
-        run = run_execute(run=run, on_progress=on_progress)
+        run = run_execute(run=run, on_progress=on_progress, interrupted=interrupted)
         if run.status != Run.Status.SUCCEEDED:
             raise _SearchStopped(run)
         step_runs.append(run.pk)

@@ -17,6 +17,7 @@ backends, and returns the same ``RunResult``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections import deque
@@ -44,8 +45,15 @@ SINGLE_THREADED = {"loop", "reactive"}
 class _Accountant:
     """Collects consumed ``(value, sent_ns)`` pairs and accounts them in chunks (thread-safe)."""
 
-    def __init__(self, spec: WorkloadSpec, on_progress: Callable[[int, int], None] | None) -> None:
+    def __init__(
+        self, spec: WorkloadSpec, on_progress: Callable[[int, int], None] | None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> None:
         self.spec, self.on_progress = spec, on_progress
+        self.should_cancel = should_cancel or (lambda: False)
+        #: Set once ``should_cancel`` said so: producers send nothing more, consumers finish
+        #: what was handed to them, and the run ends cancelled with what was counted.
+        self.stopped = False
         self.ledger = Ledger(spec)
         self.latency = new_histogram()
         self.lock = threading.Lock()
@@ -60,6 +68,8 @@ class _Accountant:
             self.last_ns = received_ns
         if self.on_progress:
             self.on_progress(self.ledger.unique, self.spec.events)
+        if not self.stopped and self.should_cancel():
+            self.stopped = True
 
 
 def _loop(spec: WorkloadSpec, acc: _Accountant) -> None:
@@ -73,6 +83,8 @@ def _loop(spec: WorkloadSpec, acc: _Accountant) -> None:
         if len(values) == spec.batch:
             acc.account(values, stamps)
             values, stamps = [], []
+            if acc.stopped:
+                return
     if values:
         acc.account(values, stamps)
 
@@ -80,6 +92,8 @@ def _loop(spec: WorkloadSpec, acc: _Accountant) -> None:
 def _asyncio(spec: WorkloadSpec, acc: _Accountant) -> None:
     async def produce(queue: asyncio.Queue, base: int, count: int) -> None:
         for value in range(base + 1, base + count + 1):
+            if value % spec.batch == 0 and acc.stopped:
+                return
             await queue.put((value, time.time_ns()))
 
     async def consume(queue: asyncio.Queue) -> None:
@@ -116,6 +130,8 @@ def _futures(spec: WorkloadSpec, acc: _Accountant) -> None:
     with ThreadPoolExecutor(max_workers=spec.consumers) as pool:
         for base, count in spec.producer_shares():
             for lo in range(base + 1, base + count + 1, spec.events_per_message):
+                if acc.stopped:
+                    break
                 values = list(range(lo, min(lo + spec.events_per_message, base + count + 1)))
                 in_flight.append(pool.submit(handle, values, time.time_ns()))
                 if len(in_flight) >= spec.batch:
@@ -129,7 +145,8 @@ def _reactive(spec: WorkloadSpec, acc: _Accountant) -> None:
     from reactivex import operators as ops
 
     errors: list[BaseException] = []
-    rx.from_iterable(range(1, spec.events + 1)).pipe(
+    values = itertools.takewhile(lambda _: not acc.stopped, range(1, spec.events + 1))
+    rx.from_iterable(values).pipe(
         ops.map(lambda value: (value, time.time_ns())),
         ops.buffer_with_count(spec.batch),
     ).subscribe(
@@ -168,13 +185,15 @@ def run_approach(
     run_id: str,
     on_sample: Callable[[Sample], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> Any:
-    """Run ``spec`` with the approach named by ``spec.backend``; returns a ``RunResult``."""
-    from queues.runner import SUCCEEDED, RunResult
+    """Run ``spec`` with the approach named by ``spec.backend``; returns a ``RunResult``
+    (cancelled, with what was counted, once ``should_cancel`` returns true)."""
+    from queues.runner import CANCELLED, SUCCEEDED, RunResult
     from queues.summary import summarise
 
     validate(spec)
-    acc = _Accountant(spec, on_progress)
+    acc = _Accountant(spec, on_progress, should_cancel)
     began_ns, began = time.time_ns(), time.monotonic()
     APPROACHES[spec.backend](spec, acc)
     elapsed = time.monotonic() - began
@@ -187,9 +206,10 @@ def run_approach(
     if on_sample:
         on_sample(sample)
     drain_s = (acc.last_ns - began_ns) / 1e9
+    status, error = (CANCELLED, "cancelled by the user") if acc.stopped else (SUCCEEDED, None)
     summary = summarise(
-        run_id=run_id, spec=spec, status=SUCCEEDED, error=None, ledger=ledger, drain_s=drain_s,
+        run_id=run_id, spec=spec, status=status, error=error, ledger=ledger, drain_s=drain_s,
         latency=acc.latency, latency_from_send=acc.latency, publish=None, poison=0, killed=0,
     )
     env = environment.collect({"approach": DESCRIPTIONS[spec.backend]})
-    return RunResult(run_id, spec, SUCCEEDED, None, summary, [sample], env, ledger)
+    return RunResult(run_id, spec, status, error, summary, [sample], env, ledger)

@@ -20,6 +20,9 @@ from queues.workload import WorkloadSpec
 
 log = logging.getLogger(__name__)
 
+#: The namespace of every run's queue (``<namespace>.<run id>``): what ``cleanup`` looks under.
+NAMESPACE = "imq"
+
 
 def known_aliases() -> list[str]:
     return sorted(BACKENDS) + sorted(APPROACHES)
@@ -56,7 +59,7 @@ def resolve_options(alias: str, options: Mapping[str, Any] | None = None) -> dic
 
 def build_backend(
     alias: str, *, urls: Mapping[str, str] | None = None, options: Mapping[str, Any] | None = None,
-    namespace: str = "imq",
+    namespace: str = NAMESPACE,
 ) -> Backend:
     """The backend ``alias`` pointed at ``urls[cls.url_setting]``, or its default URL (no I/O
     yet: call ``connect``)."""
@@ -90,7 +93,9 @@ def run_spec(
     """
     if check_alias(spec.backend) == "approach":
         resolved = resolve_options(spec.backend, options)
-        result = run_approach(spec, run_id=run_id, on_sample=on_sample, on_progress=on_progress)
+        result = run_approach(
+            spec, run_id=run_id, on_sample=on_sample, on_progress=on_progress, should_cancel=should_cancel
+        )
     else:
         backend = build_backend(spec.backend, urls=urls, options=options)
         resolved = dict(backend.option_values)

@@ -21,7 +21,7 @@ from typing import Any
 
 from queues.errors import QueueError
 from queues.messages import CONSUMER, PRODUCER, Done, Message, Ready, WorkerFailed
-from queues.workers import ReportChannel, WorkerContext, receive, run_worker
+from queues.workers import ReportChannel, WorkerContext, receive, run_worker, run_worker_process
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,11 @@ class Supervisor:
         if self.threads:
             handle: Any = threading.Thread(target=run_worker, args=args, daemon=True, name=f"{role}-{index}")
         else:
-            handle = self.mp_context.Process(target=run_worker, args=args, daemon=True, name=f"imq-{role}-{index}")
+            # the child closes its copies of every report pipe reader (see queues.lifeline)
+            inherited = [*self._readers, channel.reader]
+            handle = self.mp_context.Process(
+                target=run_worker_process, args=(*args, os.getpid(), inherited), daemon=True, name=f"imq-{role}-{index}"
+            )
         handle.start()
         if not self.threads:
             channel.writer.close()  # the child has its copy; EOF then tells the runner it is gone

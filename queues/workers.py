@@ -25,6 +25,7 @@ import numpy as np
 from queues.backends.base import Backend
 from queues.events import decode_bodies, encode_events, split_messages
 from queues.ledger import Shares, index_records
+from queues.lifeline import bind_to_runner
 from queues.messages import (
     CONSUMER,
     PRODUCER,
@@ -61,7 +62,15 @@ class ReportChannel:
         self.reader, self.writer = ctx.Pipe(duplex=False)
 
     def send(self, message: Message) -> None:
-        self.writer.send(to_wire(message))
+        """Raises ``RunnerGone`` once the runner's end is closed (the runner died)."""
+        try:
+            self.writer.send(to_wire(message))
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise RunnerGone("the runner's report pipe is closed") from exc
+
+
+class RunnerGone(Exception):
+    """The runner is gone: nobody reads this worker's reports, so the worker ends."""
 
 
 def receive(reader: Any) -> Message:
@@ -122,9 +131,21 @@ def run_worker(role: str, index: int, ctx: WorkerContext) -> None:
             _profiled(work, index, ctx, f"{ctx.profile_dir}/{role}-{index}.prof")
         else:
             work(index, ctx)
+    except RunnerGone:
+        return  # nobody to report to; what this worker held returns to the queue as it closes
     except BaseException as exc:  # noqa: BLE001 - reported to the runner, which fails the run
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        ctx.channel.send(WorkerFailed(role, index, detail))
+        try:
+            ctx.channel.send(WorkerFailed(role, index, detail))
+        except RunnerGone:
+            return
+
+
+def run_worker_process(role: str, index: int, ctx: WorkerContext, runner_pid: int, inherited: list[Any]) -> None:
+    """Entry point of a forked worker: bound to its runner's life (``queues.lifeline``), then
+    ``run_worker``. ``inherited`` are the report pipe readers fork copied into it."""
+    bind_to_runner(runner_pid, inherited)
+    run_worker(role, index, ctx)
 
 
 def _profiled(work: Any, index: int, ctx: WorkerContext, path: str) -> None:

@@ -127,6 +127,19 @@ class RedisBase(Backend):
             if batch:
                 self.client.unlink(*batch)
 
+    def list_queues(self, namespace: str) -> list[str]:
+        """The queues with keys on the server: SCAN for ``{<namespace>.*}:*`` (each key names
+        its queue between the braces)."""
+        found = set()
+        with self.converting("list the keys on"):
+            pattern = "{" + _GLOB_SPECIAL.sub(r"\\\1", f"{namespace}.") + "*}:*"
+            for key in self.client.scan_iter(match=pattern, count=1000):
+                name = key.decode() if isinstance(key, bytes) else key
+                queue, sep, _ = name[1:].partition("}:")
+                if sep and queue.startswith(f"{namespace}."):
+                    found.add(queue)
+        return sorted(found)
+
     def environment(self) -> dict[str, Any]:
         with self.converting("read the settings of"):
             info = self.client.info("server")

@@ -248,6 +248,20 @@ class Backend:
         """
         raise NotSupported(f"{self.name} keeps no dead letters")
 
+    def list_queues(self, namespace: str) -> list[str]:
+        """The queues under ``namespace`` (``<namespace>.<anything>``) that still exist on the
+        server, sorted: what ``cleanup`` looks at. Read-only.
+
+        Raises ``NotSupported`` where the server cannot list them (AMQP: the caller then asks
+        ``queue_exists`` about the names it knows).
+        """
+        raise NotSupported(f"{self.name} cannot list its queues")
+
+    def queue_exists(self, queue: str) -> bool:
+        """Whether anything of ``queue`` (its dead letters too) is still on the server.
+        Read-only. By default: whether ``list_queues`` finds it."""
+        return queue in self.list_queues(queue.rpartition(".")[0])
+
     def producer(self, queue: str) -> Producer:
         """A new producer with its own connection, for one worker."""
         raise NotImplementedError

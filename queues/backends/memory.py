@@ -72,6 +72,10 @@ class MemoryBackend(Backend):
             q.ready.clear()
         return removed
 
+    def list_queues(self, namespace: str) -> list[str]:
+        """Nothing: the queues live in the runner's memory and die with it."""
+        return []
+
     def delete(self, queue: str) -> None:
         self._queues.pop(queue, None)
 
@@ -202,6 +206,10 @@ class MultiprocessBackend(Backend):
                 break
         q.depth.add(-removed)
         return removed
+
+    def list_queues(self, namespace: str) -> list[str]:
+        """Nothing: the queues live in the runner's memory and die with it."""
+        return []
 
     def delete(self, queue: str) -> None:
         entry = self._queues.pop(queue, None)

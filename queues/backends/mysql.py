@@ -197,6 +197,12 @@ class MySQLBackend(Backend):
         rows = self._fetch(query("dead_letters", sqlfiles.table_name(queue)), doing="read the dead letters on")
         return [bytes(body) for (body,) in rows]
 
+    def list_queues(self, namespace: str) -> list[str]:
+        """The queues whose tables are on the server (``information_schema``, by name prefix)."""
+        prefix = sqlfiles.table_prefix(namespace)
+        rows = self._fetch(QUERIES["list_objects"], (prefix, prefix), doing="list the tables on")
+        return sorted({q for (name,) in rows if (q := sqlfiles.queue_of_object(name, namespace))})
+
     def count_objects(self, prefix: str) -> int:
         """How many tables start with ``prefix`` (runs must leave nothing behind)."""
         return int(self._fetch(QUERIES["count_objects"], (prefix, prefix), doing="count the tables on")[0][0])

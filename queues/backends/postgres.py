@@ -241,6 +241,15 @@ class PostgresBackend(Backend):
         rows = self._execute("dead_letters", queue, doing="read the dead letters on").fetchall()
         return [bytes(body) for (body,) in rows]
 
+    def list_queues(self, namespace: str) -> list[str]:
+        """The queues whose tables (or trigger function) are on the server, by name prefix;
+        table names lead back to queue names through ``sqlfiles.queue_of_object``."""
+        self.connect()
+        assert self._admin is not None
+        with self.converting("list the tables on"):
+            rows = self._admin.execute(QUERIES["list_objects"], {"prefix": sqlfiles.table_prefix(namespace)}).fetchall()
+        return sorted({q for (name,) in rows if (q := sqlfiles.queue_of_object(name, namespace))})
+
     def count_objects(self, prefix: str) -> int:
         """How many tables and functions start with ``prefix`` (runs must leave nothing behind)."""
         self.connect()

@@ -125,6 +125,20 @@ class RabbitMQBackend(Backend):
             for name in (queue, dead_letter_queue(queue)):
                 self._admin("queue_delete", f"delete queue {name} on", queue=name)
 
+    def queue_exists(self, queue: str) -> bool:
+        """A passive declare of the queue and of its dead-letter queue. AMQP cannot list queues
+        (``list_queues`` raises ``NotSupported``), so ``cleanup`` asks about the names recorded on
+        the runs. A missing queue makes the broker close the channel: the link is reopened."""
+        for name in (queue, dead_letter_queue(queue)):
+            try:
+                self._admin("queue_declare", "look for a queue on", queue=name, passive=True)
+                return True
+            except OperationFailed as exc:
+                if "NOT_FOUND" not in str(exc) and "404" not in str(exc):
+                    raise
+                self.close()  # the broker closed the channel; the next call reconnects
+        return False
+
     def depth(self, queue: str) -> int:
         """Ready plus unacked messages where the management API tells the unacked ones, else
         the ready ones only (AMQP does not report messages delivered and unacked); see

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import re
 from importlib import resources
 
 _HEADER = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _UNSAFE = re.compile(r"[^a-z0-9_]+")
 MAX_TABLE_CHARS = 48  # leaves room for suffixes under Postgres' 63-byte identifier limit
+#: A queue's table, or an object named after it (``_dead`` table, ``_notify`` function).
+_OBJECT = re.compile(r"^(?P<table>(?P<readable>.+)_[0-9a-f]{8})(?:_dead|_notify)?$")
+#: What ``table_name`` turns into ``_`` in the run ids the runner makes (``r12-a1b2c3``).
+_REPLACED = ("_", "-", ".")
+MAX_GUESSED_SEPARATORS = 4
 
 
 @functools.cache
@@ -49,3 +55,27 @@ def table_name(queue: str) -> str:
 def table_prefix(namespace: str) -> str:
     """The prefix every table of queues in ``namespace`` starts with (for cleanup checks)."""
     return table_name(f"{namespace}.x").rsplit("_", 2)[0] + "_"
+
+
+def queue_of_object(name: str, namespace: str) -> str | None:
+    """The queue (``<namespace>.<rest>``) whose table is, or is the base of, ``name``; ``None``
+    if ``name`` is not such an object under ``namespace``.
+
+    ``table_name`` is one way (unsafe characters become ``_``), but it ends with a hash of the
+    exact queue name: each ``_`` of the rest is tried as ``_``, ``-`` and ``.`` (at most
+    ``MAX_GUESSED_SEPARATORS`` of them) and a candidate counts only if it hashes to the same
+    table. A queue name cut at ``MAX_TABLE_CHARS`` is never recovered (the runner's are short).
+    """
+    match = _OBJECT.match(name)
+    prefix = table_prefix(namespace)
+    if match is None or not match["readable"].startswith(prefix):
+        return None
+    parts = match["readable"][len(prefix):].split("_")
+    if len(parts) - 1 > MAX_GUESSED_SEPARATORS:
+        return None
+    for separators in itertools.product(_REPLACED, repeat=len(parts) - 1):
+        rest = parts[0] + "".join(sep + part for sep, part in zip(separators, parts[1:], strict=True))
+        queue = f"{namespace}.{rest}"
+        if table_name(queue) == match["table"]:
+            return queue
+    return None

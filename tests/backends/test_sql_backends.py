@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from queues.backends.polling import Poller
-from queues.backends.sqlfiles import table_name, table_prefix
+from queues.backends.sqlfiles import queue_of_object, table_name, table_prefix
 from queues.events import encode_events, split_messages
 from queues.runner import SUCCEEDED, Runner
 from queues.workload import WorkloadSpec
@@ -273,3 +273,13 @@ def test_claims_skip_deleted_rows_a_long_transaction_holds_in_the_index(alias):
         consumer.close()
         backend.delete(queue)
         backend.close()
+
+
+@pytest.mark.parametrize("queue", ["imq.r12-a1b2c3", "imq.r1-000000", "imq.a_b.c"])
+def test_a_queue_is_found_again_from_its_table_and_the_objects_named_after_it(queue):
+    table = table_name(queue)
+    for name in (table, f"{table}_dead", f"{table}_notify"):
+        assert queue_of_object(name, "imq") == queue
+    assert queue_of_object(table, "imqtest") is None  # another namespace
+    assert queue_of_object(table_name("imq_x.r1-000000"), "imq") is None  # a lookalike of another namespace
+    assert queue_of_object("imq_unrelated_table", "imq") is None

@@ -124,7 +124,7 @@ def test_the_cancel_probe_stays_off_the_database_at_the_start_and_still_notices_
     from queues.workload import WorkloadSpec
 
     run = services.run_prepare(spec=WorkloadSpec(backend="memory-mp", events=10), experiment_name="probe")
-    probe = services._cancel_probe(run.pk)
+    probe = services._CancelProbe(run.pk, None)
     with CaptureQueriesContext(connection) as queries:
         assert probe() is False  # the start signal: the first query after fork would fault the heap
     assert len(queries) == 0

@@ -12,7 +12,7 @@ from queues.backends.memory import MultiprocessBackend
 from queues.errors import BackendUnavailable, QueueError
 from queues.messages import BatchReport, Done, Ready
 from queues.supervision import Supervisor
-from queues.workers import SharedFlag, WorkerContext
+from queues.workers import ReportChannel, RunnerGone, SharedFlag, WorkerContext
 from queues.workload import WorkloadSpec
 
 WAIT_S = 30
@@ -94,3 +94,10 @@ def test_a_killed_worker_is_expected_but_a_worker_dying_on_its_own_is_not(make):
     second.handle.join(timeout=WAIT_S)
     with pytest.raises(QueueError, match="consumer 1 died unexpectedly"):
         supervisor.check()
+
+
+def test_a_report_to_a_runner_that_is_gone_raises_runner_gone():
+    channel = ReportChannel(multiprocessing.get_context("fork"))
+    channel.reader.close()  # what a dead runner leaves: nobody holds the read end
+    with pytest.raises(RunnerGone):
+        channel.send(Done("consumer", 0))

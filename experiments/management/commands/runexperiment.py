@@ -9,6 +9,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from experiments import services
+from experiments.interrupts import Interrupts
 from experiments.report import format_report, format_spread
 from queues.errors import InvalidSpec, QueueError
 from queues.launch import known_aliases
@@ -56,13 +57,25 @@ class Command(BaseCommand):
             slo = _slo(opts) if opts["find_max"] else None
         except QueueError as exc:
             raise CommandError(str(exc)) from None
-        if opts["find_max"]:
-            return self._find_max(spec, options, slo, opts)
-        if repeat > 1:
-            return self._repeat(spec, options, repeat, opts)
+        # SIGINT and SIGTERM cancel the run (or series) cleanly: see experiments.interrupts
+        interrupts = Interrupts()
+        with interrupts.caught():
+            try:
+                if opts["find_max"]:
+                    self._find_max(spec, options, slo, opts, interrupts)
+                elif repeat > 1:
+                    self._repeat(spec, options, repeat, opts, interrupts)
+                else:
+                    self._single(spec, options, opts, interrupts)
+            except KeyboardInterrupt:
+                raise CommandError(
+                    "interrupted twice: stopped at once; the run is stored as failed", returncode=interrupts.exit_status
+                ) from None
+
+    def _single(self, spec, options, opts, interrupts):
         run = services.run_prepare(spec=spec, experiment_name=opts["experiment"], options=options)
         progress = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
-        run = services.run_execute(run=run, on_progress=progress)
+        run = services.run_execute(run=run, on_progress=progress, interrupted=interrupts)
         if progress:
             progress.close()
         if opts["json"]:
@@ -70,19 +83,21 @@ class Command(BaseCommand):
         else:
             self.stdout.write(format_report(run))
         if run.status != "succeeded":
-            raise CommandError(f"run {run.pk} {run.status}: {run.error}")
+            raise _failed(f"run {run.pk} {run.status}: {run.error}", interrupts)
 
-    def _repeat(self, spec, options, repeat, opts):
-        series = services.series_repeat(spec=spec, experiment_name=opts["experiment"], repeat=repeat, options=options)
+    def _repeat(self, spec, options, repeat, opts, interrupts):
+        series = services.series_repeat(
+            spec=spec, experiment_name=opts["experiment"], repeat=repeat, options=options, interrupted=interrupts
+        )
         if opts["json"]:
             self.stdout.write(json.dumps(series.result, sort_keys=True))
         else:
             self.stdout.write(format_spread(series))
         failed = [r for r in series.result["runs"] if r["status"] != "succeeded"]
         if failed:
-            raise CommandError(f"run {failed[0]['run_id']} {failed[0]['status']}: {failed[0]['error']}")
+            raise _failed(f"run {failed[0]['run_id']} {failed[0]['status']}: {failed[0]['error']}", interrupts)
 
-    def _find_max(self, spec, options, slo, opts):
+    def _find_max(self, spec, options, slo, opts, interrupts):
         def show(point):
             if not opts["json"]:
                 verdict = "ok" if point.ok else "over"
@@ -91,7 +106,7 @@ class Command(BaseCommand):
         start = spec.rate_eps or 1000.0
         series = services.series_find_max(
             spec=spec, experiment_name=opts["experiment"], slo_p99_ms=slo, start_rate_eps=start, options=options,
-            on_step=show,
+            on_step=show, interrupted=interrupts,
         )
         if opts["json"]:
             self.stdout.write(json.dumps(series.result, sort_keys=True))
@@ -100,7 +115,12 @@ class Command(BaseCommand):
             found = f"{best:,.0f} events/s" if best else "none (even the lowest rate tried missed the SLO)"
             self.stdout.write(f"series {series.pk}: highest rate within p99 <= {slo} ms on {spec.backend}: {found}")
         if series.status != "succeeded":
-            raise CommandError(f"series {series.pk} {series.status}: {series.error}")
+            raise _failed(f"series {series.pk} {series.status}: {series.error}", interrupts)
+
+
+def _failed(message: str, interrupts: Interrupts) -> CommandError:
+    """Exit status 1, or 128 + the signal when an interrupt ended the run."""
+    return CommandError(message, returncode=interrupts.exit_status if interrupts.signum else 1)
 
 
 def _spec_values(opts) -> dict:

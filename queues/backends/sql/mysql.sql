@@ -72,6 +72,11 @@ SELECT VERSION() AS server_version,
        @@log_bin AS log_bin,
        @@innodb_doublewrite AS innodb_doublewrite;
 
+-- name: list_objects
+-- Tables whose name starts with a prefix: the queues cleanup may remove.
+SELECT table_name FROM information_schema.tables
+WHERE table_schema = DATABASE() AND LEFT(table_name, CHAR_LENGTH(%s)) = %s;
+
 -- name: count_objects
 SELECT COUNT(*) FROM information_schema.tables
 WHERE table_schema = DATABASE() AND LEFT(table_name, CHAR_LENGTH(%s)) = %s;

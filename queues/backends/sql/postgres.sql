@@ -103,6 +103,14 @@ SELECT current_setting('server_version') AS server_version,
        current_setting('wal_sync_method') AS wal_sync_method,
        current_setting('full_page_writes') AS full_page_writes;
 
+-- name: list_objects
+-- Tables and functions whose name starts with a prefix: the queues cleanup may remove.
+SELECT tablename FROM pg_catalog.pg_tables
+WHERE schemaname = current_schema() AND left(tablename, length(%(prefix)s)) = %(prefix)s
+UNION
+SELECT proname FROM pg_catalog.pg_proc
+WHERE pronamespace = current_schema()::regnamespace AND left(proname, length(%(prefix)s)) = %(prefix)s;
+
 -- name: count_objects
 -- Tables and functions whose name starts with a prefix (to check that runs leave nothing behind).
 SELECT (SELECT count(*) FROM pg_catalog.pg_tables
