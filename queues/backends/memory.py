@@ -29,6 +29,10 @@ from queues.options import Option
 log = logging.getLogger(__name__)
 #: How long ``dead_letters`` waits for letters counted but still in a feeder thread's buffer.
 DEAD_LETTER_WAIT_S = 5.0
+#: ``memory-mp``'s default bound on what its queue holds, in MB of message bodies: a backlog
+#: that a 2-core machine's memory takes in its stride, and far above what a consumer that
+#: keeps up ever lets wait (a 1e6-event burst is 32 MB in all).
+DEFAULT_MAX_BACKLOG_MB = 256.0
 
 
 class _ThreadQueue:
@@ -152,6 +156,10 @@ class MultiprocessBackend(Backend):
       it has received ``stall_after`` messages;
     - ``max_depth``: producers wait while the queue holds that many messages (backpressure, as
       from a bounded broker queue); 0 is unbounded.
+    - ``max_backlog_mb``: producers wait while the queue holds that many MB of message bodies.
+      On by default: what a ``multiprocessing`` queue holds waits in the producer's own memory
+      (its feeder thread's buffer), so without a bound a burst of 1e8 events grew the producer
+      by gigabytes; with it, memory is bounded by this capacity and the batch, whatever N.
     """
 
     name = "memory-mp"
@@ -164,6 +172,9 @@ class MultiprocessBackend(Backend):
         Option("stall_s", float, 0.0, "how long that pause lasts", minimum=0, maximum=3600, unit="s"),
         Option("max_depth", int, 0, "producers wait while the queue holds this many messages (0: unbounded)",
                minimum=0, unit="messages"),
+        Option("max_backlog_mb", float, DEFAULT_MAX_BACKLOG_MB,
+               "producers wait while the queue holds this many MB of messages (0: unbounded)",
+               minimum=0, maximum=1e6, unit="MB"),
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -173,6 +184,7 @@ class MultiprocessBackend(Backend):
         self.stall_after = int(self.option_values["stall_after"])
         self.stall_s = float(self.option_values["stall_s"])
         self.max_depth = int(self.option_values["max_depth"])
+        self.max_backlog_bytes = int(float(self.option_values["max_backlog_mb"]) * 1e6)
         self._ctx = multiprocessing.get_context("fork")
         self._queues: dict[str, _PipeQueue] = {}
 
@@ -191,14 +203,15 @@ class MultiprocessBackend(Backend):
 
     def purge(self, queue: str) -> int:
         q = self._get(queue)
-        removed = 0
+        removed = removed_bytes = 0
         while q.depth.value - removed > 0:  # the counter knows what is still in the feeder threads
             try:
-                removed += len(q.messages.get(timeout=0.5))
+                bodies = q.messages.get(timeout=0.5)
             except std_queue.Empty:
                 break
-        with q.depth.get_lock():
-            q.depth.value -= removed
+            removed += len(bodies)
+            removed_bytes += _size_bytes(bodies)
+        q.taken(removed, removed_bytes)
         return removed
 
     def delete(self, queue: str) -> None:
@@ -215,7 +228,7 @@ class MultiprocessBackend(Backend):
         return self._get(queue).dead_letters()
 
     def producer(self, queue: str) -> Producer:
-        return _PipeProducer(self._get(queue), max_depth=self.max_depth)
+        return _PipeProducer(self._get(queue), max_depth=self.max_depth, max_backlog_bytes=self.max_backlog_bytes)
 
     def consumer(self, queue: str, *, group: str = "default") -> Consumer:
         return _PipeConsumer(
@@ -226,7 +239,8 @@ class MultiprocessBackend(Backend):
 
 class _PipeQueue:
     """One ``memory-mp`` queue: a ``multiprocessing`` queue of message lists, its exact depth
-    (a shared counter of messages put and not yet taken), and its dead letters.
+    (a shared counter of messages put and not yet taken) and the bytes of their bodies (updated
+    under the depth's lock), and its dead letters.
 
     Dead letters go through a second ``multiprocessing`` queue: consumers that nack run in
     forked processes, and only the declaring process's backend reads them. Each is counted
@@ -236,9 +250,15 @@ class _PipeQueue:
     def __init__(self, ctx: Any) -> None:
         self.messages = ctx.Queue()
         self.depth = ctx.Value("q", 0)
+        self.backlog_bytes = ctx.Value("q", 0, lock=False)
         self.dead = ctx.Queue()
         self.dead_count = ctx.Value("q", 0)
         self.dead_read: list[bytes] = []  # taken off ``dead`` by this process
+
+    def taken(self, messages: int, size_bytes: int) -> None:
+        with self.depth.get_lock():
+            self.depth.value -= messages
+            self.backlog_bytes.value -= size_bytes
 
     def set_aside(self, bodies: Sequence[bytes]) -> None:
         with self.dead_count.get_lock():
@@ -263,19 +283,35 @@ class _PipeQueue:
             mpq.cancel_join_thread()
 
 
+def _size_bytes(bodies: Sequence[bytes]) -> int:
+    return len(bodies.buffer) if isinstance(bodies, PackedMessages) else sum(map(len, bodies))
+
+
 class _PipeProducer(Producer):
-    def __init__(self, q: _PipeQueue, *, max_depth: int = 0) -> None:
-        self.mpq, self.depth, self.max_depth = q.messages, q.depth, max_depth
+    def __init__(self, q: _PipeQueue, *, max_depth: int = 0, max_backlog_bytes: int = 0) -> None:
+        self.q, self.mpq, self.depth, self.backlog_bytes = q, q.messages, q.depth, q.backlog_bytes
+        self.max_depth, self.max_backlog_bytes = max_depth, max_backlog_bytes
 
     def send_batch(self, messages: Sequence[bytes]) -> None:
+        size_bytes = _size_bytes(messages)
         # a bounded queue holds the producer back (closed loop); a batch larger than the bound
         # still goes into an empty queue, or it could never be sent
-        while self.max_depth and self.depth.value and self.depth.value + len(messages) > self.max_depth:
+        while not self._reserve(len(messages), size_bytes):
             time.sleep(0.0002)
-        with self.depth.get_lock():
-            self.depth.value += len(messages)
         # a PackedMessages batch crosses the pipe as one buffer, not one object per message
         self.mpq.put(messages if isinstance(messages, PackedMessages) else list(messages))
+
+    def _reserve(self, messages: int, size_bytes: int) -> bool:
+        """Count the batch in if the queue has room for it (checked and counted under one lock,
+        so that several producers cannot overshoot the bound together)."""
+        with self.depth.get_lock():
+            depth, held_bytes = self.depth.value, self.backlog_bytes.value
+            over = bool(self.max_depth) and depth + messages > self.max_depth
+            over |= bool(self.max_backlog_bytes) and held_bytes + size_bytes > self.max_backlog_bytes
+            if over and depth:
+                return False
+            self.depth.value, self.backlog_bytes.value = depth + messages, held_bytes + size_bytes
+            return True
 
     def close(self) -> None:
         """Nothing to release: the queue belongs to the backend, and a worker process flushes
@@ -325,8 +361,7 @@ class _PipeConsumer(Consumer):
             self.leftover = []
         if not isinstance(bodies, (list, PackedMessages)):
             bodies = list(bodies)
-        with self.depth.get_lock():
-            self.depth.value -= len(bodies)
+        self.q.taken(len(bodies), _size_bytes(bodies))
         if self.cost_s or self.stall_after:
             self._simulate_work(len(bodies), was_idle)
         return Batch(bodies)
