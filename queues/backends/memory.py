@@ -15,6 +15,7 @@ import itertools
 import logging
 import multiprocessing
 import queue as std_queue
+import sys
 import threading
 import time
 from collections import deque
@@ -36,22 +37,42 @@ DEFAULT_MAX_BACKLOG_MB = 256.0
 
 
 class _ThreadQueue:
-    """Ready messages, the ones handed out and not yet acked, and the dead letters."""
+    """Ready messages, the ones handed out and not yet acked, and the dead letters; the memory
+    the ready ones take (``ready_bytes``), for the bound."""
 
     def __init__(self) -> None:
         self.ready: deque[bytes] = deque()
+        self.ready_bytes = 0
         self.in_flight: dict[int, bytes] = {}
         self.dead: list[bytes] = []
         self.cond = threading.Condition()
         self.ids = itertools.count()
 
 
+def _held_bytes(bodies: Sequence[bytes]) -> int:
+    """What ``bodies`` take in a deque: a ``bytes`` object each, its header included."""
+    return sum(map(len, bodies)) + len(bodies) * _MESSAGE_OVERHEAD_BYTES
+
+
+_MESSAGE_OVERHEAD_BYTES = sys.getsizeof(b"") + 8  # the object's header and the deque's slot
+
+
 class MemoryBackend(Backend):
+    """Threads of one process around a deque. ``max_backlog_mb`` bounds the memory the ready
+    messages take (producers wait), as ``memory-mp``'s does: a queue in the process's own
+    memory must not grow with N."""
+
     name = "memory"
     capabilities = Capabilities(durable=False, native_batch=True, push=True, processes=False)
+    options = (
+        Option("max_backlog_mb", float, DEFAULT_MAX_BACKLOG_MB,
+               "producers wait while the queue holds this many MB of messages (0: unbounded)",
+               minimum=0, maximum=1e6, unit="MB"),
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.max_backlog_bytes = int(float(self.option_values["max_backlog_mb"]) * 1e6)
         self._queues: dict[str, _ThreadQueue] = {}
 
     def for_worker(self) -> MemoryBackend:
@@ -71,6 +92,8 @@ class MemoryBackend(Backend):
         with q.cond:
             removed = len(q.ready)
             q.ready.clear()
+            q.ready_bytes = 0
+            q.cond.notify_all()
         return removed
 
     def delete(self, queue: str) -> None:
@@ -88,20 +111,25 @@ class MemoryBackend(Backend):
             return list(q.dead)
 
     def producer(self, queue: str) -> Producer:
-        return _ThreadProducer(self._get(queue))
+        return _ThreadProducer(self._get(queue), max_backlog_bytes=self.max_backlog_bytes)
 
     def consumer(self, queue: str, *, group: str = "default") -> Consumer:
         return _ThreadConsumer(self, self._get(queue))
 
 
 class _ThreadProducer(Producer):
-    def __init__(self, q: _ThreadQueue) -> None:
-        self.q = q
+    def __init__(self, q: _ThreadQueue, *, max_backlog_bytes: int = 0) -> None:
+        self.q, self.max_backlog_bytes = q, max_backlog_bytes
 
     def send_batch(self, messages: Sequence[bytes]) -> None:
-        with self.q.cond:
-            self.q.ready.extend(messages)
-            self.q.cond.notify_all()
+        q, size_bytes = self.q, _held_bytes(messages)
+        with q.cond:
+            # a batch larger than the bound still goes into an empty queue, or it never could
+            while self.max_backlog_bytes and q.ready and q.ready_bytes + size_bytes > self.max_backlog_bytes:
+                q.cond.wait()  # a consumer's take notifies
+            q.ready.extend(messages)
+            q.ready_bytes += size_bytes
+            q.cond.notify_all()
 
 
 class _ThreadConsumer(Consumer):
@@ -116,6 +144,9 @@ class _ThreadConsumer(Consumer):
                 q.cond.wait(timeout_s)
             n = min(max_messages, len(q.ready))
             bodies = [q.ready.popleft() for _ in range(n)]
+            if n:
+                q.ready_bytes -= _held_bytes(bodies)
+                q.cond.notify_all()  # a producer may be waiting for room
             ids = list(itertools.islice(q.ids, n))
             q.in_flight.update(zip(ids, bodies, strict=True))
         self.unacked.update(ids)
@@ -133,6 +164,7 @@ class _ThreadConsumer(Consumer):
             bodies = [q.in_flight.pop(i) for i in batch.receipts or () if i in q.in_flight]
             if requeue:
                 q.ready.extendleft(reversed(bodies))
+                q.ready_bytes += _held_bytes(bodies)
                 q.cond.notify_all()
             else:
                 q.dead.extend(bodies)
