@@ -127,7 +127,7 @@ class PoissonOffsets:
             self._chunk(len(self._states))  # chunks are made in order the first time
         if i == len(self._states):
             rng = self._rng  # the frontier: go on from where the generator is
-            self._states.append(rng.bit_generator.state)
+            self._states.append(dict(rng.bit_generator.state))
             self._carries.append(self._next_carry)
         else:
             rng = np.random.Generator(type(self._rng.bit_generator)())

@@ -74,7 +74,7 @@ def offered_eps(spec: WorkloadSpec, begin_s: float, end_s: float) -> float | Non
     if not spec.steady or end_s <= begin_s:
         return None
     overlap = max(0.0, min(end_s, spec.warmup_s + spec.duration_s) - begin_s)
-    return round(spec.rate_eps * overlap / (end_s - begin_s), 1)
+    return round(spec.steady_rate_eps * overlap / (end_s - begin_s), 1)
 
 
 def consume_eps(
@@ -115,7 +115,7 @@ def steady_figures(
     )
     at_end = [x for x in samples if x.t_s <= (window_end - counts.t0_ns) / 1e9 + 0.5]
     backlog_end = max(at_end[-1].backlog, at_end[-1].depth or 0) if at_end else 0
-    kept_up = consumed_eps >= KEEP_UP_RATIO * spec.rate_eps and backlog_end <= spec.rate_eps * KEEP_UP_BACKLOG_S
+    kept_up = consumed_eps >= KEEP_UP_RATIO * spec.steady_rate_eps and backlog_end <= spec.steady_rate_eps * KEEP_UP_BACKLOG_S
     delay = percentiles_ms(send_delay) or {}
     return {
         "rate_eps": spec.rate_eps,
@@ -124,7 +124,7 @@ def steady_figures(
         "arrival": spec.arrival,
         "send_eps": round(send_eps, 1),
         "consume_eps": round(consumed_eps, 1),
-        "rate_error": round(send_eps / spec.rate_eps - 1, 5),
+        "rate_error": round(send_eps / spec.steady_rate_eps - 1, 5),
         "kept_up": bool(kept_up),
         "backlog_at_window_end": backlog_end,
         "send_delay_ms": {k: delay.get(k) for k in ("p50", "p99", "max")},
@@ -135,7 +135,7 @@ def steady_figures(
 
 def rate_warnings(*, spec: WorkloadSpec, send_eps: float) -> list[str]:
     """What the engine could not do as asked: a rate the producers could not keep."""
-    if send_eps >= KEEP_UP_RATIO * spec.rate_eps:
+    if send_eps >= KEEP_UP_RATIO * spec.steady_rate_eps:
         return []
     return [
         f"the producers sent {send_eps:,.0f} events/s, below the offered {spec.rate_eps:,.0f}: "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -30,6 +30,12 @@ _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 def load_lua(name: str) -> str:
     """The text of ``queues/backends/lua/<name>.lua`` (STYLE habit 5: scripts in named files)."""
     return resources.files("queues.backends").joinpath("lua", f"{name}.lua").read_text()
+
+
+def as_bytes_list(reply: Any) -> list[bytes]:
+    """A list reply as the bytes it is: our clients never set ``decode_responses``, which
+    redis-py's types cannot know (they say ``bytes | str``)."""
+    return cast(list[bytes], reply)
 
 
 def key_prefix(queue: str) -> str:
