@@ -2,7 +2,7 @@
 """Set up and run imqueue from a fresh clone with nothing but Python 3.11+.
 
     python3 dev.py run [runexperiment options]   # sum 1e6 integers on the embedded default
-    python3 dev.py test [pytest options]         # lint, checks and the whole test suite
+    python3 dev.py test [pytest options]         # lint, type check, checks and the whole test suite
 
 Both create ``.venv`` and install the project into it when ``pyproject.toml`` changed since the
 last install, so running them again is fast.
@@ -51,6 +51,7 @@ def run(args: list[str]) -> int:
 def test(args: list[str]) -> int:
     ensure_venv("[test]")
     sh(PYTHON, "-m", "ruff", "check", ".")
+    sh(PYTHON, "-m", "mypy")  # queues/, as configured in pyproject.toml
     sh(PYTHON, "manage.py", "check")
     sh(PYTHON, "manage.py", "makemigrations", "--check", "--dry-run", "--verbosity", "0")
     env = dict(os.environ, PYTHONPATH=str(ROOT))

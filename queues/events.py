@@ -70,11 +70,14 @@ class PackedMessages(Sequence[bytes]):
     def __getitem__(self, index: int) -> bytes: ...
     @overload
     def __getitem__(self, index: slice) -> PackedMessages: ...
-    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+    def __getitem__(self, index: int | slice) -> bytes | PackedMessages:
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self))
             if step != 1:
-                return [self[i] for i in range(start, stop, step)]
+                # packed again: going forwards, the one short message (the last) stays last
+                if step < 0 and len(self.buffer) % self.size:
+                    raise ValueError("a backward slice would put the short last message first")
+                return PackedMessages(b"".join(self[i] for i in range(start, stop, step)), self.size)
             return PackedMessages(self.buffer[start * self.size : stop * self.size], self.size)
         count = len(self)
         if index < 0:
@@ -87,7 +90,7 @@ class PackedMessages(Sequence[bytes]):
         size, buffer = self.size, self.buffer
         return (buffer[i : i + size] for i in range(0, len(buffer), size))
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[type[PackedMessages], tuple[bytes, int]]:
         return PackedMessages, (self.buffer, self.size)
 
 

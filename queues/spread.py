@@ -22,7 +22,7 @@ def _reduce(items: list[dict[str, Any]], fn: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     keys = [k for k in items[0] if k not in SKIP] if items else []
     for key in keys:
-        values = [item.get(key) for item in items]
+        values: list[Any] = [item.get(key) for item in items]
         if all(isinstance(v, dict) for v in values):
             nested = _reduce(values, fn)
             if nested:

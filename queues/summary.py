@@ -77,7 +77,7 @@ def offered_eps(spec: WorkloadSpec, begin_s: float, end_s: float) -> float | Non
     if not spec.steady or end_s <= begin_s:
         return None
     overlap = max(0.0, min(end_s, spec.warmup_s + spec.duration_s) - begin_s)
-    return round(spec.rate_eps * overlap / (end_s - begin_s), 1)
+    return round(spec.steady_rate_eps * overlap / (end_s - begin_s), 1)
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def steady_figures(
     kept_up = kept_up_verdict(spec=spec, counts=counts, latency=latency, backlog_end=backlog_end)
     delay = percentiles_ms(send_delay) or {}
     worst = worst_interval_send_ratio(samples, begin_s=spec.warmup_s, end_s=spec.warmup_s + spec.duration_s)
-    figures = {
+    figures: dict[str, Any] = {
         "rate_eps": spec.rate_eps,
         "duration_window_s": spec.duration_s,
         "warmup_s": spec.warmup_s,
@@ -152,7 +152,7 @@ def kept_up_verdict(*, spec: WorkloadSpec, counts: SteadyCounts, latency: Any, b
     return (
         counts.window_received >= KEEP_UP_RATIO * counts.offered
         and (p99_ms is None or p99_ms <= KEEP_UP_LATENCY_MS)
-        and backlog_end <= spec.rate_eps * KEEP_UP_BACKLOG_S
+        and backlog_end <= spec.steady_rate_eps * KEEP_UP_BACKLOG_S
     )
 
 
@@ -174,7 +174,7 @@ def worst_interval_send_ratio(samples: Sequence[Sample], *, begin_s: float, end_
 
 def send_delay_bound_ms(spec: WorkloadSpec) -> float:
     """The send delay p99 above which the producers did not follow the schedule."""
-    gap_ms = 1000.0 * spec.producers / spec.rate_eps
+    gap_ms = 1000.0 * spec.producers / spec.steady_rate_eps
     return max(SEND_DELAY_BOUND_MS, SEND_DELAY_BOUND_GAPS * gap_ms)
 
 
@@ -217,7 +217,7 @@ def _send_limit(spec: WorkloadSpec, publish: Any | None, counts: SteadyCounts | 
     share = in_calls_s / (spec.producers * (counts.last_send_ns - counts.t0_ns) / 1e9)
     per_call_ms = publish.get_value_at_percentile(50) / 1000
     events_per_call = counts.sent_total / calls
-    gap_ms = 1000.0 * spec.producers / spec.rate_eps
+    gap_ms = 1000.0 * spec.producers / spec.steady_rate_eps
     detail = (
         f"the producers spent {share:.0%} of their time in the backend's send calls (p50 {per_call_ms:.3f} ms a "
         f"call of {events_per_call:,.1f} events, against {gap_ms:.3f} ms between a producer's events)"

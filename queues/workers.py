@@ -255,7 +255,7 @@ class _Sender:
                 wake_ns = max(t0 + schedule.offset_ns(min(k + epm, self.count) - 1), next_wake)
                 time.sleep(max(0.0, (wake_ns - now_ns) / 1e9))
                 continue
-            self.send(k, n, t0 + schedule.offsets_ns[k : k + n], now_ns)
+            self.send(k, n, t0 + schedule.offsets(k, n), now_ns)
             k += n
             next_wake = now_ns + tick_ns
 

@@ -90,6 +90,13 @@ class WorkloadSpec:
         return self.rate_eps is not None
 
     @property
+    def steady_rate_eps(self) -> float:
+        """The offered rate of a steady run (``ValueError`` for a burst, which has none)."""
+        if self.rate_eps is None:
+            raise ValueError("a burst has no offered rate")
+        return self.rate_eps
+
+    @property
     def expected_sum(self) -> int:
         """1 + 2 + ... + events."""
         return self.events * (self.events + 1) // 2

@@ -98,3 +98,17 @@ def queue_of():
     for backend, queue in made:
         backend.delete(queue)
         backend.close()
+
+
+def count_deliveries(ledger) -> np.ndarray:
+    """Per-event delivery counts of what ``ledger`` is fed from now on: the ledger keeps only a
+    bitmap and totals, so a test that needs to know which event came how often taps its input."""
+    counts = np.zeros(ledger.spec.events, dtype=np.int64)
+    add_indices = ledger.add_indices
+
+    def counting(flat, raw_sum, corrupt=0):
+        np.add.at(counts, np.asarray(flat, dtype=np.int64), 1)
+        return add_indices(flat, raw_sum, corrupt)
+
+    ledger.add_indices = counting
+    return counts

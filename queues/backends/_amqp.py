@@ -64,7 +64,6 @@ class Link:
         self.channel: Any = None
         self.conn.channel(on_open_callback=self._on_channel)
         self._wait_open(lambda: self.channel is not None, "open a channel on")
-        self.channel.add_on_close_callback(self._on_channel_closed)
 
     def _wait_open(self, done: Callable[[], bool], doing: str) -> None:
         try:
@@ -82,6 +81,7 @@ class Link:
         self.wake()
 
     def _on_channel(self, channel: Any) -> None:
+        channel.add_on_close_callback(self._on_channel_closed)
         self.channel = channel
         self.wake()
 

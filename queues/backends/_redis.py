@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from queues.backends.base import CONNECT_TIMEOUT, Backend, Consumer
+from queues.options import Option
 
 #: Longest a reply may take beyond a blocking command's own timeout.
 SOCKET_TIMEOUT_S = 10.0
@@ -32,6 +33,12 @@ _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 def load_lua(name: str) -> str:
     """The text of ``queues/backends/lua/<name>.lua`` (STYLE habit 5: scripts in named files)."""
     return resources.files("queues.backends").joinpath("lua", f"{name}.lua").read_text()
+
+
+def as_bytes_list(reply: Any) -> list[bytes]:
+    """A list reply as the bytes it is: our clients never set ``decode_responses``, which
+    redis-py's types cannot know (they say ``bytes | str``)."""
+    return cast(list[bytes], reply)
 
 
 def key_prefix(queue: str) -> str:
@@ -55,7 +62,7 @@ class RedisBase(Backend):
     failed_errors = (redis.RedisError,)
     #: Lua scripts this backend registers, by file name.
     scripts: tuple[str, ...] = ()
-    options = (CONNECT_TIMEOUT,)
+    options: ClassVar[tuple[Option, ...]] = (CONNECT_TIMEOUT,)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -145,7 +145,9 @@ class Backend:
     """
 
     name: ClassVar[str]
-    capabilities: ClassVar[Capabilities]
+    #: Declared on the class; an instance whose options change a guarantee (a persistent
+    #: RabbitMQ queue, ``redis-list --option ack=false``) replaces it with its own.
+    capabilities: Capabilities
     #: The environment setting users change to point the backend elsewhere (named in errors).
     url_setting: ClassVar[str | None] = None
     #: Where the server is when nothing is configured: the local server on its standard port.

@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import queue as std_queue
+import sys
 import threading
 import time
 from collections import deque
@@ -32,25 +33,49 @@ from queues.options import Option
 log = logging.getLogger(__name__)
 #: How long ``dead_letters`` waits for letters counted but still in a feeder thread's buffer.
 DEAD_LETTER_WAIT_S = 5.0
+#: ``memory-mp``'s default bound on what its queue holds, in MB of message bodies: a backlog
+#: that a 2-core machine's memory takes in its stride, and far above what a consumer that
+#: keeps up ever lets wait (a 1e6-event burst is 32 MB in all).
+DEFAULT_MAX_BACKLOG_MB = 256.0
 
 
 class _ThreadQueue:
-    """Ready messages, the ones handed out and not yet acked, and the dead letters."""
+    """Ready messages, the ones handed out and not yet acked, and the dead letters; the memory
+    the ready ones take (``ready_bytes``), for the bound."""
 
     def __init__(self) -> None:
         self.ready: deque[bytes] = deque()
+        self.ready_bytes = 0
         self.in_flight: dict[int, bytes] = {}
         self.dead: list[bytes] = []
         self.cond = threading.Condition()
         self.ids = itertools.count()
 
 
+def _held_bytes(bodies: Sequence[bytes]) -> int:
+    """What ``bodies`` take in a deque: a ``bytes`` object each, its header included."""
+    return sum(map(len, bodies)) + len(bodies) * _MESSAGE_OVERHEAD_BYTES
+
+
+_MESSAGE_OVERHEAD_BYTES = sys.getsizeof(b"") + 8  # the object's header and the deque's slot
+
+
 class MemoryBackend(Backend):
+    """Threads of one process around a deque. ``max_backlog_mb`` bounds the memory the ready
+    messages take (producers wait), as ``memory-mp``'s does: a queue in the process's own
+    memory must not grow with N."""
+
     name = "memory"
     capabilities = Capabilities(durable=False, native_batch=True, push=True, processes=False)
+    options = (
+        Option("max_backlog_mb", float, DEFAULT_MAX_BACKLOG_MB,
+               "producers wait while the queue holds this many MB of messages (0: unbounded)",
+               minimum=0, maximum=1e6, unit="MB"),
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.max_backlog_bytes = int(float(self.option_values["max_backlog_mb"]) * 1e6)
         self._queues: dict[str, _ThreadQueue] = {}
 
     def for_worker(self) -> MemoryBackend:
@@ -70,6 +95,8 @@ class MemoryBackend(Backend):
         with q.cond:
             removed = len(q.ready)
             q.ready.clear()
+            q.ready_bytes = 0
+            q.cond.notify_all()
         return removed
 
     def list_queues(self, namespace: str) -> list[str]:
@@ -91,20 +118,25 @@ class MemoryBackend(Backend):
             return list(q.dead)
 
     def producer(self, queue: str) -> Producer:
-        return _ThreadProducer(self._get(queue))
+        return _ThreadProducer(self._get(queue), max_backlog_bytes=self.max_backlog_bytes)
 
     def consumer(self, queue: str, *, group: str = "default") -> Consumer:
         return _ThreadConsumer(self, self._get(queue))
 
 
 class _ThreadProducer(Producer):
-    def __init__(self, q: _ThreadQueue) -> None:
-        self.q = q
+    def __init__(self, q: _ThreadQueue, *, max_backlog_bytes: int = 0) -> None:
+        self.q, self.max_backlog_bytes = q, max_backlog_bytes
 
     def send_batch(self, messages: Sequence[bytes]) -> None:
-        with self.q.cond:
-            self.q.ready.extend(messages)
-            self.q.cond.notify_all()
+        q, size_bytes = self.q, _held_bytes(messages)
+        with q.cond:
+            # a batch larger than the bound still goes into an empty queue, or it never could
+            while self.max_backlog_bytes and q.ready and q.ready_bytes + size_bytes > self.max_backlog_bytes:
+                q.cond.wait()  # a consumer's take notifies
+            q.ready.extend(messages)
+            q.ready_bytes += size_bytes
+            q.cond.notify_all()
 
 
 class _ThreadConsumer(Consumer):
@@ -119,6 +151,9 @@ class _ThreadConsumer(Consumer):
                 q.cond.wait(timeout_s)
             n = min(max_messages, len(q.ready))
             bodies = [q.ready.popleft() for _ in range(n)]
+            if n:
+                q.ready_bytes -= _held_bytes(bodies)
+                q.cond.notify_all()  # a producer may be waiting for room
             ids = list(itertools.islice(q.ids, n))
             q.in_flight.update(zip(ids, bodies, strict=True))
         self.unacked.update(ids)
@@ -136,6 +171,7 @@ class _ThreadConsumer(Consumer):
             bodies = [q.in_flight.pop(i) for i in batch.receipts or () if i in q.in_flight]
             if requeue:
                 q.ready.extendleft(reversed(bodies))
+                q.ready_bytes += _held_bytes(bodies)
                 q.cond.notify_all()
             else:
                 q.dead.extend(bodies)
@@ -159,6 +195,10 @@ class MultiprocessBackend(Backend):
       it has received ``stall_after`` messages;
     - ``max_depth``: producers wait while the queue holds that many messages (backpressure, as
       from a bounded broker queue); 0 is unbounded.
+    - ``max_backlog_mb``: producers wait while the queue holds that many MB of message bodies.
+      On by default: what a ``multiprocessing`` queue holds waits in the producer's own memory
+      (its feeder thread's buffer), so without a bound a burst of 1e8 events grew the producer
+      by gigabytes; with it, memory is bounded by this capacity and the batch, whatever N.
     """
 
     name = "memory-mp"
@@ -171,6 +211,9 @@ class MultiprocessBackend(Backend):
         Option("stall_s", float, 0.0, "how long that pause lasts", minimum=0, maximum=3600, unit="s"),
         Option("max_depth", int, 0, "producers wait while the queue holds this many messages (0: unbounded)",
                minimum=0, unit="messages"),
+        Option("max_backlog_mb", float, DEFAULT_MAX_BACKLOG_MB,
+               "producers wait while the queue holds this many MB of messages (0: unbounded)",
+               minimum=0, maximum=1e6, unit="MB"),
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -180,6 +223,7 @@ class MultiprocessBackend(Backend):
         self.stall_after = int(self.option_values["stall_after"])
         self.stall_s = float(self.option_values["stall_s"])
         self.max_depth = int(self.option_values["max_depth"])
+        self.max_backlog_bytes = int(float(self.option_values["max_backlog_mb"]) * 1e6)
         self._ctx = multiprocessing.get_context("fork")
         self._queues: dict[str, _PipeQueue] = {}
 
@@ -198,13 +242,15 @@ class MultiprocessBackend(Backend):
 
     def purge(self, queue: str) -> int:
         q = self._get(queue)
-        removed = 0
+        removed = removed_bytes = 0
         while q.depth.value - removed > 0:  # the counter knows what is still in the feeder threads
             try:
-                removed += len(q.messages.get(timeout=0.5))
+                bodies = q.messages.get(timeout=0.5)
             except std_queue.Empty:
                 break
-        q.depth.add(-removed)
+            removed += len(bodies)
+            removed_bytes += _size_bytes(bodies)
+        q.taken(removed, removed_bytes)
         return removed
 
     def list_queues(self, namespace: str) -> list[str]:
@@ -225,7 +271,7 @@ class MultiprocessBackend(Backend):
         return self._get(queue).dead_letters()
 
     def producer(self, queue: str) -> Producer:
-        return _PipeProducer(self._get(queue), max_depth=self.max_depth)
+        return _PipeProducer(self._get(queue), max_depth=self.max_depth, max_backlog_bytes=self.max_backlog_bytes)
 
     def consumer(self, queue: str, *, group: str = "default") -> Consumer:
         return _PipeConsumer(
@@ -282,7 +328,8 @@ class _SlotCounter:
 
 class _PipeQueue:
     """One ``memory-mp`` queue: a ``multiprocessing`` queue of message lists, its exact depth
-    (messages put and not yet taken, on a lock-free ``_SlotCounter``), and its dead letters.
+    (messages put and not yet taken) and the bytes of their bodies, both on lock-free
+    ``_SlotCounter``s, and its dead letters.
 
     Dead letters go through a second ``multiprocessing`` queue: consumers that nack run in
     forked processes, and only the declaring process's backend reads them. Each is counted
@@ -292,9 +339,14 @@ class _PipeQueue:
     def __init__(self, ctx: Any) -> None:
         self.messages = ctx.Queue()
         self.depth = _SlotCounter(ctx)
+        self.backlog_bytes = _SlotCounter(ctx)
         self.dead = ctx.Queue()
         self.dead_count = _SlotCounter(ctx)
         self.dead_read: list[bytes] = []  # taken off ``dead`` by this process
+
+    def taken(self, messages: int, size_bytes: int) -> None:
+        self.depth.add(-messages)
+        self.backlog_bytes.add(-size_bytes)
 
     def set_aside(self, bodies: Sequence[bytes]) -> None:
         self.dead_count.add(len(bodies))
@@ -318,19 +370,38 @@ class _PipeQueue:
             mpq.cancel_join_thread()
 
 
+def _size_bytes(bodies: Sequence[bytes]) -> int:
+    return len(bodies.buffer) if isinstance(bodies, PackedMessages) else sum(map(len, bodies))
+
+
 class _PipeProducer(Producer):
-    def __init__(self, q: _PipeQueue, *, max_depth: int = 0) -> None:
-        self.mpq, self.depth, self.max_depth = q.messages, q.depth, max_depth
+    def __init__(self, q: _PipeQueue, *, max_depth: int = 0, max_backlog_bytes: int = 0) -> None:
+        self.q, self.mpq, self.depth, self.backlog_bytes = q, q.messages, q.depth, q.backlog_bytes
+        self.max_depth, self.max_backlog_bytes = max_depth, max_backlog_bytes
         self.depth.claim()  # now, before the run starts, not at the first send
+        self.backlog_bytes.claim()
 
     def send_batch(self, messages: Sequence[bytes]) -> None:
+        size_bytes = _size_bytes(messages)
         # a bounded queue holds the producer back (closed loop); a batch larger than the bound
         # still goes into an empty queue, or it could never be sent
-        while self.max_depth and self.depth.value and self.depth.value + len(messages) > self.max_depth:
+        while not self._reserve(len(messages), size_bytes):
             time.sleep(0.0002)
-        self.depth.add(len(messages))
         # a PackedMessages batch crosses the pipe as one buffer, not one object per message
         self.mpq.put(messages if isinstance(messages, PackedMessages) else list(messages))
+
+    def _reserve(self, messages: int, size_bytes: int) -> bool:
+        """Count the batch in if the queue has room for it. Without a lock (see
+        ``_SlotCounter``), producers checking at the same moment may each add one batch over the
+        bound: the bound holds within a batch a producer."""
+        depth = self.depth.value
+        over = bool(self.max_depth) and depth + messages > self.max_depth
+        over |= bool(self.max_backlog_bytes) and self.backlog_bytes.value + size_bytes > self.max_backlog_bytes
+        if over and depth:
+            return False
+        self.depth.add(messages)
+        self.backlog_bytes.add(size_bytes)
+        return True
 
     def close(self) -> None:
         """Nothing to release: the queue belongs to the backend, and a worker process flushes
@@ -381,7 +452,7 @@ class _PipeConsumer(Consumer):
             self.leftover = []
         if not isinstance(bodies, (list, PackedMessages)):
             bodies = list(bodies)
-        self.depth.add(-len(bodies))
+        self.q.taken(len(bodies), _size_bytes(bodies))
         if self.cost_s or self.stall_after:
             self._simulate_work(len(bodies), was_idle)
         return Batch(bodies)

@@ -55,7 +55,7 @@ import struct
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import psycopg
@@ -66,6 +66,7 @@ from psycopg.pq import TransactionStatus
 from queues.backends import sqlfiles
 from queues.backends.base import CONNECT_TIMEOUT, Backend, Batch, Capabilities, Consumer, Producer, log_nacked
 from queues.backends.polling import POLL_OPTIONS, Poller, receive_when_due
+from queues.errors import OperationFailed
 from queues.events import PackedMessages
 from queues.options import Option
 
@@ -133,6 +134,14 @@ def binary_copy(messages: Sequence[bytes]) -> bytes:
     return b"".join(parts)
 
 
+def _one_row(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The row of a query that always returns exactly one (an aggregate)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise OperationFailed("postgres: a query that always returns a row returned none")
+    return row
+
+
 class PostgresBackend(Backend):
     """One table per queue, consumers claiming with ``FOR UPDATE SKIP LOCKED`` and polling."""
 
@@ -144,7 +153,7 @@ class PostgresBackend(Backend):
     unavailable_errors = (psycopg.OperationalError,)
     failed_errors = (psycopg.Error,)
     listens = False
-    options = (
+    options: ClassVar[tuple[Option, ...]] = (
         Option("insert", str, "copy", "how producers insert rows", choices=INSERT_METHODS),
         *POLL_OPTIONS,
         Option("claim_timeout_s", float, 300.0,
@@ -179,8 +188,8 @@ class PostgresBackend(Backend):
             # the option, not the URL, decides: the run records the option as in force
             params["connect_timeout"] = math.ceil(self.connect_timeout_s)
             params["application_name"] = application_name[:63]
-            params["options"] = " ".join(filter(None, [params.get("options"), self._server_options()]))
-            conninfo = make_conninfo(**params)
+            params["options"] = " ".join(filter(None, [str(params.get("options") or ""), self._server_options()]))
+            conninfo = make_conninfo("", **params)
         with self.converting("connect to", unavailable=(psycopg.Error,)):  # refused credentials too
             conn = psycopg.connect(conninfo, autocommit=autocommit)
         conn.prepare_threshold = None  # see the module docstring: no cached generic plans
@@ -234,7 +243,7 @@ class PostgresBackend(Backend):
 
     def depth(self, queue: str) -> int:
         """Exact: ``count(*)``, which sees claimed rows until their consumer commits."""
-        return self._execute("depth", queue, doing="measure a queue on").fetchone()[0]
+        return _one_row(self._execute("depth", queue, doing="measure a queue on"))[0]
 
     def dead_letters(self, queue: str) -> list[bytes]:
         """The rows of the dead-letter table, oldest first (reading keeps them)."""
@@ -255,7 +264,7 @@ class PostgresBackend(Backend):
         self.connect()
         assert self._admin is not None
         with self.converting("count the objects on"):
-            return self._admin.execute(QUERIES["count_objects"], {"prefix": prefix}).fetchone()[0]
+            return _one_row(self._admin.execute(QUERIES["count_objects"], {"prefix": prefix}))[0]
 
     def environment(self) -> dict[str, Any]:
         self.connect()
@@ -263,7 +272,7 @@ class PostgresBackend(Backend):
         with self.converting("read the settings of"):
             cur = self._admin.execute(QUERIES["environment"])
             names = [column.name for column in cur.description or ()]
-            settings = cur.fetchone()
+            settings = _one_row(cur)
         return {
             **dict(zip(names, settings, strict=True)),
             "driver": f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__})",
@@ -385,11 +394,12 @@ class _Consumer(Consumer):
         and every ``FULL_SCAN_S`` (rows below the bound: requeued, rolled back by a crashed
         consumer, or committed late by another producer)."""
         with self.backend.converting("receive from"):
-            ids = bodies = None
+            ids: list[int] | None = None
+            bodies: list[bytes] = []
             if self.after is not None and time.monotonic() < self.full_scan_at:
-                ids, bodies = self.cur.execute(self.q_claim_after, {"after": self.after, "limit": limit}).fetchone()
+                ids, bodies = _one_row(self.cur.execute(self.q_claim_after, {"after": self.after, "limit": limit}))
             if ids is None:
-                ids, bodies = self.cur.execute(self.q_claim, {"limit": limit}).fetchone()
+                ids, bodies = _one_row(self.cur.execute(self.q_claim, {"limit": limit}))
                 self.full_scan_at = time.monotonic() + FULL_SCAN_S
             if ids is None and not self.unsettled:
                 self.conn.rollback()  # nothing claimed: do not sit idle in a transaction

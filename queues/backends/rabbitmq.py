@@ -27,6 +27,7 @@ and flushing once is what an asynchronous client does and is what this backend d
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import deque
@@ -170,7 +171,7 @@ class RabbitMQBackend(Backend):
 
         for expected in range(1, count + 1):
             link.channel.basic_get(dead, on_message, auto_ack=True)
-            link.wait(lambda n=expected: len(got) >= n, RPC_TIMEOUT_S, "read the dead letters on")
+            link.wait(functools.partial(_at_least, got, expected), RPC_TIMEOUT_S, "read the dead letters on")
         return got
 
     def _dead_letter_count(self, dead: str) -> int:
@@ -337,3 +338,7 @@ class _Consumer(Consumer):
         """Close the connection: the broker requeues what was not acked (acks buffered before
         the close are sent first)."""
         self.link.close()
+
+
+def _at_least(items: list[Any], count: int) -> bool:
+    return len(items) >= count

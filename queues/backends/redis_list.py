@@ -39,12 +39,12 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import redis
 
-from queues.backends._redis import RedisBase, RedisConsumer, key_prefix, send_packed
+from queues.backends._redis import RedisBase, RedisConsumer, as_bytes_list, key_prefix, send_packed
 from queues.backends.base import Batch, Capabilities, Consumer, Producer, log_nacked
 from queues.events import PackedMessages
 from queues.options import Option
@@ -83,7 +83,7 @@ class RedisListBackend(RedisBase):
     name = "redis-list"
     capabilities = RELIABLE
     scripts = ("list_take", "list_settle", "list_reap", "list_depth")
-    options = (
+    options: ClassVar[tuple[Option, ...]] = (
         Option("ack", bool, True, "true: the reliable queue (at-least-once); false: plain LPOP (at-most-once)"),
         Option("heartbeat_s", float, 2.0, "a consumer silent this long is presumed dead and its messages requeued",
                minimum=0.1, maximum=3600, unit="s"),
@@ -124,7 +124,7 @@ class RedisListBackend(RedisBase):
     def dead_letters(self, queue: str) -> list[bytes]:
         """The messages set aside with ``nack(requeue=False)``, oldest first."""
         with self.converting("read the dead letters on"):
-            return self.client.lrange(_Keys(queue).dead, 0, -1)
+            return as_bytes_list(self.client.lrange(_Keys(queue).dead, 0, -1))
 
     def producer(self, queue: str) -> Producer:
         return _ListProducer(self, queue)
@@ -167,10 +167,10 @@ def pack_push(connection: Any, key: bytes, messages: Sequence[bytes]) -> tuple[b
     and how many commands that is. ``PackedMessages`` are laid out by numpy (the bodies of one
     batch have one size but the last); anything else goes through redis-py's packer."""
     if not isinstance(messages, PackedMessages):
-        parts = []
+        packed = []
         for start in range(0, len(messages), PUSH_CHUNK):
-            parts.extend(connection.pack_command("RPUSH", key, *messages[start : start + PUSH_CHUNK]))
-        return b"".join(parts), len(range(0, len(messages), PUSH_CHUNK))
+            packed.extend(connection.pack_command("RPUSH", key, *messages[start : start + PUSH_CHUNK]))
+        return b"".join(packed), len(range(0, len(messages), PUSH_CHUNK))
     size, buffer, count = messages.size, messages.buffer, len(messages)
     full = len(buffer) // size
     prefix = b"$%d\r\n" % size
@@ -223,10 +223,10 @@ class _PopConsumer(Consumer):
 
     def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
         with self.backend.converting("receive from"):
-            items = self.client.lpop(self.keys.ready, max_messages)
+            items = as_bytes_list(self.client.lpop(self.keys.ready, max_messages) or [])
             if not items:
                 items = self._wait(max_messages, timeout_s)
-        return Batch(items or [])
+        return Batch(items)
 
     def _wait(self, max_messages: int, timeout_s: float) -> list[bytes]:
         pipe = self.client.pipeline(transaction=False)
@@ -262,6 +262,8 @@ class _ReliableConsumer(RedisConsumer):
     batch is handed out and its reply read by the next ``receive_batch``: the server moves the
     next batch while the worker counts this one. Every other command first reads that reply
     (one command in flight at a time, so the mirror stays exact)."""
+
+    backend: RedisListBackend
 
     def __init__(self, backend: RedisListBackend, queue: str) -> None:
         self.backend, self.keys = backend, _Keys(queue)
@@ -363,7 +365,8 @@ class _ReliableConsumer(RedisConsumer):
         # the take behind BLMOVE skips the length check (the list grew by what BLMOVE moved)
         block_s = min(max(timeout_s, 0.01), self.backend.heartbeat_s / 3)
         pipe = self.client.pipeline(transaction=False)
-        pipe.blmove(self.keys.ready, self.proc, block_s, "LEFT", "RIGHT")
+        # BLMOVE takes fractional seconds (Redis 6+); redis-py annotates the timeout as int
+        pipe.blmove(self.keys.ready, self.proc, block_s, "LEFT", "RIGHT")  # type: ignore[arg-type]
         self.scripts["list_take"](keys=self.take_keys, args=[max_messages - 1, self.ttl_ms, self.id, 0, -1], client=pipe)
         first, (_, rest) = pipe.execute()
         self.ahead = [first, *rest] if first is not None else list(rest)

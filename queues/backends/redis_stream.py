@@ -31,7 +31,7 @@ from typing import Any
 
 import redis
 
-from queues.backends._redis import RedisBase, RedisConsumer, key_prefix
+from queues.backends._redis import RedisBase, RedisConsumer, as_bytes_list, key_prefix
 from queues.backends.base import Batch, Capabilities, Consumer, Producer, log_nacked
 from queues.options import Option
 
@@ -118,7 +118,7 @@ class RedisStreamBackend(RedisBase):
     def dead_letters(self, queue: str) -> list[bytes]:
         """The messages set aside with ``nack(requeue=False)``, oldest first."""
         with self.converting("read the dead letters on"):
-            return self.client.lrange(self.dead_key(queue), 0, -1)
+            return as_bytes_list(self.client.lrange(self.dead_key(queue), 0, -1))
 
     def producer(self, queue: str) -> Producer:
         return _StreamProducer(self, queue)
@@ -151,6 +151,8 @@ class _StreamProducer(Producer):
 
 
 class _StreamConsumer(RedisConsumer):
+    backend: RedisStreamBackend
+
     def __init__(self, backend: RedisStreamBackend, queue: str, group: str) -> None:
         self.backend, self.group = backend, group
         self.key, self.dead = backend.stream_key(queue), backend.dead_key(queue)

@@ -66,7 +66,7 @@ def test_the_run_records_every_option_in_force_defaults_included(cli_db):
     out = manage(env, "runexperiment", "--events", "2000", "--option", "max_depth=5000", "--json", "--experiment", "opts")
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
-    expected = {"consume_cost_us": 0.0, "stall_after": 0, "stall_s": 0.0, "max_depth": 5000}
+    expected = {"consume_cost_us": 0.0, "stall_after": 0, "stall_s": 0.0, "max_depth": 5000, "max_backlog_mb": 256.0}
     assert summary["options"] == summary["environment"]["options"] == expected
     assert summary["verdict"] == "exact"
 
@@ -84,8 +84,10 @@ def test_listbackends_shows_each_backends_options(cli_db):
     assert (prefetch["minimum"], prefetch["maximum"]) == (1, 65_535) and prefetch["help"]
     confirms = {o["name"]: o for o in rows["rabbitmq"]["options"]}["confirms"]
     assert confirms["choices"] == ["off", "message", "batch"] and confirms["default"] == "off"
-    assert [o["name"] for o in rows["memory-mp"]["options"]] == ["consume_cost_us", "stall_after", "stall_s", "max_depth"]
-    assert rows["memory"]["options"] == [] and rows["loop"]["options"] == []
+    assert [o["name"] for o in rows["memory-mp"]["options"]] == [
+        "consume_cost_us", "stall_after", "stall_s", "max_depth", "max_backlog_mb",
+    ]
+    assert [o["name"] for o in rows["memory"]["options"]] == ["max_backlog_mb"] and rows["loop"]["options"] == []
 
     text = manage(env, "listbackends").stdout
     assert "--option prefetch=1000  int: a whole number from 1 to 65535 messages; basic_qos prefetch count" in text

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from queues.events import encode_events
 from queues.ledger import DUPLICATED, EXACT, LOST, Ledger, Shares, index_records
@@ -70,3 +71,66 @@ def test_records_that_fit_no_event_are_corrupt_not_counted():
     assert flat.tolist() == [0]
     assert corrupt == 3
     assert raw_sum == int(bad["value"].sum())
+
+
+def test_the_ledger_holds_one_bit_per_event():
+    ledger = Ledger(WorkloadSpec(events=1_000_000))
+    assert ledger.nbytes <= 200_000
+    assert sum(a.nbytes for a in vars(ledger).values() if isinstance(a, np.ndarray)) <= 200_000
+
+
+class CountingLedger:
+    """The ledger's semantics as it was when it kept one counter per event: the reference."""
+
+    def __init__(self, events: int) -> None:
+        self.counts = np.zeros(events, dtype=np.int64)
+
+    def add(self, flat: np.ndarray) -> int:
+        before = np.count_nonzero(self.counts)
+        np.add.at(self.counts, flat.astype(np.int64), 1)
+        return int(np.count_nonzero(self.counts) - before)
+
+
+def batches_with_every_irregularity(events: int, rng: np.random.Generator):
+    """Batches in order, out of order, with copies within and across batches, and gaps: the
+    indices a consumer could report, ids a tenth of which never come."""
+    kept = np.flatnonzero(rng.random(events) > 0.1)
+    for start in range(0, len(kept), 97):
+        batch = kept[start : start + 97]
+        yield batch  # increasing, with gaps
+        yield rng.permutation(batch[: 40])  # the same again, out of order: duplicates across batches
+        yield np.repeat(batch[-3:], 2)  # copies within one batch
+    yield np.arange(100, 200)  # a contiguous run, partly seen already
+    yield np.arange(max(0, events - 5), events)  # the last events, near the bitmap's padding
+
+
+@pytest.mark.parametrize("events", [1, 7, 8, 9, 1_000, 20_003])
+def test_the_bitmap_counts_exactly_as_one_counter_per_event_did(events):
+    rng = np.random.default_rng(events)
+    ledger, reference = Ledger(WorkloadSpec(events=events)), CountingLedger(events)
+    for batch in batches_with_every_irregularity(events, rng):
+        flat = batch[batch < events].astype(np.uint32)
+        assert ledger.add_indices(flat, int(flat.sum()) + len(flat)) == reference.add(flat)
+    result, counts = ledger.result(examples=5), reference.counts
+    seen = np.flatnonzero(counts)
+    assert (result.received, result.unique) == (int(counts.sum()), len(seen))
+    assert result.duplicates == int(counts.sum()) - len(seen)
+    assert result.lost == events - len(seen)
+    assert result.unique_sum == int((seen + 1).sum())
+    assert result.raw_sum == int((counts * np.arange(1, events + 1)).sum())
+    assert [seq for _, seq in result.lost_examples] == np.flatnonzero(counts == 0)[:5].tolist()
+    assert np.array_equal(ledger.seen(np.arange(events)), counts > 0)
+    assert ledger.unique == result.unique
+
+
+def test_a_ledger_scanned_in_chunks_finds_the_same(monkeypatch):
+    import queues.ledger
+
+    events = 10_000
+    ledger = Ledger(WorkloadSpec(events=events, producers=3))
+    ledger.add_indices(np.arange(0, events, 3, dtype=np.uint32), 0)
+    whole = ledger.result()
+    monkeypatch.setattr(queues.ledger, "SCAN_CHUNK_BYTES", 7)
+    assert ledger.result() == whole
+    assert whole.unique_sum == int((np.arange(0, events, 3) + 1).sum())
+    assert whole.lost_examples[:2] == [(0, 1), (0, 2)]

@@ -2,6 +2,7 @@
 
 import logging
 import multiprocessing
+import threading
 import uuid
 
 import pytest
@@ -10,7 +11,7 @@ from queues.backends.memory import MemoryBackend, MultiprocessBackend
 from queues.errors import QueueNotFound
 from queues.runner import SUCCEEDED, Faults, Runner
 from queues.workload import WorkloadSpec
-from tests.services import receive_batches
+from tests.services import receive_batches, wait_until
 
 POISON = [b"poison-1", b"poison-2", b"poison-3"]
 GOOD = [b"good-1", b"good-2"]
@@ -98,3 +99,49 @@ def test_a_nack_is_logged_once_per_call_not_per_message(caplog):
         nack_poison(backend, queue)
     lines = [r.getMessage() for r in caplog.records if r.name == "queues.backends.memory"]
     assert lines == ["memory: 3 message(s) nacked and set aside as dead letters"], lines
+
+
+@pytest.mark.parametrize("cls", [MemoryBackend, MultiprocessBackend], ids=["memory", "memory-mp"])
+def test_the_in_memory_queues_are_bounded_by_default(cls):
+    """What they hold is in the run's own memory (for ``memory-mp``, the producer's feeder
+    thread): without a bound, a 1e8-event burst grew the producer by gigabytes."""
+    assert cls().max_backlog_bytes == 256_000_000
+
+
+@pytest.mark.parametrize("cls", [MemoryBackend, MultiprocessBackend], ids=["memory", "memory-mp"])
+def test_the_backlog_bound_holds_the_producer_back_until_a_consumer_takes(cls):
+    backend = cls(namespace="imqtest", max_backlog_mb=0.01)  # 10 kB: at most 100 messages of 100 bytes
+    queue = f"imqtest.{uuid.uuid4().hex[:8]}"
+    backend.declare(queue)
+    batches = [[bytes(100)] * 10 for _ in range(50)]  # 1 kB of bodies a batch, 50 kB in all
+
+    def produce():
+        producer = backend.producer(queue)
+        for batch in batches:
+            producer.send_batch(batch)
+
+    sender = threading.Thread(target=produce, daemon=True)
+    sender.start()
+    wait_until(lambda: backend.depth(queue) >= 60, 10, "the queue to fill up to its bound")
+    sender.join(timeout=0.3)
+    assert sender.is_alive(), "the producer sent past the bound"
+    assert backend.depth(queue) <= 100
+    consumer = backend.consumer(queue)
+    received = []
+    for batch in receive_batches(consumer, 500, max_messages=10):  # taking makes room for the rest
+        received += batch.bodies
+        consumer.ack(batch)
+    sender.join(timeout=10)
+    assert not sender.is_alive() and len(received) == 500
+    assert backend.depth(queue) == 0
+    backend.delete(queue)
+
+
+def test_a_run_on_a_bounded_memory_mp_queue_never_holds_more_than_its_bound():
+    # 64 kB: two calls of 1000 one-event messages (32 bytes each); a consumer slower than the producer
+    backend = MultiprocessBackend(max_backlog_mb=0.064, consume_cost_us=20)
+    spec = WorkloadSpec(backend="memory-mp", events=30_000, batch=1_000)
+    result = Runner(spec, backend, run_id=uuid.uuid4().hex[:8], sample_interval_s=0.05).run()
+    assert result.status == SUCCEEDED and result.summary["verdict"] == "exact"
+    depths = [s.depth for s in result.samples if s.depth is not None]
+    assert depths and max(depths) <= 2_000

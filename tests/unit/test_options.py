@@ -50,7 +50,9 @@ def test_an_unknown_name_gets_a_hint_and_the_known_names():
 
 
 def test_an_unknown_name_on_a_backend_without_options_says_so():
-    with pytest.raises(InvalidSpec, match="memory has no option 'prefetch'; it takes no options"):
+    with pytest.raises(InvalidSpec, match="bare has no option 'prefetch'; it takes no options"):
+        options_resolve((), {"prefetch": 10}, owner="bare")
+    with pytest.raises(InvalidSpec, match="memory has no option 'prefetch'; its options: max_backlog_mb"):
         build_backend("memory", options={"prefetch": 10})
 
 

@@ -5,6 +5,7 @@ import uuid
 import numpy as np
 import pytest
 
+from queues import schedule as schedule_module
 from queues.backends.memory import MultiprocessBackend
 from queues.faults import PauseProducer
 from queues.runner import SUCCEEDED, Runner
@@ -33,19 +34,53 @@ def test_uniform_schedule_fixes_intended_times_in_advance():
     spec = WorkloadSpec(rate_eps=1000, duration_s=1, producers=2)
     first, second = Schedule(spec, 0), Schedule(spec, 1)
     # each producer sends 500/s: one event every 2 ms, the second half an interval later
-    assert first.offsets_ns[:3].tolist() == [0, 2_000_000, 4_000_000]
-    assert second.offsets_ns[:2].tolist() == [1_000_000, 3_000_000]
+    assert first.offsets(0, 3).tolist() == [0, 2_000_000, 4_000_000]
+    assert second.offsets(0, 2).tolist() == [1_000_000, 3_000_000]
     assert first.due(0) == 1 and first.due(3_999_999) == 2 and first.due(10**12) == 500
 
 
 def test_poisson_schedule_has_the_offered_mean_rate_and_is_reproducible():
     spec = WorkloadSpec(rate_eps=10_000, duration_s=2, arrival="poisson")
-    offsets = Schedule(spec, 0).offsets_ns
+    offsets = Schedule(spec, 0).offsets(0, spec.events)
     assert np.all(np.diff(offsets) >= 0)
     assert offsets[-1] / 1e9 == pytest.approx(2.0, rel=0.05)
-    assert np.array_equal(offsets, Schedule(spec, 0).offsets_ns)
+    assert np.array_equal(offsets, Schedule(spec, 0).offsets(0, spec.events))
     gaps = np.diff(offsets)
     assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.1)  # exponential gaps
+
+
+def whole_schedule(spec: WorkloadSpec, producer: int) -> np.ndarray:
+    """Every offset of ``producer`` computed at once, as the schedule did before it was chunked."""
+    count, rate = spec.producer_shares()[producer][1], spec.rate_eps / spec.producers
+    if spec.arrival == "poisson":
+        rng = np.random.default_rng([spec.seed, producer])
+        return np.cumsum(rng.exponential(1e9 / rate, count)).astype(np.int64)
+    return ((np.arange(count) + producer / spec.producers) * (1e9 / rate)).astype(np.int64)
+
+
+@pytest.mark.parametrize("arrival", ["uniform", "poisson"])
+def test_a_schedule_made_in_chunks_equals_the_whole_array(arrival, monkeypatch):
+    monkeypatch.setattr(schedule_module, "CHUNK_EVENTS", 1_000)  # a few dozen chunks, reused from a cache of two
+    spec = WorkloadSpec(rate_eps=3_000, duration_s=2.5, producers=3, arrival=arrival, seed=5)
+    for producer in range(spec.producers):
+        whole = whole_schedule(spec, producer)
+        assert np.array_equal(Schedule(spec, producer).offsets(0, len(whole)), whole)
+        schedule = Schedule(spec, producer)  # asked piecemeal, forwards and back, as a sender would and more
+        for k in [*range(0, len(whole), 333), 5, 2_400, 0]:
+            assert np.array_equal(schedule.offsets(k, 1_500), whole[k : k + 1_500])
+            assert schedule.offset_ns(k) == whole[k]
+        times = [-1, 0, *whole[::37].tolist(), *(whole[::41] - 1).tolist(), int(whole[-1]) + 1, 10**12]
+        for elapsed_ns in times:
+            assert schedule.due(elapsed_ns) == int(np.searchsorted(whole, elapsed_ns, side="right"))
+
+
+def test_a_schedule_holds_chunks_not_the_run():
+    spec = WorkloadSpec(rate_eps=1_000_000, duration_s=1_000, arrival="poisson")  # 1e9 events
+    schedule = Schedule(spec, 0)
+    assert schedule.due(10**9) == pytest.approx(1_000_000, rel=0.01)
+    assert schedule.offsets(999_000, 1_000).size == 1_000
+    held = sum(chunk.nbytes for chunk in schedule._offsets._cache.values())
+    assert held <= schedule_module.CACHED_CHUNKS * schedule_module.CHUNK_EVENTS * 8
 
 
 def test_a_steady_run_follows_the_schedule_and_reports_the_steady_figures():
