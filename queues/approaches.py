@@ -189,7 +189,7 @@ def run_approach(
     drain_s = (acc.last_ns - began_ns) / 1e9
     summary = summarise(
         run_id=run_id, spec=spec, status=SUCCEEDED, error=None, ledger=ledger, drain_s=drain_s,
-        latency=acc.latency, latency_from_send=acc.latency, publish=None, poison=0, killed=0,
+        latency=acc.latency, latency_from_send=acc.latency, publish=None, poison=0,
     )
     env = environment.collect({"approach": DESCRIPTIONS[spec.backend]})
     return RunResult(run_id, spec, SUCCEEDED, None, summary, [sample], env, ledger)

@@ -39,6 +39,7 @@ class Worker:
     ready: bool = False
     done: bool = False
     killed: bool = False
+    kill_reason: str | None = None  # why the runner killed it (a fault, hung past the stop timeout)
 
     def dead(self) -> bool:
         if isinstance(self.handle, threading.Thread):
@@ -54,10 +55,20 @@ class Supervisor:
     replaced by each worker's own); ``threads`` runs them as threads instead of processes."""
 
     def __init__(
-        self, *, mp_context: Any, context: WorkerContext, threads: bool, on_message: Callable[[Message], None]
+        self,
+        *,
+        mp_context: Any,
+        context: WorkerContext,
+        threads: bool,
+        on_message: Callable[[Message], None],
+        on_kill: Callable[[Worker], None] | None = None,
+        stop_timeout_s: float = STOP_TIMEOUT_S,
     ) -> None:
         self.mp_context, self.context, self.threads = mp_context, context, threads
         self.on_message = on_message
+        self.on_kill = on_kill  # told of every worker the runner kills, once it is gone
+        self.stop_timeout_s = stop_timeout_s
+        self.last_kill: float | None = None  # time.monotonic() of the latest kill
         self.workers: list[Worker] = []
         self.failures: list[WorkerFailed] = []
         self._readers: list[Any] = []  # one pipe per worker, closed ones removed
@@ -79,14 +90,20 @@ class Supervisor:
         self.workers.append(worker)
         return worker
 
-    def kill(self, worker: Worker) -> None:
-        """SIGKILL ``worker`` (a process) and wait for it to be gone."""
+    def kill(self, worker: Worker, *, reason: str) -> None:
+        """SIGKILL ``worker`` (a process) and wait for it to be gone; ``reason`` is reported."""
         if self.threads or worker.pid is None:
             raise QueueError(f"{worker.role} {worker.index} cannot be killed: it is not a running process")
-        log.warning("killing %s %d (pid %d)", worker.role, worker.index, worker.pid)
+        log.warning("killing %s %d (pid %d): %s", worker.role, worker.index, worker.pid, reason)
         os.kill(worker.pid, signal.SIGKILL)
-        worker.killed = True
         worker.handle.join(timeout=KILL_JOIN_S)
+        self._killed(worker, reason)
+
+    def _killed(self, worker: Worker, reason: str) -> None:
+        worker.killed, worker.kill_reason = True, reason
+        self.last_kill = time.monotonic()
+        if self.on_kill:
+            self.on_kill(worker)
 
     def find(self, role: str, index: int) -> Worker:
         """The latest worker started as ``role`` ``index`` (a replacement reuses no index)."""
@@ -98,8 +115,9 @@ class Supervisor:
     def producers_done(self) -> bool:
         return all(w.done for w in self.workers if w.role == PRODUCER)
 
-    def killed_count(self) -> int:
-        return sum(1 for w in self.workers if w.killed)
+    def killed(self) -> list[Worker]:
+        """The workers the runner killed, in the order they were started."""
+        return [w for w in self.workers if w.killed]
 
     # -- reports ---------------------------------------------------------------------------
 
@@ -154,9 +172,10 @@ class Supervisor:
                 raise QueueError(f"{w.role} {w.index} died unexpectedly (exit code {w.exit_code()})")
 
     def stop(self) -> None:
-        """Wait up to ``STOP_TIMEOUT_S`` for the workers to finish (the stop flag must already
-        be set), reading their last reports; then kill any process still there."""
-        deadline = time.monotonic() + STOP_TIMEOUT_S
+        """Wait up to ``stop_timeout_s`` for the workers to finish (the stop flag must already
+        be set), reading their last reports; then SIGKILL any process still there (a hung or
+        SIGSTOPped worker): closing its connections makes the server release what it held."""
+        deadline = time.monotonic() + self.stop_timeout_s
         while time.monotonic() < deadline and not all(w.done or w.killed or w.dead() for w in self.workers):
             self.receive(0.02)
         self.receive(0)
@@ -165,7 +184,12 @@ class Supervisor:
             # (an undrained in-memory queue after a cancel) must not hold the run up
             w.handle.join(timeout=DONE_JOIN_S if w.done else max(0.1, deadline - time.monotonic()))
             if not w.dead() and not self.threads:
-                log.warning("killing %s %d: still running %.0f s after the stop", w.role, w.index, STOP_TIMEOUT_S)
+                reason = (
+                    f"did not exit within {DONE_JOIN_S:g} s of reporting done" if w.done
+                    else f"hung past the stop timeout ({self.stop_timeout_s:g} s)"
+                )
+                log.warning("killing %s %d: %s", w.role, w.index, reason)
                 w.handle.kill()
                 w.handle.join(timeout=2)
+                self._killed(w, reason)
         self.receive(0)

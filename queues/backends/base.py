@@ -140,6 +140,12 @@ class Backend:
     failed_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     #: The options ``--option NAME=VALUE`` may set; a subclass extends its parent's tuple.
     options: ClassVar[tuple[Option, ...]] = ()
+    #: Seconds after a consumer's connection is gone (it was killed) within which the server
+    #: makes what it held readable again: the run's final drain waits this long after a kill
+    #: before it concludes the queue is empty. 0 where closing the connection releases it at
+    #: once (SQL transactions roll back); a backend whose delay follows an option sets it per
+    #: instance (Redis: a heartbeat expiry or a claim idle time).
+    release_after_s: float = 0.0
 
     def __init__(self, *, url: str = "", namespace: str = "imq", **options: Any) -> None:
         """Raises ``InvalidSpec`` for an option the class does not declare or a value it does
