@@ -158,12 +158,19 @@ class Runner:
         """Read what the queue still holds into the ledger (``queues.drain``), whatever ended the
         run, then take the final sample while the queue still exists. A server that does not
         answer the drain fails a run that had succeeded: it cannot be judged."""
+        try:
+            return self._read_what_is_left(status, error)
+        finally:
+            self.supervisor.reap()  # the workers that were done and waited on the queue's pipe
+
+    def _read_what_is_left(self, status: str, error: str | None) -> tuple[str, str | None]:
         if self.clock is None:
             return status, error  # never started: nothing was sent
         released_by = None
-        if self.supervisor.last_kill is not None:
-            released_by = self.supervisor.last_kill + self.backend.release_after_s
         try:
+            if self.supervisor.last_kill is not None:
+                released_by = self.supervisor.last_kill + self.backend.release_after_s
+                self.backend.release_dead_consumers(self.queue)
             self.drain = final_drain(
                 backend=self.backend, queue=self.queue, accounting=self.accounting, released_by=released_by
             )

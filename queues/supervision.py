@@ -168,6 +168,8 @@ class Supervisor:
                 self.receive(0)  # its last words may still be in the pipe
                 if self.failures:
                     raise QueueError(self.failures[0].describe())
+                if w.done:
+                    continue  # it said so just before it ended
                 log.error("%s %d died unexpectedly (exit code %s)", w.role, w.index, w.exit_code())
                 raise QueueError(f"{w.role} {w.index} died unexpectedly (exit code {w.exit_code()})")
 
@@ -180,14 +182,29 @@ class Supervisor:
             self.receive(0.02)
         self.receive(0)
         for w in self.workers:
-            # a worker that reported done has nothing left to say; one blocked on a full pipe
-            # (an undrained in-memory queue after a cancel) must not hold the run up
-            w.handle.join(timeout=DONE_JOIN_S if w.done else max(0.1, deadline - time.monotonic()))
+            if w.done or w.killed:
+                continue  # nothing left to say; ``reap`` sees it exit (after the final drain)
+            w.handle.join(timeout=max(0.1, deadline - time.monotonic()))
             if not w.dead() and not self.threads:
-                reason = (
-                    f"did not exit within {DONE_JOIN_S:g} s of reporting done" if w.done
-                    else f"hung past the stop timeout ({self.stop_timeout_s:g} s)"
-                )
+                reason = f"hung past the stop timeout ({self.stop_timeout_s:g} s)"
+                log.warning("killing %s %d: %s", w.role, w.index, reason)
+                w.handle.kill()
+                w.handle.join(timeout=2)
+                self._killed(w, reason)
+        self.receive(0)
+
+    def reap(self) -> None:
+        """Wait up to ``DONE_JOIN_S`` for the workers that reported done to exit, and kill any
+        still there. Called after the final drain: a ``memory-mp`` producer can only exit once
+        its queue's pipe was read (its feeder thread flushes on exit), so killing it before the
+        drain would throw away events it had sent."""
+        deadline = time.monotonic() + DONE_JOIN_S
+        for w in self.workers:
+            if w.killed or self.threads:
+                continue
+            w.handle.join(timeout=max(0.0, deadline - time.monotonic()))
+            if not w.dead():
+                reason = f"did not exit within {DONE_JOIN_S:g} s of the final drain"
                 log.warning("killing %s %d: %s", w.role, w.index, reason)
                 w.handle.kill()
                 w.handle.join(timeout=2)

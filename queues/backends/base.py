@@ -192,6 +192,13 @@ class Backend:
         backend cannot see. By default just the total."""
         return {"total": self.depth(queue)}
 
+    def release_dead_consumers(self, queue: str) -> None:
+        """Make what consumers killed by the runner held on ``queue`` readable again, once every
+        consumer of the run is gone (before the final drain). The servers do it themselves when
+        a connection closes (``release_after_s``), so by default there is nothing to do; a queue
+        in the runner's memory whose killed consumers may hold its lock (``memory-mp``) resets
+        it here. Idempotent."""
+
     def dead_letters(self, queue: str) -> list[bytes]:
         """The bodies set aside by ``nack(requeue=False)`` on ``queue``, in any order.
 

@@ -72,7 +72,8 @@ def test_workers_get_ready_run_and_stop_and_every_message_is_handed_on(make):
     wait_for(lambda: supervisor.producers_done() and received() == 2_000, supervisor)
     context.stop.set()
     supervisor.stop()
-    assert consumer.done and consumer.dead() and producer.dead()
+    supervisor.reap()  # the done workers exit (a producer once its queue was read)
+    assert consumer.done and consumer.dead() and producer.dead() and supervisor.killed() == []
     assert {(m.role, m.index) for m in messages if isinstance(m, Done)} == {("consumer", 0), ("producer", 0)}
 
 
