@@ -111,6 +111,7 @@ class Runner:
         self.handle = RunHandle(backend, self.queue, self.supervisor, self.accounting)
         self.clock: _Clock | None = None  # set when the producers are told to start
         self.drain: DrainResult | None = None  # set by the final drain, if the server answered it
+        self.drain_error: str | None = None  # why there was no final drain
 
     @property
     def ledger(self) -> Ledger:
@@ -175,9 +176,11 @@ class Runner:
                 backend=self.backend, queue=self.queue, accounting=self.accounting, released_by=released_by
             )
         except QueueError as exc:
-            log.error("the final drain of %s could not read the queue: %s", self.queue, exc)
+            self.drain_error = f"the final drain could not read the queue: {exc}"
             if status == SUCCEEDED:
-                status, error = FAILED, f"the final drain could not read the queue: {exc}"
+                status, error = FAILED, self.drain_error
+            else:  # the run's own error (often the same lost server) says more
+                log.info("%s: %s", self.queue, self.drain_error)
         self._take_sample()  # the final, partial interval
         return status, error
 
@@ -265,7 +268,8 @@ class Runner:
             latency=accounting.totals["e2e"], latency_from_send=accounting.totals["from_send"],
             publish=accounting.totals["publish"], poison=accounting.tally.poison,
             killed_workers=accounting.killed_workers(), recovered_at_end=accounting.tally.recovered_at_end,
-            stuck=self.drain.stuck if self.drain else None, findings=[finding] if finding else [],
+            stuck=self.drain.stuck if self.drain else None,
+            findings=[text for text in (finding, self.drain_error) if text and text != error],
         )
         if self.spec.steady and clock is not None:
             summary.update(steady_figures(
