@@ -16,7 +16,8 @@ def format_report(run: Run) -> str:
     s = run.summary or {}
     if not s:
         return f"run {run.pk} ({run.backend}): {run.status}\n  error: {run.error}"
-    ok = "OK" if s["sum"] == s["expected_sum"] and s["verdict"] == "exact" else "MISMATCH"
+    # the sum line speaks of the sum only; the verdict line says what else was seen
+    ok = "OK" if s["sum"] == s["expected_sum"] else "MISMATCH"
     lines = [
         f"run {run.pk} of '{run.experiment.name}': {s['backend']}, {s['events']:,} events, "
         f"{s['producers']} producer(s) -> {s['consumers']} consumer(s), "
@@ -24,7 +25,8 @@ def format_report(run: Run) -> str:
         f"  status                 {run.status}" + (f" ({run.error})" if run.error else ""),
         f"  sum                    {s['sum']:,} (expected {s['expected_sum']:,}) {ok}",
         f"  verdict                {s['verdict']}: {s['unique']:,} unique, {s['duplicates']:,} duplicates, "
-        f"{s['lost']:,} lost, {s['poison']:,} poison",
+        f"{s['lost']:,} lost, {s.get('corrupt', 0):,} corrupt, {s['poison']:,} poison",
+        *_end_lines(s),
         f"  drain time             {s['duration_s']:.3f} s",
         f"  throughput             {s['throughput_eps']:,.0f} events/s",
         *(_steady_lines(s) if s.get("rate_eps") else []),
@@ -36,6 +38,21 @@ def format_report(run: Run) -> str:
         f"git {str(run.environment.get('git_revision') or 'unknown')[:10]}",
     ]
     return "\n".join(lines)
+
+
+def _end_lines(s: dict) -> list[str]:
+    """Why the verdict is not exact, what the final drain found, who was killed, findings."""
+    lines = [f"  {'':<22} {reason}" for reason in s.get("verdict_reasons", [])]
+    if s.get("stuck") is not None or s.get("recovered_at_end"):  # a queue was drained (not an approach)
+        stuck = "unknown" if s.get("stuck") is None else f"{s['stuck']:,}"
+        lines.append(f"  final drain            {s['recovered_at_end']:,} recovered at the end, {stuck} stuck in the queue")
+    lines += [
+        f"  killed                 {w['role']} {w['index']}: {w['reason']} ({w['reported']:,} events reported, "
+        f"{w['new_after_kill']:,} new after the kill)"
+        for w in s.get("killed_workers", [])
+    ]
+    lines += [f"  finding                {finding}" for finding in s.get("findings", [])]
+    return lines
 
 
 def _steady_lines(s: dict) -> list[str]:

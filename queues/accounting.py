@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from queues.ledger import Ledger
-from queues.messages import PRODUCER, BatchReport, Done, Histograms, Message, Ready, WorkerFailed
+from queues.messages import CONSUMER, PRODUCER, BatchReport, Done, Histograms, Message, Ready, WorkerFailed
 from queues.metrics import Sample, merge_encoded, new_histogram, percentiles_ms
 from queues.schedule import Schedule
 from queues.summary import SteadyCounts, offered_eps
@@ -40,6 +40,19 @@ class Tally:
     last_window_send_ns: int = 0  # the producers' last send of an event of the measured window
     window_received: int = 0  # deliveries of events of the measured window
     last_window_receipt_ns: int = 0  # when the last of them arrived
+    recovered_at_end: int = 0  # events first counted by the final drain
+    reported: dict[int, int] = field(default_factory=dict)  # events each consumer (by index) reported
+
+
+@dataclass(frozen=True)
+class Kill:
+    """A worker the runner killed, and the ledger when it did."""
+
+    role: str
+    index: int
+    reason: str
+    reported: int  # events it had reported (a consumer)
+    unique_at_kill: int
 
 
 class Accounting:
@@ -54,6 +67,7 @@ class Accounting:
         self.samples: list[Sample] = []
         # the steady run's schedules, for the events due at any time (the realised offer)
         self.schedules = [Schedule(spec, p) for p in range(spec.producers)] if spec.steady else []
+        self.kills: list[Kill] = []
 
     def apply(self, message: Message) -> None:
         """Count what ``message`` reports. Messages about the workers' state (ready, failed)
@@ -80,10 +94,36 @@ class Accounting:
             if report.window_events:
                 tally.window_received += report.window_events
                 tally.last_window_receipt_ns = max(tally.last_window_receipt_ns, report.received_ns)
+        tally.reported[report.index] = tally.reported.get(report.index, 0) + len(indices)
         self.tally.poison += report.poison
         self.tally.last_progress = time.monotonic()
         if report.histograms:
             self._merge_histograms(report.histograms)
+
+    def add_recovered(self, flat: np.ndarray, raw_sum: int, corrupt: int, poison: int) -> int:
+        """Count what the final drain read (see ``queues.drain``); return how many events were
+        new. Drained events are left out of the latency histograms, the drain time and the
+        steady receipts: they measure the drain, not the run's flow."""
+        new = self.ledger.add_indices(flat, raw_sum, corrupt)
+        self.tally.recovered_at_end += new
+        self.tally.poison += poison
+        return new
+
+    def note_kill(self, *, role: str, index: int, reason: str) -> None:
+        """Record that the runner killed ``role`` ``index`` now, and why."""
+        reported = self.tally.reported.get(index, 0) if role == CONSUMER else 0
+        self.kills.append(Kill(role, index, reason, reported, self.ledger.unique))
+
+    def killed_workers(self) -> list[dict[str, Any]]:
+        """Every worker the runner killed: role, index, why, the events it had reported, and
+        the events first counted after its kill (by the other consumers or the final drain:
+        at most what it held, plus what the queue still had)."""
+        unique = self.ledger.unique
+        return [
+            {"role": k.role, "index": k.index, "reason": k.reason, "reported": k.reported,
+             "new_after_kill": unique - k.unique_at_kill}
+            for k in self.kills
+        ]
 
     def _merge_histograms(self, encoded: dict[str, bytes]) -> None:
         for name, blob in encoded.items():

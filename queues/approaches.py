@@ -209,7 +209,7 @@ def run_approach(
     status, error = (CANCELLED, "cancelled by the user") if acc.stopped else (SUCCEEDED, None)
     summary = summarise(
         run_id=run_id, spec=spec, status=status, error=error, ledger=ledger, drain_s=drain_s,
-        latency=acc.latency, latency_from_send=acc.latency, publish=None, poison=0, killed=0,
+        latency=acc.latency, latency_from_send=acc.latency, publish=None, poison=0,
     )
     env = environment.collect({"approach": DESCRIPTIONS[spec.backend]})
     return RunResult(run_id, spec, status, error, summary, [sample], env, ledger)

@@ -17,9 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from queues.accounting import Accounting
 from queues.backends import Backend
 from queues.errors import NotSupported
+from queues.events import encode_events, split_messages
 from queues.messages import CONSUMER, PRODUCER
 from queues.supervision import Supervisor
 
@@ -79,7 +82,7 @@ class KillConsumer:
         victim = run.supervisor.workers[0]  # consumers are started first
         if victim.role != CONSUMER or victim.killed:
             return
-        run.supervisor.kill(victim)
+        run.supervisor.kill(victim, reason=f"fault: kill after {self.after_events:,} events")
         run.supervisor.spawn(CONSUMER, run.accounting.spec.consumers)  # the supervisor's replacement
 
 
@@ -143,6 +146,85 @@ class SendPoison:
 
     def poll(self, run: RunHandle) -> None:
         return None  # sent once, before the start
+
+
+class PauseConsumer:
+    """SIGSTOP consumer 0 once ``after_events`` were received, and never SIGCONT it: a consumer
+    that stalls holding what it took (prefetched, claimed, in an open transaction). The run's
+    stop finds it hung and kills it, which makes the server release what it held for the final
+    drain. (The seed of a pause-and-resume fault.)"""
+
+    def __init__(self, after_events: int) -> None:
+        self.after_events = after_events
+        self.paused_pid: int | None = None
+
+    def check(self, backend: Backend) -> None:
+        if not backend.capabilities.processes:
+            raise NotSupported(f"{backend.name} runs its workers as threads, which cannot be stopped")
+
+    def before_start(self, run: RunHandle) -> None:
+        return None  # its moment is counted in events received
+
+    def poll(self, run: RunHandle) -> None:
+        if self.paused_pid is not None or run.accounting.ledger.received < self.after_events:
+            return
+        victim = run.supervisor.find(CONSUMER, 0)
+        if victim.pid is None or victim.dead():
+            return
+        os.kill(victim.pid, signal.SIGSTOP)
+        self.paused_pid = victim.pid
+
+
+def _records(flat: int, value: int) -> list[bytes]:
+    """One message holding the event record of flat index ``flat`` (producer 0's share) with
+    ``value``: a well-formed record, right or wrong."""
+    now_ns = time.time_ns()
+    records = encode_events(0, np.array([flat]), np.array([value]), now_ns, now_ns)
+    return list(split_messages(records, 1))
+
+
+class SendCorrupt:
+    """Send ``count`` well-formed event records whose value is wrong (event 0 carrying 2 instead
+    of 1) before the producers start: what a bit flip or a buggy producer would deliver."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def check(self, backend: Backend) -> None:
+        return None
+
+    def before_start(self, run: RunHandle) -> None:
+        _send(run, _records(0, 2) * self.count)
+
+    def poll(self, run: RunHandle) -> None:
+        return None
+
+
+class DuplicateAtEnd:
+    """Once every event was counted, send a copy of event 0 with a fresh producer: a redelivery
+    arriving at the very end, which only a final drain can see."""
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    def check(self, backend: Backend) -> None:
+        return None
+
+    def before_start(self, run: RunHandle) -> None:
+        return None
+
+    def poll(self, run: RunHandle) -> None:
+        if not self.sent and run.accounting.ledger.complete:
+            self.sent = True
+            _send(run, _records(0, 1))
+
+
+def _send(run: RunHandle, messages: list[bytes]) -> None:
+    producer = run.backend.producer(run.queue)
+    try:
+        producer.send_batch(messages)
+    finally:
+        producer.close()
 
 
 def build(faults: Faults) -> list[Fault]:

@@ -5,8 +5,10 @@ liveness, stop), ``Accounting`` (ledger, histograms, tallies, samples, fed by th
 messages), the fault objects (``queues.faults``, polled on every turn of the watch loop) and
 the pure summary functions (``queues.summary``). It ends a run when every event has been
 counted once (success), when the consumers have received nothing for ``idle_timeout_s`` after
-the producers finished (what is missing is reported lost), when a worker fails or dies, or when
-the caller cancels. Whatever ended it, the result holds every figure counted so far.
+the producers finished, when a worker fails or dies, or when the caller cancels. Whatever ended
+it, the workers are stopped (a hung one killed) and the final drain (``queues.drain``) reads what
+the queue still holds into the ledger before the run is judged: ``lost`` is then only what the
+queue no longer has anywhere. The result holds every figure counted so far.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from typing import Any
 from queues import environment
 from queues.accounting import Accounting
 from queues.backends import Backend
+from queues.drain import DrainResult, final_drain
 from queues.errors import QueueError
 from queues.faults import Fault, Faults, RunHandle, build
 from queues.ledger import Ledger, LedgerResult
 from queues.messages import CONSUMER, PRODUCER
 from queues.metrics import Sample
-from queues.summary import drain_seconds, steady_figures, summarise
-from queues.supervision import Supervisor
+from queues.summary import drain_seconds, loss_judgement, steady_figures, summarise
+from queues.supervision import STOP_TIMEOUT_S, Supervisor, Worker
 from queues.workers import SharedFlag, WorkerContext
 from queues.workload import WorkloadSpec
 
@@ -80,6 +83,7 @@ class Runner:
         faults: Faults | Sequence[Fault] | None = None,
         sample_interval_s: float = 1.0,
         profile_dir: str | None = None,
+        stop_timeout_s: float = STOP_TIMEOUT_S,
     ) -> None:
         self.spec, self.backend, self.run_id = spec, backend, run_id
         self.on_sample, self.on_progress = on_sample, on_progress
@@ -104,10 +108,13 @@ class Runner:
             profile_dir,
         )
         self.supervisor = Supervisor(
-            mp_context=mp_context, context=self.worker_ctx, threads=threads, on_message=self.accounting.apply
+            mp_context=mp_context, context=self.worker_ctx, threads=threads, on_message=self.accounting.apply,
+            on_kill=self._note_kill, stop_timeout_s=stop_timeout_s,
         )
         self.handle = RunHandle(backend, self.queue, self.supervisor, self.accounting)
         self.clock: _Clock | None = None  # set when the producers are told to start
+        self.drain: DrainResult | None = None  # set by the final drain, if the server answered it
+        self.drain_error: str | None = None  # why there was no final drain
 
     @property
     def ledger(self) -> Ledger:
@@ -129,6 +136,7 @@ class Runner:
             backend.reconnecting(backend.purge, self.queue)
             backend_env = backend.reconnecting(backend.environment)
             status, error = self._run_workers()
+            status, error = self._final_drain(status, error)
         finally:
             left = self._cleanup()
         if left and status == SUCCEEDED:
@@ -152,8 +160,43 @@ class Runner:
             self.stop_event.set()
             self.start_event.set()  # release anyone still waiting to start
             self.supervisor.stop()
-            if self.clock is not None:
-                self._take_sample()  # the final, partial interval, while the queue still exists
+
+    def _final_drain(self, status: str, error: str | None) -> tuple[str, str | None]:
+        """Read what the queue still holds into the ledger (``queues.drain``), whatever ended the
+        run, then take the final sample while the queue still exists. A server that does not
+        answer the drain fails a run that had succeeded: it cannot be judged."""
+        try:
+            return self._read_what_is_left(status, error)
+        finally:
+            self.supervisor.reap()  # the workers that were done and waited on the queue's pipe
+
+    def _read_what_is_left(self, status: str, error: str | None) -> tuple[str, str | None]:
+        if self.clock is None:
+            return status, error  # never started: nothing was sent
+        if status == CANCELLED:
+            # a cancel stops now: reading a backlog of millions first could take minutes. What
+            # the queue still holds is removed with it, unread; the last sample shows its depth
+            self._take_sample()
+            return status, error
+        released_by = None
+        try:
+            if self.supervisor.last_kill is not None:
+                released_by = self.supervisor.last_kill + self.backend.release_after_s
+                self.backend.release_dead_consumers(self.queue)
+            self.drain = final_drain(
+                backend=self.backend, queue=self.queue, accounting=self.accounting, released_by=released_by
+            )
+        except QueueError as exc:
+            self.drain_error = f"the final drain could not read the queue: {exc}"
+            if status == SUCCEEDED:
+                status, error = FAILED, self.drain_error
+            else:  # the run's own error (often the same lost server) says more
+                log.info("%s: %s", self.queue, self.drain_error)
+        self._take_sample()  # the final, partial interval
+        return status, error
+
+    def _note_kill(self, worker: Worker) -> None:
+        self.accounting.note_kill(role=worker.role, index=worker.index, reason=worker.kill_reason or "killed")
 
     def _start(self) -> None:
         t0_ns, t0 = time.time_ns(), time.monotonic()
@@ -234,8 +277,13 @@ class Runner:
             return None
 
     def _result(self, status: str, error: str | None, backend_env: dict[str, Any]) -> RunResult:
-        accounting, clock = self.accounting, self.clock
+        accounting, clock, caps = self.accounting, self.clock, self.backend.capabilities
         ledger = accounting.ledger.result()
+        loss_error, finding = loss_judgement(
+            lost=ledger.lost, at_least_once=caps.acks and caps.redelivers_on_crash, backend=self.backend.name
+        )
+        if status == SUCCEEDED and loss_error:
+            status, error = FAILED, loss_error  # an at-least-once backend lost events: not a success
         drain_s = drain_seconds(
             t0_ns=clock.t0_ns if clock else 0, last_new_ns=accounting.tally.last_new_ns, unique=ledger.unique
         )
@@ -243,7 +291,9 @@ class Runner:
             run_id=self.run_id, spec=self.spec, status=status, error=error, ledger=ledger, drain_s=drain_s,
             latency=accounting.totals["e2e"], latency_from_send=accounting.totals["from_send"],
             publish=accounting.totals["publish"], poison=accounting.tally.poison,
-            killed=self.supervisor.killed_count(),
+            killed_workers=accounting.killed_workers(), recovered_at_end=accounting.tally.recovered_at_end,
+            stuck=self.drain.stuck if self.drain else None,
+            findings=[text for text in (finding, self.drain_error) if text and text != error],
         )
         if self.spec.steady and clock is not None:
             summary.update(steady_figures(

@@ -34,9 +34,13 @@ def summarise(
     latency_from_send: Any,
     publish: Any | None,
     poison: int,
-    killed: int,
+    killed_workers: Sequence[dict[str, Any]] = (),
+    recovered_at_end: int = 0,
+    stuck: int | None = None,
+    findings: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The run's summary: the JSON contract of ``runexperiment --json`` (see the README)."""
+    verdict, reasons = judge(ledger=ledger, poison=poison, stuck=stuck)
     return {
         "run_id": run_id,
         "status": status,
@@ -58,12 +62,63 @@ def summarise(
         "lost": ledger.lost,
         "corrupt": ledger.corrupt,
         "poison": poison,
-        "verdict": ledger.verdict,
+        "verdict": verdict,
+        "verdict_reasons": reasons,
+        "recovered_at_end": recovered_at_end,
+        "stuck": stuck,
         "latency_ms": percentiles_ms(latency),
         "latency_from_send_ms": percentiles_ms(latency_from_send),
         "publish_ms": percentiles_ms(publish) if publish is not None else None,
-        "killed_consumers": killed,
+        "killed_consumers": sum(1 for w in killed_workers if w["role"] == "consumer"),
+        "killed_workers": list(killed_workers),
+        "findings": list(findings),
     }
+
+
+EXACT, DUPLICATED, LOST, CORRUPT = "exact", "duplicated", "lost", "corrupt"
+
+
+def judge(*, ledger: LedgerResult, poison: int, stuck: int | None) -> tuple[str, list[str]]:
+    """The verdict and every reason it is not ``exact``.
+
+    ``exact`` only if both sums match N(N+1)/2 (over unique events and over every delivery), no
+    event came twice, none is missing, and nothing arrived that is not an event of the run
+    (no corrupt record, no poison message). Otherwise the worst of: ``lost`` (events never
+    counted), ``corrupt`` (something unexplained arrived, or a sum does not match for another
+    reason), ``duplicated`` (every event, some more than once: at-least-once delivery).
+    """
+    reasons = []
+    if ledger.lost:
+        where = f"; {stuck:,} message(s) still in the queue after the final drain" if stuck else ""
+        reasons.append(f"{ledger.lost:,} event(s) never received{where}")
+    if ledger.corrupt:
+        reasons.append(f"{ledger.corrupt:,} corrupt record(s): well-formed events that are not the run's")
+    if poison:
+        reasons.append(f"{poison:,} poison message(s): bodies that are not events")
+    if ledger.duplicates:
+        reasons.append(f"{ledger.duplicates:,} duplicate deliveries")
+    sums_match = ledger.unique_sum == ledger.expected_sum and ledger.raw_sum == ledger.expected_sum
+    if not sums_match and not reasons:
+        reasons.append(f"sum {ledger.raw_sum:,} (unique {ledger.unique_sum:,}) against {ledger.expected_sum:,}")
+    if ledger.lost:
+        return LOST, reasons
+    if ledger.corrupt or poison or not (sums_match or ledger.duplicates):
+        return CORRUPT, reasons
+    return (DUPLICATED if ledger.duplicates else EXACT), reasons
+
+
+def loss_judgement(*, lost: int, at_least_once: bool, backend: str) -> tuple[str | None, str | None]:
+    """``(error, finding)`` for ``lost`` events: on a backend that declares at-least-once
+    delivery a loss is a failure of the run (the error); on an at-most-once one it is what the
+    backend promises, a finding of the run."""
+    if not lost:
+        return None, None
+    if at_least_once:
+        return f"{lost:,} event(s) lost on an at-least-once backend ({backend})", None
+    return None, (
+        f"{lost:,} event(s) lost: {backend} is at-most-once (no acks, or no redelivery after a "
+        "consumer crash), so what a killed consumer held, or a message dropped, is gone"
+    )
 
 
 def drain_seconds(*, t0_ns: int, last_new_ns: int, unique: int) -> float:

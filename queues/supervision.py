@@ -43,6 +43,7 @@ class Worker:
     ready: bool = False
     done: bool = False
     killed: bool = False
+    kill_reason: str | None = None  # why the runner killed it (a fault, hung past the stop timeout)
 
     def dead(self) -> bool:
         if isinstance(self.handle, threading.Thread):
@@ -58,10 +59,20 @@ class Supervisor:
     replaced by each worker's own); ``threads`` runs them as threads instead of processes."""
 
     def __init__(
-        self, *, mp_context: Any, context: WorkerContext, threads: bool, on_message: Callable[[Message], None]
+        self,
+        *,
+        mp_context: Any,
+        context: WorkerContext,
+        threads: bool,
+        on_message: Callable[[Message], None],
+        on_kill: Callable[[Worker], None] | None = None,
+        stop_timeout_s: float = STOP_TIMEOUT_S,
     ) -> None:
         self.mp_context, self.context, self.threads = mp_context, context, threads
         self.on_message = on_message
+        self.on_kill = on_kill  # told of every worker the runner kills, once it is gone
+        self.stop_timeout_s = stop_timeout_s
+        self.last_kill: float | None = None  # time.monotonic() of the latest kill
         self.workers: list[Worker] = []
         self.failures: list[WorkerFailed] = []
         self._readers: list[Any] = []  # one pipe per worker, closed ones removed
@@ -89,14 +100,20 @@ class Supervisor:
         self.workers.append(worker)
         return worker
 
-    def kill(self, worker: Worker) -> None:
-        """SIGKILL ``worker`` (a process) and wait for it to be gone."""
+    def kill(self, worker: Worker, *, reason: str) -> None:
+        """SIGKILL ``worker`` (a process) and wait for it to be gone; ``reason`` is reported."""
         if self.threads or worker.pid is None:
             raise QueueError(f"{worker.role} {worker.index} cannot be killed: it is not a running process")
-        log.warning("killing %s %d (pid %d)", worker.role, worker.index, worker.pid)
+        log.warning("killing %s %d (pid %d): %s", worker.role, worker.index, worker.pid, reason)
         os.kill(worker.pid, signal.SIGKILL)
-        worker.killed = True
         worker.handle.join(timeout=KILL_JOIN_S)
+        self._killed(worker, reason)
+
+    def _killed(self, worker: Worker, reason: str) -> None:
+        worker.killed, worker.kill_reason = True, reason
+        self.last_kill = time.monotonic()
+        if self.on_kill:
+            self.on_kill(worker)
 
     def find(self, role: str, index: int) -> Worker:
         """The latest worker started as ``role`` ``index`` (a replacement reuses no index)."""
@@ -108,8 +125,9 @@ class Supervisor:
     def producers_done(self) -> bool:
         return all(w.done for w in self.workers if w.role == PRODUCER)
 
-    def killed_count(self) -> int:
-        return sum(1 for w in self.workers if w.killed)
+    def killed(self) -> list[Worker]:
+        """The workers the runner killed, in the order they were started."""
+        return [w for w in self.workers if w.killed]
 
     # -- reports ---------------------------------------------------------------------------
 
@@ -174,24 +192,47 @@ class Supervisor:
                 self.receive(0)  # its last words may still be in the pipe
                 if self.failures:
                     raise QueueError(self.failures[0].describe())
+                if w.done:
+                    continue  # it said so just before it ended
                 log.error("%s %d died unexpectedly (exit code %s)", w.role, w.index, w.exit_code())
                 raise QueueError(f"{w.role} {w.index} died unexpectedly (exit code {w.exit_code()})")
 
     def stop(self) -> None:
-        """Wait up to ``STOP_TIMEOUT_S`` for the workers to finish (the stop flag must already
-        be set), reading their last reports; then kill any process still there."""
-        deadline = time.monotonic() + STOP_TIMEOUT_S
+        """Wait up to ``stop_timeout_s`` for the workers to finish (the stop flag must already
+        be set), reading their last reports; then SIGKILL any process still there (a hung or
+        SIGSTOPped worker): closing its connections makes the server release what it held."""
+        deadline = time.monotonic() + self.stop_timeout_s
         while time.monotonic() < deadline and not all(w.done or w.killed or w.dead() for w in self.workers):
             self.receive(0.02)
         self.receive(0)
         for w in self.workers:
-            # a worker that reported done has nothing left to say; one blocked on a full pipe
-            # (an undrained in-memory queue after a cancel) must not hold the run up
-            w.handle.join(timeout=DONE_JOIN_S if w.done else max(0.1, deadline - time.monotonic()))
+            if w.done or w.killed:
+                continue  # nothing left to say; ``reap`` sees it exit (after the final drain)
+            w.handle.join(timeout=max(0.1, deadline - time.monotonic()))
             if not w.dead() and not self.threads:
-                log.warning("killing %s %d: still running %.0f s after the stop", w.role, w.index, STOP_TIMEOUT_S)
+                reason = f"hung past the stop timeout ({self.stop_timeout_s:g} s)"
+                log.warning("killing %s %d: %s", w.role, w.index, reason)
                 w.handle.kill()
                 w.handle.join(timeout=2)
+                self._killed(w, reason)
+        self.receive(0)
+
+    def reap(self) -> None:
+        """Wait up to ``DONE_JOIN_S`` for the workers that reported done to exit, and kill any
+        still there. Called after the final drain: a ``memory-mp`` producer can only exit once
+        its queue's pipe was read (its feeder thread flushes on exit), so killing it before the
+        drain would throw away events it had sent."""
+        deadline = time.monotonic() + DONE_JOIN_S
+        for w in self.workers:
+            if w.killed or self.threads:
+                continue
+            w.handle.join(timeout=max(0.0, deadline - time.monotonic()))
+            if not w.dead():
+                reason = f"did not exit within {DONE_JOIN_S:g} s of the final drain"
+                log.warning("killing %s %d: %s", w.role, w.index, reason)
+                w.handle.kill()
+                w.handle.join(timeout=2)
+                self._killed(w, reason)
         self.receive(0)
 
 

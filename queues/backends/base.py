@@ -164,6 +164,12 @@ class Backend:
     #: The URL schemes the backend's driver understands (checked in ``parsing_url``); empty:
     #: the driver's own parser decides (libpq also takes ``key=value`` strings).
     url_schemes: ClassVar[tuple[str, ...]] = ()
+    #: Seconds after a consumer's connection is gone (it was killed) within which the server
+    #: makes what it held readable again: the run's final drain waits this long after a kill
+    #: before it concludes the queue is empty. 0 where closing the connection releases it at
+    #: once (SQL transactions roll back); a backend whose delay follows an option sets it per
+    #: instance (Redis: a heartbeat expiry or a claim idle time).
+    release_after_s: float = 0.0
 
     def __init__(self, *, url: str = "", namespace: str = "imq", **options: Any) -> None:
         """Raises ``InvalidSpec`` for an option the class does not declare or a value it does
@@ -241,6 +247,13 @@ class Backend:
         them (ready, unacked, stored, ...); ``None`` for a part the backend cannot see. By
         default just the total. The runner samples this once an interval."""
         return {"total": self.depth(queue)}
+
+    def release_dead_consumers(self, queue: str) -> None:
+        """Make what consumers killed by the runner held on ``queue`` readable again, once every
+        consumer of the run is gone (before the final drain). The servers do it themselves when
+        a connection closes (``release_after_s``), so by default there is nothing to do; a queue
+        in the runner's memory whose killed consumers may hold its lock (``memory-mp``) resets
+        it here. Idempotent."""
 
     def dead_letters(self, queue: str) -> list[bytes]:
         """The bodies set aside by ``nack(requeue=False)`` on ``queue``, in any order.

@@ -265,6 +265,13 @@ class MultiprocessBackend(Backend):
     def depth(self, queue: str) -> int:
         return self._get(queue).depth.value
 
+    def release_dead_consumers(self, queue: str) -> None:
+        """A consumer waits for the pipe holding the queue's reader lock, so one killed (or
+        SIGSTOPped, then killed) almost always dies holding it, and no one could read the queue
+        again. Once every consumer is gone the runner's process is the only reader left: it
+        takes a fresh lock of its own (``multiprocessing.Queue`` keeps it in ``_rlock``)."""
+        self._get(queue).messages._rlock = self._ctx.Lock()
+
     def dead_letters(self, queue: str) -> list[bytes]:
         """What consumers (in any process) set aside with ``nack(requeue=False)``; reading
         keeps them. Valid in the process that declared the queue (the runner's)."""

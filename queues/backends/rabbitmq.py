@@ -77,6 +77,9 @@ class RabbitMQBackend(Backend):
                minimum=0, maximum=65_535),
         CONNECT_TIMEOUT,
     )
+    # the broker requeues a closed connection's unacked messages as soon as it notices the
+    # close, asynchronously; and ``depth`` (ready only) cannot show them on their way back
+    release_after_s = 1.0
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -101,6 +101,8 @@ class RedisListBackend(RedisBase):
         self.reap_interval_s = float(self.option_values["reap_interval_s"])
         self.defer_acks = bool(self.option_values["defer_acks"])
         self.prefetch = bool(self.option_values["prefetch"])
+        # a dead consumer's list goes back once its heartbeat expired, at the next reap
+        self.release_after_s = self.heartbeat_s + self.reap_interval_s
         if self.acks != type(self).capabilities.acks:  # the guarantees follow the option, per instance
             self.capabilities = RELIABLE if self.acks else AT_MOST_ONCE
 

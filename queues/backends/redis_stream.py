@@ -72,6 +72,8 @@ class RedisStreamBackend(RedisBase):
         self.claim_idle_s = float(self.option_values["claim_idle_s"])
         self.claim_interval_s = float(self.option_values["claim_interval_s"])
         self.trim_interval_s = float(self.option_values["trim_interval_s"])
+        # a dead consumer's pending entries are claimed once idle that long, at the next claim
+        self.release_after_s = self.claim_idle_s + self.claim_interval_s
 
     @staticmethod
     def stream_key(queue: str) -> str:

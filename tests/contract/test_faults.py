@@ -54,6 +54,8 @@ def test_a_consumer_killed_mid_run_loses_nothing_where_redelivery_is_declared(ba
     s, expected = result.summary, runner.spec.expected_sum
     assert result.status == SUCCEEDED, f"{result.status}: {result.error}"
     assert s["killed_consumers"] == 1 and s["corrupt"] == 0
+    [killed] = s["killed_workers"]
+    assert (killed["role"], killed["index"], killed["reason"]) == ("consumer", 0, "fault: kill after 5,000 events")
     unique_values, delivered_values = value_sums(deliveries)
     assert s["sum"] == delivered_values  # the integers received are the ids counted, duplicates included
     if backend.capabilities.redelivers_on_crash:

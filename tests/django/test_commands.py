@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 JSON_KEYS = {
     "run_id", "backend", "events", "producers", "consumers", "duration_s", "throughput_eps", "sum",
     "expected_sum", "unique", "duplicates", "lost", "verdict", "latency_ms", "environment",
+    "verdict_reasons", "recovered_at_end", "stuck", "killed_consumers", "killed_workers", "findings", "corrupt", "poison",
 }
 
 
@@ -51,7 +52,36 @@ def test_readable_report_names_the_sum_and_verdict(cli_db):
     out = manage(cli_db, "runexperiment", "--backend", "asyncio", "--events", "5000")
     assert out.returncode == 0, out.stderr
     assert "sum                    12,502,500 (expected 12,502,500) OK" in out.stdout
-    assert "verdict                exact" in out.stdout
+    assert "verdict                exact: 5,000 unique, 0 duplicates, 0 lost, 0 corrupt, 0 poison" in out.stdout
+
+
+def test_readable_report_of_a_queue_shows_the_final_drain(cli_db):
+    out = manage(cli_db, "runexperiment", "--backend", "memory-mp", "--events", "5000")
+    assert out.returncode == 0, out.stderr
+    assert "final drain            0 recovered at the end, 0 stuck in the queue" in out.stdout
+
+
+def test_readable_report_never_prints_a_mismatch_beside_an_exact_verdict():
+    from types import SimpleNamespace
+
+    from experiments.report import format_report
+
+    summary = {
+        "backend": "postgres", "events": 4, "producers": 1, "consumers": 2, "events_per_message": 1, "batch": 10,
+        "sum": 12, "expected_sum": 10, "unique": 4, "duplicates": 0, "lost": 0, "corrupt": 1, "poison": 0,
+        "verdict": "corrupt", "verdict_reasons": ["1 corrupt record(s): well-formed events that are not the run's"],
+        "duration_s": 0.1, "throughput_eps": 40.0, "recovered_at_end": 1, "stuck": 0,
+        "killed_workers": [{"role": "consumer", "index": 0, "reason": "hung past the stop timeout (10 s)",
+                            "reported": 2, "new_after_kill": 1}],
+        "findings": [],
+    }
+    run = SimpleNamespace(pk=7, status="succeeded", error="", summary=summary, experiment=SimpleNamespace(name="x"),
+                          environment={})
+    text = format_report(run)
+    assert "sum                    12 (expected 10) MISMATCH" in text
+    assert "verdict                corrupt: 4 unique, 0 duplicates, 0 lost, 1 corrupt, 0 poison" in text
+    assert "1 corrupt record(s)" in text and "1 recovered at the end, 0 stuck" in text
+    assert "killed                 consumer 0: hung past the stop timeout (10 s)" in text
 
 
 @pytest.mark.parametrize(

@@ -127,8 +127,10 @@ def test_a_run_that_idles_out_reports_what_was_lost():
 
     runner = run(HalfLost(), events=1_000, batch=100, idle_timeout_s=0.5)
     result = runner.run()
-    assert result.status == SUCCEEDED
+    # memory-mp is at-most-once: a loss is a finding of the run, not a failure
+    assert result.status == SUCCEEDED and result.error is None
     assert result.summary["verdict"] == "lost"
+    assert result.summary["findings"][0].startswith("500 event(s) lost: memory-mp is at-most-once")
     # exactly the second half of each batch of 100 never arrived, and is what is reported
     received_ids = np.flatnonzero(runner.ledger.seen(np.arange(1_000))).tolist()
     assert received_ids == [i for i in range(1_000) if i % 100 < 50]
@@ -168,3 +170,26 @@ def test_a_stalled_runner_does_not_hold_up_the_consumers_drain():
     assert stalled
     assert result.summary["verdict"] == "exact" and result.summary["sum"] == spec.expected_sum
     assert result.summary["duration_s"] < stall_s, result.summary["duration_s"]
+
+
+def test_a_loss_on_a_backend_that_declares_at_least_once_fails_the_run():
+    class LosesAcked(MultiprocessBackend):
+        # claims redelivery it does not have: the run must not call the loss a success
+        capabilities = MultiprocessBackend.capabilities.extend(acks=True, redelivers_on_crash=True)
+
+        def producer(self, queue):
+            inner = _PipeProducer(self._get(queue))
+
+            class Dropper:
+                def send_batch(self, messages):
+                    inner.send_batch(messages[: len(messages) // 2])
+
+                def close(self):
+                    inner.close()
+
+            return Dropper()
+
+    result = run(LosesAcked(), events=1_000, batch=100, idle_timeout_s=0.5).run()
+    assert result.status == FAILED and result.error == "500 event(s) lost on an at-least-once backend (memory-mp)"
+    assert result.summary["lost"] == 500 and result.summary["findings"] == []
+    assert result.summary["status"] == FAILED and result.summary["stuck"] == 0

@@ -8,6 +8,8 @@ from queues.metrics import Sample, new_histogram, record_many
 from queues.summary import (
     SteadyCounts,
     drain_seconds,
+    judge,
+    loss_judgement,
     offered_eps,
     rate_warnings,
     send_delay_bound_ms,
@@ -33,12 +35,19 @@ def test_summarise_gives_the_json_contract():
     ledger.add_indices(np.array([2], dtype=np.uint32), 3)
     s = summarise(
         run_id="r1", spec=spec, status="succeeded", error=None, ledger=ledger.result(), drain_s=0.5,
-        latency=hist(1_000, 2_000), latency_from_send=hist(1_000), publish=None, poison=2, killed=1,
+        latency=hist(1_000, 2_000), latency_from_send=hist(1_000), publish=None, poison=2,
+        killed_workers=[{"role": "consumer", "index": 0, "reason": "fault", "reported": 3, "new_after_kill": 0},
+                        {"role": "producer", "index": 0, "reason": "hung", "reported": 0, "new_after_kill": 0}],
+        recovered_at_end=1, stuck=0,
     )
     assert (s["sum"], s["unique_sum"], s["expected_sum"]) == (9, 6, 10)
     assert (s["received"], s["unique"], s["duplicates"], s["lost"], s["verdict"]) == (4, 3, 1, 1, "lost")
     assert s["throughput_eps"] == 6.0 and s["duration_s"] == 0.5
     assert s["publish_ms"] is None and s["poison"] == 2 and s["killed_consumers"] == 1
+    assert [w["role"] for w in s["killed_workers"]] == ["consumer", "producer"]
+    assert (s["recovered_at_end"], s["stuck"], s["findings"]) == (1, 0, [])
+    assert s["verdict_reasons"] == ["1 event(s) never received", "2 poison message(s): bodies that are not events",
+                                    "1 duplicate deliveries"]
     assert s["latency_ms"]["max"] == pytest.approx(2.0, rel=0.01)
 
 
@@ -157,3 +166,32 @@ def test_the_worst_interval_covers_the_window_only_and_skips_intervals_with_noth
     # the first interval ends before the window; the last has nothing due
     assert worst_interval_send_ratio(samples, begin_s=1.0, end_s=3.0) == 0.9
     assert worst_interval_send_ratio([], begin_s=1.0, end_s=3.0) is None
+def judged(counts: list[int], *, corrupt_values: int = 0, poison: int = 0, stuck: int | None = 0) -> tuple[str, list]:
+    """The verdict of a 4-event run whose event ``i`` was received ``counts[i]`` times, plus
+    ``corrupt_values`` corrupt records (each carrying the value 2)."""
+    ledger = Ledger(WorkloadSpec(events=4))
+    for i, n in enumerate(counts):
+        for _ in range(n):
+            ledger.add_indices(np.array([i], dtype=np.uint32), i + 1)
+    if corrupt_values:
+        ledger.add_indices(np.array([], dtype=np.uint32), 2 * corrupt_values, corrupt_values)
+    return judge(ledger=ledger.result(), poison=poison, stuck=stuck)
+
+
+def test_exact_means_the_sums_matched_and_nothing_unexplained_arrived():
+    assert judged([1, 1, 1, 1]) == ("exact", [])
+    assert judged([1, 2, 1, 1]) == ("duplicated", ["1 duplicate deliveries"])
+    verdict, reasons = judged([1, 1, 1, 1], corrupt_values=1)
+    assert verdict == "corrupt" and reasons == ["1 corrupt record(s): well-formed events that are not the run's"]
+    assert judged([1, 1, 1, 1], poison=2)[0] == "corrupt"
+    assert judged([1, 2, 1, 1], poison=1)[0] == "corrupt"  # unexplained beats explained duplicates
+    verdict, reasons = judged([1, 0, 1, 1], poison=1, stuck=3)
+    assert verdict == "lost" and reasons[0] == "1 event(s) never received; 3 message(s) still in the queue after the final drain"
+
+
+def test_a_loss_fails_an_at_least_once_run_and_is_a_finding_of_an_at_most_once_one():
+    assert loss_judgement(lost=0, at_least_once=True, backend="postgres") == (None, None)
+    error, finding = loss_judgement(lost=5, at_least_once=True, backend="postgres")
+    assert error == "5 event(s) lost on an at-least-once backend (postgres)" and finding is None
+    error, finding = loss_judgement(lost=5, at_least_once=False, backend="memory-mp")
+    assert error is None and finding.startswith("5 event(s) lost: memory-mp is at-most-once")

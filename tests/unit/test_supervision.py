@@ -72,7 +72,8 @@ def test_workers_get_ready_run_and_stop_and_every_message_is_handed_on(make):
     wait_for(lambda: supervisor.producers_done() and received() == 2_000, supervisor)
     context.stop.set()
     supervisor.stop()
-    assert consumer.done and consumer.dead() and producer.dead()
+    supervisor.reap()  # the done workers exit (a producer once its queue was read)
+    assert consumer.done and consumer.dead() and producer.dead() and supervisor.killed() == []
     assert {(m.role, m.index) for m in messages if isinstance(m, Done)} == {("consumer", 0), ("producer", 0)}
 
 
@@ -87,8 +88,8 @@ def test_a_killed_worker_is_expected_but_a_worker_dying_on_its_own_is_not(make):
     supervisor, _, _ = make(events=10, consumers=2)
     first, second = supervisor.spawn("consumer", 0), supervisor.spawn("consumer", 1)
     supervisor.await_ready()
-    supervisor.kill(first)
-    assert first.killed and first.dead() and supervisor.killed_count() == 1
+    supervisor.kill(first, reason="a test")
+    assert first.killed and first.dead() and supervisor.killed() == [first] and first.kill_reason == "a test"
     supervisor.check()  # killed on purpose: not a failure
     os.kill(second.pid, signal.SIGKILL)  # as the OOM killer would
     second.handle.join(timeout=WAIT_S)
