@@ -34,7 +34,7 @@ class Tally:
     poison: int = 0
     last_new_ns: int = 0  # when the last new (not duplicate) event was received
     last_progress: float = 0.0  # time.monotonic() of the last batch report
-    receipts: list[tuple[int, int]] = field(default_factory=list)  # (received_ns, new events) per report, steady runs
+    unique_by_window_end: int = 0  # steady: new events received before the measured window's end
     measured_sent: int = 0  # events of the measured window the producers sent
     last_send_ns: int = 0
     last_window_send_ns: int = 0  # the producers' last send of an event of the measured window
@@ -68,6 +68,10 @@ class Accounting:
         # the steady run's schedules, for the events due at any time (the realised offer)
         self.schedules = [Schedule(spec, p) for p in range(spec.producers)] if spec.steady else []
         self.kills: list[Kill] = []
+        #: The measured window's end on ``time.time_ns`` (steady runs), set at the start signal:
+        #: what arrives before it counts towards ``unique_by_window_end`` (a running total, so
+        #: that an hour-long run keeps no list of receipts).
+        self.window_end_ns: int | None = None
 
     def apply(self, message: Message) -> None:
         """Count what ``message`` reports. Messages about the workers' state (ready, failed)
@@ -90,7 +94,8 @@ class Accounting:
         if new := self.ledger.add_indices(indices, report.raw_sum, report.corrupt):
             tally.last_new_ns = max(tally.last_new_ns, report.received_ns)
         if self.spec.steady:
-            tally.receipts.append((report.received_ns, new))
+            if self.window_end_ns is None or report.received_ns < self.window_end_ns:
+                tally.unique_by_window_end += new
             if report.window_events:
                 tally.window_received += report.window_events
                 tally.last_window_receipt_ns = max(tally.last_window_receipt_ns, report.received_ns)
@@ -103,7 +108,7 @@ class Accounting:
     def add_recovered(self, flat: np.ndarray, raw_sum: int, corrupt: int, poison: int) -> int:
         """Count what the final drain read (see ``queues.drain``); return how many events were
         new. Drained events are left out of the latency histograms, the drain time and the
-        steady receipts: they measure the drain, not the run's flow."""
+        steady window's receipts: they measure the drain, not the run's flow."""
         new = self.ledger.add_indices(flat, raw_sum, corrupt)
         self.tally.recovered_at_end += new
         self.tally.poison += poison
@@ -188,7 +193,7 @@ class Accounting:
         return SteadyCounts(
             t0_ns=t0_ns, window_ns=window_ns, offered=due_at_end - self.due_by(begin_ns - 1),
             due_at_window_end=due_at_end,
-            unique_by_window_end=sum(new for at, new in tally.receipts if at < window_ns[1]),
+            unique_by_window_end=tally.unique_by_window_end,
             measured_sent=tally.measured_sent, last_window_send_ns=tally.last_window_send_ns,
             window_received=tally.window_received, last_window_receipt_ns=tally.last_window_receipt_ns,
             last_send_ns=tally.last_send_ns, last_new_ns=tally.last_new_ns,

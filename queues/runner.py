@@ -202,6 +202,7 @@ class Runner:
         t0_ns, t0 = time.time_ns(), time.monotonic()
         self.worker_ctx.t0_ns.value = t0_ns
         self.clock = _Clock(t0_ns, t0, self.worker_ctx.window_ns())
+        self.accounting.window_end_ns = self.clock.window_ns[1]
         self.accounting.tally.last_progress = t0
         self.start_event.set()
 
