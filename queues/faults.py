@@ -61,19 +61,35 @@ class Fault(Protocol):
         """Act if the moment has come; called on every turn of the watch loop (keep it cheap)."""
 
 
-class KillConsumer:
+class FaultHooks:
+    """The ``Fault`` hooks that do nothing, for a fault to override the moments it acts at: a
+    fault acts before the start, or on a poll, rarely both, and most take any backend."""
+
+    def check(self, backend: Backend) -> None:
+        return None
+
+    def before_start(self, run: RunHandle) -> None:
+        return None
+
+    def poll(self, run: RunHandle) -> None:
+        return None
+
+
+class SignalsAWorker(FaultHooks):
+    """A fault that signals a worker process: refused where the workers are threads."""
+
+    def check(self, backend: Backend) -> None:
+        if not backend.capabilities.processes:
+            raise NotSupported(f"{backend.name} runs its workers as threads, which cannot be signalled")
+
+
+class KillConsumer(SignalsAWorker):
     """SIGKILL consumer 0 once ``after_events`` were received, and start a replacement."""
 
     def __init__(self, after_events: int) -> None:
         self.after_events = after_events
         self.done = False
 
-    def check(self, backend: Backend) -> None:
-        if not backend.capabilities.processes:
-            raise NotSupported(f"{backend.name} runs its workers as threads, which cannot be killed")
-
-    def before_start(self, run: RunHandle) -> None:
-        return None  # its moment is counted in events received
 
     def poll(self, run: RunHandle) -> None:
         if self.done or run.accounting.ledger.received < self.after_events:
@@ -86,7 +102,7 @@ class KillConsumer:
         run.supervisor.spawn(CONSUMER, run.accounting.spec.consumers)  # the supervisor's replacement
 
 
-class PauseProducer:
+class PauseProducer(SignalsAWorker):
     """SIGSTOP producer ``index`` once ``after_events`` were received, SIGCONT it ``pause_s``
     later: a producer that stalls (a GC pause, a descheduled VM) and then catches up. Its
     schedule keeps running meanwhile, so the stall shows in the send delay and the samples'
@@ -98,12 +114,6 @@ class PauseProducer:
         self.pid: int | None = None
         self.done = False
 
-    def check(self, backend: Backend) -> None:
-        if not backend.capabilities.processes:
-            raise NotSupported(f"{backend.name} runs its workers as threads, which cannot be stopped")
-
-    def before_start(self, run: RunHandle) -> None:
-        return None  # its moment is counted in events received
 
     def poll(self, run: RunHandle) -> None:
         if self.resume_at is not None and time.monotonic() >= self.resume_at:
@@ -126,7 +136,7 @@ class PauseProducer:
                 os.kill(self.pid, signal.SIGCONT)
 
 
-class SendPoison:
+class SendPoison(FaultHooks):
     """Send ``count`` messages that decode to nothing before the producers start."""
 
     BODY = b"not an imqueue event"
@@ -134,21 +144,12 @@ class SendPoison:
     def __init__(self, count: int) -> None:
         self.count = count
 
-    def check(self, backend: Backend) -> None:
-        return None  # every backend takes bytes
 
     def before_start(self, run: RunHandle) -> None:
-        producer = run.backend.producer(run.queue)
-        try:
-            producer.send_batch([self.BODY] * self.count)
-        finally:
-            producer.close()
-
-    def poll(self, run: RunHandle) -> None:
-        return None  # sent once, before the start
+        _send(run, [self.BODY] * self.count)
 
 
-class PauseConsumer:
+class PauseConsumer(SignalsAWorker):
     """SIGSTOP consumer 0 once ``after_events`` were received, and never SIGCONT it: a consumer
     that stalls holding what it took (prefetched, claimed, in an open transaction). The run's
     stop finds it hung and kills it, which makes the server release what it held for the final
@@ -158,12 +159,6 @@ class PauseConsumer:
         self.after_events = after_events
         self.paused_pid: int | None = None
 
-    def check(self, backend: Backend) -> None:
-        if not backend.capabilities.processes:
-            raise NotSupported(f"{backend.name} runs its workers as threads, which cannot be stopped")
-
-    def before_start(self, run: RunHandle) -> None:
-        return None  # its moment is counted in events received
 
     def poll(self, run: RunHandle) -> None:
         if self.paused_pid is not None or run.accounting.ledger.received < self.after_events:
@@ -183,35 +178,25 @@ def _records(flat: int, value: int) -> list[bytes]:
     return list(split_messages(records, 1))
 
 
-class SendCorrupt:
+class SendCorrupt(FaultHooks):
     """Send ``count`` well-formed event records whose value is wrong (event 0 carrying 2 instead
     of 1) before the producers start: what a bit flip or a buggy producer would deliver."""
 
     def __init__(self, count: int) -> None:
         self.count = count
 
-    def check(self, backend: Backend) -> None:
-        return None
 
     def before_start(self, run: RunHandle) -> None:
         _send(run, _records(0, 2) * self.count)
 
-    def poll(self, run: RunHandle) -> None:
-        return None
 
-
-class DuplicateAtEnd:
+class DuplicateAtEnd(FaultHooks):
     """Once every event was counted, send a copy of event 0 with a fresh producer: a redelivery
     arriving at the very end, which only a final drain can see."""
 
     def __init__(self) -> None:
         self.sent = False
 
-    def check(self, backend: Backend) -> None:
-        return None
-
-    def before_start(self, run: RunHandle) -> None:
-        return None
 
     def poll(self, run: RunHandle) -> None:
         if not self.sent and run.accounting.ledger.complete:

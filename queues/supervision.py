@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -104,9 +103,12 @@ class Supervisor:
         """SIGKILL ``worker`` (a process) and wait for it to be gone; ``reason`` is reported."""
         if self.threads or worker.pid is None:
             raise QueueError(f"{worker.role} {worker.index} cannot be killed: it is not a running process")
-        log.warning("killing %s %d (pid %d): %s", worker.role, worker.index, worker.pid, reason)
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.handle.join(timeout=KILL_JOIN_S)
+        self._kill_process(worker, reason)
+
+    def _kill_process(self, worker: Worker, reason: str, join_s: float = KILL_JOIN_S) -> None:
+        log.warning("killing %s %d (pid %s): %s", worker.role, worker.index, worker.pid, reason)
+        worker.handle.kill()  # SIGKILL
+        worker.handle.join(timeout=join_s)
         self._killed(worker, reason)
 
     def _killed(self, worker: Worker, reason: str) -> None:
@@ -210,11 +212,7 @@ class Supervisor:
                 continue  # nothing left to say; ``reap`` sees it exit (after the final drain)
             w.handle.join(timeout=max(0.1, deadline - time.monotonic()))
             if not w.dead() and not self.threads:
-                reason = f"hung past the stop timeout ({self.stop_timeout_s:g} s)"
-                log.warning("killing %s %d: %s", w.role, w.index, reason)
-                w.handle.kill()
-                w.handle.join(timeout=2)
-                self._killed(w, reason)
+                self._kill_process(w, f"hung past the stop timeout ({self.stop_timeout_s:g} s)", join_s=2)
         self.receive(0)
 
     def reap(self) -> None:
@@ -228,11 +226,7 @@ class Supervisor:
                 continue
             w.handle.join(timeout=max(0.0, deadline - time.monotonic()))
             if not w.dead():
-                reason = f"did not exit within {DONE_JOIN_S:g} s of the final drain"
-                log.warning("killing %s %d: %s", w.role, w.index, reason)
-                w.handle.kill()
-                w.handle.join(timeout=2)
-                self._killed(w, reason)
+                self._kill_process(w, f"did not exit within {DONE_JOIN_S:g} s of the final drain", join_s=2)
         self.receive(0)
 
 
