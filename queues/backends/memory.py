@@ -445,7 +445,10 @@ class _PipeConsumer(Consumer):
             time.sleep(self.stall_s)
         if self.cost_s:
             now = time.monotonic()
-            if was_idle:
+            if was_idle or not self.busy_until:
+                # the clock starts at the first batch too: a consumer that found a backlog on
+                # its first receive (never idle) otherwise ran at full speed until the queue
+                # was first empty, far above its declared capacity
                 self.busy_until = max(self.busy_until, now)
             self.busy_until += messages * self.cost_s
             if self.busy_until > now:

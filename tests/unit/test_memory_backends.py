@@ -3,6 +3,7 @@
 import logging
 import multiprocessing
 import threading
+import time
 import uuid
 
 import pytest
@@ -148,3 +149,21 @@ def test_a_run_on_a_bounded_memory_mp_queue_never_holds_more_than_its_bound():
     assert result.status == SUCCEEDED and result.summary["verdict"] == "exact"
     depths = [s.depth for s in result.samples if s.depth is not None]
     assert depths and max(depths) <= 2_000
+
+
+def test_a_consumer_that_starts_on_a_backlog_keeps_its_declared_capacity():
+    # 1 ms a message: 400 messages take at least 0.4 s however fast the machine, even when the
+    # consumer finds the queue full on its first receive and is never idle (it once ran at full
+    # speed until the queue was first empty)
+    backend = MultiprocessBackend(consume_cost_us="1000")
+    queue = f"imq.{uuid.uuid4().hex[:8]}"
+    backend.declare(queue)
+    producer = backend.producer(queue)
+    producer.send_batch([b"x"] * 1_000)
+    consumer = backend.consumer(queue)
+    began = time.monotonic()
+    taken = 0
+    while taken < 400:
+        taken += len(consumer.receive_batch(100, 1.0))
+    assert time.monotonic() - began >= 0.4 * 0.99
+    backend.delete(queue)
