@@ -51,13 +51,15 @@ class Experiment(models.Model):
 
 class RunSeries(models.Model):
     """Runs that belong together: the repetitions of ``--repeat`` (``result``: their median and
-    spread) or the steps of a saturation search (``result``: the curve and the highest good
-    rate), each step a run of its own. ``status`` is the series' own: running until its last run
+    spread), the steps of a saturation search (``result``: the curve and the highest good
+    rate), each step a run of its own, or a sweep of one ``knob`` over ``values`` (``result``:
+    each value's figures). ``status`` is the series' own: running until its last run
     ends, then succeeded, or the status of the run that stopped it; cancelled stops it."""
 
     class Kind(models.TextChoices):
         REPEAT = "repeat"
         FIND_MAX = "find-max"
+        SWEEP = "sweep"
 
     class Status(models.TextChoices):
         RUNNING = "running"
@@ -71,6 +73,8 @@ class RunSeries(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     result = models.JSONField(default=dict, blank=True)
+    knob = models.CharField(max_length=100, blank=True, help_text="sweep: the field or option:NAME varied")
+    values = models.JSONField(default=list, blank=True, help_text="sweep: the knob's values, in run order")
 
     class Meta:
         ordering = ["-created_at"]
@@ -91,7 +95,9 @@ class Run(models.Model):
     experiment = models.ForeignKey(Experiment, related_name="runs", on_delete=models.CASCADE)
     series = models.ForeignKey(RunSeries, related_name="runs", null=True, blank=True, on_delete=models.SET_NULL)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # the spec's backend as a column of its own, for the admin's filter and list (no JSON reads)
+    backend = models.CharField(max_length=50, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -113,16 +119,15 @@ class Run(models.Model):
     executor_host = models.CharField(max_length=255, blank=True)
     executor_pid = models.PositiveIntegerField(null=True, blank=True)
     queue_removed = models.BooleanField(default=False, help_text="cleanup found the run's queue gone, or removed it")
+    # written by the executor every few seconds while the run is running: a running row whose
+    # heartbeat stopped lost its executor (cluster killed, machine restarted) and is failed
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"run {self.pk} of {self.experiment.name} ({self.status})"
-
-    @property
-    def backend(self) -> str:
-        return self.spec.get("backend", "")
 
 
 class Sample(models.Model):
