@@ -7,9 +7,10 @@ them by the naming convention only and never touches anything else:
 
 - a row is **stale** when it is still in flight (``finished_at`` empty) and its executor, the
   process recorded when it started on this host, is gone (or its pid now belongs to a process
-  started later). Stale rows are marked failed with ``STALE_ERROR``. Rows executed on another
-  host, or recorded before executors were (no pid), are left as they are: their process cannot
-  be checked from here.
+  started later): marked failed with ``STALE_ERROR``. A running row of any host whose heartbeat
+  (``Run.heartbeat_at``, written every few seconds by its executor) is older than
+  ``settings.IMQ_STALE_AFTER_S`` is failed too (``SILENT_ERROR``): its cluster was killed or its
+  machine restarted. Queued rows wait for a cluster and are never stale.
 - a queue is removed when its name is ``<namespace>.<run id>`` and it is the ``queue_name`` of a
   run of this database that has ended. A queue of a run still in flight, or one no run of this
   database names (another database's run on a shared server), is left alone and reported.
@@ -26,8 +27,9 @@ import os
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
@@ -39,6 +41,10 @@ from queues.launch import NAMESPACE, build_backend
 log = logging.getLogger(__name__)
 
 STALE_ERROR = "runner process gone: found by cleanup"
+SILENT_ERROR = (
+    "executor stopped answering: no heartbeat for {seconds:.0f} s (its cluster was killed or its machine "
+    "restarted); launch the run again"
+)
 #: A process started this long after its run is another process that reused the pid.
 PID_REUSE_MARGIN_S = 2.0
 
@@ -62,7 +68,28 @@ class CleanupReport:
 
 
 def runs_mark_stale(*, dry_run: bool = False) -> list[int]:
-    """Mark failed every in-flight run whose executor on this host is gone; their pks."""
+    """Mark failed every in-flight run whose executor on this host is gone, and every running
+    run whose heartbeat stopped; their pks. Cheap when there is none: one indexed query each."""
+    return _runs_without_executor(dry_run=dry_run) + _runs_without_heartbeat(dry_run=dry_run)
+
+
+def _runs_without_heartbeat(*, dry_run: bool) -> list[int]:
+    now = timezone.now()
+    silent_since = now - timedelta(seconds=settings.IMQ_STALE_AFTER_S)
+    stale = []
+    for pk, heartbeat_at in Run.objects.filter(
+        status=Run.Status.RUNNING, finished_at__isnull=True, heartbeat_at__lt=silent_since
+    ).values_list("pk", "heartbeat_at"):
+        error = SILENT_ERROR.format(seconds=(now - heartbeat_at).total_seconds())
+        if dry_run or Run.objects.filter(pk=pk, status=Run.Status.RUNNING, heartbeat_at=heartbeat_at).update(
+            status=Run.Status.FAILED, error=error, finished_at=now
+        ):
+            log.warning("run %s: %s", pk, error)
+            stale.append(pk)
+    return stale
+
+
+def _runs_without_executor(*, dry_run: bool) -> list[int]:
     host, stale = socket.gethostname(), []
     for run in Run.objects.filter(finished_at__isnull=True, executor_host=host, executor_pid__isnull=False):
         if executor_alive(pid=run.executor_pid, started_at=run.started_at):

@@ -34,6 +34,8 @@ from queues.workload import WorkloadSpec
 #: The spec's fields, each a field of ``Experiment`` too: ``WorkloadSpec`` is their one definition.
 SPEC_FIELDS = tuple(f.name for f in fields(WorkloadSpec))
 CANCEL_CHECK_S = 0.5
+#: How often a running run's executor writes its heartbeat (``Run.heartbeat_at``).
+HEARTBEAT_S = 2.0
 
 
 def spec_validate(*, values: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> WorkloadSpec:
@@ -80,8 +82,16 @@ def experiment_get_or_create(*, name: str, spec: WorkloadSpec, options: Mapping[
     return experiment
 
 
-def run_create(*, experiment: Experiment, spec: WorkloadSpec, options: Mapping[str, Any] | None = None) -> Run:
-    return Run.objects.create(experiment=experiment, spec={**spec.as_dict(), "options": dict(options or {})})
+def run_create(
+    *, experiment: Experiment, spec: WorkloadSpec, options: Mapping[str, Any] | None = None,
+    series: RunSeries | None = None,
+) -> Run:
+    """A queued run of ``spec``: the run keeps its own copy, so that editing the experiment
+    later never rewrites what this run ran."""
+    return Run.objects.create(
+        experiment=experiment, series=series, backend=spec.backend,
+        spec={**spec.as_dict(), "options": dict(options or {})},
+    )
 
 
 def run_execute(
@@ -142,7 +152,7 @@ def _run_start(*, run: Run, queue_name: str) -> bool:
     host); False (and nothing written) if the run was not queued."""
     started = {
         "status": Run.Status.RUNNING, "started_at": timezone.now(), "queue_name": queue_name,
-        "executor_host": socket.gethostname(), "executor_pid": os.getpid(),
+        "executor_host": socket.gethostname(), "executor_pid": os.getpid(), "heartbeat_at": timezone.now(),
     }
     if not Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(**started):
         return False
@@ -155,7 +165,9 @@ class _CancelProbe:
     """The runner's ``should_cancel``: true once ``interrupted`` gives a reason (checked on
     every call: it only reads a flag) or the run was cancelled in the database (asked at most
     every ``CANCEL_CHECK_S``, the first time ``CANCEL_CHECK_S`` after the runner first asks, at
-    the start signal). ``reason`` says which.
+    the start signal). ``reason`` says which. Every ``HEARTBEAT_S`` the database check is the
+    run's heartbeat instead: a conditional write of ``heartbeat_at`` that also tells whether
+    the run is still ``running`` (see ``runs_fail_stale``).
 
     Not at the start signal itself: the first query after the workers were forked writes to
     about 1,200 pages of the Django heap that this process shares copy-on-write with them
@@ -170,6 +182,7 @@ class _CancelProbe:
     def __init__(self, run_id: int, interrupted: Callable[[], str | None] | None) -> None:
         self.run_id, self.interrupted = run_id, interrupted
         self.next_check: float | None = None
+        self.next_beat = time.monotonic() + HEARTBEAT_S
         self.cancelled = False
         self.reason: str | None = None
 
@@ -182,8 +195,18 @@ class _CancelProbe:
             self.next_check = now + CANCEL_CHECK_S
         elif now >= self.next_check and not _in_event_loop():
             self.next_check = now + CANCEL_CHECK_S
-            self.cancelled = run_is_cancelled(run_id=self.run_id)
+            if now >= self.next_beat:
+                self.next_beat = now + HEARTBEAT_S
+                # not running any more: cancelled, or failed by someone who thought it dead
+                self.cancelled = not run_heartbeat(run_id=self.run_id)
+            else:
+                self.cancelled = run_is_cancelled(run_id=self.run_id)
         return self.cancelled
+
+
+def run_heartbeat(*, run_id: int) -> bool:
+    """Record that the executor of ``run_id`` is alive; False if the run is no longer running."""
+    return bool(Run.objects.filter(pk=run_id, status=Run.Status.RUNNING).update(heartbeat_at=timezone.now()))
 
 
 def _in_event_loop() -> bool:
@@ -251,7 +274,9 @@ def run_cancel(*, run: Run) -> bool:
     running one is stopped by the runner's cancel probe within a second, then stored with its
     counts (``_run_end``)."""
     now = timezone.now()
-    if Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(status=Run.Status.CANCELLED, finished_at=now):
+    if Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(
+        status=Run.Status.CANCELLED, finished_at=now, error="cancelled by the user before it started"
+    ):
         return True
     return bool(Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(status=Run.Status.CANCELLED))
 
@@ -262,11 +287,7 @@ def run_prepare(
 ) -> Run:
     """The experiment (created if missing) and a queued run of ``spec``, in one transaction."""
     experiment = experiment_get_or_create(name=experiment_name, spec=spec, options=options)
-    run = run_create(experiment=experiment, spec=spec, options=options)
-    if series is not None:
-        run.series = series
-        run.save(update_fields=["series"])
-    return run
+    return run_create(experiment=experiment, spec=spec, options=options, series=series)
 
 
 def series_repeat(

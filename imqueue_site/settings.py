@@ -119,15 +119,34 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# django-q2: launches go through the database broker unless told otherwise
+# django-q2 executes the runs launched from the admin and by ``launchrun``/``sweep``
+# (experiments/tasks.py). With nothing configured its broker is the ORM, on this same database.
+# One worker: a machine executes one run at a time, in launch order (a file lock makes a second
+# cluster or a foreground ``runexperiment`` wait too: experiments/machine.py). A run must never
+# be executed twice: ``timeout`` (IMQ_RUN_TIMEOUT_S, the longest a run may take) stops a task
+# that outlives it; ``retry``, after which the broker hands an unacknowledged task out again, is
+# longer than that; ``max_attempts=1`` and ``ack_failures`` mean a task that failed or was
+# stopped is acknowledged, never retried. Even a task handed out twice would find its run no
+# longer queued and leave it alone (``run_execute`` starts only a queued run).
+IMQ_RUN_TIMEOUT_S = int(env.str("IMQ_RUN_TIMEOUT_S", "3600"))
 Q_CLUSTER = {
-    "name": "imqueue",
+    "name": env.str("IMQ_Q_CLUSTER_NAME", "imqueue"),
     "workers": int(env.str("IMQ_Q_WORKERS", "1")),
-    "timeout": int(env.str("IMQ_RUN_TIMEOUT_S", "3600")),
-    "retry": int(env.str("IMQ_RUN_TIMEOUT_S", "3600")) + 60,
+    "recycle": 50,
+    "timeout": IMQ_RUN_TIMEOUT_S,
+    "retry": IMQ_RUN_TIMEOUT_S + 60,
+    "max_attempts": 1,
+    "ack_failures": True,
     "orm": "default",
     "catch_up": False,
+    "poll": 0.2,  # how often the ORM broker looks for a launched run: the click-to-start delay
 }
+# A running run whose executor has not written its heartbeat for this long is failed as lost
+# (its cluster was killed, its machine restarted). The executor writes it every 2 s while the
+# run goes on; the final drain may pause it for up to a minute on a slow server.
+IMQ_STALE_AFTER_S = float(env.str("IMQ_STALE_AFTER_S", "120"))
+# The lock that makes the runs of one machine execute one at a time (experiments/machine.py).
+IMQ_RUN_LOCK_PATH = env.str("IMQ_RUN_LOCK_PATH", "/tmp/imqueue-runs.lock")
 
 # Queue servers: IMQ_<NAME>_URL, one per backend family (IMQ_POSTGRES_URL, IMQ_MYSQL_URL,
 # IMQ_REDIS_URL, IMQ_AMQP_URL). A backend with no URL set uses its class's default_url,

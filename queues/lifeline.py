@@ -50,6 +50,12 @@ def bind_to_runner(runner_pid: int, inherited: Iterable[Any] = ()) -> None:
         os._exit(ORPHAN_EXIT_CODE)
 
 
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """For ``subprocess``'s ``preexec_fn``: the child gets ``signum`` when its parent dies
+    (Linux; a no-op elsewhere). SIGTERM lets a run's executor cancel its run cleanly."""
+    _set_parent_death_signal(signum)
+
+
 def _set_parent_death_signal(signum: int) -> bool:
     """``prctl(PR_SET_PDEATHSIG, signum)``; False where there is no such call (not Linux)."""
     try:

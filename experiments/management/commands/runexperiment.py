@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from experiments import services
 from experiments.interrupts import Interrupts
+from experiments.machine import one_run_at_a_time
 from experiments.report import format_report, format_spread
 from queues.errors import InvalidSpec, QueueError
 from queues.launch import known_aliases
@@ -59,7 +60,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         # SIGINT and SIGTERM cancel the run (or series) cleanly: see experiments.interrupts
         interrupts = Interrupts()
-        with interrupts.caught():
+        waiting = "waits: another run is executing on this machine (runs execute one at a time)"
+        with interrupts.caught(), one_run_at_a_time(on_wait=lambda: self.stderr.write(waiting)):
             try:
                 if opts["find_max"]:
                     self._find_max(spec, options, slo, opts, interrupts)
