@@ -12,6 +12,7 @@ from experiments import services
 from experiments.interrupts import Interrupts
 from experiments.machine import one_run_at_a_time
 from experiments.report import format_report, format_spread
+from experiments.selectors import run_json_summary
 from queues.errors import InvalidSpec, QueueError
 from queues.launch import known_aliases
 from queues.workload import ARRIVALS, spec_defaults
@@ -81,7 +82,7 @@ class Command(BaseCommand):
         if progress:
             progress.close()
         if opts["json"]:
-            self.stdout.write(json.dumps(_json_summary(run), sort_keys=True))
+            self.stdout.write(json.dumps(run_json_summary(run=run), sort_keys=True))
         else:
             self.stdout.write(format_report(run))
         if run.status != "succeeded":
@@ -168,13 +169,6 @@ def _parse_options(pairs: list[str]) -> dict[str, str]:
             raise InvalidSpec(f"--option takes NAME=VALUE, got {pair!r}")
         options[name.strip().replace("-", "_")] = value.strip()
     return options
-
-
-def _json_summary(run) -> dict:
-    summary = dict(run.summary) if run.summary else {"run_id": run.pk, "backend": run.backend}
-    summary.setdefault("environment", run.environment)
-    summary["status"], summary["error"] = run.status, run.error or None
-    return summary
 
 
 class _ProgressBar:
