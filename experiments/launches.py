@@ -21,10 +21,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from experiments.models import Experiment, Run, RunSeries
+from experiments.selectors import run_json_summary
 from experiments.services import (
     SPEC_FIELDS,
-    _public_summary,
-    _series_end,
     experiment_validate,
     run_create,
     spec_validate,
@@ -192,14 +191,14 @@ def series_refresh(*, series: RunSeries) -> RunSeries:
         RunSeries.objects.filter(pk=series.pk).update(result=result)
         series.refresh_from_db()
         return series
-    return _series_end(
+    return series_end(
         series=series, status=stopped.status if stopped else RunSeries.Status.SUCCEEDED,
         error=f"run {stopped.pk} {stopped.status}: {stopped.error}" if stopped else "", result=result,
     )
 
 
 def _series_result(*, series: RunSeries, runs: list[Run]) -> dict[str, Any]:
-    summaries = [_public_summary(r) for r in runs]
+    summaries = [run_json_summary(run=r) for r in runs]
     result: dict[str, Any] = {"series_id": series.pk, "runs": summaries}
     if series.kind == RunSeries.Kind.SWEEP:
         result.update(knob=series.knob, points=[

@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from experiments.models import Experiment, Run, RunSeries, Sample
-from experiments.selectors import run_is_cancelled, series_is_cancelled
+from experiments.selectors import run_is_cancelled, run_json_summary, series_is_cancelled
 from queues import environment
 from queues.errors import InvalidSpec, QueueError, UnknownBackend
 from queues.launch import NAMESPACE, check_alias, resolve_options, run_spec
@@ -305,9 +305,9 @@ def series_repeat(
         runs.append(run_execute(run=run, on_progress=on_progress, interrupted=interrupted))
         if runs[-1].status != Run.Status.SUCCEEDED:
             break
-    summaries = [_public_summary(r) for r in runs]
+    summaries = [run_json_summary(run=r) for r in runs]
     stopped = next((r for r in runs if r.status != Run.Status.SUCCEEDED), None)
-    return _series_end(
+    return series_end(
         series=series, status=stopped.status if stopped else RunSeries.Status.SUCCEEDED,
         error=f"run {stopped.pk} {stopped.status}: {stopped.error}" if stopped else "",
         result={"runs": summaries, **spread(summaries), "series_id": series.pk},
@@ -347,7 +347,7 @@ def series_find_max(
         if run.status != Run.Status.SUCCEEDED:
             raise _SearchStopped(run)
         step_runs.append(run.pk)
-        return _public_summary(run)
+        return run_json_summary(run=run)
 
     def record(point: CurvePoint) -> None:
         curve.append({"rate_eps": point.rate_eps, "p99_ms": point.p99_ms, "kept_up": point.kept_up, "ok": point.ok,
@@ -361,7 +361,7 @@ def series_find_max(
     except _SearchStopped as stop:
         status, error = stop.run.status, str(stop)
     good = [p["rate_eps"] for p in curve if p["ok"]]
-    return _series_end(series=series, status=status, error=error, result={
+    return series_end(series=series, status=status, error=error, result={
         "series_id": series.pk, "backend": spec.backend, "slo_p99_ms": slo_p99_ms,
         "max_rate_eps": round(max(good), 1) if good else None,
         "curve": sorted(curve, key=lambda p: p["rate_eps"]),
@@ -390,7 +390,7 @@ def _series_next_run(
     return run
 
 
-def _series_end(*, series: RunSeries, status: str, error: str, result: dict[str, Any]) -> RunSeries:
+def series_end(*, series: RunSeries, status: str, error: str, result: dict[str, Any]) -> RunSeries:
     """Store the series' result and status; a series cancelled meanwhile stays cancelled."""
     result = {**result, "status": status, "error": error or None}
     if not RunSeries.objects.filter(pk=series.pk, status=RunSeries.Status.RUNNING).update(
@@ -402,9 +402,3 @@ def _series_end(*, series: RunSeries, status: str, error: str, result: dict[str,
         )
     series.refresh_from_db()
     return series
-
-
-def _public_summary(run: Run) -> dict[str, Any]:
-    summary = dict(run.summary) if run.summary else {"run_id": run.pk, "backend": run.backend}
-    summary["status"], summary["error"] = run.status, run.error or None
-    return summary
