@@ -26,6 +26,7 @@ from experiments.services import (
     SPEC_FIELDS,
     experiment_validate,
     run_create,
+    series_end,
     spec_validate,
 )
 from queues.errors import InvalidSpec, QueueError
