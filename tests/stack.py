@@ -15,6 +15,7 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
+from html.parser import HTMLParser
 from pathlib import Path
 
 from tests.services import wait_until
@@ -64,13 +65,17 @@ class Stack:
 
     # -- processes ---------------------------------------------------------------------------
     def manage(self, *args: str, check: bool = True, timeout_s: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
-                              text=True, check=check, timeout=timeout_s)
+        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
+                              text=True, timeout=timeout_s)
+        assert not check or done.returncode == 0, (
+            f"manage.py {' '.join(args)} exited {done.returncode}\n{done.stderr[-3000:]}\n{done.stdout[-2000:]}"
+        )
+        return done
 
     def start(self) -> Stack:
         self.manage("migrate", "-v0")
         self.manage("createsuperuser", "--noinput", "--username", "staff", "--email", "staff@example.org")
-        self.procs["cluster"] = self._spawn("cluster", [sys.executable, "manage.py", "qcluster"])
+        self.start_cluster()
         if self.web:
             self.procs["web"] = self._spawn("web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
                                                     str(self.port), "imqueue_site.asgi:application"])
@@ -78,8 +83,11 @@ class Stack:
             self.login()
         return self
 
+    def start_cluster(self) -> None:
+        self.procs["cluster"] = self._spawn("cluster", [sys.executable, "manage.py", "qcluster"])
+
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
-        log = open(self.folder / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        log = open(self.folder / f"{name}.log", "a")  # noqa: SIM115 - closed with the process
         return subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
@@ -136,9 +144,63 @@ class Stack:
         with self.opener.open(request, timeout=30) as response:
             return response.read().decode()
 
+    def submit(self, path: str, overrides: dict[str, str], *, submit: str | None = None) -> str:
+        """Submit the form on the page at ``path`` as a browser would: every field with the value
+        the page gives it, then ``overrides`` (and the button named ``submit``)."""
+        fields = FormFields()
+        fields.feed(self.get(path))
+        values = {**fields.values, **overrides}
+        if submit:
+            values[submit] = fields.buttons.get(submit, submit)
+        values.pop("csrfmiddlewaretoken", None)
+        return self.post(path, values)
+
     def login(self) -> None:
         page = self.post("/admin/login/?next=/admin/", {"username": "staff", "password": PASSWORD})
         assert "Log out" in page or "logout" in page, "staff login failed"
+
+
+class FormFields(HTMLParser):
+    """The named inputs, selects (their selected option, else the first) and textareas of a
+    page's forms, as a browser would submit them; buttons apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, str] = {}
+        self.buttons: dict[str, str] = {}
+        self._select: str | None = None
+        self._textarea: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        name = a.get("name")
+        if tag == "input" and name:
+            kind = a.get("type", "text")
+            if kind == "submit":
+                self.buttons[name] = a.get("value", "")
+            elif kind in ("checkbox", "radio"):
+                if "checked" in a:
+                    self.values[name] = a.get("value", "on")
+            else:
+                self.values[name] = a.get("value") or ""
+        elif tag == "select" and name:
+            self._select = name
+        elif tag == "option" and self._select:
+            if "selected" in a or self._select not in self.values:
+                self.values[self._select] = a.get("value", "")
+        elif tag == "textarea" and name:
+            self._textarea = name
+            self.values[name] = ""
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+        elif tag == "textarea":
+            self._textarea = None
+
+    def handle_data(self, data):
+        if self._textarea:
+            self.values[self._textarea] += data.lstrip("\n") if not self.values[self._textarea] else data
 
 
 def wait_for_run(stack: Stack, run_id: int, *, timeout_s: float, what: str = "the run to end") -> dict:

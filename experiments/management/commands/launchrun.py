@@ -75,7 +75,7 @@ def report_runs(command: BaseCommand, ids: list[int], *, as_json: bool) -> None:
     except KeyboardInterrupt:
         raise CommandError("stopped waiting; the runs go on in the cluster (`manage.py cancelrun ID` stops one)") from None
     if as_json:
-        command.stdout.write(json.dumps([run_json_summary(run) for run in runs], sort_keys=True))
+        command.stdout.write(json.dumps([run_json_summary(run=run) for run in runs], sort_keys=True))
     failed = [run for run in runs if run.status != "succeeded"]
     if failed:
         raise CommandError(f"run {failed[0].pk} {failed[0].status}: {failed[0].error}")
