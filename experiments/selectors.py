@@ -32,17 +32,40 @@ def series_is_cancelled(*, series_id: int) -> bool:
     return RunSeries.objects.filter(pk=series_id, status=RunSeries.Status.CANCELLED).exists()
 
 
-def run_samples_columns(*, run_id: int) -> dict[str, list]:
+def run_samples_columns(*, run_id: int, after_t_s: float | None = None) -> dict[str, list]:
     """The run's samples as columns (``SAMPLE_COLUMNS``, each a list ordered by ``t_s``; all
     empty for a run without samples). One ``values_list`` query and no model instances: a long
-    steady run has thousands of samples."""
-    rows = Sample.objects.filter(run_id=run_id).order_by("t_s").values_list(*SAMPLE_COLUMNS)
+    steady run has thousands of samples. ``after_t_s`` keeps only the samples after it (a page
+    polling a run in flight)."""
+    samples = Sample.objects.filter(run_id=run_id)
+    if after_t_s is not None:
+        samples = samples.filter(t_s__gt=after_t_s)
+    rows = samples.order_by("t_s").values_list(*SAMPLE_COLUMNS)
     columns: dict[str, list] = {name: [] for name in SAMPLE_COLUMNS}
     appends = [columns[name].append for name in SAMPLE_COLUMNS]
     for row in rows.iterator(chunk_size=2000):
         for append, value in zip(appends, row, strict=True):
             append(value)
     return columns
+
+
+def run_progress(*, run: Run) -> float | None:
+    """How far the run has got, 0..1, from its last sample: a burst by the events delivered
+    (unique) of those it sends, a steady run by the time elapsed of warm-up + duration.
+    1 for a succeeded run; ``None`` when the spec says neither (an old or hand-made row)."""
+    if run.status == Run.Status.SUCCEEDED:
+        return 1.0
+    last = Sample.objects.filter(run_id=run.pk).order_by("-t_s").values_list("t_s", "unique").first()
+    t_s, unique = last if last else (0.0, 0)
+    spec = run.spec or {}
+    if spec.get("rate_eps") is not None:
+        planned_s = float(spec.get("warmup_s") or 0) + float(spec.get("duration_s") or 0)
+        done, total = t_s, planned_s
+    else:
+        done, total = unique, spec.get("events")
+    if not total:
+        return None
+    return min(1.0, max(0.0, done / total))
 
 
 def runs_by_ids(*, ids: Iterable[int]) -> list[Run]:

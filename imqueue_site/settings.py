@@ -38,9 +38,38 @@ class Env:
 
 env = Env(os.environ)
 
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", "imqueue-dev-only-not-secret")
+DEV_SECRET_KEY = "imqueue-dev-only-not-secret"
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
 DEBUG = env.bool("DJANGO_DEBUG", True)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", [])  # e.g. https://imq.example.org
+
+# Production (DJANGO_DEBUG=false): `manage.py check --deploy` must report nothing that the
+# README ("Production settings") does not justify; a test runs it.
+if not DEBUG:
+    if SECRET_KEY in ("", DEV_SECRET_KEY):
+        raise ImproperlyConfigured(
+            "DJANGO_DEBUG=false needs DJANGO_SECRET_KEY set to a long random value of your own, e.g. from "
+            "python -c 'from django.core.management.utils import get_random_secret_key as k; print(k())'"
+        )
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # false only where a proxy in front already redirects http to https
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    # An hour by default: long enough for `check --deploy`, short enough that a wrong setting
+    # (a host that must also serve plain http) locks browsers out for an hour, not a year.
+    # Raise it (31536000) once https is known to work everywhere.
+    SECURE_HSTS_SECONDS = int(env.str("DJANGO_SECURE_HSTS_SECONDS", "3600"))
+    # Covers subdomains of the host that sends it (*.imq.example.org), not its siblings.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    # Preloading commits a whole registrable domain to https in browsers' built-in lists, which
+    # is the domain owner's call, not this app's: opt in with DJANGO_SECURE_HSTS_PRELOAD=true.
+    SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]  # "SECURE_HSTS_PRELOAD is not True": see above
+    # Trust X-Forwarded-Proto only behind a proxy that sets it (and strips a client's own).
+    if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "daphne",
