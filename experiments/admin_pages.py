@@ -124,7 +124,7 @@ def series_context(series: RunSeries) -> dict[str, Any]:
     result = series.result or {}
     context: dict[str, Any] = {"series": series, "series_runs": runs, "series_live": series.status == "running"}
     if series.kind == RunSeries.Kind.SWEEP:
-        points = result.get("points") or []
+        points = result.get("points") or _points_so_far(series.values, runs)
         context["points"] = [{**p, "throughput": number(p.get("throughput_eps")), "p99": number(p.get("p99_ms"), "ms")}
                              for p in points]
         context["xy_data"] = sweep_chart_data(knob=series.knob, points=points) if points else None
@@ -134,6 +134,13 @@ def series_context(series: RunSeries) -> dict[str, Any]:
             for label, keys, unit in KEY_FIGURES if _dig(result.get("median"), keys) is not None
         ]
     return context
+
+
+def _points_so_far(values: Sequence[Any], runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """A sweep's points before the executor first refreshed its result: each value and its run."""
+    return [{"value": value, "run_id": run.pk, "status": run.status, "verdict": run.verdict or None,
+             "throughput_eps": run.throughput_eps, "p99_ms": run.latency_p99_ms}
+            for value, run in zip(values, runs, strict=False)]
 
 
 def sweep_chart_data(*, knob: str, points: Sequence[dict[str, Any]]) -> dict[str, Any]:
