@@ -227,6 +227,7 @@ def run_stop(*, run: Run) -> tuple[bool, str]:
     cancelled with everything counted so far."""
     from experiments.services import run_cancel
 
+    run.refresh_from_db(fields=["status"])
     was = run.status
     if not run_cancel(run=run):
         run.refresh_from_db()

@@ -49,25 +49,6 @@ def run_samples_columns(*, run_id: int, after_t_s: float | None = None) -> dict[
     return columns
 
 
-def run_progress(*, run: Run) -> float | None:
-    """How far the run has got, 0..1, from its last sample: a burst by the events delivered
-    (unique) of those it sends, a steady run by the time elapsed of warm-up + duration.
-    1 for a succeeded run; ``None`` when the spec says neither (an old or hand-made row)."""
-    if run.status == Run.Status.SUCCEEDED:
-        return 1.0
-    last = Sample.objects.filter(run_id=run.pk).order_by("-t_s").values_list("t_s", "unique").first()
-    t_s, unique = last if last else (0.0, 0)
-    spec = run.spec or {}
-    if spec.get("rate_eps") is not None:
-        planned_s = float(spec.get("warmup_s") or 0) + float(spec.get("duration_s") or 0)
-        done, total = t_s, planned_s
-    else:
-        done, total = unique, spec.get("events")
-    if not total:
-        return None
-    return min(1.0, max(0.0, done / total))
-
-
 def runs_by_ids(*, ids: Iterable[int]) -> list[Run]:
     """The runs with these ids, in the order given (a repeated id gives the same run twice),
     with their experiment and series loaded. Raises ``RunsNotFound`` naming every id that has
@@ -108,3 +89,22 @@ def run_json_summary(*, run: Run) -> dict[str, Any]:
     summary.setdefault("environment", run.environment)
     summary["status"], summary["error"] = run.status, run.error or None
     return summary
+
+
+def run_progress(*, run: Run) -> float | None:
+    """How far the run has got, 0..1, from its last sample: a burst by the events delivered
+    (unique) of those it sends, a steady run by the time elapsed of warm-up + duration.
+    1 for a succeeded run; ``None`` when the spec says neither (an old or hand-made row)."""
+    if run.status == Run.Status.SUCCEEDED:
+        return 1.0
+    last = Sample.objects.filter(run_id=run.pk).order_by("-t_s").values_list("t_s", "unique").first()
+    t_s, unique = last if last else (0.0, 0)
+    spec = run.spec or {}
+    if spec.get("rate_eps") is not None:
+        planned_s = float(spec.get("warmup_s") or 0) + float(spec.get("duration_s") or 0)
+        done, total = t_s, planned_s
+    else:
+        done, total = unique, spec.get("events")
+    if not total:
+        return None
+    return min(1.0, max(0.0, done / total))

@@ -1,0 +1,147 @@
+"""The product as a user runs it, for end-to-end tests: a SQLite database file of its own, a
+``qcluster`` and a daphne web server as separate processes, and a logged-in staff session over
+real HTTP. Nothing is mocked; every process is stopped at the end and checked gone.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from tests.services import wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "imq-e2e-password"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, from ``/proc`` (children of children too)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                    fields = f.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents[int(entry)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+class Stack:
+    """Start with ``start()``; ``stop()`` ends every process it started."""
+
+    def __init__(self, folder: Path, *, web: bool = True) -> None:
+        self.folder, self.web = folder, web
+        self.db_path = folder / "stack.sqlite3"
+        self.port = free_port()
+        self.env = dict(
+            os.environ, DATABASE_URL=f"sqlite:///{self.db_path}", IMQ_RUN_LOCK_PATH=str(folder / "runs.lock"),
+            DJANGO_SUPERUSER_PASSWORD=PASSWORD, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1",
+        )
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    # -- processes ---------------------------------------------------------------------------
+    def manage(self, *args: str, check: bool = True, timeout_s: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
+                              text=True, check=check, timeout=timeout_s)
+
+    def start(self) -> Stack:
+        self.manage("migrate", "-v0")
+        self.manage("createsuperuser", "--noinput", "--username", "staff", "--email", "staff@example.org")
+        self.procs["cluster"] = self._spawn("cluster", [sys.executable, "manage.py", "qcluster"])
+        if self.web:
+            self.procs["web"] = self._spawn("web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
+                                                    str(self.port), "imqueue_site.asgi:application"])
+            wait_until(self._web_answers, 60, "the web server to answer")
+            self.login()
+        return self
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+        log = open(self.folder / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        return subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def log(self, name: str) -> str:
+        return (self.folder / f"{name}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM to each process group, then SIGKILL what is left after 20 s."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+    # -- the database, read as the processes wrote it ----------------------------------------
+    def query(self, sql: str, *params) -> list[tuple]:
+        with sqlite3.connect(self.db_path, timeout=30) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def run_row(self, run_id: int) -> dict:
+        with sqlite3.connect(self.db_path, timeout=30) as conn:
+            conn.row_factory = sqlite3.Row
+            row = conn.execute("SELECT * FROM experiments_run WHERE id = ?", (run_id,)).fetchone()
+        return dict(row) if row else {}
+
+    # -- HTTP as a logged-in staff user --------------------------------------------------------
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _web_answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url("/admin/login/"), timeout=5) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def get(self, path: str) -> str:
+        with self.opener.open(self.url(path), timeout=30) as response:
+            return response.read().decode()
+
+    def post(self, path: str, data: dict | list[tuple[str, str]], *, form_path: str | None = None) -> str:
+        """POST ``data`` with the CSRF token of the page at ``form_path`` (``path`` by default),
+        as a browser submitting that page's form would."""
+        page = self.get(form_path or path)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        assert token, f"no CSRF token on {form_path or path}"
+        items = list(data.items()) if isinstance(data, dict) else list(data)
+        body = urllib.parse.urlencode([*items, ("csrfmiddlewaretoken", token.group(1))]).encode()
+        request = urllib.request.Request(self.url(path), data=body, headers={"Referer": self.url(form_path or path)})
+        with self.opener.open(request, timeout=30) as response:
+            return response.read().decode()
+
+    def login(self) -> None:
+        page = self.post("/admin/login/?next=/admin/", {"username": "staff", "password": PASSWORD})
+        assert "Log out" in page or "logout" in page, "staff login failed"
+
+
+def wait_for_run(stack: Stack, run_id: int, *, timeout_s: float, what: str = "the run to end") -> dict:
+    return wait_until(lambda: (row := stack.run_row(run_id)).get("finished_at") and row, timeout_s,
+                      f"run {run_id}: {what}", interval_s=0.1)
+
