@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
-from tests.services import wait_until
+from tests.services import backend_url, unavailable, wait_until
 from tests.stack import Stack, descendants, wait_for_run
 
 pytestmark = pytest.mark.timeout(240)
@@ -25,6 +26,11 @@ def stack(tmp_path_factory):
         stack.stop()
 
 
+#: Polling the database from here adds up to this much to a measured time (the 0.1 s interval
+#: of ``wait_for_run`` and a loaded machine's scheduling): not the run's own time to stop.
+SLACK_S = 0.5
+
+
 def define(stack: Stack, name: str, **fields) -> int:
     """Store an experiment (as the admin's add form would) and return its id."""
     values = ", ".join(f"{k}={v!r}" for k, v in {"name": name, **fields}.items())
@@ -33,16 +39,58 @@ def define(stack: Stack, name: str, **fields) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def test_a_launched_run_executes_in_the_cluster_and_is_exact(stack):
-    define(stack, "e2e-burst", backend="memory-mp", events=20_000, producers=2, consumers=2)
-    out = stack.manage("launchrun", "e2e-burst", "--wait", "--json", timeout_s=180)
-    (summary,) = __import__("json").loads(out.stdout)
-    assert summary["status"] == "succeeded" and summary["verdict"] == "exact", stack.log("cluster")
-    assert summary["sum"] == 20_000 * 20_001 // 2
-    row = stack.run_row(summary["run_id"])
-    assert row["executor_pid"] and row["heartbeat_at"] and row["finished_at"]
-    # the run executed in a process of the cluster (its executor), which is gone now
-    assert not os.path.exists(f"/proc/{row['executor_pid']}")
+def launch_from_admin(stack: Stack, experiment_id: int, *, repeat: int = 1) -> list[int]:
+    """Select the experiment in the admin's list, choose Launch, confirm with ``repeat``: the
+    ids of the runs it queued."""
+    before = {r[0] for r in stack.query("SELECT id FROM experiments_run WHERE experiment_id = ?", experiment_id)}
+    page = stack.post("/admin/experiments/experiment/", [
+        ("action", "launch"), ("_selected_action", str(experiment_id)), ("apply", "1"), ("repeat", str(repeat)),
+    ], form_path="/admin/experiments/experiment/")
+    assert "queued" in page or "launched" in page.lower(), page[-3000:]
+    after = {r[0] for r in stack.query("SELECT id FROM experiments_run WHERE experiment_id = ?", experiment_id)}
+    return sorted(after - before)
+
+
+def test_a_run_launched_from_the_admin_executes_in_the_cluster_and_is_exact(stack):
+    experiment = define(stack, "e2e-burst", backend="memory-mp", events=20_000, producers=2, consumers=2)
+    (run_id,) = launch_from_admin(stack, experiment)
+    row = wait_for_run(stack, run_id, timeout_s=120)
+    assert row["status"] == "succeeded" and row["verdict"] == "exact", (row["error"], stack.log("cluster")[-3000:])
+    summary = __import__("json").loads(row["summary"])
+    assert summary["sum"] == summary["expected_sum"] == 20_000 * 20_001 // 2
+    assert row["executor_pid"] and row["heartbeat_at"]
+    # the run executed in a process of the cluster's own (its executor), which ends with it
+    wait_until(lambda: not os.path.exists(f"/proc/{row['executor_pid']}"), 30, "the executor to end")
+    page = stack.get(f"/admin/experiments/run/{run_id}/change/")
+    assert "exact" in page and "imqTimeCharts" in stack.get("/static/experiments/charts.js")
+
+
+def test_a_running_run_cancelled_from_the_admin_stops_within_2_s_and_leaves_nothing(stack):
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(backend_url("redis-list"))
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        unavailable(f"redis-list: server not reachable: {exc}")
+    experiment = define(stack, "e2e-cancel", backend="redis-list", rate_eps=1_000.0, duration_s=120.0, warmup_s=0.0)
+    cluster = stack.procs["cluster"].pid
+    before = descendants(cluster)
+    (run_id,) = launch_from_admin(stack, experiment)
+    wait_until(lambda: stack.query("SELECT COUNT(*) FROM experiments_sample WHERE run_id = ?", run_id)[0][0] > 0,
+               60, "the run's first sample", interval_s=0.1)
+    queue = stack.run_row(run_id)["queue_name"]
+    assert list(client.scan_iter(match="{" + queue + "}:*")), "the run's keys should exist while it runs"
+    clicked = time.monotonic()
+    page = stack.post(f"/admin/experiments/run/{run_id}/cancel/", {}, form_path=f"/admin/experiments/run/{run_id}/change/")
+    assert "being cancelled" in page
+    row = wait_for_run(stack, run_id, timeout_s=10, what="to stop after the cancel")
+    stopped_s = time.monotonic() - clicked
+    assert row["status"] == "cancelled" and row["error"] == "cancelled by the user"
+    assert stopped_s <= 2.0 + SLACK_S, f"the run took {stopped_s:.2f} s to stop"
+    assert row["unique"] and row["unique"] > 0  # what it counted until then is stored
+    wait_until(lambda: descendants(cluster) <= before, 10, "the run's processes to end")
+    assert not list(client.scan_iter(match="{" + queue + "}:*")), "the run's keys were left on the server"
+    client.close()
 
 
 def test_a_killed_cluster_never_leaves_its_run_running(stack):
