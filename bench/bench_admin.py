@@ -82,9 +82,9 @@ def build_history(runs: int, samples: int) -> dict:
         Run.objects.bulk_create(rows, batch_size=2_000)
         ids = list(Run.objects.order_by("pk").values_list("pk", flat=True))
         hour_run, rest = ids[-1], ids[:-1]
-        per_run = max(1, (samples - HOUR_SAMPLES) // len(rest))
+        per_run, extra = divmod(max(0, samples - HOUR_SAMPLES), len(rest))
         batch: list = []
-        for run_id, count in [(hour_run, HOUR_SAMPLES)] + [(r, per_run) for r in rest]:
+        for run_id, count in [(hour_run, HOUR_SAMPLES)] + [(r, per_run + (i < extra)) for i, r in enumerate(rest)]:
             for t in range(count):
                 batch.append(Sample(run_id=run_id, t_s=t + 1.0, produced=1000 * t, consumed=1000 * t, unique=1000 * t,
                                     produce_eps=1000.0, consume_eps=990.0 + t % 20, depth=t % 50, backlog=t % 70,

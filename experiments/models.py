@@ -104,7 +104,7 @@ class Run(models.Model):
     spec = models.JSONField(default=dict, help_text="the workload as run (a snapshot of the experiment)")
     environment = models.JSONField(default=dict, blank=True)
     summary = models.JSONField(default=dict, blank=True)
-    verdict = models.CharField(max_length=20, blank=True)
+    verdict = models.CharField(max_length=20, blank=True, db_index=True)
     duration_s = models.FloatField(null=True, blank=True)
     throughput_eps = models.FloatField(null=True, blank=True)
     latency_p50_ms = models.FloatField(null=True, blank=True)

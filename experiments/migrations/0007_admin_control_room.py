@@ -46,5 +46,10 @@ class Migration(migrations.Migration):
             name='kind',
             field=models.CharField(choices=[('repeat', 'Repeat'), ('find-max', 'Find Max'), ('sweep', 'Sweep')], max_length=20),
         ),
+        migrations.AlterField(
+            model_name='run',
+            name='verdict',
+            field=models.CharField(blank=True, db_index=True, max_length=20),
+        ),
         migrations.RunPython(backend_from_spec, migrations.RunPython.noop),
     ]
