@@ -149,6 +149,7 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 WHITENOISE_USE_FINDERS = DEBUG  # development: no collectstatic needed
+WHITENOISE_AUTOREFRESH = DEBUG  # development: files looked up per request, no STATIC_ROOT needed
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
