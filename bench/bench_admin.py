@@ -178,8 +178,11 @@ def time_launches(repeat: int, folder: Path) -> list[dict]:
             print(f"  click answered in {rows[-1]['click_ms']:.0f} ms, running after {rows[-1]['to_running_s']:.2f} s, "
                   f"first sample after {rows[-1]['to_first_sample_s']:.2f} s", flush=True)
     finally:
-        os.killpg(cluster.pid, 15)
-        cluster.wait(timeout=30)
+        cluster.terminate()  # the main process stops its own in order
+        try:
+            cluster.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, 9)
     return rows
 
 

@@ -95,10 +95,12 @@ class Stack:
         return (self.folder / f"{name}.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        """SIGTERM to each process group, then SIGKILL what is left after 20 s."""
+        """SIGTERM to each server's main process (as ``docker stop`` does: a qcluster stops its
+        own processes in order, while one whose every process got SIGTERM at once can hang),
+        then SIGKILL to the process group of any left after 20 s."""
         for proc in self.procs.values():
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():
             try:
                 proc.wait(timeout=20)
