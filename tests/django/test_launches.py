@@ -201,3 +201,28 @@ def test_the_machine_runs_one_run_at_a_time(settings, tmp_path):
         order.append("first")
     thread.join(10)
     assert order == ["first", "second"]
+
+
+def test_every_admin_action_is_also_a_command(experiment, django_capture_on_commit_callbacks, capsys):
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("launchrun", "launch-me", "--repeat", "2")
+        (first, second) = Run.objects.order_by("pk")
+        call_command("rerun", str(first.pk))
+        call_command("cloneexperiment", "launch-me")
+        call_command("sweep", "launch-me", "--knob", "batch", "--values", "1,10")
+    out = capsys.readouterr().out
+    assert "launched 2 run(s) of 'launch-me' as series" in out and f"run {first.pk}'s spec again" in out
+    assert Experiment.objects.filter(name="launch-me (copy)").exists()
+    assert queued_tasks() == list(Run.objects.order_by("pk").values_list("pk", flat=True))  # 2 + 1 + 2
+    repeat = RunSeries.objects.get(kind="repeat")
+    call_command("cancelseries", str(repeat.pk))
+    assert set(repeat.runs.values_list("status", flat=True)) == {"cancelled"}
+    with pytest.raises(CommandError, match="only a running series can be cancelled"):
+        call_command("cancelseries", str(repeat.pk))
+    call_command("cancelrun", str(Run.objects.filter(status="queued").first().pk))
+    with pytest.raises(CommandError, match="only a queued or running run can be cancelled"):
+        call_command("cancelrun", str(first.pk))
+    with pytest.raises(CommandError, match="there is no experiment 'nope'"):
+        call_command("launchrun", "nope")
+    with pytest.raises(CommandError, match="cannot sweep 'launch-me': consumers = 0"):
+        call_command("sweep", "launch-me", "--knob", "consumers", "--values", "0")

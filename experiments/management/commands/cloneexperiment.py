@@ -1,0 +1,19 @@
+"""Copy an experiment's definition, as the admin's Clone does."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand
+
+from experiments.launches import experiment_clone
+from experiments.management.commands.launchrun import experiment_named
+
+
+class Command(BaseCommand):
+    help = "Copy EXPERIMENT's definition (a name or id) as 'NAME (copy)', 'NAME (copy 2)'..., without its runs."
+
+    def add_arguments(self, parser):
+        parser.add_argument("experiment")
+
+    def handle(self, *args, **opts):
+        copy = experiment_clone(experiment=experiment_named(opts["experiment"]))
+        self.stdout.write(f"experiment {copy.pk}: {copy.name!r}")
