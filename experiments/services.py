@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from experiments import metrics
 from experiments.models import Experiment, Run, RunSeries, Sample
 from experiments.selectors import run_is_cancelled, run_json_summary, series_is_cancelled
 from queues import environment
@@ -218,6 +219,7 @@ def _in_event_loop() -> bool:
 
 
 def sample_create(*, run: Run, sample: EngineSample) -> Sample:
+    metrics.sample_observe(run_id=run.pk, backend=run.backend, sample=sample)
     latency = sample.latency_ms or {}
     return Sample.objects.create(
         run=run, t_s=sample.t_s, produced=sample.produced, consumed=sample.consumed, unique=sample.unique,
@@ -258,14 +260,17 @@ def _run_end(*, run: Run, status: str, error: str, fields: dict[str, Any]) -> Ru
     finished_at = timezone.now()
     in_flight = Run.objects.filter(pk=run.pk, finished_at__isnull=True)
     summary = fields.get("summary")
-    if not in_flight.filter(status=Run.Status.RUNNING).update(
+    ended = in_flight.filter(status=Run.Status.RUNNING).update(
         **fields, status=status, error=error, finished_at=finished_at
-    ):
+    )
+    if not ended:
         cancelled = {"status": Run.Status.CANCELLED, "error": error or "cancelled by the user"}
         if summary is not None:
             fields = {**fields, "summary": {**summary, **cancelled}}
-        in_flight.filter(status=Run.Status.CANCELLED).update(**fields, **cancelled, finished_at=finished_at)
+        ended = in_flight.filter(status=Run.Status.CANCELLED).update(**fields, **cancelled, finished_at=finished_at)
     run.refresh_from_db()
+    if ended:  # this call ended it: counted once, whoever else tries to end it too
+        metrics.run_ended(run_id=run.pk, backend=run.backend, status=run.status, duplicates=run.duplicates, lost=run.lost)
     return run
 
 

@@ -7,6 +7,7 @@ Every variable is listed in the README, section "Pointing it at real servers".
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -37,6 +38,21 @@ class Env:
 
 
 env = Env(os.environ)
+
+# Prometheus: the imqueue_* figures are written by the run's executor (a cluster process) and
+# served by the web process, through prometheus_client's multiprocess mode: every process writes
+# its values to files in this folder, and /metrics adds them up (experiments/metrics.py). The
+# client reads PROMETHEUS_MULTIPROC_DIR once, when it is first imported, so it is exported here,
+# before any app (django_prometheus first) imports it. One folder per machine or container,
+# never shared between containers (the files are named by pid); `manage.py metrics_reset`
+# empties it before the web server and the cluster start.
+IMQ_METRICS_DIR = Path(
+    env.str("IMQ_METRICS_DIR") or env.str("PROMETHEUS_MULTIPROC_DIR") or Path(tempfile.gettempdir()) / "imqueue-metrics"
+)
+IMQ_METRICS_DIR.mkdir(parents=True, exist_ok=True)  # the client writes there from its import on
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(IMQ_METRICS_DIR)
+# The cluster's own /metrics (`manage.py metrics_serve`), for a cluster in a container of its own
+IMQ_CLUSTER_METRICS_PORT = int(env.str("IMQ_CLUSTER_METRICS_PORT", "9108"))
 
 DEV_SECRET_KEY = "imqueue-dev-only-not-secret"
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", DEV_SECRET_KEY)

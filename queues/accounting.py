@@ -17,7 +17,7 @@ import numpy as np
 
 from queues.ledger import Ledger
 from queues.messages import CONSUMER, PRODUCER, BatchReport, Done, Histograms, Message, Ready, WorkerFailed
-from queues.metrics import Sample, merge_encoded, new_histogram, percentiles_ms
+from queues.metrics import Sample, bucket_counts, merge_encoded, new_histogram, percentiles_ms
 from queues.schedule import Schedule
 from queues.summary import SteadyCounts, offered_eps
 from queues.workload import WorkloadSpec
@@ -156,6 +156,8 @@ class Accounting:
         span = elapsed_s - (previous.t_s if previous else 0.0)
         if due is None:
             due = self.due_by(int(elapsed_s * 1e9))
+        e2e = self._interval("e2e")
+        buckets, sum_us = bucket_counts(e2e)
         sample = Sample(
             t_s=round(elapsed_s, 3),
             produced=produced,
@@ -169,7 +171,7 @@ class Accounting:
             backlog=max(0, due - self.ledger.unique),
             due=due,
             depth_detail=depth_detail,
-            latency_ms=percentiles_ms(self._interval("e2e")),
+            latency_ms=percentiles_ms(e2e), latency_buckets=buckets, latency_sum_us=sum_us,
             offered_eps=offered_eps(self.spec, elapsed_s - span, elapsed_s),
             send_delay_p99_ms=(percentiles_ms(self._interval("send_delay")) or {}).get("p99"),
         )

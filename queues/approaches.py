@@ -30,7 +30,7 @@ import numpy as np
 from queues import environment
 from queues.errors import InvalidSpec
 from queues.ledger import Ledger
-from queues.metrics import Sample, new_histogram, percentiles_ms, record_many
+from queues.metrics import Sample, bucket_counts, new_histogram, percentiles_ms, record_many
 from queues.workload import WorkloadSpec
 
 DESCRIPTIONS = {
@@ -203,6 +203,7 @@ def run_approach(
         produce_eps=round(spec.events / elapsed, 1), consume_eps=round(ledger.received / elapsed, 1),
         depth=None, backlog=0, latency_ms=percentiles_ms(acc.latency),
     )
+    sample.latency_buckets, sample.latency_sum_us = bucket_counts(acc.latency)
     if on_sample:
         on_sample(sample)
     drain_s = (acc.last_ns - began_ns) / 1e9
