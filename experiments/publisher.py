@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from typing import Any
@@ -31,14 +32,18 @@ MAX_PENDING = 200
 
 class Publisher:
     """``publish(group, message)`` from any thread; ``close()`` sends what waits, closes the
-    layer's connections and ends the thread (a later ``publish`` starts them again)."""
+    layer's connections and ends the thread (a later ``publish`` starts them again). One
+    coroutine in the loop sends the messages one after another, in order, over one connection
+    (concurrent sends would each take a connection from channels-redis's pool)."""
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         self.layer: Any = None
-        self.pending: set[concurrent.futures.Future] = set()
+        self.queue: asyncio.Queue | None = None
+        self.sender: asyncio.Task | None = None
         self.lock = threading.Lock()
+        self.waiting = 0
         self.published = self.dropped = self.failed = 0
 
     def _start(self) -> asyncio.AbstractEventLoop:
@@ -47,48 +52,66 @@ class Publisher:
             self.layer = get_channel_layer()
             self.thread = threading.Thread(target=self.loop.run_forever, name="imq-live-publisher", daemon=True)
             self.thread.start()
+            self.queue, self.sender = asyncio.run_coroutine_threadsafe(self._begin(), self.loop).result()
         return self.loop
+
+    async def _begin(self) -> tuple[asyncio.Queue, asyncio.Task]:
+        """The queue and the sending task, made inside the loop that uses them."""
+        queue: asyncio.Queue = asyncio.Queue()
+        self.queue = queue
+        return queue, asyncio.ensure_future(self._send_all())
+
+    async def _shutdown(self) -> None:
+        self.sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.sender
+        await self.layer.close_pools()
 
     def publish(self, group: str, message: dict[str, Any]) -> None:
         with self.lock:
-            if len(self.pending) >= MAX_PENDING:
+            if self.waiting >= MAX_PENDING:
                 self.dropped += 1
-                log.warning("live: %d messages wait for Redis; dropped one for %s", len(self.pending), group)
+                log.warning("live: %d messages wait for Redis; dropped one for %s", self.waiting, group)
                 return
-            future = asyncio.run_coroutine_threadsafe(self.layer_send(group, message), self._start())
-            self.pending.add(future)
-        future.add_done_callback(self._done)
+            self.waiting += 1
+            loop = self._start()
+            loop.call_soon_threadsafe(self.queue.put_nowait, (group, message))
 
-    async def layer_send(self, group: str, message: dict[str, Any]) -> None:
-        await self.layer.group_send(group, message)
-
-    def _done(self, future: concurrent.futures.Future) -> None:
-        with self.lock:
-            self.pending.discard(future)
-        if future.cancelled() or future.exception() is None:
-            self.published += 1
-            return
-        self.failed += 1
-        log.warning("live: could not publish to Redis: %r", future.exception())
+    async def _send_all(self) -> None:
+        while True:
+            group, message = await self.queue.get()
+            try:
+                await self.layer.group_send(group, message)
+                self.published += 1
+            except Exception as exc:  # noqa: BLE001 - a lost message is filled in by the viewers
+                self.failed += 1
+                log.warning("live: could not publish to Redis: %r", exc)
+            finally:
+                with self.lock:
+                    self.waiting -= 1
+                self.queue.task_done()
 
     def flush(self, timeout_s: float = 5.0) -> None:
-        with self.lock:
-            waiting = list(self.pending)
-        concurrent.futures.wait(waiting, timeout=timeout_s)
+        """Wait until every message handed to ``publish`` was sent (or failed)."""
+        if self.loop is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(self.queue.join(), self.loop).result(timeout_s)
+            except concurrent.futures.TimeoutError:
+                log.warning("live: %d messages still wait for Redis after %s s", self.waiting, timeout_s)
 
     def close(self, timeout_s: float = 5.0) -> None:
         if self.loop is None:
             return
         self.flush(timeout_s)
-        loop, thread, layer = self.loop, self.thread, self.layer
+        loop, thread = self.loop, self.thread
         try:
-            asyncio.run_coroutine_threadsafe(layer.close_pools(), loop).result(timeout_s)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout_s)
         except Exception as exc:  # noqa: BLE001 - closing must go on: the thread has to end
             log.warning("live: closing the Redis connections failed: %r", exc)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout_s)
         loop.close()
-        self.loop = self.thread = self.layer = None
+        self.loop = self.thread = self.layer = self.queue = self.sender = None
 
 
 _publisher = Publisher()
