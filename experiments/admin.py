@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count
+from django.db.models import Count, Max
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -51,7 +51,7 @@ def _url(name: str, *args: object) -> str:
 class ExperimentAdmin(admin.ModelAdmin):
     form = ExperimentForm
     list_display = ("name", "backend", "shape", "events", "producers", "consumers", "events_per_message", "batch",
-                    "runs_link", "created_at")
+                    "runs_link", "live_link", "created_at")
     list_filter = ("backend",)
     search_fields = ("name", "notes")
     readonly_fields = ("runs_link",)
@@ -70,7 +70,7 @@ class ExperimentAdmin(admin.ModelAdmin):
     actions = ("launch", "clone", "sweep")
 
     def get_queryset(self, request: HttpRequest):
-        return super().get_queryset(request).annotate(run_count=Count("runs"))
+        return super().get_queryset(request).annotate(run_count=Count("runs"), latest_run=Max("runs__id"))
 
     @admin.display(description="shape")
     def shape(self, obj: Experiment) -> str:
@@ -83,6 +83,13 @@ class ExperimentAdmin(admin.ModelAdmin):
         count = getattr(obj, "run_count", None)
         label = f"{count} run{'s' if count != 1 else ''}" if count is not None else "its runs"
         return format_html('<a href="{}?experiment__id__exact={}">{}</a>', _url("run_changelist"), obj.pk, label)
+
+    @admin.display(description="live")
+    def live_link(self, obj: Experiment) -> str:
+        """Its latest run's live page, or the overview for an experiment never run."""
+        latest = getattr(obj, "latest_run", None)  # annotated: no query per row
+        url = reverse("dashboard:run", args=[latest]) if latest else reverse("dashboard:overview")
+        return format_html('<a href="{}">live</a>', url)
 
     @admin.action(description="Launch the selected experiments (K runs each)")
     def launch(self, request: HttpRequest, queryset):
@@ -144,7 +151,7 @@ class ExperimentAdmin(admin.ModelAdmin):
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
     list_display = ("id", "experiment", "backend", "status", "started_at", "duration", "events_s", "p50", "p99",
-                    "verdict", "lost", "duplicates")
+                    "verdict", "lost", "duplicates", "live_link")
     list_filter = ("backend", "status", "verdict", "experiment", ("created_at", admin.DateFieldListFilter))
     search_fields = ("experiment__name",)
     list_select_related = ("experiment",)
@@ -186,6 +193,10 @@ class RunAdmin(admin.ModelAdmin):
         extra = {**(extra_context or {}), "can_act": super().has_change_permission(request),
                  "live": Run.objects.filter(pk=object_id, status__in=admin_pages.LIVE).exists()}
         return super().change_view(request, object_id, form_url, extra)
+
+    @admin.display(description="live")
+    def live_link(self, obj: Run) -> str:
+        return format_html('<a href="{}">live</a>', reverse("dashboard:run", args=[obj.pk]))
 
     @admin.display(description="duration", ordering="duration_s")
     def duration(self, obj: Run) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from django.db.models import Count, Max, Min
+from django.db.models import Count, Max, Min, OuterRef, Subquery
 
 from experiments.models import Run, RunSeries, Sample
 
@@ -22,6 +22,10 @@ class RunsNotFound(ValueError):
     def __init__(self, missing: Sequence[int]) -> None:
         self.missing = list(missing)
         super().__init__(f"no run with id {', '.join(str(i) for i in self.missing)}")
+
+
+def run_exists(*, run_id: int) -> bool:
+    return Run.objects.filter(pk=run_id).exists()
 
 
 def run_is_cancelled(*, run_id: int) -> bool:
@@ -92,19 +96,109 @@ def run_json_summary(*, run: Run) -> dict[str, Any]:
 
 
 def run_progress(*, run: Run) -> float | None:
-    """How far the run has got, 0..1, from its last sample: a burst by the events delivered
-    (unique) of those it sends, a steady run by the time elapsed of warm-up + duration.
-    1 for a succeeded run; ``None`` when the spec says neither (an old or hand-made row)."""
+    """How far the run has got, 0..1, from its last sample: see ``progress_of``."""
     if run.status == Run.Status.SUCCEEDED:
         return 1.0
     last = Sample.objects.filter(run_id=run.pk).order_by("-t_s").values_list("t_s", "unique").first()
     t_s, unique = last if last else (0.0, 0)
-    spec = run.spec or {}
+    return progress_of(spec=run.spec or {}, status=run.status, t_s=t_s, unique=unique)
+
+
+def progress_of(*, spec: dict, status: str, t_s: float, unique: int) -> float | None:
+    """0..1 from a run's last sample, without a query (the live publisher has the sample): a
+    burst by the events delivered (unique) of those it sends, a steady run by the time elapsed
+    of warm-up + duration. 1 for a succeeded run; ``None`` when the spec says neither (an old or
+    hand-made row)."""
+    if status == Run.Status.SUCCEEDED:
+        return 1.0
     if spec.get("rate_eps") is not None:
-        planned_s = float(spec.get("warmup_s") or 0) + float(spec.get("duration_s") or 0)
-        done, total = t_s, planned_s
+        done, total = t_s, float(spec.get("warmup_s") or 0) + float(spec.get("duration_s") or 0)
     else:
         done, total = unique, spec.get("events")
     if not total:
         return None
     return min(1.0, max(0.0, done / total))
+
+
+# -- the live dashboard (experiments/live.py) -------------------------------------------------
+
+#: A run in one of these may still change; any other status is its end.
+IN_FLIGHT = (Run.Status.QUEUED, Run.Status.RUNNING)
+#: How many ended runs the overview lists below the running ones.
+OVERVIEW_RECENT = 20
+
+
+def run_live_state(*, run: Run, last: tuple[float, int, int] | None = None) -> dict[str, Any]:
+    """What the run page shows beside the charts: status, spec summary, progress, the ledger so
+    far and, once the run ended, its verdict and summary. ``last`` is its last sample's
+    ``(t_s, consumed, unique)`` (read when not given)."""
+    if last is None:
+        last = Sample.objects.filter(run_id=run.pk).order_by("-t_s").values_list("t_s", "consumed", "unique").first()
+    t_s, consumed, unique = last or (0.0, 0, 0)
+    ended = run.status not in IN_FLIGHT
+    state = {
+        "id": run.pk, "status": run.status, "ended": ended, "error": run.error or None,
+        "progress": progress_of(spec=run.spec or {}, status=run.status, t_s=t_s, unique=unique),
+        # while it runs, duplicates are the deliveries beyond the unique events; lost is known
+        # only at the end (after the final drain)
+        "ledger": {"unique": unique, "duplicates": max(0, consumed - unique), "lost": None},
+    }
+    if ended:
+        state.update(verdict=run.verdict or None, summary=run_json_summary(run=run))
+        if run.unique is not None:
+            state["ledger"] = {"unique": run.unique, "duplicates": run.duplicates, "lost": run.lost}
+    return state
+
+
+def run_live_read(*, run_id: int, after_t_s: float | None = None) -> dict[str, Any] | None:
+    """One read of the live view: ``{"run": run_live_state, "columns": the samples after
+    after_t_s}``, or ``None`` for a missing run."""
+    run = Run.objects.filter(pk=run_id).first()
+    if run is None:
+        return None
+    columns = run_samples_columns(run_id=run_id, after_t_s=after_t_s)
+    last = None
+    if columns["t_s"]:
+        last = (columns["t_s"][-1], columns["consumed"][-1], columns["unique"][-1])
+    return {"run": run_live_state(run=run, last=last), "columns": columns}
+
+
+def run_spec_summary(*, spec: dict) -> str:
+    """``"burst of 100000 events, 2 producers x 2 consumers, batch 100, 1 event/message"``."""
+    if spec.get("rate_eps") is not None:
+        shape = f"steady {spec['rate_eps']:g} events/s for {spec.get('duration_s', 0):g} s (+{spec.get('warmup_s', 0):g} s warm-up)"
+    else:
+        shape = f"burst of {spec.get('events')} events"
+    return (f"{shape}, {spec.get('producers')} producers x {spec.get('consumers')} consumers, "
+            f"batch {spec.get('batch')}, {spec.get('events_per_message')} event/message")
+
+
+def runs_overview(*, recent: int = OVERVIEW_RECENT) -> list[dict[str, Any]]:
+    """The in-flight runs then the ``recent`` latest ended ones, newest first, as the overview
+    lists them; two queries (the runs, then the last sample of each in-flight run)."""
+    columns = ("id", "experiment__name", "backend", "status", "spec", "verdict", "throughput_eps", "latency_p99_ms")
+    in_flight = list(Run.objects.filter(status__in=IN_FLIGHT).order_by("-pk").values(*columns))
+    ended = list(Run.objects.exclude(status__in=IN_FLIGHT).order_by("-pk").values(*columns)[:recent])
+    lasts = _last_samples(run_ids=[r["id"] for r in in_flight])
+    rows = []
+    for r in in_flight + ended:
+        last = lasts.get(r["id"])
+        rows.append({
+            "id": r["id"], "experiment": r["experiment__name"], "backend": r["backend"], "status": r["status"],
+            "progress": progress_of(spec=r["spec"] or {}, status=r["status"],
+                                    t_s=last["t_s"] if last else 0.0, unique=last["unique"] if last else 0),
+            "events_s": last["consume_eps"] if last else r["throughput_eps"],
+            "p99_ms": last["p99_ms"] if last else r["latency_p99_ms"],
+            "verdict": r["verdict"] or None,
+        })
+    return rows
+
+
+def _last_samples(*, run_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Each run's latest sample (t_s, unique, consume_eps, p99_ms), in one query."""
+    if not run_ids:
+        return {}
+    latest = Sample.objects.filter(run_id=OuterRef("run_id")).order_by("-t_s").values("pk")[:1]
+    rows = Sample.objects.filter(run_id__in=run_ids, pk=Subquery(latest)).values(
+        "run_id", "t_s", "unique", "consume_eps", "p99_ms")
+    return {row["run_id"]: row for row in rows}

@@ -20,7 +20,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from experiments import metrics
+from experiments import metrics, publisher
 from experiments.models import Experiment, Run, RunSeries, Sample
 from experiments.selectors import run_is_cancelled, run_json_summary, series_is_cancelled
 from queues import environment
@@ -221,7 +221,7 @@ def _in_event_loop() -> bool:
 def sample_create(*, run: Run, sample: EngineSample) -> Sample:
     metrics.sample_observe(run_id=run.pk, backend=run.backend, sample=sample)
     latency = sample.latency_ms or {}
-    return Sample.objects.create(
+    row = Sample.objects.create(
         run=run, t_s=sample.t_s, produced=sample.produced, consumed=sample.consumed, unique=sample.unique,
         produce_eps=sample.produce_eps, consume_eps=sample.consume_eps, depth=sample.depth,
         backlog=sample.backlog, p50_ms=latency.get("p50"), p90_ms=latency.get("p90"),
@@ -229,6 +229,8 @@ def sample_create(*, run: Run, sample: EngineSample) -> Sample:
         offered_eps=sample.offered_eps, send_delay_p99_ms=sample.send_delay_p99_ms, due=sample.due,
         depth_detail=sample.depth_detail,
     )
+    publisher.sample_published(run=run, sample=row)  # stored first: a viewer may read it back
+    return row
 
 
 def run_finish(*, run: Run, result: RunResult) -> Run:
@@ -271,6 +273,7 @@ def _run_end(*, run: Run, status: str, error: str, fields: dict[str, Any]) -> Ru
     run.refresh_from_db()
     if ended:  # this call ended it: counted once, whoever else tries to end it too
         metrics.run_ended(run_id=run.pk, backend=run.backend, status=run.status, duplicates=run.duplicates, lost=run.lost)
+    publisher.run_ended(run_id=run.pk)
     return run
 
 
@@ -282,6 +285,7 @@ def run_cancel(*, run: Run) -> bool:
     if Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(
         status=Run.Status.CANCELLED, finished_at=now, error="cancelled by the user before it started"
     ):
+        publisher.run_ended(run_id=run.pk)
         return True
     return bool(Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(status=Run.Status.CANCELLED))
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 
+from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponseBadRequest, JsonResponse
-from django.shortcuts import get_object_or_404
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
-from experiments import selectors
+from experiments import launches, selectors
 from experiments.models import Run
 
 
@@ -49,3 +51,50 @@ def _after_t_s(raw: str | None) -> float | None:
     if not math.isfinite(value):
         raise ValueError(raw)
     return value
+
+
+# -- the live dashboard ------------------------------------------------------------------------
+# Pages only: their figures come over the websockets (consumers.py). Staff only, like the
+# websockets; the controls are POSTs, CSRF-protected by the middleware.
+
+@require_GET
+@staff_member_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """The overview: running and recent runs, live over ``ws/runs/``."""
+    return render(request, "experiments/dashboard.html")
+
+
+@require_GET
+@staff_member_required
+def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
+    """A run's page, live over ``ws/runs/<id>/`` while it runs, its full history once it ended
+    (the same page: the socket sends the history first)."""
+    run = get_object_or_404(Run.objects.select_related("experiment"), pk=run_id)
+    return render(request, "experiments/run_live.html", {
+        "run": run, "spec_summary": selectors.run_spec_summary(spec=run.spec or {}),
+        "steady": (run.spec or {}).get("rate_eps") is not None,
+    })
+
+
+@require_POST
+@staff_member_required
+def run_launch_again(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Launch the run's experiment again (as it is defined now) and open the new run's page."""
+    run = get_object_or_404(Run.objects.select_related("experiment"), pk=run_id)
+    try:
+        (new_run,) = launches.experiment_launch(experiment=run.experiment)
+    except ValidationError as exc:
+        messages.error(request, f"Not launched: {' '.join(exc.messages)}")
+        return redirect("dashboard:run", run_id=run.pk)
+    messages.success(request, f"Run {new_run.pk} of {run.experiment.name} launched.")
+    return redirect("dashboard:run", run_id=new_run.pk)
+
+
+@require_POST
+@staff_member_required
+def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Cancel the run (``launches.run_stop``) and come back to its page, which shows the end."""
+    run = get_object_or_404(Run, pk=run_id)
+    done, message = launches.run_stop(run=run)
+    (messages.success if done else messages.warning)(request, message)
+    return redirect("dashboard:run", run_id=run.pk)

@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels (later issue)."""
+"""ASGI entry point: HTTP through Django, websockets (the live dashboard) through Channels, for
+logged-in staff only (checked in the consumers) and from this site's own hosts only."""
 
 import os
 
@@ -7,6 +8,15 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imqueue_site.settings")
 django_asgi_app = get_asgi_application()  # before importing anything that touches models
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from experiments.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter({
+    "http": django_asgi_app,
+    # The Origin header must name one of ALLOWED_HOSTS (a page of another site cannot open a
+    # socket with the user's cookie); the session cookie then gives scope["user"].
+    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+})

@@ -167,7 +167,6 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 WHITENOISE_USE_FINDERS = DEBUG  # development: no collectstatic needed
 WHITENOISE_AUTOREFRESH = DEBUG  # development: files looked up per request, no STATIC_ROOT needed
 
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # django-q2 executes the runs launched from the admin and by ``launchrun``/``sweep``
 # (experiments/tasks.py). With nothing configured its broker is the ORM, on this same database.
@@ -197,6 +196,29 @@ Q_CLUSTER = {
 IMQ_STALE_AFTER_S = float(env.str("IMQ_STALE_AFTER_S", "120"))
 # The lock that makes the runs of one machine execute one at a time (experiments/machine.py).
 IMQ_RUN_LOCK_PATH = env.str("IMQ_RUN_LOCK_PATH", "/tmp/imqueue-runs.lock")
+
+# The live dashboard (experiments/live.py). With nothing set, the websockets follow the runs'
+# stored samples (one shared database read per run per interval in each web process), and the
+# in-memory layer only serves Channels itself: it cannot cross from the cluster to the web
+# process. With IMQ_CHANNEL_REDIS_URL (e.g. redis://127.0.0.1:6379/1), the executor publishes
+# each sample to the run's group ``run-<id>`` through channels-redis.
+IMQ_CHANNEL_REDIS_URL = env.str("IMQ_CHANNEL_REDIS_URL")
+if IMQ_CHANNEL_REDIS_URL:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {
+        "hosts": [IMQ_CHANNEL_REDIS_URL],
+        "prefix": env.str("IMQ_CHANNEL_PREFIX", "imq-live"),
+        # A group membership expires group_expiry seconds after the consumer joined (channels-redis
+        # drops it without a word): a day, far beyond the longest run (IMQ_RUN_TIMEOUT_S), so a
+        # page left open for a whole run keeps receiving; the page also re-joins every hour.
+        "group_expiry": max(86400, 2 * IMQ_RUN_TIMEOUT_S),
+        # Messages waiting for one consumer: a full channel drops new ones silently. A run sends
+        # about one a second, so 1,000 covers a browser tab stalled for ~15 minutes; a gap that
+        # still happens is filled from the database (each message names the sample before it).
+        "capacity": 1000,
+        "expiry": 120,  # seconds an undelivered message is kept
+    }}}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Queue servers: IMQ_<NAME>_URL, one per backend family (IMQ_POSTGRES_URL, IMQ_MYSQL_URL,
 # IMQ_REDIS_URL, IMQ_AMQP_URL). A backend with no URL set uses its class's default_url,

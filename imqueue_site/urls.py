@@ -8,5 +8,6 @@ urlpatterns = [
     path("runs/", include("experiments.urls")),  # namespace "experiments"
     # django-prometheus's /metrics, after forgetting the gauges of processes that are gone
     path("metrics", metrics_view, name="prometheus-django-metrics"),
+    path("dashboard/", include("experiments.dashboard_urls")),  # namespace "dashboard"
     path("", include("django_prometheus.urls")),
 ]
