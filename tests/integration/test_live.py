@@ -1,7 +1,7 @@
 """The live dashboard end to end: a run launched from the admin executes in a real ``qcluster``
 process, and a real websocket client on the real daphne server (session cookie, Origin header,
 as a browser sends them) receives its samples live, resumes after a dropped connection without
-gaps or repeats, and gets the verdict. Embedded path: SQLite file, no Redis.
+gaps or repeats, and gets the verdict. Both live paths: following the SQLite file (no Redis), and channels-redis.
 
 Why the stack rather than ``WebsocketCommunicator`` here: the run must execute in another
 process, and pytest-django's SQLite test database is in memory, invisible to it; the stack's
@@ -11,20 +11,33 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
+import redis
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.integration.test_cluster import define, launch_from_admin
+from tests.services import backend_url, unavailable
 from tests.stack import Stack, wait_for_run
 
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+@pytest.fixture(scope="module", params=["database", "redis"])
+def stack(request, tmp_path_factory):
+    """The product with each live path: following the stored samples (embedded default), or
+    channels-redis (the executor publishes each sample to the run's group)."""
     stack = Stack(tmp_path_factory.mktemp("live"), web=True)
+    if request.param == "redis":
+        url = backend_url("redis-list")
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+        except redis.RedisError as exc:
+            unavailable(f"channels-redis: Redis not reachable at {url}: {exc}")
+        stack.env.update(IMQ_CHANNEL_REDIS_URL=url, IMQ_CHANNEL_PREFIX=f"imq-live-test-{uuid.uuid4().hex[:8]}")
+    stack.live_path = request.param
     try:
         yield stack.start()
     finally:
@@ -63,6 +76,10 @@ def test_staff_watch_a_run_executing_in_the_cluster_live_and_resume_after_a_drop
 
     with open_socket(stack, f"/ws/runs/{run_id}/") as ws:  # opened while queued: all is live
         first = receive_until(ws, lambda ms: len(t_s_of(ms)) >= 2, timeout_s=90)
+        if stack.live_path == "redis":  # the page really joined the run's group on the server
+            client = redis.Redis.from_url(stack.env["IMQ_CHANNEL_REDIS_URL"])
+            assert list(client.scan_iter(match=stack.env["IMQ_CHANNEL_PREFIX"] + "*")), "no channels-redis keys"
+            client.close()
     live_states = {m["run"]["status"] for m in first if m["columns"].get("t_s")}
     assert live_states == {"running"}, first  # samples arrived while it ran, not after
 
