@@ -5,14 +5,17 @@ real HTTP. Nothing is mocked; every process is stopped at the end and checked go
 
 from __future__ import annotations
 
+import atexit
 import http.cookiejar
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import urllib.parse
 import urllib.request
 from html.parser import HTMLParser
@@ -22,6 +25,29 @@ from tests.services import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "imq-e2e-password"
+
+
+_template: Path | None = None
+
+
+def migrated_database(dest: Path) -> Path:
+    """A migrated SQLite database at ``dest``, with the staff user ``staff`` (password
+    ``PASSWORD``): a copy of one migrated once per test session, since migrating takes seconds
+    and a dozen tests need a database file of their own."""
+    global _template
+    if _template is None:
+        folder = Path(tempfile.mkdtemp(prefix="imq-test-template-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        template = folder / "template.sqlite3"
+        env = dict(os.environ, DATABASE_URL=f"sqlite:///{template}", DJANGO_SUPERUSER_PASSWORD=PASSWORD)
+        for args in (["migrate", "-v0"], ["createsuperuser", "--noinput", "--username", "staff", "--email",
+                                          "staff@example.org"]):
+            subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True)
+        with sqlite3.connect(template) as conn:  # everything into the main file: the copy needs no -wal
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        _template = template
+    shutil.copyfile(_template, dest)
+    return dest
 
 
 def free_port() -> int:
@@ -73,8 +99,7 @@ class Stack:
         return done
 
     def start(self) -> Stack:
-        self.manage("migrate", "-v0")
-        self.manage("createsuperuser", "--noinput", "--username", "staff", "--email", "staff@example.org")
+        migrated_database(self.db_path)
         self.start_cluster()
         if self.web:
             self.procs["web"] = self._spawn("web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",

@@ -16,6 +16,7 @@ import pytest
 from queues.errors import BackendUnavailable
 from queues.launch import build_backend
 from tests.services import unavailable, wait_until
+from tests.stack import migrated_database
 
 ROOT = Path(__file__).resolve().parents[2]
 # A steady run long enough to be interrupted whatever the machine's load.
@@ -25,10 +26,8 @@ STEADY = ("--rate", "2000", "--duration", "120", "--consumers", "2", "--json")
 @pytest.fixture(scope="module")
 def cli_db(tmp_path_factory):
     """A migrated SQLite database of its own for the command subprocesses."""
-    path = tmp_path_factory.mktemp("db") / "interrupts.sqlite3"
-    env = dict(os.environ, DATABASE_URL=f"sqlite:///{path}")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    return env, path
+    path = migrated_database(tmp_path_factory.mktemp("db") / "interrupts.sqlite3")
+    return dict(os.environ, DATABASE_URL=f"sqlite:///{path}"), path
 
 
 def server(alias):

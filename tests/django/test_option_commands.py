@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.stack import migrated_database
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def cli_db(tmp_path_factory):
     """A migrated SQLite database of its own for the command subprocesses."""
-    path = tmp_path_factory.mktemp("db") / "options.sqlite3"
-    env = dict(os.environ, DATABASE_URL=f"sqlite:///{path}")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    return env, path
+    path = migrated_database(tmp_path_factory.mktemp("db") / "options.sqlite3")
+    return dict(os.environ, DATABASE_URL=f"sqlite:///{path}"), path
 
 
 def manage(env, *args, timeout=120):

@@ -10,15 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.stack import migrated_database
+
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS_AT_ONCE = 4
 ROUNDS = 3
 
 
 def test_four_commands_at_once_on_sqlite_all_store_their_runs(tmp_path):
-    db = tmp_path / "concurrent.sqlite3"
+    db = migrated_database(tmp_path / "concurrent.sqlite3")
     env = dict(os.environ, DATABASE_URL=f"sqlite:///{db}")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     run_ids = []
     for _ in range(ROUNDS):
         procs = [
