@@ -210,7 +210,7 @@ def login_cookie(product: Product) -> str:
     page = opener.open(product.url("/admin/login/")).read().decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
     body = urllib.parse.urlencode({"username": "bench", "password": PASSWORD, "csrfmiddlewaretoken": token}).encode()
-    opener.open(urllib.request.Request(product.url("/admin/login/"), data=body,
+    opener.open(urllib.request.Request(product.url("/admin/login/?next=/admin/"), data=body,
                                        headers={"Referer": product.url("/admin/login/")})).read()
     return "; ".join(f"{c.name}={c.value}" for c in jar)
 
