@@ -3,6 +3,7 @@
 
     python3 dev.py run [runexperiment options]   # sum 1e6 integers on the embedded default
     python3 dev.py test [pytest options]         # lint, type check, checks and the whole test suite
+                                                 # (installs chromium and promtool with apt where it can)
 
 Both create ``.venv`` and install the project into it when ``pyproject.toml`` changed since the
 last install, so running them again is fast.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -48,8 +50,35 @@ def run(args: list[str]) -> int:
     return subprocess.run([str(PYTHON), "manage.py", "runexperiment", *args], cwd=ROOT).returncode
 
 
+#: Commands some tests drive, and the Debian packages that bring them: the browser test's
+#: Chromium (driven by Playwright through ``executable_path``) and ``promtool`` for /metrics.
+SYSTEM_TOOLS = {"chromium": "chromium", "promtool": "prometheus"}
+
+
+def ensure_system_tools() -> None:
+    """Install the Debian packages of ``SYSTEM_TOOLS`` that are missing, where this machine can
+    (apt-get, as root or with password-less sudo); elsewhere say which tests will skip."""
+    missing = [package for command, package in SYSTEM_TOOLS.items() if shutil.which(command) is None]
+    if not missing:
+        return
+    sudo = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
+    if sudo is None or not shutil.which("apt-get"):
+        print(f"note: {', '.join(missing)} not installed and cannot be installed here (needs apt-get as root): "
+              "the tests that need them skip (and fail under CI=true)", flush=True)
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        sh(*sudo, "apt-get", "update", "-qq", env=env)
+        sh(*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, env=env)
+    except subprocess.CalledProcessError:
+        print(f"could not install {', '.join(missing)}: the tests that need them will fail or skip", flush=True)
+    if "prometheus" in missing:  # only promtool is wanted: stop the server the package starts
+        subprocess.run([*sudo, "service", "prometheus", "stop"], capture_output=True, check=False)
+
+
 def test(args: list[str]) -> int:
     ensure_venv("[test]")
+    ensure_system_tools()
     sh(PYTHON, "-m", "ruff", "check", ".")
     sh(PYTHON, "-m", "mypy")  # queues/, as configured in pyproject.toml
     sh(PYTHON, "manage.py", "check")
