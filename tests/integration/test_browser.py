@@ -29,7 +29,7 @@ TIMEOUT_MS = 60_000
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra: pip install -e .[test]")
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        unavailable(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+        unavailable(f"no Chromium at {CHROMIUM}: apt-get install chromium (python3 dev.py test does, as root)")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

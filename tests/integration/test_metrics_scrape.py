@@ -43,7 +43,7 @@ def stack(tmp_path_factory):
 def promtool() -> str:
     path = shutil.which("promtool")
     if not path:
-        unavailable("promtool is missing: apt-get install prometheus (Debian), or run .ci/run")
+        unavailable("promtool is missing: apt-get install prometheus (Debian; python3 dev.py test does, as root)")
     return path
 
 
