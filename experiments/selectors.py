@@ -185,8 +185,8 @@ def runs_overview(*, recent: int = OVERVIEW_RECENT) -> list[dict[str, Any]]:
         last = lasts.get(r["id"])
         rows.append({
             "id": r["id"], "experiment": r["experiment__name"], "backend": r["backend"], "status": r["status"],
-            "progress": progress_of(spec=r["spec"] or {}, status=r["status"],
-                                    t_s=last["t_s"] if last else 0.0, unique=last["unique"] if last else 0),
+            "progress": progress_of(spec=r["spec"] or {}, status=r["status"], t_s=last["t_s"], unique=last["unique"])
+            if last else (1.0 if r["status"] == Run.Status.SUCCEEDED else None),  # an ended run's last sample is not read
             "events_s": last["consume_eps"] if last else r["throughput_eps"],
             "p99_ms": last["p99_ms"] if last else r["latency_p99_ms"],
             "verdict": r["verdict"] or None,

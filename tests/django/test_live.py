@@ -17,6 +17,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 from django.urls import reverse
+from django.utils import timezone
 
 from experiments import live, publisher, selectors
 from experiments.models import Experiment, Run, Sample
@@ -372,3 +373,11 @@ def test_the_live_state_reads_progress_without_a_query_for_the_publisher():
     assert selectors.progress_of(spec=spec, status="running", t_s=2.0, unique=0) == 0.5
     assert selectors.progress_of(spec={"events": 1000}, status="running", t_s=9.0, unique=250) == 0.25
     assert selectors.progress_of(spec={}, status="running", t_s=1.0, unique=1) is None
+
+
+def test_the_overview_shows_no_made_up_progress_for_a_run_that_ended_unfinished():
+    run = make_run("live-cancelled")
+    add_sample(run.pk, 1.0)
+    Run.objects.filter(pk=run.pk).update(status="cancelled", finished_at=timezone.now())
+    (row,) = [r for r in selectors.runs_overview() if r["id"] == run.pk]
+    assert row["status"] == "cancelled" and row["progress"] is None
