@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -79,12 +80,16 @@ def ensure_system_tools() -> None:
 def test(args: list[str]) -> int:
     ensure_venv("[test]")
     ensure_system_tools()
-    sh(PYTHON, "-m", "ruff", "check", ".")
-    sh(PYTHON, "-m", "mypy")  # queues/, as configured in pyproject.toml
-    sh(PYTHON, "manage.py", "check")
-    sh(PYTHON, "manage.py", "makemigrations", "--check", "--dry-run", "--verbosity", "0")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=env).returncode
+    # what the checks and the tests' runs write for /metrics goes to a folder of their own, not to
+    # the one a developer's web server reads (IMQ_METRICS_DIR's default)
+    with tempfile.TemporaryDirectory(prefix="imqueue-test-metrics-") as metrics_dir:
+        os.environ["IMQ_METRICS_DIR"] = metrics_dir
+        sh(PYTHON, "-m", "ruff", "check", ".")
+        sh(PYTHON, "-m", "mypy")  # queues/, as configured in pyproject.toml
+        sh(PYTHON, "manage.py", "check")
+        sh(PYTHON, "manage.py", "makemigrations", "--check", "--dry-run", "--verbosity", "0")
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        return subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=env).returncode
 
 
 def main(argv: list[str]) -> int:
