@@ -23,11 +23,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
+
+from bench.product import Product
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -140,49 +139,36 @@ def time_pages(repeat: int, ids: dict) -> list[dict]:
     return rows
 
 
-def time_launches(repeat: int, folder: Path) -> list[dict]:
-    """Launch clicks on a database of the bench's own, executed by a real qcluster."""
+def time_launches(repeat: int, product: Product) -> list[dict]:
+    """Launch clicks (the admin action, through the test client) executed by ``product``'s
+    qcluster, on its database."""
     from experiments.models import Experiment, Run, Sample
 
-    env = dict(os.environ, IMQ_RUN_LOCK_PATH=str(folder / "runs.lock"), PYTHONPATH=str(ROOT))
-    cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     client = staff_client()
     experiment = Experiment.objects.create(name="bench-launch", backend="memory-mp", rate_eps=1000.0,
                                            duration_s=3.0, warmup_s=0.0)
     rows = []
-    try:
-        for _ in range(repeat):
-            before = Run.objects.filter(experiment=experiment).count()
-            began = time.perf_counter()
-            response = client.post("/admin/experiments/experiment/", {
-                "action": "launch", "_selected_action": [experiment.pk], "repeat": "1", "apply": "Launch",
-            })
-            clicked = time.perf_counter()
-            assert response.status_code in (200, 302), response.status_code
-            run = None
-            while run is None:
-                run = Run.objects.filter(experiment=experiment).order_by("-pk").first() if \
-                    Run.objects.filter(experiment=experiment).count() > before else None
-            started = first = None
-            while first is None:
-                if started is None and Run.objects.filter(pk=run.pk, status="running").exists():
-                    started = time.perf_counter()
-                if Sample.objects.filter(run_id=run.pk).exists():
-                    first = time.perf_counter()
-                time.sleep(0.005)
-            while not Run.objects.filter(pk=run.pk, finished_at__isnull=False).exists():
-                time.sleep(0.05)
-            rows.append({"click_ms": (clicked - began) * 1000, "to_running_s": (started or first) - began,
-                         "to_first_sample_s": first - began})
-            print(f"  click answered in {rows[-1]['click_ms']:.0f} ms, running after {rows[-1]['to_running_s']:.2f} s, "
-                  f"first sample after {rows[-1]['to_first_sample_s']:.2f} s", flush=True)
-    finally:
-        cluster.terminate()  # the main process stops its own in order
-        try:
-            cluster.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(cluster.pid, 9)
+    for _ in range(repeat):
+        began = time.perf_counter()
+        response = client.post("/admin/experiments/experiment/", {
+            "action": "launch", "_selected_action": [experiment.pk], "repeat": "1", "apply": "Launch",
+        })
+        clicked = time.perf_counter()
+        assert response.status_code in (200, 302), response.status_code
+        run = Run.objects.filter(experiment=experiment).latest("pk")  # the click stored it
+        started = first = None
+        while first is None:
+            if started is None and Run.objects.filter(pk=run.pk, status="running").exists():
+                started = time.perf_counter()
+            if Sample.objects.filter(run_id=run.pk).exists():
+                first = time.perf_counter()
+            time.sleep(0.005)
+        while not Run.objects.filter(pk=run.pk, finished_at__isnull=False).exists():
+            time.sleep(0.05)
+        rows.append({"click_ms": (clicked - began) * 1000, "to_running_s": (started or first) - began,
+                     "to_first_sample_s": first - began})
+        print(f"  click answered in {rows[-1]['click_ms']:.0f} ms, running after {rows[-1]['to_running_s']:.2f} s, "
+              f"first sample after {rows[-1]['to_first_sample_s']:.2f} s", flush=True)
     return rows
 
 
@@ -201,10 +187,13 @@ def main() -> None:
         print(f"pages with {args.runs:,} runs and {args.samples:,} samples ({db.name}):", flush=True)
         out["pages"] = time_pages(args.repeat, build_history(args.runs, args.samples))
     else:
-        folder = Path(tempfile.mkdtemp(prefix="imq-bench-launch-"))
-        setup_django(folder / "launch.sqlite3")
-        print("launch click to first sample (a 3 s steady run on memory-mp, a real qcluster):", flush=True)
-        out["launch"] = time_launches(args.repeat, folder)
+        product = Product(web=False)
+        try:
+            setup_django(product.db)
+            print("launch click to first sample (a 3 s steady run on memory-mp, a real qcluster):", flush=True)
+            out["launch"] = time_launches(args.repeat, product)
+        finally:
+            product.stop()
         for key in ("click_ms", "to_running_s", "to_first_sample_s"):
             print(f"  median {key}: {statistics.median(r[key] for r in out['launch']):.3f}")
     path = RESULTS / f"admin-{args.section}-{time.strftime('%Y%m%d-%H%M%S')}.json"
