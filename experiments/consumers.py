@@ -82,9 +82,7 @@ def _after_t_s(scope: dict[str, Any]) -> float | None:
     """``?after=<t_s>``: the last sample the page has; absent or not a finite number: none."""
     from urllib.parse import parse_qs
 
-    raw = parse_qs(scope.get("query_string", b"").decode()).get("after", [""])[0]
     try:
-        value = float(raw)
+        return live.after_t_s_parse(parse_qs(scope.get("query_string", b"").decode()).get("after", [""])[0])
     except ValueError:
         return None
-    return value if value == value and abs(value) != float("inf") else None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,6 +41,18 @@ MIN_SEND_INTERVAL_S = 0.5
 
 Columns = dict[str, list]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def after_t_s_parse(raw: str | None) -> float | None:
+    """The ``after`` a page sends (the last sample it has) as seconds, ``None`` when absent;
+    ``ValueError`` when it is not a finite number (``nan`` would match no sample and hide that
+    the client is wrong)."""
+    if not raw:
+        return None
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(raw)
+    return value
 
 
 def uses_channel_layer() -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import ValidationError
@@ -12,7 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from experiments import launches, selectors
+from experiments import launches, live, selectors
 from experiments.models import Run
 
 
@@ -26,7 +24,7 @@ def run_samples(request: HttpRequest, run_id: int) -> JsonResponse | HttpRespons
     ``?after=<t_s>`` returns only the samples after ``t_s``. 404 for a missing run."""
     run = get_object_or_404(Run, pk=run_id)
     try:
-        after_t_s = _after_t_s(request.GET.get("after"))
+        after_t_s = live.after_t_s_parse(request.GET.get("after"))
     except ValueError:
         return HttpResponseBadRequest("after must be a finite number of seconds (a sample's t_s)")
     return JsonResponse({
@@ -40,17 +38,6 @@ def run_samples(request: HttpRequest, run_id: int) -> JsonResponse | HttpRespons
         },
         "columns": selectors.run_samples_columns(run_id=run.pk, after_t_s=after_t_s),
     })
-
-
-def _after_t_s(raw: str | None) -> float | None:
-    """The ``after`` parameter as seconds, ``None`` when absent; raises ``ValueError`` when it
-    is not a finite number (``nan`` would match no sample and hide that the client is wrong)."""
-    if not raw:
-        return None
-    value = float(raw)
-    if not math.isfinite(value):
-        raise ValueError(raw)
-    return value
 
 
 # -- the live dashboard ------------------------------------------------------------------------
