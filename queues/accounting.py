@@ -16,7 +16,17 @@ from typing import Any
 import numpy as np
 
 from queues.ledger import Ledger
-from queues.messages import CONSUMER, PRODUCER, BatchReport, Done, Histograms, Message, Ready, WorkerFailed
+from queues.messages import (
+    CONSUMER,
+    PRODUCER,
+    BatchReport,
+    Done,
+    Histograms,
+    Message,
+    Ready,
+    Reconnected,
+    WorkerFailed,
+)
 from queues.metrics import Sample, bucket_counts, merge_encoded, new_histogram, percentiles_ms
 from queues.schedule import Schedule
 from queues.summary import SteadyCounts, offered_eps
@@ -45,6 +55,22 @@ class Tally:
 
 
 @dataclass(frozen=True)
+class Marker:
+    """Something that happened to the run at ``t_s`` seconds after the start: a fault applied
+    (``kind`` its kind), a worker replaced, a connection reopened. ``target`` is what it acted on
+    (``consumer 0``, ``server``), ``outcome`` what came of it, in words. Samples carry the
+    markers of their interval, so the charts show them where they happened."""
+
+    t_s: float
+    kind: str
+    target: str
+    outcome: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"t_s": self.t_s, "kind": self.kind, "target": self.target, "outcome": self.outcome}
+
+
+@dataclass(frozen=True)
 class Kill:
     """A worker the runner killed, and the ledger when it did."""
 
@@ -68,6 +94,13 @@ class Accounting:
         # the steady run's schedules, for the events due at any time (the realised offer)
         self.schedules = [Schedule(spec, p) for p in range(spec.producers)] if spec.steady else []
         self.kills: list[Kill] = []
+        self.markers: list[Marker] = []
+        self._unsampled_markers = 0  # the last this many markers belong to the next sample
+        self.reconnects = 0
+        #: Events producers may have sent twice: the calls a reconnecting producer sent again,
+        #: and a killed producer's last call (its replacement resumes after the last one counted).
+        self.resend_bound = 0
+        self.t0_ns: int | None = None  # the start signal on time.time_ns, set by the runner
         #: The measured window's end on ``time.time_ns`` (steady runs), set at the start signal:
         #: what arrives before it counts towards ``unique_by_window_end`` (a running total, so
         #: that an hour-long run keeps no list of receipts).
@@ -85,6 +118,12 @@ class Accounting:
                 self.tally.measured_sent += message.measured_sent
                 self.tally.last_send_ns = max(self.tally.last_send_ns, message.last_send_ns)
                 self.tally.last_window_send_ns = max(self.tally.last_window_send_ns, message.last_window_send_ns)
+            case Reconnected():
+                self.reconnects += 1
+                self.resend_bound += message.resent
+                t_s = (message.at_ns - self.t0_ns) / 1e9 if self.t0_ns else 0.0
+                self.mark(t_s, "reconnect", f"{message.role} {message.index}",
+                          f"connection reopened after: {message.detail}")
             case Done() | Ready() | WorkerFailed():
                 pass  # nothing to count
 
@@ -114,10 +153,19 @@ class Accounting:
         self.tally.poison += poison
         return new
 
+    def mark(self, t_s: float, kind: str, target: str, outcome: str) -> Marker:
+        """Record a marker (see ``Marker``); the next sample carries it."""
+        marker = Marker(round(max(0.0, t_s), 3), kind, target, outcome)
+        self.markers.append(marker)
+        self._unsampled_markers += 1
+        return marker
+
     def note_kill(self, *, role: str, index: int, reason: str) -> None:
-        """Record that the runner killed ``role`` ``index`` now, and why."""
+        """Record that ``role`` ``index`` was killed now, and why."""
         reported = self.tally.reported.get(index, 0) if role == CONSUMER else 0
         self.kills.append(Kill(role, index, reason, reported, self.ledger.unique))
+        if role == PRODUCER:  # the call it was in may have reached the queue, and is sent again
+            self.resend_bound += self.spec.events_per_message * self.spec.batch
 
     def killed_workers(self) -> list[dict[str, Any]]:
         """Every worker the runner killed: role, index, why, the events it had reported, and
@@ -174,7 +222,9 @@ class Accounting:
             latency_ms=percentiles_ms(e2e), latency_buckets=buckets, latency_sum_us=sum_us,
             offered_eps=offered_eps(self.spec, elapsed_s - span, elapsed_s),
             send_delay_p99_ms=(percentiles_ms(self._interval("send_delay")) or {}).get("p99"),
+            markers=[m.as_dict() for m in self.markers[len(self.markers) - self._unsampled_markers:]] or None,
         )
+        self._unsampled_markers = 0
         self.interval = {name: new_histogram() for name in INTERVAL_HISTOGRAMS}
         self.samples.append(sample)
         return sample

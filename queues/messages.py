@@ -87,9 +87,22 @@ class WorkerFailed:
         return f"{self.role} {self.index}: {self.detail}"
 
 
-Message = Ready | BatchReport | Histograms | Done | WorkerFailed
+@dataclass(frozen=True, slots=True)
+class Reconnected:
+    """The worker lost its connection (``detail``: why, one line) and opened a new one at
+    ``at_ns`` (``time.time_ns``). A producer sends the failed call again: ``resent`` is how
+    many events that call held (some may have reached the queue: duplicates)."""
 
-_KINDS: tuple[type[Any], ...] = (Ready, BatchReport, Histograms, Done, WorkerFailed)
+    role: str
+    index: int
+    at_ns: int
+    detail: str
+    resent: int = 0
+
+
+Message = Ready | BatchReport | Histograms | Done | WorkerFailed | Reconnected
+
+_KINDS: tuple[type[Any], ...] = (Ready, BatchReport, Histograms, Done, WorkerFailed, Reconnected)
 _TAGS = {kind: tag for tag, kind in enumerate(_KINDS)}
 _FIELDS = {kind: operator.attrgetter(*kind.__match_args__) for kind in _KINDS}
 

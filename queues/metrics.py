@@ -119,7 +119,9 @@ class Sample:
     ``send_delay_p99_ms`` the producers' lateness. ``latency_buckets`` counts the same events
     per bucket of ``LATENCY_BUCKETS_US`` (see ``bucket_counts``) and ``latency_sum_us`` adds
     up their latencies: a distribution that can be summed across intervals and machines, as
-    percentiles cannot (the Prometheus histogram is fed these).
+    percentiles cannot (the Prometheus histogram is fed these). ``markers`` are what happened
+    in the interval (faults applied, workers replaced, connections reopened: see
+    ``queues.accounting.Marker``), ``None`` when nothing did.
     """
 
     t_s: float
@@ -137,6 +139,7 @@ class Sample:
     depth_detail: dict[str, int | None] | None = None
     latency_buckets: list[int] | None = None
     latency_sum_us: int = 0
+    markers: list[dict[str, Any]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

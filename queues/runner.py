@@ -26,11 +26,11 @@ from queues.accounting import Accounting
 from queues.backends import Backend
 from queues.drain import DrainResult, final_drain
 from queues.errors import QueueError
-from queues.faults import Fault, Faults, RunHandle, build
+from queues.faults import Fault, Faults, RunHandle, TimedFault, build, from_spec
 from queues.ledger import Ledger, LedgerResult
 from queues.messages import CONSUMER, PRODUCER
 from queues.metrics import Sample
-from queues.summary import drain_seconds, loss_judgement, steady_figures, summarise
+from queues.summary import drain_seconds, fault_figures, loss_judgement, steady_figures, summarise
 from queues.supervision import STOP_TIMEOUT_S, Supervisor, Worker
 from queues.workers import SharedFlag, WorkerContext
 from queues.workload import WorkloadSpec
@@ -84,14 +84,21 @@ class Runner:
         sample_interval_s: float = 1.0,
         profile_dir: str | None = None,
         stop_timeout_s: float = STOP_TIMEOUT_S,
+        server: Any = None,
     ) -> None:
+        """``server`` is the private server (``queues.servers``) the backend points at, which a
+        ``restart-server`` fault restarts; the caller starts and closes it."""
         self.spec, self.backend, self.run_id = spec, backend, run_id
         self.on_sample, self.on_progress = on_sample, on_progress
         self.should_cancel = should_cancel or (lambda: False)
-        # the declared ``Faults``, or fault objects of any kind (see ``queues.faults.Fault``)
-        self.faults: list[Fault] = build(faults) if isinstance(faults, Faults) else list(faults or [])
+        # the spec's faults, then the declared ``Faults`` or fault objects of any kind (see
+        # ``queues.faults.Fault``) a test or a benchmark adds
+        self.timed_faults: list[TimedFault] = from_spec(spec.fault_specs)
+        extra = build(faults) if isinstance(faults, Faults) else list(faults or [])
+        self.faults: list[Fault] = [*self.timed_faults, *extra]
         for fault in self.faults:
             fault.check(backend)
+        self.server = server
         self.sample_interval_s = sample_interval_s
         self.queue = f"{backend.namespace}.{run_id}"
         self.accounting = Accounting(spec)
@@ -109,9 +116,10 @@ class Runner:
         )
         self.supervisor = Supervisor(
             mp_context=mp_context, context=self.worker_ctx, threads=threads, on_message=self.accounting.apply,
-            on_kill=self._note_kill, stop_timeout_s=stop_timeout_s,
+            on_kill=self._note_kill, on_replace=self._note_replace, stop_timeout_s=stop_timeout_s,
+            replace_after_s=spec.replace_after_s,
         )
-        self.handle = RunHandle(backend, self.queue, self.supervisor, self.accounting)
+        self.handle = RunHandle(backend, self.queue, self.supervisor, self.accounting, server, self._elapsed_s)
         self.clock: _Clock | None = None  # set when the producers are told to start
         self.drain: DrainResult | None = None  # set by the final drain, if the server answered it
         self.drain_error: str | None = None  # why there was no final drain
@@ -159,6 +167,8 @@ class Runner:
         finally:
             self.stop_event.set()
             self.start_event.set()  # release anyone still waiting to start
+            for fault in self.faults:
+                fault.end(self.handle)
             self.supervisor.stop()
 
     def _final_drain(self, status: str, error: str | None) -> tuple[str, str | None]:
@@ -196,13 +206,27 @@ class Runner:
         return status, error
 
     def _note_kill(self, worker: Worker) -> None:
-        self.accounting.note_kill(role=worker.role, index=worker.index, reason=worker.kill_reason or "killed")
+        reason = worker.kill_reason or "killed"
+        self.accounting.note_kill(role=worker.role, index=worker.index, reason=reason)
+        if reason.startswith("killed from outside"):  # a fault marks its own kill
+            self.accounting.mark(self._elapsed_s(), "killed", f"{worker.role} {worker.index}", reason)
+
+    def _note_replace(self, dead: Worker, replacement: Worker) -> None:
+        self.accounting.mark(
+            self._elapsed_s(), "replaced", f"{dead.role} {dead.index}",
+            f"{replacement.role} {replacement.index} started in its place",
+        )
+
+    def _elapsed_s(self) -> float:
+        """Seconds since the producers started (0 before)."""
+        return time.monotonic() - self.clock.t0 if self.clock else 0.0
 
     def _start(self) -> None:
         t0_ns, t0 = time.time_ns(), time.monotonic()
         self.worker_ctx.t0_ns.value = t0_ns
         self.clock = _Clock(t0_ns, t0, self.worker_ctx.window_ns())
         self.accounting.window_end_ns = self.clock.window_ns[1]
+        self.accounting.t0_ns = t0_ns
         self.accounting.tally.last_progress = t0
         self.start_event.set()
 
@@ -280,8 +304,11 @@ class Runner:
     def _result(self, status: str, error: str | None, backend_env: dict[str, Any]) -> RunResult:
         accounting, clock, caps = self.accounting, self.clock, self.backend.capabilities
         ledger = accounting.ledger.result()
+        restarted = any(f.spec.kind == "restart-server" and f.outcome for f in self.timed_faults)
+        durable = self.server.durable if self.server is not None else caps.durable
         loss_error, finding = loss_judgement(
-            lost=ledger.lost, at_least_once=caps.acks and caps.redelivers_on_crash, backend=self.backend.name
+            lost=ledger.lost, at_least_once=caps.acks and caps.redelivers_on_crash, backend=self.backend.name,
+            lost_in_restart=restarted and not durable,
         )
         if status == SUCCEEDED and loss_error:
             status, error = FAILED, loss_error  # an at-least-once backend lost events: not a success
@@ -296,6 +323,13 @@ class Runner:
             stuck=self.drain.stuck if self.drain else None,
             findings=[text for text in (finding, self.drain_error) if text and text != error],
         )
+        if self.timed_faults or accounting.markers:
+            summary.update(fault_figures(
+                faults=[f.report() for f in self.timed_faults], samples=accounting.samples,
+                offered_eps=self.spec.rate_eps, reconnects=accounting.reconnects,
+                replaced=self.supervisor.replaced, resend_bound=accounting.resend_bound,
+                markers=[m.as_dict() for m in accounting.markers],
+            ))
         if self.spec.steady and clock is not None:
             summary.update(steady_figures(
                 spec=self.spec, samples=accounting.samples, latency=accounting.totals["e2e"],

@@ -107,12 +107,24 @@ def judge(*, ledger: LedgerResult, poison: int, stuck: int | None) -> tuple[str,
     return (DUPLICATED if ledger.duplicates else EXACT), reasons
 
 
-def loss_judgement(*, lost: int, at_least_once: bool, backend: str) -> tuple[str | None, str | None]:
+RECOVERY_TOLERANCE = 0.10  # recovered: the consume rate within 10% of the offered rate ...
+RECOVERY_HOLD_S = 3.0  # ... for this long
+
+
+def loss_judgement(
+    *, lost: int, at_least_once: bool, backend: str, lost_in_restart: bool = False
+) -> tuple[str | None, str | None]:
     """``(error, finding)`` for ``lost`` events: on a backend that declares at-least-once
     delivery a loss is a failure of the run (the error); on an at-most-once one it is what the
-    backend promises, a finding of the run."""
+    backend promises, a finding of the run, and so is a loss in a restart of a server that
+    keeps nothing on disk (``lost_in_restart``): its durability, not its delivery, failed."""
     if not lost:
         return None, None
+    if lost_in_restart:
+        return None, (
+            f"{lost:,} event(s) lost: the server restarted without persistence, so what its queue held "
+            "went with it (a durability setting, not a delivery failure)"
+        )
     if at_least_once:
         return f"{lost:,} event(s) lost on an at-least-once backend ({backend})", None
     return None, (
@@ -282,3 +294,83 @@ def _send_limit(spec: WorkloadSpec, publish: Any | None, counts: SteadyCounts | 
     return (
         f"the engine's producer loop (encoding, scheduling, reporting: CPU) is the limit, not the backend: {detail}"
     )
+
+
+def recovery_s(samples: Sequence[Sample], *, fault_s: float, offered_eps: float) -> float | None:
+    """Seconds from a fault at ``fault_s`` until the consume rate is back within
+    ``RECOVERY_TOLERANCE`` of ``offered_eps`` and stays there for ``RECOVERY_HOLD_S`` (a catch-up
+    well above the offered rate is not recovered yet: the backlog is still draining). Counted
+    from the start of the first interval of that stretch; ``None`` when the run's schedule ended
+    first (then it did not recover within the run). Only intervals wholly within the schedule
+    count: after it the offered rate falls to 0."""
+    start: float | None = None
+    previous_t = 0.0
+    for sample in samples:
+        begin, end = previous_t, sample.t_s
+        previous_t = end
+        if end <= fault_s:
+            continue
+        offered = sample.offered_eps
+        if offered is None or offered < offered_eps * (1 - 1e-6):
+            return None  # the schedule is over (or never was): no stretch of 3 s is left
+        if begin < fault_s:
+            continue  # the interval the fault came in is part of the disturbance
+        if abs(sample.consume_eps - offered) <= RECOVERY_TOLERANCE * offered:
+            start = begin if start is None else start
+            if end - start >= RECOVERY_HOLD_S - 1e-9:
+                return round(max(0.0, start - fault_s), 3)
+        else:
+            start = None
+    return None
+
+
+def fault_figures(
+    *, faults: Sequence[dict[str, Any]], samples: Sequence[Sample], offered_eps: float | None, reconnects: int,
+    replaced: int, resend_bound: int, markers: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    """What a run with faults adds to its summary: each fault (``queues.faults.TimedFault.report``)
+    with its time to recover, the reconnects and replaced workers, an upper bound of the events
+    producers may have sent twice (a reconnect's call sent again, a killed producer's last
+    call), and every marker."""
+    reported = []
+    for fault in faults:
+        applied = fault.get("applied_at_s")
+        recovered = (
+            recovery_s(samples, fault_s=applied, offered_eps=offered_eps)
+            if applied is not None and offered_eps else None
+        )
+        reported.append({**fault, "recovered_after_s": recovered})
+    return {
+        "faults": reported, "reconnects": reconnects, "replaced_workers": replaced,
+        "resend_bound": resend_bound, "markers": list(markers),
+    }
+
+
+def guarantee_contradictions(
+    *, guarantee: str, lost: int, duplicates: int, resend_bound: int, redelivery_causes: int,
+    lost_in_restart: bool = False,
+) -> list[str]:
+    """How a run's outcome contradicts the delivery guarantee its backend declares (empty: it
+    does not). ``redelivery_causes`` counts what can make a queue deliver a message again
+    (consumers killed, paused or cut off, connections reopened, a server restarted);
+    ``resend_bound`` what producers may have sent twice themselves.
+
+    - at-least-once: no event lost (except in a restart of a server that keeps nothing on disk,
+      a durability finding); a duplicate beyond the producers' resends needs a cause (a
+      message acked is delivered once);
+    - at-most-once: a message is never delivered twice by the queue: any duplicate beyond the
+      producers' resends contradicts it.
+    """
+    found = []
+    redelivered = max(0, duplicates - resend_bound)
+    if guarantee == "at-least-once":
+        if lost and not lost_in_restart:
+            found.append(f"declares at-least-once, but {lost:,} event(s) were lost")
+        if redelivered and not redelivery_causes:
+            found.append(
+                f"declares at-least-once with one delivery per ack, but {redelivered:,} duplicate(s) came "
+                "without a redelivery (no consumer was lost and no connection reopened)"
+            )
+    elif redelivered:
+        found.append(f"declares {guarantee}, but the queue delivered {redelivered:,} event(s) twice")
+    return found

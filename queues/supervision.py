@@ -1,9 +1,14 @@
-"""Supervision of one run's workers: spawn, the ready barrier, liveness, kill, stop.
+"""Supervision of one run's workers: spawn, the ready barrier, liveness, kill, replace, stop.
 
 Workers are forked processes, or threads of this process for a backend whose queue cannot be
 shared between processes (``not capabilities.processes``). Each has its own report pipe
 (``ReportChannel``); ``receive`` reads whatever arrived, notes the messages about the workers'
 state and hands every message to ``on_message`` (the accounting).
+
+A worker process killed by a signal, by a fault of the run or from outside it (a user's
+``kill``, the OOM killer), is replaced ``replace_after_s`` later, as systemd or Kubernetes would
+restart it: a consumer by a new consumer, a producer by one that resumes its share. A worker
+that fails (raises) or exits on its own still fails the run.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +37,9 @@ KILL_JOIN_S = 5.0
 # A report pipe this large holds about 250 reports of a full 1000-event batch (25 ms of a burst
 # at 1e7 events/s), so a consumer never waits for the runner's nap between reads (see ``pump``).
 REPORT_PIPE_BYTES = 1 << 20
+#: Replacements one run may start; past this a worker that keeps dying fails the run instead
+#: of being restarted for ever.
+MAX_REPLACEMENTS = 50
 
 
 @dataclass
@@ -65,12 +74,19 @@ class Supervisor:
         threads: bool,
         on_message: Callable[[Message], None],
         on_kill: Callable[[Worker], None] | None = None,
+        on_replace: Callable[[Worker, Worker], None] | None = None,
         stop_timeout_s: float = STOP_TIMEOUT_S,
+        replace_after_s: float = 1.0,
     ) -> None:
         self.mp_context, self.context, self.threads = mp_context, context, threads
         self.on_message = on_message
-        self.on_kill = on_kill  # told of every worker the runner kills, once it is gone
+        self.on_kill = on_kill  # told of every worker killed, once it is gone
+        self.on_replace = on_replace  # told (dead, replacement) when a replacement starts
         self.stop_timeout_s = stop_timeout_s
+        self.replace_after_s = replace_after_s
+        self.replacements: list[tuple[float, Worker]] = []  # (when, the dead worker), due in order
+        self.replaced = 0
+        self.stopping = False
         self.last_kill: float | None = None  # time.monotonic() of the latest kill
         self.workers: list[Worker] = []
         self.failures: list[WorkerFailed] = []
@@ -99,11 +115,33 @@ class Supervisor:
         self.workers.append(worker)
         return worker
 
-    def kill(self, worker: Worker, *, reason: str) -> None:
-        """SIGKILL ``worker`` (a process) and wait for it to be gone; ``reason`` is reported."""
+    def kill(self, worker: Worker, *, reason: str, replace_after_s: float | None = None) -> None:
+        """SIGKILL ``worker`` (a process), wait for it to be gone and have it replaced after
+        ``replace_after_s`` (the supervisor's delay by default); ``reason`` is reported."""
         if self.threads or worker.pid is None:
             raise QueueError(f"{worker.role} {worker.index} cannot be killed: it is not a running process")
         self._kill_process(worker, reason)
+        self._replace_later(worker, self.replace_after_s if replace_after_s is None else replace_after_s)
+
+    def _replace_later(self, worker: Worker, delay_s: float) -> None:
+        if self.stopping:
+            return
+        if self.replaced + len(self.replacements) >= MAX_REPLACEMENTS:
+            raise QueueError(f"{MAX_REPLACEMENTS} workers were killed and replaced in this run: giving up")
+        self.replacements.append((time.monotonic() + delay_s, worker))
+
+    def start_replacements(self) -> None:
+        """Start the replacements that are due: a consumer under a new index, a producer under
+        its own (its share; it resumes after what was sent)."""
+        now = time.monotonic()
+        while self.replacements and self.replacements[0][0] <= now and not self.stopping:
+            _, dead = self.replacements.pop(0)
+            index = dead.index if dead.role == PRODUCER else len(self.consumers())
+            replacement = self.spawn(dead.role, index)
+            self.replaced += 1
+            log.warning("%s %d replaced by %s %d", dead.role, dead.index, replacement.role, replacement.index)
+            if self.on_replace:
+                self.on_replace(dead, replacement)
 
     def _kill_process(self, worker: Worker, reason: str, join_s: float = KILL_JOIN_S) -> None:
         log.warning("killing %s %d (pid %s): %s", worker.role, worker.index, worker.pid, reason)
@@ -125,7 +163,10 @@ class Supervisor:
         return [w for w in self.workers if w.role == CONSUMER]
 
     def producers_done(self) -> bool:
-        return all(w.done for w in self.workers if w.role == PRODUCER)
+        """Every producer's share sent: the latest worker of each producer index is done (a
+        killed one's replacement, pending or running, is not yet)."""
+        latest = {w.index: w for w in self.workers if w.role == PRODUCER}
+        return all(w.done for w in latest.values())
 
     def killed(self) -> list[Worker]:
         """The workers the runner killed, in the order they were started."""
@@ -185,8 +226,9 @@ class Supervisor:
                 raise QueueError(f"workers did not start within {READY_TIMEOUT_S:.0f} s")
 
     def check(self) -> None:
-        """Raise ``QueueError`` if a worker reported a failure or died without a word (not
-        killed on purpose, not done)."""
+        """Raise ``QueueError`` if a worker reported a failure or ended without a word (not
+        killed, not done). A worker killed by a signal from outside the run is noted as
+        killed and replaced, as one killed by a fault is."""
         if self.failures:
             raise QueueError(self.failures[0].describe())
         for w in self.workers:
@@ -196,13 +238,23 @@ class Supervisor:
                     raise QueueError(self.failures[0].describe())
                 if w.done:
                     continue  # it said so just before it ended
-                log.error("%s %d died unexpectedly (exit code %s)", w.role, w.index, w.exit_code())
-                raise QueueError(f"{w.role} {w.index} died unexpectedly (exit code {w.exit_code()})")
+                code = w.exit_code()
+                if code is not None and code < 0 and not self.stopping:
+                    name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+                    log.warning("%s %d (pid %s) was killed from outside the run by %s", w.role, w.index, w.pid, name)
+                    self._killed(w, f"killed from outside the run by {name}")
+                    self._replace_later(w, self.replace_after_s)
+                    continue
+                log.error("%s %d died unexpectedly (exit code %s)", w.role, w.index, code)
+                raise QueueError(f"{w.role} {w.index} died unexpectedly (exit code {code})")
+        self.start_replacements()
 
     def stop(self) -> None:
         """Wait up to ``stop_timeout_s`` for the workers to finish (the stop flag must already
         be set), reading their last reports; then SIGKILL any process still there (a hung or
         SIGSTOPped worker): closing its connections makes the server release what it held."""
+        self.stopping = True
+        self.replacements.clear()  # nothing is started any more
         deadline = time.monotonic() + self.stop_timeout_s
         while time.monotonic() < deadline and not all(w.done or w.killed or w.dead() for w in self.workers):
             self.receive(0.02)

@@ -14,15 +14,18 @@ HdrHistograms and shipped encoded every ``HIST_FLUSH_S``:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from queues.backends.base import Backend
+from queues.errors import BackendUnavailable
 from queues.events import decode_bodies, encode_events, split_messages
 from queues.ledger import Shares, index_records
 from queues.lifeline import bind_to_runner
@@ -34,6 +37,7 @@ from queues.messages import (
     Histograms,
     Message,
     Ready,
+    Reconnected,
     WorkerFailed,
     from_wire,
     to_wire,
@@ -47,6 +51,10 @@ RECEIVE_TIMEOUT_S = 0.05
 REPORT_MAX_DELAY_S = 0.002
 SEND_TICK_S = 0.0005
 CATCH_UP_CALLS = 64  # full calls a producer behind its schedule encodes at once
+#: A worker whose connection is lost opens a new one, waiting this long at first and twice as
+#: long after each failed attempt, up to ``RECONNECT_MAX_PAUSE_S``; after ``RECONNECT_GIVE_UP_S``
+#: without a connection it fails (and the run with it) with the last error.
+RECONNECT_FIRST_PAUSE_S, RECONNECT_MAX_PAUSE_S, RECONNECT_GIVE_UP_S = 0.05, 2.0, 30.0
 
 
 class ReportChannel:
@@ -200,33 +208,92 @@ class _HistBuffer:
         return encoded
 
 
+class _Link:
+    """A worker's producer or consumer (``client``), opened again when its connection is lost.
+
+    A lost connection (``BackendUnavailable``: the server closed it, restarted, or the network
+    dropped) costs the worker a reconnect with backoff, reported to the runner, not the run:
+    what the server kept (un-acked messages return, committed rows stay) goes on flowing. Only
+    a server still unreachable after ``RECONNECT_GIVE_UP_S`` fails the worker.
+    """
+
+    def __init__(self, role: str, index: int, ctx: WorkerContext, open_client: Callable[[], Any]) -> None:
+        self.role, self.index, self.ctx, self.open_client = role, index, ctx, open_client
+        self.client = open_client()
+
+    def reopen(self, lost: BackendUnavailable, resent: int = 0) -> None:
+        """Replace the lost client; raises the last ``BackendUnavailable`` when no new one could
+        be opened in time, or at once when the run is stopping (nothing is waited for then)."""
+        with contextlib.suppress(Exception):  # the old connection is gone: closing it may fail any way
+            self.client.close()
+        deadline, pause, error = time.monotonic() + RECONNECT_GIVE_UP_S, RECONNECT_FIRST_PAUSE_S, lost
+        while True:
+            if self.ctx.stop.is_set() or time.monotonic() > deadline:
+                raise error
+            time.sleep(pause)
+            try:
+                self.client = self.open_client()
+                break
+            except BackendUnavailable as exc:
+                error, pause = exc, min(pause * 2, RECONNECT_MAX_PAUSE_S)
+        detail = str(lost).splitlines()[0] if str(lost) else type(lost).__name__
+        self.ctx.channel.send(Reconnected(self.role, self.index, time.time_ns(), detail, resent))
+
+    def send_batch(self, messages: Sequence[bytes], events: int) -> None:
+        """Send ``messages`` (``events`` events), again on a new connection if it was lost
+        during the call: at least once, since part of it may have reached the queue."""
+        while True:
+            try:
+                self.client.send_batch(messages)
+                return
+            except BackendUnavailable as exc:
+                self.reopen(exc, resent=events)
+
+    def close(self) -> None:
+        with contextlib.suppress(BackendUnavailable):  # lost at the very end: nothing left to say on it
+            self.client.close()
+
+
 def _produce(index: int, ctx: WorkerContext) -> None:
-    producer = ctx.backend.for_worker().producer(ctx.queue)
+    link = _Link(PRODUCER, index, ctx, lambda: ctx.backend.for_worker().producer(ctx.queue))
     ctx.channel.send(Ready(PRODUCER, index, os.getpid()))
     ctx.start.wait()
-    sender = _Sender(index, ctx, producer)
+    sender = _Sender(index, ctx, link)
     if ctx.spec.steady:
         sender.follow_schedule(Schedule(ctx.spec, index))
     else:
         sender.burst()
-    producer.close()
+    link.close()
     sender.report(final=True)
     ctx.channel.send(Done(PRODUCER, index, sender.measured_sent, sender.last_send_ns, sender.last_window_send_ns))
 
 
 class _Sender:
-    """One producer's sending: encodes due events, sends them, records what it cost."""
+    """One producer's sending: encodes due events, sends them, records what it cost.
 
-    def __init__(self, index: int, ctx: WorkerContext, producer: Any) -> None:
-        self.index, self.ctx, self.producer = index, ctx, producer
+    A replacement of a killed producer resumes its share after the events the shared ``sent``
+    counter says were sent (updated after every call, so at most the killed one's last call is
+    sent twice)."""
+
+    def __init__(self, index: int, ctx: WorkerContext, link: _Link) -> None:
+        self.index, self.ctx, self.link = index, ctx, link
         self.base, self.count = ctx.spec.producer_shares()[index]
         self.chunk = ctx.spec.events_per_message * ctx.spec.batch
         self.window = ctx.window_ns()
         self.hists = _HistBuffer("send_delay", "send_delay_warmup", "publish")
-        self.sent = self.measured_sent = self.last_send_ns = self.last_window_send_ns = 0
+        self.last_send_ns = self.last_window_send_ns = 0
+        self.sent = int(ctx.sent[index])  # 0, or where a killed predecessor stopped
+        self.measured_sent = self._measured_before(self.sent)
+
+    def _measured_before(self, sent: int) -> int:
+        """Events of the measured window among this share's first ``sent`` (a predecessor's)."""
+        if not sent or not self.ctx.spec.steady:
+            return sent
+        intended = self.ctx.t0_ns.value + Schedule(self.ctx.spec, self.index).offsets(0, sent)
+        return int(np.count_nonzero((intended >= self.window[0]) & (intended < self.window[1])))
 
     def burst(self) -> None:
-        for start in range(0, self.count, self.chunk):
+        for start in range(self.sent, self.count, self.chunk):
             if self.ctx.stop.is_set():
                 return
             now_ns = time.time_ns()
@@ -243,7 +310,7 @@ class _Sender:
         array, not per event, was what held a one-message-a-call producer near 1.5k events/s).
         The wait is not hidden: latency counts from the intended time.
         """
-        t0, epm, k = self.ctx.t0_ns.value, self.ctx.spec.events_per_message, 0
+        t0, epm, k = self.ctx.t0_ns.value, self.ctx.spec.events_per_message, self.sent
         tick_ns, next_wake = int(SEND_TICK_S * 1e9), 0
         while k < self.count and not self.ctx.stop.is_set():
             now_ns = time.time_ns()
@@ -270,8 +337,9 @@ class _Sender:
             if first:
                 sent_ns[first:last] = time.time_ns()
             began = time.perf_counter_ns()
-            self.producer.send_batch(split_messages(records[first:last], epm))
+            self.link.send_batch(split_messages(records[first:last], epm), last - first)
             durations_us.append((time.perf_counter_ns() - began) // 1000)
+            self.ctx.sent[self.index] = self.sent + last  # per call: what a replacement resumes after
         self.hists.add("publish", np.array(durations_us))
         if self.ctx.spec.steady:
             intended = records["intended_ns"]
@@ -283,7 +351,6 @@ class _Sender:
         else:
             self.measured_sent += n
         self.sent += n
-        self.ctx.sent[self.index] = self.sent
         self.last_send_ns = int(sent_ns[-1])
         if self.hists.due():
             self.report()
@@ -296,28 +363,37 @@ class _Sender:
 def _consume(index: int, ctx: WorkerContext) -> None:
     spec, channel = ctx.spec, ctx.channel
     shares = Shares.of(spec)
-    consumer = ctx.backend.for_worker().consumer(ctx.queue)
+    link = _Link(CONSUMER, index, ctx, lambda: ctx.backend.for_worker().consumer(ctx.queue))
     channel.send(Ready(CONSUMER, index, os.getpid()))
     ctx.start.wait()
     window = ctx.window_ns()
     hists = _HistBuffer("e2e", "e2e_warmup", "from_send")
-    pending = _PendingReport(index, channel, consumer, flush_events=spec.batch * spec.events_per_message)
+    pending = _PendingReport(index, channel, link, flush_events=spec.batch * spec.events_per_message)
     while not ctx.stop.is_set():
-        batch = consumer.receive_batch(spec.batch, RECEIVE_TIMEOUT_S)
-        if batch:
-            received_ns = time.time_ns()
-            records, poison = decode_bodies(batch.bodies)
-            flat, raw_sum, corrupt = index_records(records, shares)
-            _record_latency(hists, received_ns, records, window[0], spec.steady)
-            intended = records["intended_ns"]
-            window_events = int(np.count_nonzero((intended >= window[0]) & (intended < window[1])))
-            pending.add(batch, poison, flat, raw_sum, corrupt, received_ns, window_events)
-        if pending.due(idle=not batch):
-            pending.flush(hists.flush() if hists.due() else None)
-        elif not batch and hists.due():
-            channel.send(Histograms(CONSUMER, index, hists.flush()))
-    pending.flush(None)
-    consumer.close()
+        try:
+            batch = link.client.receive_batch(spec.batch, RECEIVE_TIMEOUT_S)
+            if batch:
+                received_ns = time.time_ns()
+                records, poison = decode_bodies(batch.bodies)
+                flat, raw_sum, corrupt = index_records(records, shares)
+                _record_latency(hists, received_ns, records, window[0], spec.steady)
+                intended = records["intended_ns"]
+                window_events = int(np.count_nonzero((intended >= window[0]) & (intended < window[1])))
+                pending.add(batch, poison, flat, raw_sum, corrupt, received_ns, window_events)
+            if pending.due(idle=not batch):
+                pending.flush(hists.flush() if hists.due() else None)
+            elif not batch and hists.due():
+                channel.send(Histograms(CONSUMER, index, hists.flush()))
+        except BackendUnavailable as exc:
+            # what was received is counted now; its acks died with the connection, so the server
+            # delivers it again where it keeps un-acked messages (duplicates, counted as such)
+            pending.flush(None, settle_them=False)
+            link.reopen(exc)
+    try:
+        pending.flush(None)
+    except BackendUnavailable:
+        pass  # counted; the acks are lost with the connection, and the final drain reads what comes back
+    link.close()
     channel.send(Histograms(CONSUMER, index, hists.flush()))
     channel.send(Done(CONSUMER, index))
 
@@ -331,8 +407,8 @@ class _PendingReport:
     one per message; a full batch (a burst) is reported at once.
     """
 
-    def __init__(self, index: int, channel: ReportChannel, consumer: Any, *, flush_events: int) -> None:
-        self.index, self.channel, self.consumer = index, channel, consumer
+    def __init__(self, index: int, channel: ReportChannel, link: _Link, *, flush_events: int) -> None:
+        self.index, self.channel, self.link = index, channel, link
         self.flush_events = flush_events
         self._reset()
 
@@ -362,8 +438,11 @@ class _PendingReport:
             return False
         return idle or self.events >= self.flush_events or time.monotonic() - self.since >= REPORT_MAX_DELAY_S
 
-    def flush(self, hists: dict[str, bytes] | None) -> None:
-        if self.batches:
+    def flush(self, hists: dict[str, bytes] | None, *, settle_them: bool = True) -> None:
+        """Report what is pending, then ack it (``settle_them``). Emptied before the acks, so
+        an ack that fails on a lost connection never gets the same batches reported twice."""
+        batches = self.batches
+        if batches:
             flat = self.flats[0] if len(self.flats) == 1 else np.concatenate(self.flats)
             self.channel.send(
                 BatchReport(
@@ -371,11 +450,12 @@ class _PendingReport:
                     self.window_events,
                 )
             )
-            for batch, poison in self.batches:
-                settle(self.consumer, batch, poison)
         elif hists:
             self.channel.send(Histograms(CONSUMER, self.index, hists))
         self._reset()
+        if settle_them:
+            for batch, poison in batches:
+                settle(self.link.client, batch, poison)
 
 
 def _record_latency(hists: _HistBuffer, received_ns: int, records: np.ndarray, window_start: int, steady: bool) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from queues.errors import InvalidSpec
 from queues.events import MAX_EVENTS_PER_PRODUCER, MAX_PRODUCERS
+from queues.faultspec import FaultSpec, fault_parse, faults_check, faults_normalise
 
 MAX_WORKERS = 256
 ARRIVALS = ("uniform", "poisson")
@@ -28,6 +29,10 @@ class WorkloadSpec:
     (``arrival`` uniform or poisson) for ``warmup_s + duration_s`` seconds, and ``events`` is
     derived: ``round(rate_eps * (warmup_s + duration_s))``, so the exact-sum check still holds.
     Figures of events intended during the warm-up are recorded but left out of the summary.
+
+    ``faults`` are ``KIND@T[:ARG]`` texts (``queues.faultspec``) applied at T seconds into a
+    steady run; a worker a fault (or anyone) kills is replaced ``replace_after_s`` later, as a
+    supervisor such as systemd or Kubernetes would.
     """
 
     backend: str = "memory-mp"
@@ -42,6 +47,8 @@ class WorkloadSpec:
     warmup_s: float = 0.0
     arrival: str = "uniform"
     seed: int = 1
+    faults: tuple[str, ...] = ()
+    replace_after_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.rate_eps is not None:
@@ -72,6 +79,12 @@ class WorkloadSpec:
         object.__setattr__(self, "idle_timeout_s", timeout)
         if not isinstance(self.backend, str) or not self.backend:
             raise InvalidSpec("backend must be a backend alias such as 'memory-mp'", field="backend")
+        object.__setattr__(self, "replace_after_s", _number("replace_after_s", self.replace_after_s, 0.0, 3600))
+        object.__setattr__(self, "faults", faults_normalise(self.faults))
+        faults_check(
+            self.fault_specs, end_s=self.warmup_s + self.duration_s if self.steady else None,
+            producers=self.producers, consumers=self.consumers,
+        )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> WorkloadSpec:
@@ -84,6 +97,11 @@ class WorkloadSpec:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def fault_specs(self) -> tuple[FaultSpec, ...]:
+        """The faults, parsed, in the order given."""
+        return tuple(fault_parse(text) for text in self.faults)
 
     @property
     def steady(self) -> bool:
