@@ -65,6 +65,11 @@ class ExperimentAdmin(admin.ModelAdmin):
             "fields": ("rate_eps", "duration_s", "warmup_s", "arrival", "seed"),
             "description": "Set a rate for a steady run: events is then rate x (warm-up + duration).",
         }),
+        ("Faults", {
+            "fields": ("faults", "replace_after_s"),
+            "description": "Steady runs only: what goes wrong, and when (seconds into the run). Each fault is a "
+                           "marker on the run's charts, with its outcome and the time to recover.",
+        }),
         ("Backend options", {"fields": ("options",)}),
     )
     actions = ("launch", "clone", "sweep")

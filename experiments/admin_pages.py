@@ -63,8 +63,33 @@ def summary_html(run: Run) -> str:
         return "no summary yet" if run.status in LIVE else "no summary (the run ended before it measured anything)"
     rows = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>",
                             ((label, number(_dig(run.summary, keys), unit)) for label, keys, unit in KEY_FIGURES))
-    return format_html('<table class="imq-figures">{}</table><details><summary>whole summary</summary>{}</details>',
-                       rows, pretty_json(run.summary))
+    return format_html('<table class="imq-figures">{}</table>{}<details><summary>whole summary</summary>{}</details>',
+                       rows, faults_html(run.summary), pretty_json(run.summary))
+
+
+def faults_html(summary: dict[str, Any]) -> str:
+    """The run's faults (``summary["faults"]``): when each was due and applied, its outcome and
+    the time to recover, then the reconnects and replacements they caused; empty without faults."""
+    faults = summary.get("faults") or []
+    if not faults:
+        return ""
+
+    def recovered(fault: dict[str, Any]) -> str:
+        if fault.get("applied_at_s") is None:
+            return "-"
+        seconds = fault.get("recovered_after_s")
+        return "not within the run" if seconds is None else f"{seconds:g} s"
+
+    rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
+        (f["fault"], f["target"], number(f.get("applied_at_s"), "s"), f.get("outcome") or "not reached", recovered(f))
+        for f in faults
+    ))
+    return format_html(
+        '<h3>Faults</h3><table class="imq-faults"><tr><th>fault</th><th>on</th><th>applied at</th><th>outcome</th>'
+        "<th>recovered after</th></tr>{}</table><p>{} reconnect(s), {} worker(s) replaced; producers may have sent "
+        "up to {} event(s) twice.</p>",
+        rows, summary.get("reconnects", 0), summary.get("replaced_workers", 0), summary.get("resend_bound", 0),
+    )
 
 
 def parse_ids(text: str) -> list[int]:

@@ -55,6 +55,7 @@ def runs_export_csv_chunks(*, runs: Sequence[Run]) -> Iterator[str]:
         lead = [run.pk, run.experiment.name, run.backend, run.status, run.verdict, run.throughput_eps,
                 run.latency_p50_ms, run.latency_p99_ms]
         columns = run_samples_columns(run_id=run.pk)
+        columns["markers"] = [json.dumps(m) if m else None for m in columns["markers"]]  # one cell: JSON text
         rows = list(zip(*columns.values(), strict=True)) or [(None,) * len(SAMPLE_COLUMNS)]
         writer.writerows([*lead, *row] for row in rows)  # the csv module writes None as ""
         yield _drain(buffer)

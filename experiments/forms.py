@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 from experiments.backends_status import backend_statuses
 from experiments.launches import MAX_REPEAT, sweep_knobs
 from experiments.models import Experiment
+from queues.faultspec import FAULT_KINDS
 
 #: ``backend_statuses`` connects to every server; a form shown often must not probe each time.
 STATUS_CACHE_S = 15
@@ -52,9 +53,36 @@ def options_help(status: dict[str, Any] | None) -> str:
     )
 
 
+class FaultsField(forms.CharField):
+    """The experiment's faults as text, one ``KIND@T[:ARG]`` a line (or separated by commas),
+    stored as a list; ``Experiment.clean`` parses and checks them as a run would."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "cols": 60, "placeholder": "kill-consumer@3\ncut-connections@5"})
+
+    def prepare_value(self, value: Any) -> str:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return value
+        return "\n".join(value or [])
+
+    def to_python(self, value: Any) -> list[str]:
+        text = super().to_python(value) or ""
+        return [part for part in text.replace(",", "\n").split() if part]
+
+
+def faults_help() -> str:
+    items = format_html_join("", "<li><code>{}</code>: {}</li>",
+                             (usage.split("  ", 1) for usage in FAULT_KINDS.values()))
+    return format_html("One fault a line, at T seconds into a steady run:<ul>{}</ul>", items)
+
+
 class ExperimentForm(forms.ModelForm):
     """The backend as a choice list from the registry, labelled with what each guarantees and
     whether its server answers now; the options' help lists the chosen backend's options."""
+
+    faults = FaultsField(required=False, help_text=faults_help(), label="faults")
 
     class Meta:
         model = Experiment

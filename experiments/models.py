@@ -31,6 +31,14 @@ class Experiment(models.Model):
     warmup_s = models.FloatField(default=SPEC["warmup_s"], help_text="steady run: seconds recorded but left out of the summary")
     arrival = models.CharField(max_length=10, default=SPEC["arrival"], choices=[(a, a) for a in ARRIVALS])
     seed = models.PositiveIntegerField(default=SPEC["seed"], help_text="seed of the poisson arrival times")
+    faults = models.JSONField(
+        default=list, blank=True,
+        help_text="steady run: faults as KIND@T[:ARG], e.g. kill-consumer@3, pause-consumer@2:1.5, "
+                  "cut-connections@4, restart-server@4:aof-always, poison@2:10, kill-producer@3",
+    )
+    replace_after_s = models.FloatField(
+        default=SPEC["replace_after_s"], help_text="a killed worker's replacement starts this many seconds later",
+    )
     options = models.JSONField(default=dict, blank=True, help_text="backend options, e.g. {\"prefetch\": 500}")
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -60,6 +68,7 @@ class RunSeries(models.Model):
         REPEAT = "repeat"
         FIND_MAX = "find-max"
         SWEEP = "sweep"
+        SCORECARD = "scorecard"
 
     class Status(models.TextChoices):
         RUNNING = "running"
@@ -151,6 +160,7 @@ class Sample(models.Model):
     send_delay_p99_ms = models.FloatField(null=True, blank=True)
     due = models.BigIntegerField(null=True, blank=True)  # events the schedule had made due by t_s
     depth_detail = models.JSONField(null=True, blank=True)  # the backend's parts of depth, where it shows them
+    markers = models.JSONField(null=True, blank=True)  # what happened in the interval: faults, replacements, reconnects
 
     class Meta:
         ordering = ["run", "t_s"]

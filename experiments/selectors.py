@@ -12,7 +12,7 @@ from experiments.models import Run, RunSeries, Sample
 #: The columns of a run's samples, in this order (``run_samples_columns``, the charts, exports).
 SAMPLE_COLUMNS = (
     "t_s", "produce_eps", "consume_eps", "offered_eps", "depth", "backlog", "p50_ms", "p90_ms", "p99_ms",
-    "p999_ms", "max_ms", "produced", "consumed", "unique", "due", "send_delay_p99_ms",
+    "p999_ms", "max_ms", "produced", "consumed", "unique", "due", "send_delay_p99_ms", "markers",
 )
 
 

@@ -24,8 +24,9 @@ from experiments import metrics, publisher
 from experiments.models import Experiment, Run, RunSeries, Sample
 from experiments.selectors import run_is_cancelled, run_json_summary, series_is_cancelled
 from queues import environment
-from queues.errors import InvalidSpec, QueueError, UnknownBackend
-from queues.launch import NAMESPACE, check_alias, resolve_options, run_spec
+from queues.errors import InvalidSpec, NotSupported, QueueError, UnknownBackend
+from queues.faults import check_faults
+from queues.launch import NAMESPACE, build_backend, check_alias, resolve_options, run_spec
 from queues.metrics import Sample as EngineSample
 from queues.runner import Faults, RunResult
 from queues.saturation import CurvePoint, find_max_rate
@@ -47,7 +48,17 @@ def spec_validate(*, values: Mapping[str, Any], options: Mapping[str, Any] | Non
     if check_alias(spec.backend) == "approach":
         from queues.approaches import validate
 
+        if spec.faults:
+            raise InvalidSpec(
+                f"the {spec.backend} approach runs in one process and takes no faults: choose a queue backend",
+                field="faults",
+            )
         validate(spec)
+    elif spec.faults:
+        try:  # what the backend can take (a process to signal, a server): no I/O
+            check_faults(spec.fault_specs, build_backend(spec.backend, options=options))
+        except NotSupported as exc:
+            raise InvalidSpec(str(exc), field="faults") from None
     return spec
 
 
@@ -227,7 +238,7 @@ def sample_create(*, run: Run, sample: EngineSample) -> Sample:
         backlog=sample.backlog, p50_ms=latency.get("p50"), p90_ms=latency.get("p90"),
         p99_ms=latency.get("p99"), p999_ms=latency.get("p999"), max_ms=latency.get("max"),
         offered_eps=sample.offered_eps, send_delay_p99_ms=sample.send_delay_p99_ms, due=sample.due,
-        depth_detail=sample.depth_detail,
+        depth_detail=sample.depth_detail, markers=sample.markers,
     )
     publisher.sample_published(run=run, sample=row)  # stored first: a viewer may read it back
     return row

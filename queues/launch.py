@@ -6,13 +6,15 @@ resolve aliases, URLs and options the same way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from queues.approaches import APPROACHES, run_approach
 from queues.backends import BACKENDS, Backend, backend_class, suggest
 from queues.errors import InvalidSpec, UnknownBackend
+from queues.faultspec import RESTART_SERVER
 from queues.metrics import Sample
 from queues.options import OptionValue, options_resolve
 from queues.runner import Faults, Runner, RunResult
@@ -66,6 +68,25 @@ def build_backend(
     return backend_class(alias)(url=server_url(alias, urls), namespace=namespace, **dict(options or {}))
 
 
+@contextlib.contextmanager
+def _private_server(spec: WorkloadSpec) -> Iterator[Any]:
+    """The private server a ``restart-server`` fault needs (``queues.servers``), started for
+    the run and closed after it whatever happens; ``None`` for a run without one. Never the
+    shared server: restarting that would break every other user's runs."""
+    restart = next((f for f in spec.fault_specs if f.kind == RESTART_SERVER), None)
+    if restart is None:
+        yield None
+        return
+    from queues.servers import private_server
+
+    server = private_server(spec.backend, persistence=restart.persistence)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
 def server_url(alias: str, urls: Mapping[str, str] | None = None) -> str:
     """Where backend ``alias`` finds its server: ``urls[<its url_setting>]`` (the settings'
     ``IMQ_URLS``, or ``os.environ`` for a script without Django), else its default URL."""
@@ -97,18 +118,25 @@ def run_spec(
             spec, run_id=run_id, on_sample=on_sample, on_progress=on_progress, should_cancel=should_cancel
         )
     else:
-        backend = build_backend(spec.backend, urls=urls, options=options)
-        resolved = dict(backend.option_values)
-        runner = Runner(
-            spec, backend, run_id=run_id, on_sample=on_sample, on_progress=on_progress,
-            should_cancel=should_cancel, faults=faults,
-        )
-        log.info(
-            "run %s: %s at %s, %d events, %d producer(s) -> %d consumer(s)",
-            run_id, spec.backend, backend.describe_url(), spec.events, spec.producers, spec.consumers,
-        )
-        result = runner.run()
-        log.info("run %s %s%s", run_id, result.status, f": {result.error}" if result.error else "")
+        with _private_server(spec) as server:
+            if server is not None:  # the run's own server, which a restart-server fault restarts
+                urls = {**(urls or {}), backend_class(spec.backend).url_setting or "": server.url}
+            backend = build_backend(spec.backend, urls=urls, options=options)
+            resolved = dict(backend.option_values)
+            runner = Runner(
+                spec, backend, run_id=run_id, on_sample=on_sample, on_progress=on_progress,
+                should_cancel=should_cancel, faults=faults, server=server,
+            )
+            log.info(
+                "run %s: %s at %s, %d events, %d producer(s) -> %d consumer(s)",
+                run_id, spec.backend, backend.describe_url(), spec.events, spec.producers, spec.consumers,
+            )
+            result = runner.run()
+            log.info("run %s %s%s", run_id, result.status, f": {result.error}" if result.error else "")
+            if server is not None:
+                result.environment["private_server"] = {
+                    "kind": server.kind, "persistence": server.persistence, "durable": server.durable,
+                }
     result.environment["options"] = resolved
     result.summary["options"] = dict(resolved)
     return result

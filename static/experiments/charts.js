@@ -6,7 +6,10 @@
  *   imqPoll(url, intervalMs, onData) -> {stop()}     fetch JSON while onData returns true
  *
  * Columns are the JSON of experiments.views.run_samples: {t_s: [...], p99_ms: [...], ...};
- * null is a gap (an interval with no delivery has no latency).
+ * null is a gap (an interval with no delivery has no latency). columns.markers holds, per
+ * sample, what happened in its interval (faults, replaced workers, reconnects: [{t_s, kind,
+ * target, outcome}] or null): each is a dashed vertical line on every time chart, and the list
+ * of them is a table under the charts.
  */
 (function (global) {
   "use strict";
@@ -23,6 +26,45 @@
       ["p50_ms", "p50"], ["p99_ms", "p99"], ["p999_ms", "p99.9"], ["max_ms", "max"]]},
     {title: "Depth", unit: "events", lines: [["depth", "queue depth"], ["backlog", "backlog"]]},
   ];
+
+  // Faults in red shades, what the run did about them in grey: the cause stands out.
+  var MARKER_COLOURS = {"kill-consumer": "#d62728", "kill-producer": "#d62728", "pause-consumer": "#ff7f0e",
+    "cut-connections": "#9467bd", "restart-server": "#8c564b", "poison": "#e377c2", "killed": "#d62728"};
+  var MARKER_QUIET = {"reconnect": true, "replaced": true, "resume": true};  // a line, no label
+
+  function markersOf(columns) {
+    var out = [];
+    (columns.markers || []).forEach(function (list) { if (list) out = out.concat(list); });
+    return out;
+  }
+
+  // A uPlot plugin drawing markers as dashed vertical lines, labelled with their kind.
+  function markersPlugin(getMarkers) {
+    return {hooks: {draw: [function (u) {
+      var markers = getMarkers();
+      if (!markers.length) return;
+      var ctx = u.ctx, dpr = global.devicePixelRatio || 1, top = u.bbox.top, bottom = top + u.bbox.height;
+      ctx.save();
+      ctx.setLineDash([4 * dpr, 3 * dpr]);
+      ctx.lineWidth = dpr;
+      ctx.font = (10 * dpr) + "px sans-serif";
+      markers.forEach(function (m, i) {
+        var x = u.valToPos(m.t_s, "x", true);
+        if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) return;
+        var colour = MARKER_COLOURS[m.kind] || "#7f7f7f";
+        ctx.strokeStyle = colour;
+        ctx.beginPath();
+        ctx.moveTo(x, top);
+        ctx.lineTo(x, bottom);
+        ctx.stroke();
+        if (!MARKER_QUIET[m.kind]) {
+          ctx.fillStyle = colour;
+          ctx.fillText(m.kind, x + 3 * dpr, top + (12 + 11 * (i % 3)) * dpr);  // staggered: close ones stay legible
+        }
+      });
+      ctx.restore();
+    }]}};
+  }
 
   function formatNumber(v) {
     if (v == null) return "–";
@@ -47,7 +89,7 @@
     return Math.max(320, (el.clientWidth || 900) - 16);
   }
 
-  // One uPlot chart in a fresh child of el. c = {title, xLabel, xUnit, axesY, lines, data, height}
+  // One uPlot chart in a fresh child of el. c = {title, xLabel, xUnit, axesY, lines, data, height, plugins}
   function makeChart(el, c) {
     var box = document.createElement("div");
     box.className = "imq-chart";
@@ -59,6 +101,7 @@
       scales: {x: {time: false}},
       series: [{label: c.xLabel, value: withUnit(c.xUnit)}].concat(c.lines),
       axes: [{label: c.xLabel}].concat(c.axesY),
+      plugins: c.plugins || [],
     };
     return new global.uPlot(opts, c.data, box);
   }
@@ -91,6 +134,24 @@
     opts = opts || {};
     var charts = [];
     var key = null;
+    var markers = markersOf(columns);
+    var plugin = markersPlugin(function () { return markers; });
+    var table = document.createElement("table");
+    table.className = "imq-markers";
+
+    function showMarkers() {
+      table.innerHTML = "";
+      if (!markers.length) { table.remove(); return; }
+      var head = table.insertRow();
+      ["t (s)", "what", "on", "outcome"].forEach(function (h) {
+        var th = document.createElement("th"); th.textContent = h; head.appendChild(th);
+      });
+      markers.forEach(function (m) {
+        var row = table.insertRow();
+        [m.t_s.toFixed(2), m.kind, m.target, m.outcome].forEach(function (v) { row.insertCell().textContent = v; });
+      });
+      el.appendChild(table);  // after the charts
+    }
 
     function draw(cols) {
       destroy();
@@ -101,14 +162,18 @@
         var data = [cols.t_s].concat(lines.map(function (l) { return cols[l[0]]; }));
         var series = lines.map(function (l, i) { return line(l[1], i, figure.unit); });
         var chart = makeChart(el, {title: figure.title + " (" + figure.unit + ")", xLabel: X_LABEL,
-          xUnit: "s", axesY: [yAxis(figure.unit)], lines: series, data: data, height: opts.height});
+          xUnit: "s", axesY: [yAxis(figure.unit)], lines: series, data: data, height: opts.height,
+          plugins: [plugin]});
         charts.push({chart: chart, columns: lines.map(function (l) { return l[0]; })});
       });
+      showMarkers();
     }
 
     function update(cols) {
       // Same lines as drawn: new data in place (uPlot setData keeps the DOM and the cursor);
       // a line that appeared or vanished changes the legend, so redraw.
+      var now = markersOf(cols);
+      if (now.length !== markers.length) { markers = now; showMarkers(); }
       if (timeKey(cols) !== key) return draw(cols);
       charts.forEach(function (c) {
         c.chart.setData([cols.t_s].concat(c.columns.map(function (name) { return cols[name]; })));

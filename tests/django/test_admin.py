@@ -31,7 +31,7 @@ def make_experiment(name, **fields):
 def make_run(experiment, *, status="succeeded", throughput_eps=10_000.0, p99_ms=8.0, series=None, samples=0):
     spec = {"backend": experiment.backend, "events": 1000, "producers": 1, "consumers": 1, "events_per_message": 1,
             "batch": 100, "idle_timeout_s": 10.0, "rate_eps": None, "duration_s": 10.0, "warmup_s": 0.0,
-            "arrival": "uniform", "seed": 1, "options": {}}
+            "arrival": "uniform", "seed": 1, "faults": [], "replace_after_s": 1.0, "options": {}}
     finished = status in ("succeeded", "failed")
     run = Run.objects.create(
         experiment=experiment, series=series, status=status, backend=experiment.backend, spec=spec,
@@ -65,7 +65,8 @@ def texts(response):
 def form_data(experiment_name="form-exp", **changes):
     data = {"name": experiment_name, "backend": "memory", "events": 1000, "producers": 1, "consumers": 1,
             "events_per_message": 1, "batch": 100, "idle_timeout_s": 10.0, "rate_eps": "", "duration_s": 10.0,
-            "warmup_s": 0.0, "arrival": "uniform", "seed": 1, "options": "{}", "notes": ""}
+            "warmup_s": 0.0, "arrival": "uniform", "seed": 1, "faults": "", "replace_after_s": 1.0, "options": "{}",
+            "notes": ""}
     return {**data, **changes}
 
 
@@ -118,6 +119,10 @@ def test_experiment_form_lists_backends_with_guarantees_and_the_chosen_backends_
     ({"producers": 0}, "producers", "producers"),
     ({"backend": "rabbitmq", "options": '{"prefech": 10}'}, "options", "did you mean 'prefetch'"),
     ({"backend": "rabbitmq", "options": '{"prefetch": -5}'}, "options", "prefetch must be"),
+    ({"faults": "kill-consumer@3"}, "faults", "needs a steady run: set rate_eps"),
+    ({"rate_eps": 100, "faults": "explode@3"}, "faults", "unknown fault kind 'explode'"),
+    ({"rate_eps": 100, "faults": "kill-consumer@3"}, "faults", "memory runs its workers as threads"),
+    ({"rate_eps": 100, "backend": "memory-mp", "faults": "restart-server@3"}, "faults", "memory-mp"),
 ])
 def test_experiment_form_shows_the_error_next_to_its_field(admin_client, changes, field, words):
     response = admin_client.post(reverse("admin:experiments_experiment_add"), form_data(**changes))
@@ -132,6 +137,15 @@ def test_experiment_form_saves_a_valid_definition(admin_client):
                                  form_data(backend="rabbitmq", options='{"prefetch": 50}'))
     assert response.status_code == 302
     assert Experiment.objects.get(name="form-exp").options == {"prefetch": 50}
+
+
+def test_experiment_form_takes_faults_one_a_line_and_shows_them_back(admin_client):
+    data = form_data(backend="redis-list", rate_eps=500, faults="kill-consumer@2\r\ncut-connections@3, poison@4:5")
+    assert admin_client.post(reverse("admin:experiments_experiment_add"), data).status_code == 302
+    experiment = Experiment.objects.get(name="form-exp")
+    assert experiment.faults == ["kill-consumer@2", "cut-connections@3", "poison@4:5"]
+    page = admin_client.get(url("experiment_change", experiment.pk)).content.decode()
+    assert "kill-consumer@2\ncut-connections@3\npoison@4:5</textarea>" in page
 
 
 # -- experiment actions --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from experiments.machine import one_run_at_a_time
 from experiments.report import format_report, format_spread
 from experiments.selectors import run_json_summary
 from queues.errors import InvalidSpec, QueueError
+from queues.faultspec import FAULT_KINDS
 from queues.launch import known_aliases
 from queues.workload import ARRIVALS, spec_defaults
 
@@ -39,6 +40,11 @@ class Command(BaseCommand):
                             help="seconds without progress before the rest counts as lost (default %(default)s)")
         parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                             help="backend option (repeatable; listbackends shows each backend's)")
+        parser.add_argument("--fault", action="append", default=[], metavar="KIND@T[:ARG]",
+                            help="steady run: a fault at T seconds (repeatable): " + "; ".join(
+                                usage.split("  ", 1)[0] for usage in FAULT_KINDS.values()))
+        parser.add_argument("--replace-after", default=SPEC["replace_after_s"],
+                            help="seconds before a killed worker's replacement starts (default %(default)s)")
         parser.add_argument("--repeat", default="1", help="run the same spec K times, burst or steady; report the median and spread")
         steady = parser.add_argument_group("steady flow (without --rate the run is a burst)")
         steady.add_argument("--rate", help="offered events/s, total over producers: an open-loop schedule")
@@ -131,6 +137,7 @@ def _spec_values(opts) -> dict:
         "backend": opts["backend"], "events": opts["events"], "producers": opts["producers"],
         "consumers": opts["consumers"], "events_per_message": opts["events_per_message"],
         "batch": opts["batch"], "idle_timeout_s": opts["idle_timeout"], "arrival": opts["arrival"],
+        "faults": opts["fault"], "replace_after_s": opts["replace_after"],
     }
     if opts["rate"] is not None or opts["find_max"]:
         if opts["events"] is not None:
