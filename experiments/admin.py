@@ -14,7 +14,7 @@ from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Max
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -34,7 +34,7 @@ from experiments.launches import (
     sweep_values_parse,
 )
 from experiments.models import Experiment, Run, RunSeries
-from experiments.selectors import RunsNotFound, runs_by_ids
+from experiments.selectors import RunsNotFound, runs_by_ids, scorecard_latest
 from experiments.services import series_cancel
 
 EXPORTS = {  # format -> (chunks, content type)
@@ -365,6 +365,20 @@ class RunSeriesAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: RunSeries | None = None) -> bool:
         return False if obj is not None else super().has_change_permission(request)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [path("scorecard/", view(self.scorecard_view), name="experiments_runseries_scorecard"),
+                *super().get_urls()]
+
+    def scorecard_view(self, request: HttpRequest) -> HttpResponse:
+        """The latest scorecard's page, or where it would be, with how to make one."""
+        latest = scorecard_latest()
+        if latest is None:
+            self.message_user(request, "No scorecard yet: run `python manage.py scorecard` (a few minutes; "
+                                       "--backends and --faults choose the cells).", messages.WARNING)
+            return redirect("admin:experiments_runseries_changelist")
+        return redirect("admin:experiments_runseries_change", latest.pk)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         runs_mark_stale()

@@ -153,12 +153,34 @@ def series_context(series: RunSeries) -> dict[str, Any]:
         context["points"] = [{**p, "throughput": number(p.get("throughput_eps")), "p99": number(p.get("p99_ms"), "ms")}
                              for p in points]
         context["xy_data"] = sweep_chart_data(knob=series.knob, points=points) if points else None
+    elif series.kind == RunSeries.Kind.SCORECARD:
+        context["scorecard_rows"] = scorecard_rows(result.get("cells") or [])
     elif result.get("median"):
         context["spread_rows"] = [
             {"label": label, "unit": unit, **{k: number(_dig(result.get(k), keys)) for k in ("median", "min", "max")}}
             for label, keys, unit in KEY_FIGURES if _dig(result.get("median"), keys) is not None
         ]
     return context
+
+
+def scorecard_rows(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A scorecard's cells as the series page shows them: figures formatted, a cell the
+    backend cannot take with its reason."""
+    rows = []
+    for cell in cells:
+        if cell.get("not_applicable"):
+            rows.append({"backend": cell["backend"], "fault": cell["fault"], "na": cell["not_applicable"]})
+            continue
+        recovered = cell.get("recovered_after_s")
+        rows.append({
+            "backend": cell["backend"], "fault": cell["fault"], "guarantee": cell.get("guarantee") or "",
+            "verdict": "/".join(cell.get("verdicts") or []), "statuses": "/".join(cell.get("statuses") or []),
+            "errors": "; ".join(cell.get("errors") or []),
+            **{name: number(cell.get(name)) for name in ("lost", "duplicates", "redelivered", "poison", "reconnects")},
+            "recovered": "not within the run" if recovered is None else number(recovered, "s"),
+            "contradictions": cell.get("contradictions") or [], "runs": cell.get("runs") or [],
+        })
+    return rows
 
 
 def _points_so_far(values: Sequence[Any], runs: Sequence[Run]) -> list[dict[str, Any]]:

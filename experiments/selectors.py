@@ -202,3 +202,8 @@ def _last_samples(*, run_ids: list[int]) -> dict[int, dict[str, Any]]:
     rows = Sample.objects.filter(run_id__in=run_ids, pk=Subquery(latest)).values(
         "run_id", "t_s", "unique", "consume_eps", "p99_ms")
     return {row["run_id"]: row for row in rows}
+
+
+def scorecard_latest() -> RunSeries | None:
+    """The latest scorecard (``manage.py scorecard``) that has a result."""
+    return RunSeries.objects.filter(kind=RunSeries.Kind.SCORECARD).exclude(result=None).order_by("-pk").first()

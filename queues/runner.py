@@ -30,7 +30,14 @@ from queues.faults import Fault, Faults, RunHandle, TimedFault, build, from_spec
 from queues.ledger import Ledger, LedgerResult
 from queues.messages import CONSUMER, PRODUCER
 from queues.metrics import Sample
-from queues.summary import drain_seconds, fault_figures, loss_judgement, steady_figures, summarise
+from queues.summary import (
+    drain_seconds,
+    fault_figures,
+    guarantee_contradictions,
+    loss_judgement,
+    steady_figures,
+    summarise,
+)
 from queues.supervision import STOP_TIMEOUT_S, Supervisor, Worker
 from queues.workers import SharedFlag, WorkerContext
 from queues.workload import WorkloadSpec
@@ -45,6 +52,9 @@ POLL_S = 0.005
 #: Deleting the run's queue at the end: tries on a new control connection when the last one was
 #: lost, this far apart (a broker restart takes seconds; the run must still end soon).
 DELETE_ATTEMPTS, DELETE_PAUSE_S = 3, 1.0
+#: Faults after which a queue may rightly deliver a message again: its consumer was lost
+#: (killed, stalled past a claim timeout, cut off) or its server restarted.
+REDELIVERY_CAUSES = ("kill-consumer", "pause-consumer", "cut-connections", "restart-server")
 
 
 @dataclass
@@ -319,6 +329,7 @@ class Runner:
             run_id=self.run_id, spec=self.spec, status=status, error=error, ledger=ledger, drain_s=drain_s,
             latency=accounting.totals["e2e"], latency_from_send=accounting.totals["from_send"],
             publish=accounting.totals["publish"], poison=accounting.tally.poison,
+            injected_poison=sum(f.spec.count for f in self.timed_faults if f.spec.kind == "poison" and f.outcome),
             killed_workers=accounting.killed_workers(), recovered_at_end=accounting.tally.recovered_at_end,
             stuck=self.drain.stuck if self.drain else None,
             findings=[text for text in (finding, self.drain_error) if text and text != error],
@@ -330,6 +341,15 @@ class Runner:
                 replaced=self.supervisor.replaced, resend_bound=accounting.resend_bound,
                 markers=[m.as_dict() for m in accounting.markers],
             ))
+            summary["guarantee"] = caps.guarantee()
+            summary["redelivered"] = max(0, ledger.duplicates - accounting.resend_bound)
+            summary["contradictions"] = guarantee_contradictions(
+                guarantee=caps.guarantee(), lost=ledger.lost, duplicates=ledger.duplicates,
+                resend_bound=accounting.resend_bound, lost_in_restart=restarted and not durable,
+                redelivery_causes=accounting.reconnects + len(accounting.kills) + sum(
+                    1 for f in self.timed_faults if f.outcome and f.spec.kind in REDELIVERY_CAUSES
+                ),
+            )
         if self.spec.steady and clock is not None:
             summary.update(steady_figures(
                 spec=self.spec, samples=accounting.samples, latency=accounting.totals["e2e"],

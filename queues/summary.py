@@ -34,13 +34,14 @@ def summarise(
     latency_from_send: Any,
     publish: Any | None,
     poison: int,
+    injected_poison: int = 0,
     killed_workers: Sequence[dict[str, Any]] = (),
     recovered_at_end: int = 0,
     stuck: int | None = None,
     findings: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The run's summary: the JSON contract of ``runexperiment --json`` (see the README)."""
-    verdict, reasons = judge(ledger=ledger, poison=poison, stuck=stuck)
+    verdict, reasons = judge(ledger=ledger, poison=poison, stuck=stuck, injected_poison=injected_poison)
     return {
         "run_id": run_id,
         "status": status,
@@ -78,8 +79,11 @@ def summarise(
 EXACT, DUPLICATED, LOST, CORRUPT = "exact", "duplicated", "lost", "corrupt"
 
 
-def judge(*, ledger: LedgerResult, poison: int, stuck: int | None) -> tuple[str, list[str]]:
+def judge(*, ledger: LedgerResult, poison: int, stuck: int | None, injected_poison: int = 0) -> tuple[str, list[str]]:
     """The verdict and every reason it is not ``exact``.
+
+    ``injected_poison`` malformed messages were sent by a ``poison`` fault of the run itself:
+    set aside, they are explained and leave the verdict alone; only poison beyond them counts.
 
     ``exact`` only if both sums match N(N+1)/2 (over unique events and over every delivery), no
     event came twice, none is missing, and nothing arrived that is not an event of the run
@@ -93,6 +97,7 @@ def judge(*, ledger: LedgerResult, poison: int, stuck: int | None) -> tuple[str,
         reasons.append(f"{ledger.lost:,} event(s) never received{where}")
     if ledger.corrupt:
         reasons.append(f"{ledger.corrupt:,} corrupt record(s): well-formed events that are not the run's")
+    poison = max(0, poison - injected_poison)
     if poison:
         reasons.append(f"{poison:,} poison message(s): bodies that are not events")
     if ledger.duplicates:

@@ -1,0 +1,87 @@
+"""``python manage.py scorecard``: every backend under every fault; prints the table, stores the
+series, and with ``--write-readme`` puts the table in the README."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from experiments.interrupts import Interrupts
+from experiments.machine import one_run_at_a_time
+from experiments.scorecard import (
+    BASE,
+    DEFAULT_FAULTS,
+    default_backends,
+    readme_scorecard_write,
+    scorecard_markdown,
+    scorecard_plan,
+    scorecard_run,
+)
+from queues.errors import QueueError
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the matrix of backends x faults at a steady rate (a few seconds a cell), store it as a "
+        "series, print the table; --write-readme puts it in README.md between its scorecard lines."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--backends", help=f"comma-separated (default: every queue backend: {', '.join(default_backends())})")
+        parser.add_argument("--faults", help=f"comma-separated KIND@T[:ARG] (default: {', '.join(DEFAULT_FAULTS)})")
+        parser.add_argument("--repeat", type=int, default=1, help="runs per cell; the table shows medians (default 1)")
+        parser.add_argument("--rate", type=float, default=BASE["rate_eps"], help="offered events/s (default %(default)g)")
+        parser.add_argument("--duration", type=float, default=BASE["duration_s"], help="seconds a run (default %(default)g)")
+        parser.add_argument("--write-readme", nargs="?", const="README.md", metavar="PATH",
+                            help="write the table into this README (default README.md) between its scorecard lines")
+        parser.add_argument("--dry-run", action="store_true", help="list the cells and what cannot run, run nothing")
+        parser.add_argument("--json", action="store_true", help="print the series' result as JSON")
+
+    def handle(self, *args, **opts):
+        backends = _split(opts["backends"]) or default_backends()
+        faults = _split(opts["faults"]) or list(DEFAULT_FAULTS)
+        readme = Path(opts["write_readme"]) if opts["write_readme"] else None
+        if readme is not None and not readme.is_file():
+            raise CommandError(f"--write-readme {readme}: no such file")
+        try:
+            plan = scorecard_plan(backends=backends, faults=faults, rate_eps=opts["rate"], duration_s=opts["duration"])
+        except QueueError as exc:
+            raise CommandError(str(exc)) from None
+        runnable = [c for c in plan if c["spec"]]
+        self.stderr.write(f"scorecard: {len(plan)} cells, {len(runnable)} to run x {opts['repeat']} "
+                          f"(about {len(runnable) * opts['repeat'] * (opts['duration'] + 4) / 60:.0f} min)")
+        if opts["dry_run"]:
+            for cell in plan:
+                self.stdout.write(f"  {cell['backend']:<18} {cell['fault']:<28} {cell['not_applicable'] or 'runs'}")
+            return
+        interrupts = Interrupts()
+        with interrupts.caught(), one_run_at_a_time(on_wait=lambda: self.stderr.write("waits for the run executing now")):
+            try:
+                series = scorecard_run(
+                    backends=backends, faults=faults, repeats=opts["repeat"], rate_eps=opts["rate"],
+                    duration_s=opts["duration"], on_cell=self._progress, interrupted=interrupts,
+                )
+            except QueueError as exc:
+                raise CommandError(str(exc)) from None
+        markdown = scorecard_markdown(series.result)
+        self.stdout.write(json.dumps(series.result, sort_keys=True) if opts["json"] else markdown)
+        if readme is not None:
+            readme_scorecard_write(markdown=markdown, path=readme)
+            self.stderr.write(f"wrote the scorecard (series {series.pk}) into {readme}")
+        if series.status != "succeeded":
+            raise CommandError(f"series {series.pk} {series.status}: {series.error}")
+
+    def _progress(self, cell):
+        if cell.get("not_applicable"):
+            text = f"n/a: {cell['not_applicable']}"
+        else:
+            text = f"{'/'.join(cell['verdicts'])}, lost {cell['lost']}, duplicated {cell['duplicates']}"
+            if cell["contradictions"]:
+                text += "; CONTRADICTS ITS GUARANTEE: " + "; ".join(cell["contradictions"])
+        self.stderr.write(f"  {cell['backend']:<18} {cell['fault']:<28} {text}")
+
+
+def _split(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
