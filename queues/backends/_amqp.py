@@ -41,10 +41,21 @@ def connection_parameters(url: str, name: str, connect_timeout_s: float) -> pika
     return params
 
 
+def connection_name(backend: Backend, role: str, queue: str | None = None) -> str:
+    """``imq:<queue>:<role>`` for a worker's connection to ``queue``, and
+    ``imq:<namespace>:<role>:<instance tag>`` for the backend's own: the ``connection_name``
+    by which the broker's tools (and ``cut_connections``) find one run's connections."""
+    if queue is not None:
+        return f"imq:{queue}:{role}"
+    return f"imq:{backend.namespace}:{role}:{backend.instance_tag}"
+
+
 class Link:
     """One connection and one channel, driven synchronously. Not thread-safe."""
 
-    def __init__(self, backend: Backend, role: str) -> None:
+    def __init__(self, backend: Backend, role: str, queue: str | None = None) -> None:
+        """``queue``: the queue of a worker's connection (it names the connection), ``None``
+        for the backend's control connection."""
         self.backend = backend
         self.error: BaseException | None = None
         self.closed = False
@@ -52,7 +63,7 @@ class Link:
         self.opened = False
         self.connect_timeout_s = backend.connect_timeout_s
         with backend.parsing_url():
-            params = connection_parameters(backend.url, f"imq:{backend.namespace}:{role}", self.connect_timeout_s)
+            params = connection_parameters(backend.url, connection_name(backend, role, queue), self.connect_timeout_s)
         self.conn = pika.SelectConnection(
             params,
             on_open_callback=self._on_open,

@@ -28,6 +28,9 @@ from queues.options import Option
 #: Longest a reply may take beyond a blocking command's own timeout.
 SOCKET_TIMEOUT_S = 10.0
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+_NOT_IN_NAME = re.compile(r"[\x00-\x20\x7f]")  # what CLIENT SETNAME refuses
+#: The roles of a run's worker connections.
+WORKER_ROLES = ("producer", "consumer")
 
 
 def load_lua(name: str) -> str:
@@ -72,16 +75,23 @@ class RedisBase(Backend):
     def _fresh_state(self) -> dict[str, Any]:
         return {"_client": None, "_scripts": {}}
 
-    def new_client(self, role: str) -> redis.Redis:
-        """A client of its own, named ``imq:<namespace>:<role>`` so that an operator (or a test)
-        can find this run's connections in ``CLIENT LIST`` and kill only them."""
+    def client_name(self, role: str, queue: str | None = None) -> str:
+        """``imq:<queue>:<role>`` for a worker's connections to ``queue``, and
+        ``imq:<namespace>:<role>:<instance tag>`` for this backend's own: names by which an
+        operator (or ``cut_connections``) finds one run's connections in ``CLIENT LIST``, and
+        only them. (Redis refuses a name with spaces: they become ``_``.)"""
+        name = f"imq:{queue}:{role}" if queue is not None else f"imq:{self.namespace}:{role}:{self.instance_tag}"
+        return _NOT_IN_NAME.sub("_", name)
+
+    def new_client(self, role: str, queue: str | None = None) -> redis.Redis:
+        """A client of its own, named by ``client_name``."""
         with self.parsing_url():
             client = redis.Redis.from_url(
                 self.url,
                 socket_connect_timeout=self.connect_timeout_s,
                 socket_timeout=SOCKET_TIMEOUT_S,
                 retry=Retry(NoBackoff(), 0),
-                client_name=f"imq:{self.namespace}:{role}",
+                client_name=self.client_name(role, queue),
                 redis_connect_func=self._handshake,
             )
         with self.converting("connect to", unavailable=(redis.RedisError, OSError)):  # refused credentials too
@@ -146,6 +156,24 @@ class RedisBase(Backend):
                 if sep and queue.startswith(f"{namespace}."):
                     found.add(queue)
         return sorted(found)
+
+    def cut_connections(self, queue: str) -> int:
+        """``CLIENT KILL ID`` of the clients named after ``queue``'s workers."""
+        return self._kill_clients({self.client_name(role, queue) for role in WORKER_ROLES})
+
+    def cut_control_connection(self) -> int:
+        return self._kill_clients({self.client_name("control")})
+
+    def _kill_clients(self, names: set[str]) -> int:
+        """Kill the clients called one of ``names``, from a client of its own (redis-py's pool
+        would otherwise hand this a second control connection)."""
+        admin = self.new_client("cut")
+        try:
+            with self.converting("end connections on"):
+                found = [c["id"] for c in admin.client_list(_type="normal") if c.get("name") in names]
+                return sum(admin.client_kill_filter(_id=client, skipme=True) for client in found)
+        finally:
+            admin.close()
 
     def environment(self) -> dict[str, Any]:
         with self.converting("read the settings of"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -176,6 +177,9 @@ class Backend:
         not allow; nothing is connected yet, so a bad option costs nothing."""
         self.url = url
         self.namespace = namespace
+        #: Random, per instance: names the control connection, so that cutting it (or an
+        #: operator's kill) finds this runner's and not another's of the same namespace.
+        self.instance_tag = secrets.token_hex(4)
         #: Every declared option's value, defaults filled in (what the run records).
         self.option_values: dict[str, OptionValue] = options_resolve(type(self).options, options, owner=self.name)
 
@@ -286,6 +290,25 @@ class Backend:
         """Whether anything of ``queue`` (its dead letters too) is still on the server.
         Read-only. By default: whether ``list_queues`` finds it."""
         return queue in self.list_queues(queue.rpartition(".")[0])
+
+    def cut_connections(self, queue: str) -> int:
+        """Make the server end the workers' connections (producers', consumers') of ``queue``:
+        the ``cut-connections`` fault. They are found by names that carry the queue, so another
+        run's connections, and this backend's own control connection, are never touched. Asks
+        over an admin connection of its own, bounded by timeouts, so a runner may call it from
+        its watch loop (or a thread) while the run goes on.
+
+        Returns how many connections the server ended: 0 when none was found (the workers have
+        not connected yet, or the server lists them late: the caller may ask again).
+        Raises ``NotSupported`` where no server holds the connections (the memory backends),
+        ``BackendUnavailable`` or ``OperationFailed`` when the server cannot be asked."""
+        raise NotSupported(f"{self.name}: there is no server whose connections could be cut")
+
+    def cut_control_connection(self) -> int:
+        """Make the server end this backend's control connection (the runner's own), found by
+        ``instance_tag``; the workers' are left alone. Returns how many it ended (0 or 1: 0
+        when none is open or the server does not list it yet). Raises as ``cut_connections``."""
+        raise NotSupported(f"{self.name}: there is no server whose connections could be cut")
 
     def producer(self, queue: str) -> Producer:
         """A new producer with its own connection, for one worker."""

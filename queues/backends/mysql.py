@@ -26,17 +26,25 @@ other consumers hold, and deadlocks.
 
 Consumers poll with back-off (``polling.Poller``): MySQL has no LISTEN. Connections have
 connect, read and write timeouts, so a server lost mid-run makes a worker raise, not hang.
+
+Cutting a run's connections: a MariaDB session has no name another session can read (connection
+attributes need ``performance_schema``, off by default), so ``cut_connections`` finds the
+workers by the run's table in the statement they are running, sampling the process list for
+``CUT_WINDOW_S``. A worker that runs no statement in that window (a producer between batches
+of a slow schedule, a consumer waiting ``poll_max_interval_s``) escapes the cut.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pymysql
 from pymysql.constants import CLIENT
+from pymysql.constants.ER import NO_SUCH_THREAD as ER_NO_SUCH_THREAD
 
 from queues.backends import sqlfiles
 from queues.backends.base import CONNECT_TIMEOUT, Backend, Batch, Capabilities, Consumer, Producer, log_nacked
@@ -51,6 +59,9 @@ QUERIES = sqlfiles.queries("mysql")
 #: Keeps one INSERT well under the server's max_allowed_packet (16 MiB by default).
 MAX_INSERT_CHARS = 4 * 1024 * 1024
 PURGE_CHUNK = 10_000
+#: How long ``cut_connections`` watches the process list for the run's workers, and how often.
+CUT_WINDOW_S = 1.0
+CUT_SAMPLE_S = 0.005
 
 
 def query(name: str, table: str, **lists: str) -> str:
@@ -207,6 +218,43 @@ class MySQLBackend(Backend):
         """How many tables start with ``prefix`` (runs must leave nothing behind)."""
         return int(self._fetch(QUERIES["count_objects"], (prefix, prefix), doing="count the tables on")[0][0])
 
+    def cut_connections(self, queue: str) -> int:
+        """``KILL CONNECTION`` of every session seen running a statement on ``queue``'s table
+        within ``CUT_WINDOW_S`` (see the module docstring), the control connection spared."""
+        table, control = sqlfiles.table_name(queue), self._control_session()
+        killed: set[int] = set()
+        admin = self._connect(autocommit=True)
+        try:
+            with self.converting("end connections on"), admin.cursor() as cur:
+                deadline = time.monotonic() + CUT_WINDOW_S
+                while time.monotonic() < deadline:
+                    cur.execute(QUERIES["sessions_on_table"], (control, table))
+                    for (session,) in cur.fetchall():
+                        if session not in killed and _kill(cur, session):
+                            killed.add(session)
+                    time.sleep(CUT_SAMPLE_S)
+        finally:
+            admin.close()
+        return len(killed)
+
+    def cut_control_connection(self) -> int:
+        """``KILL CONNECTION`` of the control connection, by its session id."""
+        session = self._control_session()
+        if not session:
+            return 0
+        admin = self._connect(autocommit=True)
+        try:
+            with self.converting("end connections on"), admin.cursor() as cur:
+                return int(_kill(cur, session))
+        finally:
+            admin.close()
+
+    def _control_session(self) -> int:
+        """The server's id of the control connection; 0 (no session has it) when none is open.
+        Read, not asked: the connection may be busy in the runner's thread."""
+        admin = self._admin
+        return int(admin.thread_id()) if admin is not None and admin.open else 0
+
     def environment(self) -> dict[str, Any]:
         self.connect()
         assert self._admin is not None
@@ -230,6 +278,17 @@ class MySQLBackend(Backend):
     def consumer(self, queue: str, *, group: str = "default") -> Consumer:
         poller = Poller(self.poll_interval_s, self.poll_max_interval_s)
         return _Consumer(self, self._connect(autocommit=False), sqlfiles.table_name(queue), poller)
+
+
+def _kill(cur: Any, session: int) -> bool:
+    """``KILL CONNECTION session``; False when it had ended in the meantime."""
+    try:
+        cur.execute(f"KILL CONNECTION {int(session)}")
+    except pymysql.MySQLError as exc:
+        if exc.args and exc.args[0] == ER_NO_SUCH_THREAD:
+            return False
+        raise
+    return True
 
 
 class _Producer(Producer):

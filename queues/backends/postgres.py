@@ -97,9 +97,28 @@ _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_TRAILER = struct.pack("!h", -1)
 
 
-def control_connection_name(namespace: str) -> str:
-    """The ``application_name`` of a backend's control connection (``pg_stat_activity``)."""
-    return f"imq control {namespace}"[:63]
+#: The roles of a run's worker connections (``listener``: a ``postgres-notify`` consumer's LISTEN).
+WORKER_ROLES = ("producer", "consumer", "listener")
+#: Postgres keeps the first 63 bytes of an ``application_name``.
+MAX_NAME_CHARS = 63
+
+
+def worker_connection_name(role: str, queue: str) -> str:
+    """The ``application_name`` of a worker's connection to ``queue`` (``pg_stat_activity``):
+    ``imq <role> <table>``. Where that is too long, the middle of the table's name goes, never
+    the hash of the queue name that ends it: the name stays one run's."""
+    table = sqlfiles.table_name(queue)
+    name = f"imq {role} {table}"
+    if len(name) <= MAX_NAME_CHARS:
+        return name
+    digest = table[-sqlfiles.DIGEST_SUFFIX_CHARS:]
+    return name[: MAX_NAME_CHARS - len(digest)] + digest
+
+
+def control_connection_name(namespace: str, instance_tag: str) -> str:
+    """The ``application_name`` of a backend's control connection (``pg_stat_activity``); the
+    instance's tag comes first, so truncation never takes it."""
+    return f"imq control {instance_tag} {namespace}"[:MAX_NAME_CHARS]
 
 
 def query(name: str, table: str) -> sql.Composed:
@@ -206,7 +225,7 @@ class PostgresBackend(Backend):
 
     def connect(self) -> None:
         if self._admin is None or self._admin.closed:  # closed: see ``Backend.reconnecting``
-            self._admin = self._connect(control_connection_name(self.namespace), autocommit=True)
+            self._admin = self._connect(control_connection_name(self.namespace, self.instance_tag), autocommit=True)
 
     def close(self) -> None:
         if self._admin is not None:
@@ -266,6 +285,20 @@ class PostgresBackend(Backend):
         with self.converting("count the objects on"):
             return _one_row(self._admin.execute(QUERIES["count_objects"], {"prefix": prefix}))[0]
 
+    def cut_connections(self, queue: str) -> int:
+        """``pg_terminate_backend`` of the sessions named after ``queue``'s workers."""
+        return self._terminate([worker_connection_name(role, queue) for role in WORKER_ROLES])
+
+    def cut_control_connection(self) -> int:
+        return self._terminate([control_connection_name(self.namespace, self.instance_tag)])
+
+    def _terminate(self, names: list[str]) -> int:
+        """End the sessions called ``names``, from a connection of its own (the control one may
+        be among them, and may be busy in the runner's thread)."""
+        with self._connect(f"imq cut {self.instance_tag}", autocommit=True) as admin:
+            with self.converting("end connections on"):
+                return _one_row(admin.execute(QUERIES["terminate_sessions"], {"names": names}))[0]
+
     def environment(self) -> dict[str, Any]:
         self.connect()
         assert self._admin is not None
@@ -288,14 +321,14 @@ class PostgresBackend(Backend):
 
     def producer(self, queue: str) -> Producer:
         table = sqlfiles.table_name(queue)
-        return _Producer(self, self._connect(f"imq producer {table}", autocommit=True), table)
+        return _Producer(self, self._connect(worker_connection_name("producer", queue), autocommit=True), table)
 
     def consumer(self, queue: str, *, group: str = "default") -> Consumer:
         table = sqlfiles.table_name(queue)
-        conn = self._connect(f"imq consumer {table}", autocommit=False)
-        return _Consumer(self, conn, table, self._waiter(conn, table))
+        conn = self._connect(worker_connection_name("consumer", queue), autocommit=False)
+        return _Consumer(self, conn, table, self._waiter(conn, queue))
 
-    def _waiter(self, conn: psycopg.Connection, table: str) -> Any:
+    def _waiter(self, conn: psycopg.Connection, queue: str) -> Any:
         return Poller(self.poll_interval_s, self.poll_max_interval_s)
 
 
@@ -326,12 +359,12 @@ class PostgresNotifyBackend(PostgresBackend):
     def _waiter_settings(self) -> dict[str, Any]:
         return {"consumer_wait": "listen", "fallback_poll_s": self.fallback_poll_s}
 
-    def _waiter(self, conn: psycopg.Connection, table: str) -> Any:
+    def _waiter(self, conn: psycopg.Connection, queue: str) -> Any:
         # A connection of its own: a session receives notifications only between transactions,
         # and the claiming connection sits in one while its batches are unacked.
-        listener = self._connect(f"imq listener {table}", autocommit=True)
+        listener = self._connect(worker_connection_name("listener", queue), autocommit=True)
         with self.converting("listen on"):
-            listener.execute(query("listen", table))
+            listener.execute(query("listen", sqlfiles.table_name(queue)))
         return _Listener(listener, self.fallback_poll_s)
 
 

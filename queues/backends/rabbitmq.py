@@ -38,7 +38,8 @@ import pika
 import pika.exceptions
 import pika.spec
 
-from queues.backends._amqp import RPC_TIMEOUT_S, Link
+from queues.backends import rabbitmqctl
+from queues.backends._amqp import RPC_TIMEOUT_S, Link, connection_name
 from queues.backends.base import CONNECT_TIMEOUT, Backend, Batch, Capabilities, Consumer, Producer, log_nacked
 from queues.backends.rabbitmq_management import ManagementApi
 from queues.errors import OperationFailed
@@ -50,6 +51,8 @@ CONFIRMS = ("off", "message", "batch")
 #: How long the dead-letter count must hold still before ``dead_letters`` reads the messages.
 DEAD_LETTER_SETTLE_S = 0.1
 QUEUE_TYPES = ("classic", "quorum")
+#: The roles of a run's worker connections.
+WORKER_ROLES = ("producer", "consumer")
 
 
 class RabbitMQBackend(Backend):
@@ -193,6 +196,16 @@ class RabbitMQBackend(Backend):
     def consumer(self, queue: str, *, group: str = "default") -> Consumer:
         return _Consumer(self, queue)
 
+    def cut_connections(self, queue: str) -> int:
+        """``rabbitmqctl close_connection`` of the connections named after ``queue``'s workers
+        (``rabbitmqctl``: the management API is an optional plugin). Takes a second or two: each
+        ``rabbitmqctl`` call starts an Erlang VM."""
+        names = {connection_name(self, role, queue) for role in WORKER_ROLES}
+        return rabbitmqctl.close_connections(names, "imqueue: cut-connections fault")
+
+    def cut_control_connection(self) -> int:
+        return rabbitmqctl.close_connections({connection_name(self, "control")}, "imqueue: control connection cut")
+
     def environment(self) -> dict[str, Any]:
         props = self.link.conn._impl.server_properties if hasattr(self.link.conn, "_impl") else None
         props = props or getattr(self.link.conn, "server_properties", None) or {}
@@ -216,7 +229,7 @@ def dead_letter_queue(queue: str) -> str:
 class _Producer(Producer):
     def __init__(self, backend: RabbitMQBackend, queue: str) -> None:
         self.backend, self.queue = backend, queue
-        self.link = Link(backend, "producer")
+        self.link = Link(backend, "producer", queue)
         self.properties = pika.BasicProperties(delivery_mode=2 if backend.persistent else 1)
         self.unconfirmed: deque[int] = deque()  # delivery tags awaiting a confirm, in order
         self.published = 0
@@ -278,7 +291,7 @@ class _Producer(Producer):
 class _Consumer(Consumer):
     def __init__(self, backend: RabbitMQBackend, queue: str) -> None:
         self.backend = backend
-        self.link = Link(backend, "consumer")
+        self.link = Link(backend, "consumer", queue)
         self.tags: list[int] = []  # delivered, not yet returned by receive_batch
         self.bodies: list[bytes] = []
         self.unacked: list[int] = []  # returned and not settled, in delivery order

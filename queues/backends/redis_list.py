@@ -198,7 +198,7 @@ class _ListProducer(Producer):
 
     def __init__(self, backend: RedisListBackend, queue: str) -> None:
         self.backend, self.key = backend, _Keys(queue).ready.encode()
-        self.client = backend.new_client("producer")
+        self.client = backend.new_client("producer", queue)
 
     def send_batch(self, messages: Sequence[bytes]) -> None:
         if not messages:
@@ -221,7 +221,7 @@ class _PopConsumer(Consumer):
 
     def __init__(self, backend: RedisListBackend, queue: str) -> None:
         self.backend, self.keys = backend, _Keys(queue)
-        self.client = backend.new_client("consumer")
+        self.client = backend.new_client("consumer", queue)
 
     def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
         with self.backend.converting("receive from"):
@@ -271,7 +271,7 @@ class _ReliableConsumer(RedisConsumer):
         self.backend, self.keys = backend, _Keys(queue)
         self.id = uuid.uuid4().hex[:12]
         self.proc, self.hb = self.keys.proc(self.id), self.keys.heartbeat(self.id)
-        self.client = backend.new_client("consumer")
+        self.client = backend.new_client("consumer", queue)
         self.scripts = backend.register_scripts(self.client)
         self.take_keys = [self.keys.ready, self.proc, self.hb, self.keys.consumers]
         self.ttl_ms = max(100, int(backend.heartbeat_s * 1000))

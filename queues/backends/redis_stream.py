@@ -135,7 +135,7 @@ class RedisStreamBackend(RedisBase):
 class _StreamProducer(Producer):
     def __init__(self, backend: RedisStreamBackend, queue: str) -> None:
         self.backend, self.key = backend, backend.stream_key(queue)
-        self.client = backend.new_client("producer")
+        self.client = backend.new_client("producer", queue)
         self.client.set_response_callback("XADD", _raw)
 
     def send_batch(self, messages: Sequence[bytes]) -> None:
@@ -159,7 +159,7 @@ class _StreamConsumer(RedisConsumer):
         self.backend, self.group = backend, group
         self.key, self.dead = backend.stream_key(queue), backend.dead_key(queue)
         self.name = uuid.uuid4().hex[:12]
-        self.client = backend.new_client("consumer")
+        self.client = backend.new_client("consumer", queue)
         for command in ("XREADGROUP", "XAUTOCLAIM", "XACK"):
             self.client.set_response_callback(command, _raw)
         self.scripts = backend.register_scripts(self.client)

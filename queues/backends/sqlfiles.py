@@ -16,6 +16,8 @@ from importlib import resources
 _HEADER = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _UNSAFE = re.compile(r"[^a-z0-9_]+")
 MAX_TABLE_CHARS = 48  # leaves room for suffixes under Postgres' 63-byte identifier limit
+#: A table name ends with ``_`` and 8 hex digits of the queue name's hash (``table_name``).
+DIGEST_SUFFIX_CHARS = 9
 #: A queue's table, or an object named after it (``_dead`` table, ``_notify`` function).
 _OBJECT = re.compile(r"^(?P<table>(?P<readable>.+)_[0-9a-f]{8})(?:_dead|_notify)?$")
 #: What ``table_name`` turns into ``_`` in the run ids the runner makes (``r12-a1b2c3``).

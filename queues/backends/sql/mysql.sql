@@ -80,3 +80,10 @@ WHERE table_schema = DATABASE() AND LEFT(table_name, CHAR_LENGTH(%s)) = %s;
 -- name: count_objects
 SELECT COUNT(*) FROM information_schema.tables
 WHERE table_schema = DATABASE() AND LEFT(table_name, CHAR_LENGTH(%s)) = %s;
+
+-- name: sessions_on_table
+-- Sessions running a statement that names a queue's table (its workers' claims and inserts),
+-- opened before the asking one (ids only grow: a worker's reconnection after the cut is
+-- spared), other than the asking session and the runner's control connection.
+SELECT id FROM information_schema.processlist
+WHERE id < CONNECTION_ID() AND id <> %s AND LOCATE(%s, info) > 0;

@@ -117,3 +117,10 @@ SELECT (SELECT count(*) FROM pg_catalog.pg_tables
         WHERE schemaname = current_schema() AND left(tablename, length(%(prefix)s)) = %(prefix)s)
      + (SELECT count(*) FROM pg_catalog.pg_proc
         WHERE pronamespace = current_schema()::regnamespace AND left(proname, length(%(prefix)s)) = %(prefix)s);
+
+-- name: terminate_sessions
+-- Ends the sessions with one of the given application names (a run's workers, or one control
+-- connection), never the asking one; counts those the server agreed to end.
+SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+FROM pg_catalog.pg_stat_activity
+WHERE application_name = ANY(%(names)s) AND pid <> pg_backend_pid();

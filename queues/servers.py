@@ -1,0 +1,422 @@
+"""Private server instances, for the ``restart-server`` fault: a server of the run's own, which
+it may crash and start again, never the shared one.
+
+``private_server(alias)`` gives the server a backend alias needs (``redis-list`` and
+``redis-stream`` -> ``RedisServer``, ``postgres`` -> ``PostgresServer``, ``mysql`` ->
+``MariaDBServer``); ``url`` is what that backend connects with. ``restart`` SIGKILLs the server's
+whole process group, as a power cut would, and starts it again on the same port and data
+directory: what survives is what its ``persistence`` wrote to disk (``durable``).
+
+Every instance lives in a temporary directory ``<tmp>/imq-server-*`` holding its data, its log
+(``server.log``) and two pid files: ``owner.pid`` (the process that started it, with its start
+time, so that a reused pid is not mistaken for it) and ``server.pid`` (the server's process
+group). The server is a direct child of its owner, started in a session of its own with
+``PR_SET_PDEATHSIG`` (``lifeline.die_with_parent``), so it dies with its owner even on SIGKILL.
+The signal goes when the *thread* that started the server ends, so start it from a thread that
+outlives the run (the runner's main thread). ``stale_private_servers_cleanup`` removes what an
+owner killed before ``close`` left: directories whose owner is gone, and their servers.
+
+As root (``initdb``, ``postgres`` and ``mariadbd`` refuse to run as root), the server runs as its
+package's user (``postgres``, ``mysql``), which owns the directory; otherwise as the current user.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import importlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Any, ClassVar
+
+from queues.backends import BACKENDS, backend_class
+from queues.errors import BackendUnavailable, NotSupported
+from queues.lifeline import die_with_parent
+
+log = logging.getLogger(__name__)
+
+DIR_PREFIX = "imq-server-"
+OWNER_FILE, SERVER_FILE, LOG_FILE = "owner.pid", "server.pid", "server.log"
+#: Longest a start (or the start after a restart) may take before it is reported as failed.
+START_TIMEOUT_S = 30.0
+#: Longest the processes of a killed server may take to be gone.
+EXIT_TIMEOUT_S = 10.0
+#: Starts tried on new ports when the first one's port was taken in the meantime.
+PORT_ATTEMPTS = 3
+POLL_S = 0.02
+
+
+class PrivateServer:
+    """One server process of a kind, in a temporary directory of its own. Not thread-safe.
+
+    ``start`` prepares the directory the first time (a fresh port, the data files), then starts
+    the server and returns once it answers. A context manager: ``close`` on exit."""
+
+    kind: ClassVar[str]
+    #: What survives a crash, the first is the default.
+    persistence_modes: ClassVar[tuple[str, ...]]
+    #: The modes in which acknowledged writes survive ``restart``.
+    durable_modes: ClassVar[tuple[str, ...]]
+    #: The system user a server of this kind runs as when we are root (``None``: root itself).
+    system_user: ClassVar[str | None] = None
+
+    def __init__(self, persistence: str | None = None) -> None:
+        """Raises ``NotSupported`` for a persistence this kind does not have; nothing runs yet."""
+        self.persistence = persistence or self.persistence_modes[0]
+        if self.persistence not in self.persistence_modes:
+            raise NotSupported(
+                f"a private {self.kind} server has no persistence {self.persistence!r}; "
+                f"choose one of: {', '.join(self.persistence_modes)}"
+            )
+        self.binaries = self.find_binaries()
+        self.dir: str | None = None
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def durable(self) -> bool:
+        return self.persistence in self.durable_modes
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.persistence} {self.url if self.port else '(not started)'}>"
+
+    def __enter__(self) -> PrivateServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- what each kind says -------------------------------------------------------------------
+
+    def find_binaries(self) -> dict[str, str]:
+        """The programs this kind runs, by name. Raises ``NotSupported`` naming a missing one."""
+        raise NotImplementedError
+
+    def initialise(self) -> None:
+        """Create the data files in ``self.dir`` (once, before the first start)."""
+
+    def command(self) -> list[str]:
+        """The server's command line (``self.port`` and ``self.dir`` are set)."""
+        raise NotImplementedError
+
+    def ping(self) -> None:
+        """Return once the server answers a query; raise anything while it does not."""
+        raise NotImplementedError
+
+    def after_first_start(self) -> None:
+        """Create what the backend expects (a database), once."""
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        """Start the server and return once it answers (at most ``START_TIMEOUT_S``). A first
+        start whose port was taken meanwhile tries another. Idempotent while it runs.
+
+        Raises ``BackendUnavailable`` with the last line of the server's log when it does not
+        come up (it is stopped then)."""
+        if self.running:
+            return
+        first = self.dir is None
+        if first:
+            self._prepare()
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._spawn()
+                break
+            except BackendUnavailable:
+                if not first or attempt == PORT_ATTEMPTS:
+                    raise
+                self.port = free_port()  # another process took it between the probe and the bind
+        if first:
+            self.after_first_start()
+
+    def restart(self, downtime_s: float = 0.0) -> float:
+        """Crash the server (SIGKILL to its process group), wait ``downtime_s``, start it again
+        on the same port and data; return the seconds it was unreachable. Raises as ``start``."""
+        if self.dir is None:
+            raise RuntimeError(f"{self!r} was never started")
+        began = time.monotonic()
+        self._kill()
+        time.sleep(downtime_s)
+        self._spawn()
+        return time.monotonic() - began
+
+    def close(self) -> None:
+        """Stop the server if it runs and remove its directory. Idempotent; quiet on a server
+        already dead."""
+        self._kill()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def _prepare(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{self.kind}-")
+        try:
+            _write(os.path.join(self.dir, OWNER_FILE), f"{os.getpid()} {process_start_time(os.getpid())}")
+            user = self._run_as()
+            if user is not None:
+                shutil.chown(self.dir, user, user)
+            self.port = free_port()
+            self.initialise()
+        except BaseException:
+            self.close()
+            raise
+
+    def _spawn(self) -> None:
+        assert self.dir is not None
+        with open(os.path.join(self.dir, LOG_FILE), "ab") as out:
+            self.process = self.popen(self.command(), stdout=out, stderr=subprocess.STDOUT)
+        _write(os.path.join(self.dir, SERVER_FILE), str(self.process.pid))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                self._kill()
+                raise BackendUnavailable(f"private {self.kind} server exited at start: {self.last_log_line()}")
+            try:
+                self.ping()
+                return
+            except Exception as exc:  # any driver's "not yet": refused, starting up, loading
+                if time.monotonic() >= deadline:
+                    self._kill()
+                    raise BackendUnavailable(
+                        f"private {self.kind} server did not answer within {START_TIMEOUT_S:g} s ({exc}); "
+                        f"its log says: {self.last_log_line()}"
+                    ) from exc
+            time.sleep(POLL_S)
+
+    def popen(self, command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """``command`` as a direct child in a session of its own, as ``_run_as()``, dying with
+        us: Popen switches user before ``preexec_fn``, and the death signal must be set after
+        that (a change of credentials clears it)."""
+        user = self._run_as()
+        as_user: dict[str, Any] = {"user": user, "group": user, "extra_groups": []} if user else {}
+        return subprocess.Popen(
+            command, cwd=self.dir, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=functools.partial(die_with_parent, signal.SIGKILL), **as_user, **kwargs,
+        )
+
+    def run(self, command: list[str], what: str) -> None:
+        """A setup program (``initdb``) as ``popen`` starts it, to its end; its output goes to the
+        log. Raises ``BackendUnavailable`` with the log's last line when it fails."""
+        assert self.dir is not None
+        with open(os.path.join(self.dir, LOG_FILE), "ab") as out:
+            process = self.popen(command, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            code = process.wait(timeout=START_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            kill_group(process.pid)
+            process.wait()
+            code = None
+        if code != 0:
+            raise BackendUnavailable(f"private {self.kind} server: {what} failed: {self.last_log_line()}")
+
+    def _kill(self) -> None:
+        if self.process is None:
+            return
+        kill_group(self.process.pid)
+        self.process.wait()
+        self.process = None
+
+    def _run_as(self) -> str | None:
+        return self.system_user if os.geteuid() == 0 else None
+
+    def last_log_line(self) -> str:
+        if self.dir is None:
+            return "(no log)"
+        try:
+            with open(os.path.join(self.dir, LOG_FILE), "rb") as log_file:
+                lines = [line.strip() for line in log_file.read().decode(errors="replace").splitlines()]
+        except OSError:
+            return "(no log)"
+        return next((line for line in reversed(lines) if line), "(empty log)")
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now (the caller may still lose it to a race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` after the command name: state, ppid, pgrp, ...; ``None`` if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def process_start_time(pid: int) -> str:
+    """When ``pid`` started, in clock ticks since boot (``""`` if unknown): with the pid, an
+    identity no later process can share."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields else ""
+
+
+def process_alive(pid: int, start_time: str = "") -> bool:
+    """Whether ``pid`` runs (a zombie does not), and is the one started at ``start_time``."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z" and (not start_time or fields[19] == start_time)
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``. Read from ``/proc``:
+    ``killpg(pgid, 0)`` also counts zombies, which a container's init may never reap."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat_fields(int(entry))) and fields[0] != "Z" and fields[2] == str(pgid):
+            members.append(int(entry))
+    return members
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process of group ``pgid`` and wait (at most ``EXIT_TIMEOUT_S``) until none
+    is left: the next server on the same data must not meet the last one's processes."""
+    deadline = time.monotonic() + EXIT_TIMEOUT_S
+    while group_members(pgid):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        if time.monotonic() >= deadline:
+            log.warning("process group %d outlived SIGKILL for %g s", pgid, EXIT_TIMEOUT_S)
+            return
+        time.sleep(POLL_S)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as out:
+        out.write(text)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as source:
+            return source.read().strip()
+    except OSError:
+        return ""
+
+
+# -- cleanup -------------------------------------------------------------------------------------
+
+
+def private_server_dirs() -> list[str]:
+    """Every ``<tmp>/imq-server-*`` directory, live or stale."""
+    return sorted(glob.glob(os.path.join(tempfile.gettempdir(), f"{DIR_PREFIX}*")))
+
+
+def owner_alive(directory: str) -> bool:
+    """Whether the process that started the server of ``directory`` still runs."""
+    pid, _, start_time = _read(os.path.join(directory, OWNER_FILE)).partition(" ")
+    return pid.isdigit() and process_alive(int(pid), start_time)
+
+
+def server_group(directory: str) -> list[int]:
+    """The live processes of the server of ``directory`` (its process group)."""
+    pid = _read(os.path.join(directory, SERVER_FILE))
+    return group_members(int(pid)) if pid.isdigit() else []
+
+
+def stale_private_servers_cleanup() -> list[str]:
+    """Remove the private server directories whose owner is gone (killed before ``close``),
+    killing their server first if it still runs; return the directories removed. A directory
+    without an owner file yet (being created) counts as live for a minute."""
+    removed = []
+    for directory in private_server_dirs():
+        if owner_alive(directory) or (_younger_than(directory, 60.0) and not _read(os.path.join(directory, OWNER_FILE))):
+            continue
+        pid = _read(os.path.join(directory, SERVER_FILE))
+        if pid.isdigit():
+            kill_group(int(pid))
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory)
+    return removed
+
+
+def _younger_than(directory: str, seconds: float) -> bool:
+    try:
+        return time.time() - os.stat(directory).st_mtime < seconds
+    except OSError:
+        return False
+
+
+# -- binaries ------------------------------------------------------------------------------------
+
+
+def find_binary(name: str, install: str, *, search: tuple[str, ...] = ("/usr/sbin", "/usr/local/sbin")) -> str:
+    """The path of program ``name`` on PATH or in ``search`` (globs allowed, newest first).
+    Raises ``NotSupported`` naming it and ``install``, how to get it."""
+    found = shutil.which(name)
+    for pattern in search:
+        if found:
+            break
+        for directory in sorted(glob.glob(pattern), key=_version_key, reverse=True):
+            if os.access(candidate := os.path.join(directory, name), os.X_OK):
+                found = candidate
+                break
+    if not found:
+        raise NotSupported(f"a private server needs {name}, which is not installed here: {install}")
+    return found
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in path.split("/") if part.isdigit())
+
+
+# -- registry ------------------------------------------------------------------------------------
+
+#: backend alias -> the dotted path of the private server class it restarts (imported lazily).
+PRIVATE_SERVERS: dict[str, str] = {
+    "redis-list": "queues.server_kinds.RedisServer",
+    "redis-list-noack": "queues.server_kinds.RedisServer",
+    "redis-stream": "queues.server_kinds.RedisServer",
+    "postgres": "queues.server_kinds.PostgresServer",
+    "postgres-notify": "queues.server_kinds.PostgresServer",
+    "mysql": "queues.server_kinds.MariaDBServer",
+}
+
+
+def private_server_class(alias: str) -> type[PrivateServer]:
+    """The private server class of backend ``alias``. Raises ``UnknownBackend`` for an alias no
+    backend has, ``NotSupported`` for a backend without a private server."""
+    if alias not in PRIVATE_SERVERS:
+        if alias not in BACKENDS:
+            backend_class(alias)  # raises UnknownBackend, with a "did you mean"
+        raise NotSupported(
+            f"{alias} has no private server to restart; restart-server takes: {', '.join(sorted(PRIVATE_SERVERS))}"
+        )
+    module, _, name = PRIVATE_SERVERS[alias].rpartition(".")
+    cls: type[PrivateServer] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def private_server(alias: str, *, persistence: str | None = None) -> PrivateServer:
+    """A private server (not started yet) for backend ``alias``. Raises as
+    ``private_server_class``, and ``NotSupported`` for a persistence its kind does not have or a
+    program that is not installed, naming it and how to install it."""
+    return private_server_class(alias)(persistence)
+
+
+def private_server_kinds() -> dict[str, tuple[str, ...]]:
+    """``{alias: persistence modes, default first}`` of every backend that can take
+    ``restart-server``."""
+    return {alias: private_server_class(alias).persistence_modes for alias in sorted(PRIVATE_SERVERS)}
