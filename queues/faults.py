@@ -386,7 +386,7 @@ class CutConnectionsAt(TimedFault):
 
     def check(self, backend: Backend) -> None:
         if not backend.can_cut_connections():
-            raise NotSupported(f"{backend.name} has no server connections to cut (cut-connections)")
+            raise NotSupported(f"{backend.name} has no server whose connections could be cut")
 
     def apply(self, run: RunHandle) -> str:
         deadline = time.monotonic() + CUT_SEARCH_S
@@ -404,9 +404,9 @@ class RestartServerAt(TimedFault):
     background = True
 
     def check(self, backend: Backend) -> None:
-        from queues.servers import private_server_check  # the servers module needs no backend import
+        from queues.servers import private_server
 
-        private_server_check(backend.name, self.spec.persistence)
+        private_server(backend.name, persistence=self.spec.persistence)  # refuses a kind or mode it lacks; no I/O
 
     def apply(self, run: RunHandle) -> str:
         if run.server is None:

@@ -237,12 +237,6 @@ class Backend:
         Implementations run inside ``deleting``, so a failure names the queue in the log."""
         raise NotImplementedError
 
-    def cut_connections(self, queue: str) -> int:
-        """Ask the server to close the connections of ``queue``'s workers (this run's only,
-        never the control connection's nor anyone else's) and return how many it closed (0:
-        none found yet). The ``cut-connections`` fault."""
-        raise NotSupported(f"{self.name} has no server connections to cut")
-
     def can_cut_connections(self) -> bool:
         """Whether ``cut_connections`` is implemented (asked before a run, without I/O)."""
         return type(self).cut_connections is not Backend.cut_connections
