@@ -101,6 +101,7 @@ class Accounting:
         #: and a killed producer's last call (its replacement resumes after the last one counted).
         self.resend_bound = 0
         self.t0_ns: int | None = None  # the start signal on time.time_ns, set by the runner
+        self.producers_disrupted = 0  # producers killed or reconnected: their unconfirmed sends may be lost
         #: The measured window's end on ``time.time_ns`` (steady runs), set at the start signal:
         #: what arrives before it counts towards ``unique_by_window_end`` (a running total, so
         #: that an hour-long run keeps no list of receipts).
@@ -120,6 +121,7 @@ class Accounting:
                 self.tally.last_window_send_ns = max(self.tally.last_window_send_ns, message.last_window_send_ns)
             case Reconnected():
                 self.reconnects += 1
+                self.producers_disrupted += message.role == PRODUCER
                 self.resend_bound += message.resent
                 t_s = (message.at_ns - self.t0_ns) / 1e9 if self.t0_ns else 0.0
                 self.mark(t_s, "reconnect", f"{message.role} {message.index}",
@@ -166,6 +168,7 @@ class Accounting:
         self.kills.append(Kill(role, index, reason, reported, self.ledger.unique))
         if role == PRODUCER:  # the call it was in may have reached the queue, and is sent again
             self.resend_bound += self.spec.events_per_message * self.spec.batch
+            self.producers_disrupted += 1
 
     def killed_workers(self) -> list[dict[str, Any]]:
         """Every worker the runner killed: role, index, why, the events it had reported, and

@@ -31,6 +31,8 @@ from queues.ledger import Ledger, LedgerResult
 from queues.messages import CONSUMER, PRODUCER
 from queues.metrics import Sample
 from queues.summary import (
+    LOST_IN_RESTART,
+    LOST_UNCONFIRMED,
     drain_seconds,
     fault_figures,
     guarantee_contradictions,
@@ -316,9 +318,13 @@ class Runner:
         ledger = accounting.ledger.result()
         restarted = any(f.spec.kind == "restart-server" and f.outcome for f in self.timed_faults)
         durable = self.server.durable if self.server is not None else caps.durable
+        explained = (
+            LOST_IN_RESTART if restarted and not durable
+            else LOST_UNCONFIRMED if accounting.producers_disrupted and not caps.confirmed_sends else None
+        )
         loss_error, finding = loss_judgement(
             lost=ledger.lost, at_least_once=caps.acks and caps.redelivers_on_crash, backend=self.backend.name,
-            lost_in_restart=restarted and not durable,
+            explained=explained,
         )
         if status == SUCCEEDED and loss_error:
             status, error = FAILED, loss_error  # an at-least-once backend lost events: not a success
@@ -345,7 +351,7 @@ class Runner:
             summary["redelivered"] = max(0, ledger.duplicates - accounting.resend_bound)
             summary["contradictions"] = guarantee_contradictions(
                 guarantee=caps.guarantee(), lost=ledger.lost, duplicates=ledger.duplicates,
-                resend_bound=accounting.resend_bound, lost_in_restart=restarted and not durable,
+                resend_bound=accounting.resend_bound, loss_explained=explained is not None,
                 redelivery_causes=accounting.reconnects + len(accounting.kills) + sum(
                     1 for f in self.timed_faults if f.outcome and f.spec.kind in REDELIVERY_CAUSES
                 ),

@@ -116,20 +116,30 @@ RECOVERY_TOLERANCE = 0.10  # recovered: the consume rate within 10% of the offer
 RECOVERY_HOLD_S = 3.0  # ... for this long
 
 
+#: Why a loss on an at-least-once backend can be what its settings allow rather than a failure
+#: of its delivery (``loss_judgement``'s ``explained``).
+LOST_IN_RESTART = (
+    "the server restarted without persistence, so what its queue held went with it (a durability setting, "
+    "not a delivery failure)"
+)
+LOST_UNCONFIRMED = (
+    "a producer was killed or cut off while its sends were unconfirmed (no publisher confirms), so what it "
+    "had sent may never have reached the queue (a publishing setting, not a delivery failure)"
+)
+
+
 def loss_judgement(
-    *, lost: int, at_least_once: bool, backend: str, lost_in_restart: bool = False
+    *, lost: int, at_least_once: bool, backend: str, explained: str | None = None
 ) -> tuple[str | None, str | None]:
     """``(error, finding)`` for ``lost`` events: on a backend that declares at-least-once
     delivery a loss is a failure of the run (the error); on an at-most-once one it is what the
-    backend promises, a finding of the run, and so is a loss in a restart of a server that
-    keeps nothing on disk (``lost_in_restart``): its durability, not its delivery, failed."""
+    backend promises, a finding of the run, and so is a loss ``explained`` by a setting in force
+    (``LOST_IN_RESTART``, ``LOST_UNCONFIRMED``): its durability or its publishing, not its
+    delivery, failed."""
     if not lost:
         return None, None
-    if lost_in_restart:
-        return None, (
-            f"{lost:,} event(s) lost: the server restarted without persistence, so what its queue held "
-            "went with it (a durability setting, not a delivery failure)"
-        )
+    if explained:
+        return None, f"{lost:,} event(s) lost: {explained}"
     if at_least_once:
         return f"{lost:,} event(s) lost on an at-least-once backend ({backend})", None
     return None, (
@@ -353,15 +363,15 @@ def fault_figures(
 
 def guarantee_contradictions(
     *, guarantee: str, lost: int, duplicates: int, resend_bound: int, redelivery_causes: int,
-    lost_in_restart: bool = False,
+    loss_explained: bool = False,
 ) -> list[str]:
     """How a run's outcome contradicts the delivery guarantee its backend declares (empty: it
     does not). ``redelivery_causes`` counts what can make a queue deliver a message again
     (consumers killed, paused or cut off, connections reopened, a server restarted);
     ``resend_bound`` what producers may have sent twice themselves.
 
-    - at-least-once: no event lost (except in a restart of a server that keeps nothing on disk,
-      a durability finding); a duplicate beyond the producers' resends needs a cause (a
+    - at-least-once: no event lost (except where ``loss_explained``: a restart of a server that
+      keeps nothing on disk, a producer lost with unconfirmed sends); a duplicate beyond the producers' resends needs a cause (a
       message acked is delivered once);
     - at-most-once: a message is never delivered twice by the queue: any duplicate beyond the
       producers' resends contradicts it.
@@ -369,7 +379,7 @@ def guarantee_contradictions(
     found = []
     redelivered = max(0, duplicates - resend_bound)
     if guarantee == "at-least-once":
-        if lost and not lost_in_restart:
+        if lost and not loss_explained:
             found.append(f"declares at-least-once, but {lost:,} event(s) were lost")
         if redelivered and not redelivery_causes:
             found.append(

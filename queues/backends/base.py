@@ -51,6 +51,9 @@ class Capabilities:
     push: bool = False  # the server wakes the consumer (LISTEN, basic_consume)
     fifo: bool = True  # one producer's messages arrive in order to a single consumer
     processes: bool = True  # producers and consumers may be separate OS processes
+    # send_batch returns once the server holds the messages; False: what a producer killed or cut
+    # off had sent may never have arrived (RabbitMQ without publisher confirms)
+    confirmed_sends: bool = True
 
     def extend(self, **changes: bool) -> Capabilities:
         """A copy with some guarantees changed (kombu's ``Implements.extend``)."""

@@ -202,7 +202,9 @@ class MultiprocessBackend(Backend):
     """
 
     name = "memory-mp"
-    capabilities = Capabilities(acks=False, redelivers_on_crash=False, durable=False, native_batch=True, push=True)
+    # a put returns before the feeder thread wrote it: a killed producer loses what it buffered
+    capabilities = Capabilities(acks=False, redelivers_on_crash=False, durable=False, native_batch=True, push=True,
+                                confirmed_sends=False)
     options = (
         Option("consume_cost_us", float, 0.0, "simulated work per message in each consumer (0: none)",
                minimum=0, maximum=1e7, unit="us"),

@@ -93,6 +93,8 @@ class RabbitMQBackend(Backend):
         self.management = ManagementApi(self.url, int(self.option_values["management_port"]))
         if self.persistent or self.queue_type == "quorum":
             self.capabilities = self.capabilities.extend(durable=True)
+        if self.confirms == "off":  # a publish returns before the broker has it
+            self.capabilities = self.capabilities.extend(confirmed_sends=False)
         self._link: Link | None = None
 
     def _fresh_state(self) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def test_a_dip_restarts_the_stretch_and_a_run_that_never_recovers_says_none():
     ({"guarantee": "at-least-once", "lost": 3, "duplicates": 0, "resend_bound": 0, "redelivery_causes": 1},
      ["declares at-least-once, but 3 event(s) were lost"]),
     ({"guarantee": "at-least-once", "lost": 3, "duplicates": 0, "resend_bound": 0, "redelivery_causes": 1,
-      "lost_in_restart": True}, []),
+      "loss_explained": True}, []),
     ({"guarantee": "at-least-once", "lost": 0, "duplicates": 5, "resend_bound": 0, "redelivery_causes": 0},
      ["without a redelivery"]),
     ({"guarantee": "at-least-once", "lost": 0, "duplicates": 5, "resend_bound": 100, "redelivery_causes": 0}, []),
