@@ -40,8 +40,11 @@ class RedisServer(PrivateServer):
 
     def ping(self) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        client = redis.Redis(port=self.port, socket_connect_timeout=PING_TIMEOUT_S, socket_timeout=PING_TIMEOUT_S)
+        client = redis.Redis(port=self.port, socket_connect_timeout=PING_TIMEOUT_S, socket_timeout=PING_TIMEOUT_S,
+                             retry=Retry(NoBackoff(), 0))  # the caller asks again; redis-py's retries back off for seconds
         try:
             client.ping()  # raises BusyLoadingError while the AOF replays
         finally:

@@ -128,22 +128,26 @@ class PrivateServer:
         start whose port was taken meanwhile tries another. Idempotent while it runs.
 
         Raises ``BackendUnavailable`` with the last line of the server's log when it does not
-        come up (it is stopped then)."""
+        come up: it is stopped then, and after a failed first start its directory is removed."""
         if self.running:
             return
-        first = self.dir is None
-        if first:
-            self._prepare()
-        for attempt in range(1, PORT_ATTEMPTS + 1):
-            try:
-                self._spawn()
-                break
-            except BackendUnavailable:
-                if not first or attempt == PORT_ATTEMPTS:
-                    raise
-                self.port = free_port()  # another process took it between the probe and the bind
-        if first:
+        if self.dir is not None:
+            self._spawn()
+            return
+        self._prepare()
+        try:
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                try:
+                    self._spawn()
+                    break
+                except BackendUnavailable:
+                    if attempt == PORT_ATTEMPTS:
+                        raise
+                    self.port = free_port()  # another process took it between the probe and the bind
             self.after_first_start()
+        except BaseException:
+            self.close()  # a context manager's __exit__ does not run when __enter__ raises
+            raise
 
     def restart(self, downtime_s: float = 0.0) -> float:
         """Crash the server (SIGKILL to its process group), wait ``downtime_s``, start it again
