@@ -27,6 +27,7 @@ import glob
 import importlib
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +39,7 @@ from typing import Any, ClassVar
 from queues.backends import BACKENDS, backend_class
 from queues.errors import BackendUnavailable, NotSupported
 from queues.lifeline import die_with_parent
+from queues.process_groups import group_members, kill_group, process_alive, process_start_time
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,6 @@ DIR_PREFIX = "imq-server-"
 OWNER_FILE, SERVER_FILE, LOG_FILE = "owner.pid", "server.pid", "server.log"
 #: Longest a start (or the start after a restart) may take before it is reported as failed.
 START_TIMEOUT_S = 30.0
-#: Longest the processes of a killed server may take to be gone.
-EXIT_TIMEOUT_S = 10.0
 #: Starts tried on new ports when the first one's port was taken in the meantime.
 PORT_ATTEMPTS = 3
 POLL_S = 0.02
@@ -260,53 +260,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """``/proc/<pid>/stat`` after the command name: state, ppid, pgrp, ...; ``None`` if gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()
-    except OSError:
-        return None
-
-
-def process_start_time(pid: int) -> str:
-    """When ``pid`` started, in clock ticks since boot (``""`` if unknown): with the pid, an
-    identity no later process can share."""
-    fields = _stat_fields(pid)
-    return fields[19] if fields else ""
-
-
-def process_alive(pid: int, start_time: str = "") -> bool:
-    """Whether ``pid`` runs (a zombie does not), and is the one started at ``start_time``."""
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] != "Z" and (not start_time or fields[19] == start_time)
-
-
-def group_members(pgid: int) -> list[int]:
-    """The live (not zombie) processes of process group ``pgid``. Read from ``/proc``:
-    ``killpg(pgid, 0)`` also counts zombies, which a container's init may never reap."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _stat_fields(int(entry))) and fields[0] != "Z" and fields[2] == str(pgid):
-            members.append(int(entry))
-    return members
-
-
-def kill_group(pgid: int) -> None:
-    """SIGKILL every process of group ``pgid`` and wait (at most ``EXIT_TIMEOUT_S``) until none
-    is left: the next server on the same data must not meet the last one's processes."""
-    deadline = time.monotonic() + EXIT_TIMEOUT_S
-    while group_members(pgid):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        if time.monotonic() >= deadline:
-            log.warning("process group %d outlived SIGKILL for %g s", pgid, EXIT_TIMEOUT_S)
-            return
-        time.sleep(POLL_S)
-
-
 def _write(path: str, text: str) -> None:
     with open(path, "w") as out:
         out.write(text)
@@ -328,16 +281,44 @@ def private_server_dirs() -> list[str]:
     return sorted(glob.glob(os.path.join(tempfile.gettempdir(), f"{DIR_PREFIX}*")))
 
 
+def owner_pid(directory: str) -> int:
+    """The pid of the process that started the server of ``directory`` (0: unknown)."""
+    pid = _read(os.path.join(directory, OWNER_FILE)).partition(" ")[0]
+    return int(pid) if pid.isdigit() else 0
+
+
 def owner_alive(directory: str) -> bool:
     """Whether the process that started the server of ``directory`` still runs."""
     pid, _, start_time = _read(os.path.join(directory, OWNER_FILE)).partition(" ")
     return pid.isdigit() and process_alive(int(pid), start_time)
 
 
+def server_pid(directory: str) -> int:
+    """The pid of the server of ``directory``, the leader of its process group (0: none yet)."""
+    pid = _read(os.path.join(directory, SERVER_FILE))
+    return int(pid) if pid.isdigit() else 0
+
+
 def server_group(directory: str) -> list[int]:
     """The live processes of the server of ``directory`` (its process group)."""
-    pid = _read(os.path.join(directory, SERVER_FILE))
-    return group_members(int(pid)) if pid.isdigit() else []
+    pid = server_pid(directory)
+    return group_members(pid) if pid else []
+
+
+def private_server_processes() -> dict[int, str]:
+    """``{pid: directory}`` of the live processes whose command line names a private server's
+    directory (the servers, and what they started), whether or not the directory still exists."""
+    in_command = re.compile(re.escape(os.path.join(tempfile.gettempdir(), DIR_PREFIX)) + r"[^/\s]*")
+    found = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read().decode(errors="replace")
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        if (named := in_command.search(command)) and process_alive(int(entry)):
+            found[int(entry)] = named[0]
+    return found
 
 
 def stale_private_servers_cleanup() -> list[str]:
@@ -348,9 +329,8 @@ def stale_private_servers_cleanup() -> list[str]:
     for directory in private_server_dirs():
         if owner_alive(directory) or (_younger_than(directory, 60.0) and not _read(os.path.join(directory, OWNER_FILE))):
             continue
-        pid = _read(os.path.join(directory, SERVER_FILE))
-        if pid.isdigit():
-            kill_group(int(pid))
+        if pid := server_pid(directory):
+            kill_group(pid)
         shutil.rmtree(directory, ignore_errors=True)
         removed.append(directory)
     return removed

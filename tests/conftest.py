@@ -1,7 +1,12 @@
+import contextlib
+import os
+import shutil
+import signal
 import uuid
 
 import pytest
 
+from queues import servers
 from queues.backends import BACKENDS, Backend, backend_class
 from tests.faults import CUTTERS
 from tests.services import connected_backend, queue_of  # noqa: F401 - a fixture
@@ -14,6 +19,41 @@ def pytest_configure(config):
         "('processes' = workers are processes that can be killed; 'server' = the queue lives in a server "
         "that can drop the run's connections)",
     )
+
+
+SERVERS_BEFORE = pytest.StashKey[set[str]]()
+
+
+def pytest_sessionstart(session):
+    session.stash[SERVERS_BEFORE] = set(servers.private_server_dirs())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session when it left a private server behind (a directory or a process), and
+    remove it: every test must close what it started, even when it fails."""
+    before = session.stash.get(SERVERS_BEFORE, set())
+    ours = {d for d in servers.private_server_dirs() if d not in before
+            and (not servers.owner_alive(d) or servers.owner_pid(d) == os.getpid())}
+    # a server may rename itself (redis-server shows "127.0.0.1:<port>"): its group, from the
+    # directory's pid file, and any process that names a directory of ours or a removed one
+    processes = {pid: d for d in ours for pid in servers.server_group(d)}
+    processes.update((pid, d) for pid, d in servers.private_server_processes().items()
+                     if d in ours or (d not in before and not os.path.exists(d)))
+    if not ours and not processes:
+        return
+    for directory in ours:  # each server leads a session of its own: its whole group goes
+        if (leader := servers.server_pid(directory)) and servers.group_members(leader):
+            servers.kill_group(leader)
+    for pid in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for directory in ours:
+        shutil.rmtree(directory, ignore_errors=True)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"FAILED: private servers left behind (now removed): directories {sorted(ours)}, "
+                            f"processes {sorted(processes)}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _has(alias: str, capability: str) -> bool:
