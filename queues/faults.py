@@ -399,9 +399,9 @@ class CutConnectionsAt(TimedFault):
 
 class RestartServerAt(TimedFault):
     """``restart-server``: crash the run's private server (SIGKILL) and start it again on the
-    same port and data; what survives is what its persistence keeps."""
-
-    background = True
+    same port and data; what survives is what its persistence keeps. On the runner's own thread,
+    not one of its own: a private server dies with the thread that started it (PR_SET_PDEATHSIG
+    follows the thread), and the restart takes a fraction of a second."""
 
     def check(self, backend: Backend) -> None:
         from queues.servers import private_server

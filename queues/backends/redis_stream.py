@@ -156,7 +156,7 @@ class _StreamConsumer(RedisConsumer):
     backend: RedisStreamBackend
 
     def __init__(self, backend: RedisStreamBackend, queue: str, group: str) -> None:
-        self.backend, self.group = backend, group
+        self.backend, self.group, self.queue = backend, group, queue
         self.key, self.dead = backend.stream_key(queue), backend.dead_key(queue)
         self.name = uuid.uuid4().hex[:12]
         self.client = backend.new_client("consumer", queue)
@@ -171,10 +171,20 @@ class _StreamConsumer(RedisConsumer):
 
     def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
         with self.backend.converting("receive from"):
-            self._housekeeping()
-            entries = self._claim(max_messages) if time.monotonic() >= self.next_claim else []
-            if not entries:
-                entries = self._read(max_messages, timeout_s)
+            try:
+                self._housekeeping()
+                entries = self._claim(max_messages) if time.monotonic() >= self.next_claim else []
+                if not entries:
+                    entries = self._read(max_messages, timeout_s)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # the server lost the group (restarted without persistence): declare it again,
+                # from the start of what the stream holds now; what it held before is gone
+                log.warning("%s: the consumer group of %s is gone (a server restart?); creating it again",
+                            self.backend.name, self.key)
+                self.backend.create_group(self.client, self.queue, self.group)
+                return Batch()
         if not entries:
             return Batch()
         return Batch(list(map(_body, map(_fields, entries))), list(map(_entry_id, entries)))
