@@ -94,6 +94,8 @@ def test_qcluster_scales_and_serves_its_metrics_from_its_own_folder(compose):
     # `--scale qcluster=N` fails on a fixed container name or host port
     assert "container_name" not in qcluster and "ports" not in qcluster
     assert "metrics_serve" in qcluster["command"][-1] and "qcluster" in qcluster["command"][-1]
+    # SIGTERM to the cluster's main process only (init forwards it), time to cancel a run
+    assert qcluster["init"] is True and qcluster["stop_grace_period"] == "60s"
     assert "metrics_reset" in compose["services"]["web"]["command"][-1]
     # a metrics folder is never shared between containers: it stays inside each one (/tmp)
     for name in ("web", "qcluster"):
