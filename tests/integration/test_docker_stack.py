@@ -310,4 +310,4 @@ def test_the_dockerfile_installs_from_pyproject_and_runs_as_a_user(compose):
     assert compose["services"]["web"]["build"]["dockerfile"] == "docker/Dockerfile"
     # BuildKit reads the ignore file that sits beside the Dockerfile: no venv, database or .git
     ignored = (DOCKER / "Dockerfile.dockerignore").read_text().split()
-    assert {".git", ".venv", "*.sqlite3"} <= set(ignored)
+    assert {".git", ".venv", "*.sqlite3", "docker/.env"} <= set(ignored)
