@@ -276,6 +276,8 @@ class TimedFault(FaultHooks):
         self.outcome: str | None = None
         self._thread: threading.Thread | None = None
         self._result: tuple[str | None, BaseException | None] = (None, None)
+        self.run_ended = threading.Event()  # a slow fault still at work stops trying
+        self.late_error: str | None = None  # it failed only as the run ended (the runner fails the run)
 
     def apply(self, run: RunHandle) -> str:
         raise NotImplementedError
@@ -320,11 +322,15 @@ class TimedFault(FaultHooks):
         run.mark(self.spec.kind, self.spec.target_label(), outcome or "", t_s=self.applied_at_s)
 
     def end(self, run: RunHandle) -> None:
-        if self._thread is not None:  # a slow fault still at work when the run ended: wait for it
+        self.run_ended.set()
+        if self._thread is not None:  # a slow fault still at work when the run ended: let it finish
             self._thread.join(timeout=CUT_SEARCH_S + 30)
             self._thread = None
             outcome, error = self._result
             self.outcome = outcome if error is None else f"could not be applied: {error}"
+            if error is not None:
+                self.late_error = f"fault {self.spec.text()} could not be applied: {error}"
+            run.mark(self.spec.kind, self.spec.target_label(), self.outcome or "", t_s=self.applied_at_s)
 
     def report(self) -> dict[str, Any]:
         """The fault in the summary: what, when it was due and applied, on what, its outcome
@@ -391,6 +397,8 @@ class CutConnectionsAt(TimedFault):
     def apply(self, run: RunHandle) -> str:
         deadline = time.monotonic() + CUT_SEARCH_S
         while (closed := run.backend.cut_connections(run.queue)) == 0:
+            if self.run_ended.is_set():
+                raise FaultFailed("the run's workers had finished before the server showed their connections")
             if time.monotonic() > deadline:
                 raise FaultFailed(f"the server showed none of the run's connections within {CUT_SEARCH_S:g} s")
             time.sleep(0.2)

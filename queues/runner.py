@@ -105,9 +105,9 @@ class Runner:
         self.should_cancel = should_cancel or (lambda: False)
         # the spec's faults, then the declared ``Faults`` or fault objects of any kind (see
         # ``queues.faults.Fault``) a test or a benchmark adds
-        self.timed_faults: list[TimedFault] = from_spec(spec.fault_specs)
         extra = build(faults) if isinstance(faults, Faults) else list(faults or [])
-        self.faults: list[Fault] = [*self.timed_faults, *extra]
+        self.faults: list[Fault] = [*from_spec(spec.fault_specs), *extra]
+        self.timed_faults = [f for f in self.faults if isinstance(f, TimedFault)]  # reported in the summary
         for fault in self.faults:
             fault.check(backend)
         self.server = server
@@ -156,6 +156,9 @@ class Runner:
             backend.reconnecting(backend.purge, self.queue)
             backend_env = backend.reconnecting(backend.environment)
             status, error = self._run_workers()
+            late = next((f.late_error for f in self.timed_faults if f.late_error), None)
+            if late and status == SUCCEEDED:  # never a clean outcome for a fault that did not happen
+                status, error = FAILED, late
             status, error = self._final_drain(status, error)
         finally:
             left = self._cleanup()

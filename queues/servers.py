@@ -321,14 +321,21 @@ def private_server_processes() -> dict[int, str]:
     return found
 
 
-def stale_private_servers_cleanup() -> list[str]:
-    """Remove the private server directories whose owner is gone (killed before ``close``),
-    killing their server first if it still runs; return the directories removed. A directory
+def stale_private_servers() -> list[str]:
+    """The private server directories whose owner is gone (killed before ``close``). A directory
     without an owner file yet (being created) counts as live for a minute."""
+    return [
+        directory for directory in private_server_dirs()
+        if not owner_alive(directory)
+        and not (_younger_than(directory, 60.0) and not _read(os.path.join(directory, OWNER_FILE)))
+    ]
+
+
+def stale_private_servers_cleanup() -> list[str]:
+    """Remove the directories of ``stale_private_servers``, killing their server first if it
+    still runs; return the directories removed."""
     removed = []
-    for directory in private_server_dirs():
-        if owner_alive(directory) or (_younger_than(directory, 60.0) and not _read(os.path.join(directory, OWNER_FILE))):
-            continue
+    for directory in stale_private_servers():
         if pid := server_pid(directory):
             kill_group(pid)
         shutil.rmtree(directory, ignore_errors=True)

@@ -84,3 +84,26 @@ def test_an_executor_is_alive_only_while_its_process_runs():
     assert not executor_alive(pid=reaped_pid(), started_at=now)
     # a process started well after the run is another one that reused the pid
     assert not executor_alive(pid=os.getpid(), started_at=now - timezone.timedelta(days=3650))
+
+
+@pytest.mark.django_db
+def test_cleanup_removes_a_private_server_whose_run_is_gone(tmp_path, monkeypatch, capsys):
+    """A runner SIGKILLed with a private server (restart-server) leaves its directory: the
+    server died with it (tests/backends/test_private_servers.py), ``cleanup`` removes the rest."""
+    import tempfile
+
+    from django.core.management import call_command
+
+    from queues.servers import DIR_PREFIX, OWNER_FILE
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stale, live = tmp_path / f"{DIR_PREFIX}redis-stale", tmp_path / f"{DIR_PREFIX}redis-live"
+    for directory, owner in ((stale, reaped_pid()), (live, os.getpid())):
+        directory.mkdir()
+        (directory / OWNER_FILE).write_text(f"{owner} 0" if owner != os.getpid() else str(owner))
+    call_command("cleanup", "--backend", "memory", "--dry-run")
+    assert f"would remove the private server {stale}" in capsys.readouterr().out and stale.exists()
+    call_command("cleanup", "--backend", "memory")
+    out = capsys.readouterr().out
+    assert f"removed the private server {stale}" in out and str(live) not in out
+    assert not stale.exists() and live.exists()

@@ -140,7 +140,10 @@ def test_a_run_is_stored_with_samples_environment_and_figures(capsys):
 
 @pytest.mark.django_db
 def test_a_run_that_fails_midway_is_stored_as_failed_with_its_error(monkeypatch):
+    from queues import workers
     from queues.backends import BACKENDS
+
+    monkeypatch.setattr(workers, "RECONNECT_GIVE_UP_S", 0.3)  # the server stays gone: stop reconnecting soon
 
     # a backend whose producer loses its server after a few batches (tests/unit/test_runner.py)
     monkeypatch.setitem(BACKENDS, "server-lost", "tests.unit.test_runner.ServerLostBackend")

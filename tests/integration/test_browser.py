@@ -2,8 +2,8 @@
 for Python through ``executable_path``) against daphne and a real ``qcluster``.
 
 A user logs in, launches an experiment from the admin, watches its live page (the counters and
-the charts move, the verdict appears), launches it again from the page and cancels that run
-from the page. Screenshots are saved in ``ARTIFACTS`` (printed at the end of the test).
+the charts move, the markers of its faults appear, the verdict appears), launches it again from
+the page and cancels that run from the page. Screenshots are saved in ``ARTIFACTS`` (printed at the end of the test).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def test_launch_watch_and_cancel_in_a_real_browser(stack, browser):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     out = stack.manage("shell", "-c", "from experiments.models import Experiment; print(Experiment.objects.create("
                                       "name='browser-steady', backend='memory-mp', rate_eps=2000.0, duration_s=6.0, "
-                                      "warmup_s=0.0).pk)")
+                                      "warmup_s=0.0, faults=['poison@1:2', 'pause-consumer@2:0.5']).pk)")
     experiment = int(out.stdout.strip().splitlines()[-1])
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
     page.set_default_timeout(TIMEOUT_MS)
@@ -90,7 +90,16 @@ def test_launch_watch_and_cancel_in_a_real_browser(stack, browser):
     assert page.inner_text("#verdict").strip() == "exact"
     assert page.inner_text("#status").strip() == "succeeded"
     assert number(page.inner_text("#unique")) == 12_000
+    # each fault is a marker on the charts and a row under them, with what came of it
+    markers = page.inner_text("#charts table.imq-markers")
+    for words in ("poison", "2 malformed message(s) sent", "pause-consumer", "consumer 0", "resume"):
+        assert words in markers, markers
     page.screenshot(path=str(ARTIFACTS / "live-run-ended.png"), full_page=True)
+    page.goto(stack.url(f"/admin/experiments/run/{run_id}/change/"))
+    assert "pause-consumer@2:0.5" in page.inner_text("table.imq-faults")
+    page.wait_for_selector(".imq-charts table.imq-markers")
+    page.screenshot(path=str(ARTIFACTS / "admin-run-faults.png"), full_page=True)
+    page.goto(stack.url(f"/dashboard/runs/{run_id}/"))
 
     # launch it again from the page, then cancel that run from its page
     page.click("#launch-again")

@@ -132,3 +132,21 @@ def test_a_fault_that_cannot_be_applied_fails_the_run_with_its_reason():
     result = steady_run(extra=[NotPermitted(FaultSpec("kill-consumer", 0.5))])
     assert result.status == FAILED
     assert result.error == "fault kill-consumer@0.5 could not be applied: [Errno 1] Operation not permitted"
+
+
+class RefusedAsTheRunEnds(TimedFault):
+    """A slow fault (on a thread of its own) still at work when the run ends, then refused."""
+
+    background = True
+
+    def apply(self, run):
+        self.run_ended.wait(30)
+        raise PermissionError(1, "Operation not permitted")
+
+
+def test_a_slow_fault_refused_as_the_run_ends_still_fails_the_run():
+    result = steady_run(extra=[RefusedAsTheRunEnds(FaultSpec("cut-connections", 3.5))])
+    assert result.status == FAILED
+    assert result.error == "fault cut-connections@3.5 could not be applied: [Errno 1] Operation not permitted"
+    [marker] = [m for m in result.summary["markers"] if m["kind"] == "cut-connections"]
+    assert marker["outcome"].startswith("could not be applied")

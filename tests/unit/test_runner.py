@@ -22,15 +22,17 @@ class _BrokenAfter(_PipeProducer):
 
     limit = 3
 
-    def __init__(self, *args, acked):
+    def __init__(self, *args, acked, server_gone):
         super().__init__(*args)
         self.acked, self.sent_batches, self.sent_messages = acked, 0, 0
+        self.server_gone = server_gone
 
     def send_batch(self, messages):
         if self.sent_batches == self.limit:
             deadline = time.monotonic() + 30
             while self.acked.value < self.sent_messages and time.monotonic() < deadline:
                 time.sleep(0.005)  # polling a shared counter: no pytest helpers in a forked worker
+            self.server_gone.value = 1  # and it stays gone: the producer's reconnects are refused
             raise BackendUnavailable("memory-mp: connection lost (simulated)")
         super().send_batch(messages)
         self.sent_batches, self.sent_messages = self.sent_batches + 1, self.sent_messages + len(messages)
@@ -48,12 +50,20 @@ class _AckCounting(_PipeConsumer):
 
 
 class ServerLostBackend(MultiprocessBackend):
+    """Its server goes away for good after three batches: a producer's connection is lost, and
+    every new one is refused, so the producer's reconnecting gives up (``server_lost_for_good``
+    makes that take 0.3 s instead of ``RECONNECT_GIVE_UP_S``)."""
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.acked = multiprocessing.get_context("fork").Value("q", 0)  # shared with the forked workers
+        context = multiprocessing.get_context("fork")
+        self.acked = context.Value("q", 0)  # shared with the forked workers
+        self.server_gone = context.Value("b", 0)
 
     def producer(self, queue):
-        return _BrokenAfter(self._get(queue), acked=self.acked)
+        if self.server_gone.value:
+            raise BackendUnavailable("memory-mp: connection lost (simulated): refused")
+        return _BrokenAfter(self._get(queue), acked=self.acked, server_gone=self.server_gone)
 
     def consumer(self, queue, *, group="default"):
         return _AckCounting(self._get(queue), acked=self.acked)
@@ -75,7 +85,15 @@ def run(backend, **fields):
     return Runner(spec, backend, run_id=uuid.uuid4().hex[:8])
 
 
-def test_a_server_lost_mid_run_fails_the_run_and_keeps_the_counts():
+@pytest.fixture
+def server_lost_for_good(monkeypatch):
+    """Workers stop reconnecting after 0.3 s (inherited by the forked workers)."""
+    from queues import workers
+
+    monkeypatch.setattr(workers, "RECONNECT_GIVE_UP_S", 0.3)
+
+
+def test_a_server_lost_mid_run_fails_the_run_and_keeps_the_counts(server_lost_for_good):
     result = run(ServerLostBackend(), events=10_000, batch=100).run()
     assert result.status == FAILED
     assert "connection lost (simulated)" in result.error

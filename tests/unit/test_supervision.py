@@ -84,8 +84,9 @@ def test_a_worker_that_fails_fails_the_ready_barrier_with_its_error(make):
         supervisor.await_ready()
 
 
-def test_a_killed_worker_is_expected_but_a_worker_dying_on_its_own_is_not(make):
+def test_a_killed_worker_is_replaced_whoever_killed_it(make):
     supervisor, _, _ = make(events=10, consumers=2)
+    supervisor.replace_after_s = 0.0
     first, second = supervisor.spawn("consumer", 0), supervisor.spawn("consumer", 1)
     supervisor.await_ready()
     supervisor.kill(first, reason="a test")
@@ -93,8 +94,31 @@ def test_a_killed_worker_is_expected_but_a_worker_dying_on_its_own_is_not(make):
     supervisor.check()  # killed on purpose: not a failure
     os.kill(second.pid, signal.SIGKILL)  # as the OOM killer would
     second.handle.join(timeout=WAIT_S)
-    with pytest.raises(QueueError, match="consumer 1 died unexpectedly"):
+    supervisor.check()  # killed from outside the run: replaced as well, not a failure
+    assert second.killed and second.kill_reason == "killed from outside the run by SIGKILL"
+    wait_for(lambda: len(supervisor.consumers()) == 4 and all(w.ready for w in supervisor.consumers()[2:]),
+             supervisor)
+    assert [w.index for w in supervisor.consumers()] == [0, 1, 2, 3] and supervisor.replaced == 2
+
+
+class _EndsOnItsOwn(MultiprocessBackend):
+    """A consumer that exits with status 3 at its first receive: not killed, not done."""
+
+    def consumer(self, queue, *, group="default"):
+        consumer = super().consumer(queue, group=group)
+        consumer.receive_batch = lambda *args: os._exit(3)
+        return consumer
+
+
+def test_a_worker_ending_on_its_own_fails_the_run(make):
+    supervisor, context, _ = make(backend=_EndsOnItsOwn(), events=10)
+    worker = supervisor.spawn("consumer", 0)
+    supervisor.await_ready()
+    context.start.set()
+    worker.handle.join(timeout=WAIT_S)
+    with pytest.raises(QueueError, match=r"consumer 0 died unexpectedly \(exit code 3\)"):
         supervisor.check()
+    assert supervisor.replacements == []
 
 
 def test_a_report_to_a_runner_that_is_gone_raises_runner_gone():

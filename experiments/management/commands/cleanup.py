@@ -8,12 +8,14 @@ from django.core.management.base import BaseCommand, CommandError
 from experiments.cleanup import leftovers_remove
 from queues.errors import QueueError
 from queues.launch import NAMESPACE, check_alias
+from queues.servers import stale_private_servers, stale_private_servers_cleanup
 
 
 class Command(BaseCommand):
     help = (
-        "Mark failed the runs whose runner process is gone, and remove the server-side queues, tables and "
-        "keys of runs that have ended. Prints what it removed."
+        "Mark failed the runs whose runner process is gone, remove the server-side queues, tables and "
+        "keys of runs that have ended, and the private servers (restart-server) whose run is gone. Prints what "
+        "it removed."
     )
 
     def add_arguments(self, parser):
@@ -36,5 +38,9 @@ class Command(BaseCommand):
         lines = report.lines(dry_run=opts["dry_run"])
         for line in lines:
             self.stdout.write(line)
-        if not report.stale and not report.removed:
+        servers = stale_private_servers() if opts["dry_run"] else stale_private_servers_cleanup()
+        for directory in servers:
+            self.stdout.write(f"{'would remove' if opts['dry_run'] else 'removed'} the private server {directory} "
+                              "(its run is gone)")
+        if not report.stale and not report.removed and not servers:
             self.stdout.write("nothing to clean up")
