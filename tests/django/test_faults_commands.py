@@ -112,3 +112,12 @@ def test_the_scorecard_refuses_a_bad_fault_or_backend_before_running_anything():
     with pytest.raises(CommandError, match="unknown backend 'redis-lst'"):
         call_command("scorecard", "--backends", "redis-lst", "--faults", "poison@1")
     assert not Run.objects.exists()
+
+
+def test_a_restart_cell_pauses_the_consumers_around_it_so_the_queue_holds_a_backlog():
+    from experiments.scorecard import RESTART_BACKLOG, scorecard_plan
+
+    [restart, kill] = scorecard_plan(backends=["redis-list"], faults=["restart-server@2", "kill-consumer@2"],
+                                     rate_eps=1000, duration_s=8)
+    assert restart["spec"]["faults"] == ["restart-server@2", *RESTART_BACKLOG]
+    assert kill["spec"]["faults"] == ["kill-consumer@2"]
