@@ -39,7 +39,7 @@ BASE: dict[str, Any] = {
 }
 #: A restart only shows what a server keeps when its queue holds something: both consumers are
 #: paused around the restart (at 2 s), so that it holds about two seconds of the offered rate.
-RESTART_BACKLOG = ("pause-consumer@1:2:0", "pause-consumer@1:2:1")
+RESTART_BACKLOG = ("pause-consumer@1:2", "pause-consumer@1:2:1")
 #: The README's scorecard lies between these lines.
 README_BEGIN, README_END = "<!-- scorecard:begin -->", "<!-- scorecard:end -->"
 COUNTS = ("lost", "duplicates", "redelivered", "poison", "reconnects")

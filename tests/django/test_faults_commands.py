@@ -119,5 +119,5 @@ def test_a_restart_cell_pauses_the_consumers_around_it_so_the_queue_holds_a_back
 
     [restart, kill] = scorecard_plan(backends=["redis-list"], faults=["restart-server@2", "kill-consumer@2"],
                                      rate_eps=1000, duration_s=8)
-    assert restart["spec"]["faults"] == ["restart-server@2", *RESTART_BACKLOG]
-    assert kill["spec"]["faults"] == ["kill-consumer@2"]
+    assert list(restart["spec"]["faults"]) == ["restart-server@2", *RESTART_BACKLOG]
+    assert list(kill["spec"]["faults"]) == ["kill-consumer@2"]
