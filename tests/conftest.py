@@ -100,3 +100,13 @@ def cut_connections(backend):
         return CUTTERS[of.name](of, queue)
 
     return cut
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _runs_lock_of_the_tests(tmp_path_factory):
+    """The suite's runs take a lock of their own (``IMQ_RUN_LOCK_PATH``), not the machine's: a
+    developer's run or a scorecard in progress must not hold the suite up (the processes a test
+    starts, ``tests/stack.py``, get one of their own too)."""
+    from django.conf import settings
+
+    settings.IMQ_RUN_LOCK_PATH = str(tmp_path_factory.mktemp("lock") / "runs.lock")
