@@ -48,6 +48,8 @@
       ctx.setLineDash([4 * dpr, 3 * dpr]);
       ctx.lineWidth = dpr;
       ctx.font = (10 * dpr) + "px sans-serif";
+      ctx.textAlign = "left";  // uPlot leaves its axes' alignment set
+      ctx.textBaseline = "alphabetic";
       markers.forEach(function (m, i) {
         var x = u.valToPos(m.t_s, "x", true);
         if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) return;
@@ -98,7 +100,8 @@
       title: c.title,
       width: chartWidth(el),
       height: c.height || 240,
-      scales: {x: {time: false}},
+      // a run's time axis starts at its start (0 s), so a marker before the first sample shows
+      scales: {x: c.xFromZero ? {time: false, range: function (u, min, max) { return [0, max]; }} : {time: false}},
       series: [{label: c.xLabel, value: withUnit(c.xUnit)}].concat(c.lines),
       axes: [{label: c.xLabel}].concat(c.axesY),
       plugins: c.plugins || [],
@@ -163,7 +166,7 @@
         var series = lines.map(function (l, i) { return line(l[1], i, figure.unit); });
         var chart = makeChart(el, {title: figure.title + " (" + figure.unit + ")", xLabel: X_LABEL,
           xUnit: "s", axesY: [yAxis(figure.unit)], lines: series, data: data, height: opts.height,
-          plugins: [plugin]});
+          plugins: [plugin], xFromZero: true});
         charts.push({chart: chart, columns: lines.map(function (l) { return l[0]; })});
       });
       showMarkers();
