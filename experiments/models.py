@@ -164,3 +164,29 @@ class Sample(models.Model):
 
     class Meta:
         ordering = ["run", "t_s"]
+
+
+class Host(models.Model):
+    """A load host: a ``qcluster`` started with ``IMQ_HOST_NAME``, which executes the shares of
+    distributed runs routed to its queue. Written by the host itself every few seconds
+    (``experiments.hosts``); a host whose ``last_seen`` is old does not answer."""
+
+    name = models.CharField(max_length=100, unique=True)
+    queue = models.CharField(max_length=200, help_text="its django-q2 cluster name: tasks routed there")
+    machine = models.CharField(max_length=255, blank=True, help_text="the machine's hostname")
+    pid = models.PositiveIntegerField(null=True, blank=True, help_text="its qcluster's main process")
+    cpus = models.PositiveIntegerField(default=1)
+    workers = models.PositiveIntegerField(default=1, help_text="its cluster's workers: shares it can run at once")
+    busy = models.PositiveIntegerField(default=0, help_text="shares of runs it is running now")
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_seen = models.DateTimeField(db_index=True)
+    clock_offset_s = models.FloatField(null=True, blank=True, help_text="reference clock minus this host's clock")
+    clock_uncertainty_s = models.FloatField(null=True, blank=True, help_text="the offset is true within this, either way")
+    clock_measured_at = models.DateTimeField(null=True, blank=True)
+    clock_reference = models.CharField(max_length=50, blank=True, help_text="whose clock the offset is against")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"host {self.name}"
