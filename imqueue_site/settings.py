@@ -189,6 +189,8 @@ IMQ_HOST_BEAT_S = float(env.str("IMQ_HOST_BEAT_S", "2"))  # how often a host wri
 # A host whose heartbeat is older than this does not answer (``manage.py hosts``, placement)
 IMQ_HOST_ALIVE_S = float(env.str("IMQ_HOST_ALIVE_S", str(3 * IMQ_HOST_BEAT_S + 1)))
 IMQ_HOST_CLOCK_EVERY_S = float(env.str("IMQ_HOST_CLOCK_EVERY_S", "60"))  # clock offset measured again
+# A distributed run fails, naming them, when its hosts' workers are not all ready by then
+IMQ_HOST_JOIN_TIMEOUT_S = float(env.str("IMQ_HOST_JOIN_TIMEOUT_S", "30"))
 # Tests only: shifts this host's clock reading in the clock offset measurement (seconds), so
 # that the measurement can be checked against a known offset on one machine.
 IMQ_CLOCK_SKEW_S = float(env.str("IMQ_CLOCK_SKEW_S", "0"))
