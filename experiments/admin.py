@@ -25,6 +25,7 @@ from experiments.cleanup import runs_mark_stale
 from experiments.compare import CompareError, comparison_as_dict, comparison_chart_data, runs_compare
 from experiments.export import runs_export_csv_chunks, runs_export_json_chunks
 from experiments.forms import BaselineForm, ExperimentForm, LaunchForm, SweepForm
+from experiments.hosts import hosts_alive
 from experiments.launches import (
     experiment_clone,
     experiment_launch,
@@ -33,7 +34,7 @@ from experiments.launches import (
     series_launch_sweep,
     sweep_values_parse,
 )
-from experiments.models import Experiment, Run, RunSeries
+from experiments.models import Experiment, Host, Run, RunSeries
 from experiments.selectors import RunsNotFound, runs_by_ids, scorecard_latest
 from experiments.services import series_cancel
 
@@ -395,3 +396,27 @@ class RunSeriesAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"Series {series.pk} is {series.status}: only a running series can be "
                                            "cancelled; nothing changed.", messages.WARNING)
+
+
+@admin.register(Host)
+class HostAdmin(admin.ModelAdmin):
+    """Load hosts, as their heartbeats wrote them: read-only (a host writes its own row)."""
+
+    list_display = ("name", "answers", "queue", "machine", "cpus", "busy", "workers", "last_seen", "clock")
+    readonly_fields = [f.name for f in Host._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Host | None = None) -> bool:
+        return False
+
+    @admin.display(boolean=True, description="answers")
+    def answers(self, host: Host) -> bool:
+        return host.pk in {h.pk for h in hosts_alive(names=[host.name])}
+
+    @admin.display(description="clock offset")
+    def clock(self, host: Host) -> str:
+        if host.clock_offset_s is None:
+            return "not measured"
+        return f"{host.clock_offset_s * 1000:+.3f} ms ± {host.clock_uncertainty_s * 1000:.3f} ms"

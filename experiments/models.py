@@ -40,6 +40,11 @@ class Experiment(models.Model):
         default=SPEC["replace_after_s"], help_text="a killed worker's replacement starts this many seconds later",
     )
     options = models.JSONField(default=dict, blank=True, help_text="backend options, e.g. {\"prefetch\": 500}")
+    placement = models.JSONField(
+        default=dict, blank=True,
+        help_text='run the workers on load hosts, e.g. {"producers": {"a": 2}, "consumers": {"b": 2, "c": 2}}; '
+                  "empty: on the machine that executes the run",
+    )
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -164,3 +169,71 @@ class Sample(models.Model):
 
     class Meta:
         ordering = ["run", "t_s"]
+
+
+class Host(models.Model):
+    """A load host: a ``qcluster`` started with ``IMQ_HOST_NAME``, which executes the shares of
+    distributed runs routed to its queue. Written by the host itself every few seconds
+    (``experiments.hosts``); a host whose ``last_seen`` is old does not answer."""
+
+    name = models.CharField(max_length=100, unique=True)
+    queue = models.CharField(max_length=200, help_text="its django-q2 cluster name: tasks routed there")
+    machine = models.CharField(max_length=255, blank=True, help_text="the machine's hostname")
+    pid = models.PositiveIntegerField(null=True, blank=True, help_text="its qcluster's main process")
+    cpus = models.PositiveIntegerField(default=1)
+    workers = models.PositiveIntegerField(default=1, help_text="its cluster's workers: shares it can run at once")
+    busy = models.PositiveIntegerField(default=0, help_text="shares of runs it is running now")
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_seen = models.DateTimeField(db_index=True)
+    clock_offset_s = models.FloatField(null=True, blank=True, help_text="reference clock minus this host's clock")
+    clock_uncertainty_s = models.FloatField(null=True, blank=True, help_text="the offset is true within this, either way")
+    clock_measured_at = models.DateTimeField(null=True, blank=True)
+    clock_reference = models.CharField(max_length=50, blank=True, help_text="whose clock the offset is against")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"host {self.name}"
+
+
+class HostShare(models.Model):
+    """One host's share of a distributed run: its workers, its join, its start and its end.
+    The coordinator (the run's executor) creates it and routes a task to the host's queue; the
+    host writes its status, clock offset and reports; the coordinator writes the start time
+    and the stop (``experiments.distribution``)."""
+
+    class Status(models.TextChoices):
+        ENQUEUED = "enqueued"
+        JOINED = "joined"  # its workers are ready, at the start barrier
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    run = models.ForeignKey(Run, related_name="shares", on_delete=models.CASCADE)
+    host = models.CharField(max_length=100)
+    producers = models.JSONField(default=list)
+    consumers = models.JSONField(default=list)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ENQUEUED)
+    error = models.TextField(blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    clock_offset_s = models.FloatField(null=True, blank=True)
+    clock_uncertainty_s = models.FloatField(null=True, blank=True)
+    start_ns = models.BigIntegerField(null=True, blank=True, help_text="the start, on the reference clock (ns)")
+    latency_shifts = models.JSONField(null=True, blank=True, help_text="ns its consumers add, by producer")
+    stop = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "host"], name="one_share_per_host")]
+
+    def __str__(self) -> str:
+        return f"share of run {self.run_id} on {self.host} ({self.status})"
+
+
+class HostReport(models.Model):
+    """A host's report (``queues.distributed.HostReport``, encoded), read and deleted by the
+    coordinator."""
+
+    share = models.ForeignKey(HostShare, related_name="reports", on_delete=models.CASCADE)
+    seq = models.PositiveIntegerField()
+    payload = models.BinaryField()

@@ -70,15 +70,31 @@ def options_validate(*, backend: str, options: Mapping[str, Any] | None) -> dict
     return resolve_options(backend, options)
 
 
+def placement_validate(*, spec: WorkloadSpec, placement: Mapping[str, Any]) -> None:
+    """Raises ``InvalidSpec`` (field ``placement``) for a placement the run cannot take: counts
+    that do not add up to the spec's, or a backend whose queue is not on a server that every
+    host reaches (the in-memory ones, the in-process approaches)."""
+    from queues.backends import backend_class
+    from queues.distributed import plan_shares
+
+    if check_alias(spec.backend) != "backend" or not backend_class(spec.backend).default_url:
+        raise InvalidSpec(f"{spec.backend} keeps its queue in one machine's memory: a run placed on load hosts "
+                          "needs a backend with a server", field="placement")
+    plan_shares(spec, placement)
+
+
 def experiment_validate(*, experiment: Experiment) -> WorkloadSpec:
     """``experiment``'s spec, validated as a run would validate it. Raises Django's
     ``ValidationError`` keyed by the field at fault where the error names one (for forms)."""
     try:
-        return spec_validate(values={f: getattr(experiment, f) for f in SPEC_FIELDS}, options=experiment.options)
+        spec = spec_validate(values={f: getattr(experiment, f) for f in SPEC_FIELDS}, options=experiment.options)
+        if experiment.placement:
+            placement_validate(spec=spec, placement=experiment.placement)
+        return spec
     except UnknownBackend as exc:
         raise ValidationError({"backend": str(exc)}) from None
     except InvalidSpec as exc:
-        if exc.field in (*SPEC_FIELDS, "options"):
+        if exc.field in (*SPEC_FIELDS, "options", "placement"):
             raise ValidationError({exc.field: str(exc)}) from None
         raise ValidationError(str(exc)) from None
     except QueueError as exc:  # a backend whose driver is not installed
@@ -100,9 +116,10 @@ def run_create(
 ) -> Run:
     """A queued run of ``spec``: the run keeps its own copy, so that editing the experiment
     later never rewrites what this run ran."""
+    placement = {"placement": experiment.placement} if experiment.placement else {}  # on load hosts
     return Run.objects.create(
         experiment=experiment, series=series, backend=spec.backend,
-        spec={**spec.as_dict(), "options": dict(options or {})},
+        spec={**spec.as_dict(), "options": dict(options or {}), **placement},
     )
 
 
@@ -136,16 +153,25 @@ def run_execute(
         run.refresh_from_db()
         return run
     options = run.spec.get("options", {})
-    spec = WorkloadSpec.from_mapping({k: v for k, v in run.spec.items() if k != "options"})
+    spec = WorkloadSpec.from_mapping({k: v for k, v in run.spec.items() if k not in ("options", "placement")})
     probe = _CancelProbe(run.pk, interrupted)
     try:
         if check_alias(spec.backend) == "backend":
             leftovers_remove(backends=[spec.backend], urls=settings.IMQ_URLS, quiet=True)
-        result = run_spec(
-            spec, run_id=run_id, urls=settings.IMQ_URLS, options=options,
-            on_sample=lambda sample: sample_create(run=run, sample=sample),
-            on_progress=on_progress, should_cancel=probe, faults=faults,
-        )
+        if run.spec.get("placement"):  # its workers run on load hosts
+            from experiments.distribution import run_distributed
+
+            result = run_distributed(
+                run=run, spec=spec, run_id=run_id, options=options, placement=run.spec["placement"],
+                on_sample=lambda sample: sample_create(run=run, sample=sample),
+                on_progress=on_progress, should_cancel=probe,
+            )
+        else:
+            result = run_spec(
+                spec, run_id=run_id, urls=settings.IMQ_URLS, options=options,
+                on_sample=lambda sample: sample_create(run=run, sample=sample),
+                on_progress=on_progress, should_cancel=probe, faults=faults,
+            )
     except QueueError as exc:
         return run_fail(run=run, error=str(exc))
     except KeyboardInterrupt:

@@ -178,8 +178,25 @@ WHITENOISE_AUTOREFRESH = DEBUG  # development: files looked up per request, no S
 # stopped is acknowledged, never retried. Even a task handed out twice would find its run no
 # longer queued and leave it alone (``run_execute`` starts only a queued run).
 IMQ_RUN_TIMEOUT_S = int(env.str("IMQ_RUN_TIMEOUT_S", "3600"))
+# A load host (experiments/hosts.py) is a qcluster started with IMQ_HOST_NAME=<name>: it takes its
+# tasks from a queue of its own, ``imq-host-<name>`` (django-q2's ``cluster_name``, the broker's
+# queue), so that the coordinator routes a run's share to it with ``async_task(..., cluster=)``.
+# ``name`` stays the site's: django-q2 signs the ORM broker's payloads with it, so every cluster
+# of one site must share it.
+IMQ_HOST_NAME = env.str("IMQ_HOST_NAME").strip()
+IMQ_HOST_QUEUE_PREFIX = "imq-host-"
+IMQ_HOST_BEAT_S = float(env.str("IMQ_HOST_BEAT_S", "2"))  # how often a host writes its heartbeat
+# A host whose heartbeat is older than this does not answer (``manage.py hosts``, placement)
+IMQ_HOST_ALIVE_S = float(env.str("IMQ_HOST_ALIVE_S", str(3 * IMQ_HOST_BEAT_S + 1)))
+IMQ_HOST_CLOCK_EVERY_S = float(env.str("IMQ_HOST_CLOCK_EVERY_S", "60"))  # clock offset measured again
+# A distributed run fails, naming them, when its hosts' workers are not all ready by then
+IMQ_HOST_JOIN_TIMEOUT_S = float(env.str("IMQ_HOST_JOIN_TIMEOUT_S", "30"))
+# Tests only: shifts this host's clock reading in the clock offset measurement (seconds), so
+# that the measurement can be checked against a known offset on one machine.
+IMQ_CLOCK_SKEW_S = float(env.str("IMQ_CLOCK_SKEW_S", "0"))
 Q_CLUSTER = {
     "name": env.str("IMQ_Q_CLUSTER_NAME", "imqueue"),
+    **({"cluster_name": IMQ_HOST_QUEUE_PREFIX + IMQ_HOST_NAME} if IMQ_HOST_NAME else {}),
     "workers": int(env.str("IMQ_Q_WORKERS", "1")),
     "recycle": 50,
     "timeout": IMQ_RUN_TIMEOUT_S,

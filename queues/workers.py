@@ -121,6 +121,10 @@ class WorkerContext:
     t0_ns: Any  # shared Value: the run's start on time.time_ns(), set before ``start``
     sent: Any  # shared Array: events sent so far, one slot per producer (read by the sampler)
     profile_dir: str | None = None  # write a cProfile of each worker there (bench/)
+    #: Distributed runs (``queues.distributed``): shared Array, by producer index, of what a
+    #: consumer adds to an event's latency to correct the clock offset between its host and
+    #: the producer's (ns), set before ``start``. ``None`` on one machine: nothing added.
+    latency_shift_ns: Any = None
 
     def window_ns(self) -> tuple[int, int]:
         """The measured window ``[start, end)`` of intended send times, in ns."""
@@ -367,7 +371,8 @@ def _consume(index: int, ctx: WorkerContext) -> None:
     channel.send(Ready(CONSUMER, index, os.getpid()))
     ctx.start.wait()
     window = ctx.window_ns()
-    hists = _HistBuffer("e2e", "e2e_warmup", "from_send")
+    shift = None if ctx.latency_shift_ns is None else np.array(ctx.latency_shift_ns[:], dtype=np.int64)
+    hists = _HistBuffer("e2e", "e2e_warmup", "from_send", "e2e_negative")
     pending = _PendingReport(index, channel, link, flush_events=spec.batch * spec.events_per_message)
     while not ctx.stop.is_set():
         try:
@@ -376,7 +381,7 @@ def _consume(index: int, ctx: WorkerContext) -> None:
                 received_ns = time.time_ns()
                 records, poison = decode_bodies(batch.bodies)
                 flat, raw_sum, corrupt = index_records(records, shares)
-                _record_latency(hists, received_ns, records, window[0], spec.steady)
+                _record_latency(hists, received_ns, records, window[0], spec.steady, shift)
                 intended = records["intended_ns"]
                 window_events = int(np.count_nonzero((intended >= window[0]) & (intended < window[1])))
                 pending.add(batch, poison, flat, raw_sum, corrupt, received_ns, window_events)
@@ -458,13 +463,22 @@ class _PendingReport:
                 settle(self.link.client, batch, poison)
 
 
-def _record_latency(hists: _HistBuffer, received_ns: int, records: np.ndarray, window_start: int, steady: bool) -> None:
+def _record_latency(
+    hists: _HistBuffer, received_ns: int, records: np.ndarray, window_start: int, steady: bool,
+    shift: np.ndarray | None = None,
+) -> None:
+    """``shift``: see ``WorkerContext.latency_shift_ns``. A latency that comes out negative
+    after it (the clocks' offsets were off by more than the latency) is recorded as 1 us in
+    ``e2e`` and, by its size, in ``e2e_negative``: counted and reported, never dropped."""
     intended = records["intended_ns"]
-    e2e = (received_ns - intended) // 1000
+    correction = 0 if shift is None else shift[records["producer"]]
+    e2e = (received_ns - intended + correction) // 1000
     measured = intended >= window_start
     hists.add_split("e2e", e2e, measured)
+    if shift is not None and (negative := e2e < 0).any():
+        hists.add("e2e_negative", -e2e[negative])
     if steady:
-        hists.add("from_send", ((received_ns - records["sent_ns"]) // 1000)[measured])
+        hists.add("from_send", ((received_ns - records["sent_ns"] + correction) // 1000)[measured])
     else:
         hists.add("from_send", e2e)  # the intended time is the send time: recorded once at flush
 

@@ -111,10 +111,18 @@ class Stack:
     def start_cluster(self) -> None:
         self.procs["cluster"] = self._spawn("cluster", [sys.executable, "manage.py", "qcluster"])
 
-    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+    def start_host(self, name: str, *, prefix: list[str] | None = None, **env: str) -> subprocess.Popen:
+        """A load host: a ``qcluster`` of its own named ``name`` (``IMQ_HOST_NAME``), with ``env``
+        added, run under ``prefix`` if given (``ip netns exec NS``); its log is ``host-<name>``."""
+        command = [*(prefix or []), sys.executable, "manage.py", "qcluster"]
+        proc = self._spawn(f"host-{name}", command, {"IMQ_HOST_NAME": name, **env})
+        self.procs[f"host-{name}"] = proc
+        return proc
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.folder / f"{name}.log", "a")  # noqa: SIM115 - closed with the process
-        return subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(command, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
     def log(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text(errors="replace")

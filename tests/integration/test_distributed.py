@@ -1,0 +1,93 @@
+"""Distributed runs end to end: a coordinator cluster and three load hosts, each a real
+``qcluster`` process of its own with its own name, on one SQLite database and a real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from queues.distributed import union_histogram
+from queues.metrics import percentiles_ms
+from tests.integration.test_cluster import define
+from tests.services import backend_url, unavailable, wait_until
+from tests.stack import Stack, wait_for_run
+
+pytestmark = pytest.mark.timeout(180)
+
+FAST = {"IMQ_HOST_BEAT_S": "0.5", "IMQ_HOST_ALIVE_S": "3", "IMQ_HOST_JOIN_TIMEOUT_S": "20"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url(backend_url("redis-list")).ping()
+    except redis.RedisError as exc:
+        unavailable(f"redis-list: server not reachable: {exc}")
+    stack = Stack(tmp_path_factory.mktemp("hosts"), web=False)
+    stack.env.update(FAST)
+    try:
+        stack.start()
+        for name in "abc":
+            stack.start_host(name)
+        wait_until(lambda: len(stack.query("SELECT name FROM experiments_host WHERE clock_offset_s IS NOT NULL")) == 3,
+                   60, "three hosts to answer", interval_s=0.1)
+        yield stack
+    finally:
+        stack.stop()
+
+
+def launch(stack: Stack, name: str) -> int:
+    return json.loads(stack.manage("launchrun", name, "--json").stdout)["run_ids"][0]
+
+
+def test_a_run_split_over_three_hosts_is_exact_and_its_histogram_is_the_hosts_union(stack):
+    placement = {"producers": {"a": 2}, "consumers": {"b": 1, "c": 1}}
+    define(stack, "split-3", backend="redis-list", events=20_000, producers=2, consumers=2, placement=placement)
+    run_id = launch(stack, "split-3")
+    row = wait_for_run(stack, run_id, timeout_s=90)
+    assert row["status"] == "succeeded" and row["verdict"] == "exact", (row["error"], stack.log("host-b")[-2000:])
+    summary = json.loads(row["summary"])
+    assert summary["sum"] == summary["expected_sum"] == 20_000 * 20_001 // 2
+    hosts = summary["hosts"]
+    assert set(hosts) == {"a", "b", "c"} and hosts["a"]["producers"] == [0, 1] and hosts["c"]["consumers"] == [1]
+    # the merged latency is the union of the consumers' hosts' histograms, not an average
+    union = union_histogram([hosts[h]["e2e_histogram"].encode() for h in ("b", "c")])
+    assert union.get_total_count() == summary["received"] == 20_000
+    assert percentiles_ms(union) == summary["latency_ms"]
+    assert summary["negative_latencies"]["count"] == 0  # one machine: the offsets are all ~0
+    samples = stack.query("SELECT COUNT(*), MAX(\"unique\") FROM experiments_sample WHERE run_id = ?", run_id)[0]
+    assert samples[0] >= 1 and samples[1] == 20_000  # samples like a single machine's
+
+
+def test_a_missing_host_fails_the_run_with_its_name(stack):
+    define(stack, "missing-host", backend="redis-list", events=1_000, producers=1, consumers=1,
+           placement={"producers": {"a": 1}, "consumers": {"nowhere": 1}})
+    row = wait_for_run(stack, launch(stack, "missing-host"), timeout_s=60)
+    assert row["status"] == "failed" and "nowhere (never seen)" in row["error"], row["error"]
+
+
+def test_a_host_killed_mid_run_fails_the_run_cleanly_within_seconds(stack):
+    define(stack, "kill-host", backend="redis-list", rate_eps=1_000.0, duration_s=60.0, warmup_s=0.0,
+           producers=1, consumers=2, placement={"producers": {"a": 1}, "consumers": {"b": 1, "c": 1}})
+    run_id = launch(stack, "kill-host")
+    wait_until(lambda: stack.query("SELECT COUNT(*) FROM experiments_sample WHERE run_id = ?", run_id)[0][0] >= 2,
+               60, "the run's samples", interval_s=0.1)
+    killed = stack.procs.pop("host-c")
+    os.killpg(killed.pid, signal.SIGKILL)  # the host's whole cluster, its share's workers included
+    killed.wait(timeout=10)
+    at = time.monotonic()
+    row = wait_for_run(stack, run_id, timeout_s=20, what="to fail after the host was killed")
+    failed_after_s = time.monotonic() - at
+    assert row["status"] == "failed" and "load host c lost" in row["error"], row["error"]
+    assert "lost of" in row["error"]  # what the ledger says after the final drain
+    assert failed_after_s < 3.0 + 2.0, failed_after_s  # detection within 3 s, then the drain and the end
+    # the surviving hosts were stopped: their shares ended and they are free again
+    wait_until(lambda: stack.query("SELECT SUM(busy) FROM experiments_host WHERE name IN ('a', 'b')")[0][0] == 0,
+               20, "hosts a and b to be free")
+    statuses = dict(stack.query("SELECT host, status FROM experiments_hostshare WHERE run_id = ?", run_id))
+    assert statuses["a"] == statuses["b"] == "done", statuses
