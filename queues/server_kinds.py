@@ -7,6 +7,7 @@ are used, as the backends do, so a machine with one of them installed can run th
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Any
 
@@ -27,15 +28,17 @@ class RedisServer(PrivateServer):
     def find_binaries(self) -> dict[str, str]:
         return {"server": find_binary("redis-server", "install Redis (Debian: apt-get install redis-server)")}
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+    def url_at(self, host: str) -> str:
+        return f"redis://{host}:{self.port}/0"
 
     def command(self) -> list[str]:
         aof = ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
+        # protected mode refuses every client off loopback when there is no password; the bind
+        # list is the protection here: only the addresses the owner chose (veth ends) listen
+        protected = "yes" if all(ipaddress.ip_address(a).is_loopback for a in self.bind) else "no"
         return [
-            self.binaries["server"], "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-            "--save", "", "--daemonize", "no", *aof,
+            self.binaries["server"], "--port", str(self.port), "--bind", *self.bind, "--dir", str(self.dir),
+            "--save", "", "--daemonize", "no", "--protected-mode", protected, *aof,
         ]
 
     def ping(self) -> None:
@@ -43,7 +46,7 @@ class RedisServer(PrivateServer):
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        client = redis.Redis(port=self.port, socket_connect_timeout=PING_TIMEOUT_S, socket_timeout=PING_TIMEOUT_S,
+        client = redis.Redis(host=self.bind[0], port=self.port, socket_connect_timeout=PING_TIMEOUT_S, socket_timeout=PING_TIMEOUT_S,
                              retry=Retry(NoBackoff(), 0))  # the caller asks again; redis-py's retries back off for seconds
         try:
             client.ping()  # raises BusyLoadingError while the AOF replays
@@ -70,9 +73,8 @@ class PostgresServer(PrivateServer):
         )
         return {"initdb": initdb, "server": os.path.join(os.path.dirname(initdb), "postgres")}
 
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+    def url_at(self, host: str) -> str:
+        return f"postgresql://postgres@{host}:{self.port}/{self.database}"
 
     @property
     def data(self) -> str:
@@ -84,7 +86,7 @@ class PostgresServer(PrivateServer):
 
     def command(self) -> list[str]:
         settings = {
-            "listen_addresses": "127.0.0.1", "fsync": "on", "synchronous_commit": "on",
+            "listen_addresses": ",".join(self.bind), "fsync": "on", "synchronous_commit": "on",
             "shared_buffers": "32MB", "max_connections": "50", "logging_collector": "off",
         }
         options = [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
@@ -93,8 +95,7 @@ class PostgresServer(PrivateServer):
     def _connect(self, database: str) -> Any:
         import psycopg
 
-        url = f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
-        return psycopg.connect(url, connect_timeout=2, autocommit=True)
+        return psycopg.connect(host=self.bind[0], port=self.port, user="postgres", dbname=database, connect_timeout=2, autocommit=True)
 
     def ping(self) -> None:
         with self._connect("postgres") as conn:  # refused while it recovers from a crash
@@ -121,9 +122,8 @@ class MariaDBServer(PrivateServer):
     def find_binaries(self) -> dict[str, str]:
         return {"install": find_binary("mariadb-install-db", self.INSTALL), "server": find_binary("mariadbd", self.INSTALL)}
 
-    @property
-    def url(self) -> str:
-        return f"mysql://root@127.0.0.1:{self.port}/{self.database}"
+    def url_at(self, host: str) -> str:
+        return f"mysql://root@{host}:{self.port}/{self.database}"
 
     @property
     def data(self) -> str:
@@ -136,14 +136,14 @@ class MariaDBServer(PrivateServer):
     def command(self) -> list[str]:
         return [
             self.binaries["server"], "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
-            "--bind-address=127.0.0.1", f"--socket={self.dir}/mariadbd.sock", f"--pid-file={self.dir}/mariadbd.pid",
+            f"--bind-address={','.join(self.bind)}", f"--socket={self.dir}/mariadbd.sock", f"--pid-file={self.dir}/mariadbd.pid",
             "--innodb-flush-log-at-trx-commit=1", "--skip-log-bin", *self.SETTINGS,
         ]
 
     def _connect(self, database: str | None) -> Any:
         import pymysql
 
-        return pymysql.connect(host="127.0.0.1", port=self.port, user="root", database=database,
+        return pymysql.connect(host=self.bind[0], port=self.port, user="root", database=database,
                                connect_timeout=PING_TIMEOUT_S, autocommit=True)
 
     def ping(self) -> None:

@@ -16,6 +16,10 @@ The signal goes when the *thread* that started the server ends, so start it from
 outlives the run (the runner's main thread). ``stale_private_servers_cleanup`` removes what an
 owner killed before ``close`` left: directories whose owner is gone, and their servers.
 
+``bind`` names the addresses the server listens on: ``127.0.0.1`` alone by default (nothing
+outside this machine reaches it); more addresses (the root end of a veth pair, whose other end is
+in a network namespace of a load host) let clients reach it there, each with ``url_on(address)``.
+
 As root (``initdb``, ``postgres`` and ``mariadbd`` refuse to run as root), the server runs as its
 package's user (``postgres``, ``mysql``), which owns the directory; otherwise as the current user.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 import functools
 import glob
 import importlib
+import ipaddress
 import logging
 import os
 import re
@@ -34,6 +39,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from queues.backends import BACKENDS, backend_class
@@ -66,8 +72,10 @@ class PrivateServer:
     #: The system user a server of this kind runs as when we are root (``None``: root itself).
     system_user: ClassVar[str | None] = None
 
-    def __init__(self, persistence: str | None = None) -> None:
-        """Raises ``NotSupported`` for a persistence this kind does not have; nothing runs yet."""
+    def __init__(self, persistence: str | None = None, *, bind: Sequence[str] = ("127.0.0.1",)) -> None:
+        """Raises ``NotSupported`` for a persistence this kind does not have, ``ValueError`` for a
+        ``bind`` that is empty or not IP addresses; nothing runs yet."""
+        self.bind = bind_addresses(bind)
         self.persistence = persistence or self.persistence_modes[0]
         if self.persistence not in self.persistence_modes:
             raise NotSupported(
@@ -85,7 +93,16 @@ class PrivateServer:
 
     @property
     def url(self) -> str:
-        raise NotImplementedError
+        """The URL of the backend's clients on this machine (at the first ``bind`` address)."""
+        return self.url_on(self.bind[0])
+
+    def url_on(self, address: str) -> str:
+        """The URL of a client that reaches the server at ``address``, one of ``bind``. Raises
+        ``ValueError`` for an address it does not listen on."""
+        address = str(ipaddress.ip_address(address))
+        if address not in self.bind:
+            raise ValueError(f"{self!r} does not listen on {address} (bind: {', '.join(self.bind)})")
+        return self.url_at(url_host(address))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.persistence} {self.url if self.port else '(not started)'}>"
@@ -101,6 +118,10 @@ class PrivateServer:
 
     def find_binaries(self) -> dict[str, str]:
         """The programs this kind runs, by name. Raises ``NotSupported`` naming a missing one."""
+        raise NotImplementedError
+
+    def url_at(self, host: str) -> str:
+        """The backend's URL with ``host`` (an address, IPv6 in brackets) and ``self.port``."""
         raise NotImplementedError
 
     def initialise(self) -> None:
@@ -143,7 +164,7 @@ class PrivateServer:
                 except BackendUnavailable:
                     if attempt == PORT_ATTEMPTS:
                         raise
-                    self.port = free_port()  # another process took it between the probe and the bind
+                    self.port = free_port(self.bind)  # another process took it between the probe and the bind
             self.after_first_start()
         except BaseException:
             self.close()  # a context manager's __exit__ does not run when __enter__ raises
@@ -175,7 +196,7 @@ class PrivateServer:
             user = self._run_as()
             if user is not None:
                 shutil.chown(self.dir, user, user)
-            self.port = free_port()
+            self.port = free_port(self.bind)
             self.initialise()
         except BaseException:
             self.close()
@@ -253,11 +274,48 @@ class PrivateServer:
 # -- processes -----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on now (the caller may still lose it to a race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def free_port(addresses: Sequence[str] = ("127.0.0.1",)) -> int:
+    """A TCP port nothing listens on now at any of ``addresses`` (the caller may still lose it to
+    a race). Raises ``BackendUnavailable`` when none is found in a few tries."""
+    for _ in range(PORT_ATTEMPTS * 10):
+        with _listening_socket(addresses[0], 0) as probe:  # held: the others are tried on its port
+            port = int(probe.getsockname()[1])
+            if all(_bindable(address, port) for address in addresses[1:]):
+                return port
+    raise BackendUnavailable(f"no TCP port free at all of {', '.join(addresses)}")
+
+
+def _listening_socket(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bindable(address: str, port: int) -> bool:
+    try:
+        _listening_socket(address, port).close()
+    except OSError:
+        return False
+    return True
+
+
+def bind_addresses(bind: Sequence[str]) -> tuple[str, ...]:
+    """``bind`` as normalised IP addresses, duplicates dropped, order kept. Raises ``ValueError``
+    for an empty ``bind``, a bare string (a common slip: one address is ``("10.0.0.1",)``) or
+    what is not an IP address (a host name would make the server resolve it at start)."""
+    if isinstance(bind, str) or not bind:
+        raise ValueError(f"bind takes a non-empty sequence of IP addresses, not {bind!r}")
+    return tuple(dict.fromkeys(str(ipaddress.ip_address(address)) for address in bind))
+
+
+def url_host(address: str) -> str:
+    """``address`` as the host part of a URL (IPv6 in brackets)."""
+    return f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
 
 
 def _write(path: str, text: str) -> None:
@@ -400,11 +458,12 @@ def private_server_class(alias: str) -> type[PrivateServer]:
     return cls
 
 
-def private_server(alias: str, *, persistence: str | None = None) -> PrivateServer:
-    """A private server (not started yet) for backend ``alias``. Raises as
-    ``private_server_class``, and ``NotSupported`` for a persistence its kind does not have or a
-    program that is not installed, naming it and how to install it."""
-    return private_server_class(alias)(persistence)
+def private_server(alias: str, *, persistence: str | None = None, bind: Sequence[str] = ("127.0.0.1",)) -> PrivateServer:
+    """A private server (not started yet) for backend ``alias``, listening on ``bind``. Raises as
+    ``private_server_class``, ``NotSupported`` for a persistence its kind does not have or a
+    program that is not installed, naming it and how to install it, and ``ValueError`` for a
+    ``bind`` that is not IP addresses."""
+    return private_server_class(alias)(persistence, bind=bind)
 
 
 def private_server_kinds() -> dict[str, tuple[str, ...]]:

@@ -8,6 +8,7 @@ import pytest
 
 from queues import servers
 from queues.backends import BACKENDS, Backend, backend_class
+from tests import netns
 from tests.faults import CUTTERS
 from tests.services import connected_backend, queue_of  # noqa: F401 - a fixture
 
@@ -29,8 +30,10 @@ def pytest_sessionstart(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Fail the session when it left a private server behind (a directory or a process), and
-    remove it: every test must close what it started, even when it fails."""
+    """Fail the session when it left a private server (a directory or a process) or a network
+    namespace behind, and remove it: every test must close what it started, even when it fails."""
+    if namespaces := netns.leftovers_remove():
+        _fail_session(session, f"network namespaces left behind (now removed with their veth pairs): {namespaces}")
     before = session.stash.get(SERVERS_BEFORE, set())
     ours = {d for d in servers.private_server_dirs() if d not in before
             and (not servers.owner_alive(d) or servers.owner_pid(d) == os.getpid())}
@@ -49,10 +52,14 @@ def pytest_sessionfinish(session, exitstatus):
             os.kill(pid, signal.SIGKILL)
     for directory in ours:
         shutil.rmtree(directory, ignore_errors=True)
+    _fail_session(session, f"private servers left behind (now removed): directories {sorted(ours)}, "
+                           f"processes {sorted(processes)}")
+
+
+def _fail_session(session, what: str) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(f"FAILED: private servers left behind (now removed): directories {sorted(ours)}, "
-                            f"processes {sorted(processes)}", red=True)
+        reporter.write_line(f"FAILED: {what}", red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

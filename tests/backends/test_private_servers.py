@@ -65,6 +65,56 @@ def test_close_removes_the_directory_and_the_process_and_is_idempotent():
     assert server.dir is None
 
 
+@pytest.mark.parametrize("alias", ["redis-list", "postgres", "mysql"])
+def test_a_server_bound_to_more_addresses_serves_the_backend_at_each(alias):
+    """127.0.0.2 stands for the root end of a veth pair: any 127/8 address is local here."""
+    try:
+        server = private_server(alias, bind=["127.0.0.1", "127.0.0.2"])
+    except NotSupported as exc:
+        unavailable(str(exc))
+    with server:
+        assert server.url == server.url_on("127.0.0.1") != server.url_on("127.0.0.2")
+        for address in server.bind:
+            backend = backend_class(alias)(url=server.url_on(address), namespace=f"imqtest-{uuid.uuid4().hex[:10]}")
+            queue = f"{backend.namespace}.q"
+            backend.declare(queue)
+            producer = backend.producer(queue)
+            producer.send_batch(bodies(2))
+            producer.close()
+            assert backend.depth(queue) == 2, address
+            backend.delete(queue)
+            backend.close()
+
+
+def test_a_server_listens_on_127_0_0_1_alone_by_default():
+    with started("redis-list") as server:
+        assert server.bind == ("127.0.0.1",) and server.url == f"redis://127.0.0.1:{server.port}/0"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", server.port), timeout=2).close()
+
+
+def test_bind_takes_ip_addresses_and_urls_name_only_those():
+    server = private_server("redis-list", bind=["::1", "10.213.0.1", "0:0::1"])
+    assert server.bind == ("::1", "10.213.0.1")  # normalised, each once
+    assert server.url_on("::1") == "redis://[::1]:0/0" and server.url_on("10.213.0.1") == "redis://10.213.0.1:0/0"
+    with pytest.raises(ValueError, match="does not listen on 10.213.0.2"):
+        server.url_on("10.213.0.2")
+    for wrong in ([], "127.0.0.1", ["localhost"]):
+        with pytest.raises(ValueError):
+            private_server("redis-list", bind=wrong)
+
+
+def test_redis_drops_its_protected_mode_only_when_bound_off_loopback():
+    """Protected mode refuses every client off loopback without a password: a server bound to a
+    veth end must accept the namespace's clients, and one on loopback keeps the default."""
+    def protected(bind: list[str]) -> str:
+        command = private_server("redis-list", bind=bind).command()
+        return command[command.index("--protected-mode") + 1]
+
+    assert protected(["127.0.0.1"]) == protected(["127.0.0.1", "::1"]) == "yes"
+    assert protected(["127.0.0.1", "10.213.0.1"]) == "no"
+
+
 def test_a_server_killed_behind_its_back_is_closed_quietly():
     server = started("redis-list", "aof-always")
     os.killpg(server.process.pid, signal.SIGKILL)
@@ -113,7 +163,7 @@ def test_a_taken_port_is_replaced_on_the_first_start(monkeypatch):
         # bound, not listening: the server cannot bind it, and a probe is refused at once
         busy = taken.getsockname()[1]
         ports = iter([busy, busy])
-        monkeypatch.setattr(servers, "free_port", lambda: next(ports, 0) or socket_free_port())
+        monkeypatch.setattr(servers, "free_port", lambda *_: next(ports, 0) or socket_free_port())
         with started("redis-list") as server:
             assert server.port != busy
 
@@ -128,7 +178,7 @@ def test_a_server_that_cannot_start_says_why_from_its_log(monkeypatch):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         # bound, not listening: the server cannot bind it, and a probe is refused at once
-        monkeypatch.setattr(servers, "free_port", lambda: taken.getsockname()[1])
+        monkeypatch.setattr(servers, "free_port", lambda *_: taken.getsockname()[1])
         try:
             server = private_server("redis-list")
         except NotSupported as exc:
