@@ -15,6 +15,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import pickle
 import queue as std_queue
 import sys
 import threading
@@ -352,6 +353,7 @@ class _PipeQueue:
         self.dead = ctx.Queue()
         self.dead_count = _SlotCounter(ctx)
         self.dead_read: list[bytes] = []  # taken off ``dead`` by this process
+        self.broken = ctx.Value("b", 0, lock=False)  # a killed consumer tore a message: unreadable
 
     def taken(self, messages: int, size_bytes: int) -> None:
         self.depth.add(-messages)
@@ -426,6 +428,10 @@ class _PipeProducer(Producer):
         its queue's feeder thread when it exits."""
 
 
+#: What unpickling the rest of a message a killed consumer had half read raises.
+_TORN = (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError)
+
+
 class _PipeConsumer(Consumer):
     def __init__(self, q: _PipeQueue, *, cost_us: float = 0.0, stall_after: int = 0, stall_s: float = 0.0) -> None:
         self.q, self.mpq, self.depth = q, q.messages, q.depth
@@ -434,6 +440,16 @@ class _PipeConsumer(Consumer):
         self.cost_s, self.stall_after, self.stall_s = cost_us / 1e6, stall_after, stall_s
         self.received = 0
         self.busy_until = 0.0
+
+    def _torn(self, exc: BaseException) -> Batch:
+        """A consumer SIGKILLed inside a read took part of a message off the pipe: the bytes left
+        can no longer be framed, so nobody reads the queue again (at-most-once: what it held is
+        lost, and the ledger says so)."""
+        if not self.q.broken.value:
+            self.q.broken.value = 1
+            log.warning("memory-mp: the queue's pipe was torn by a consumer killed while reading it (%s: %s); "
+                        "what it still holds is lost", type(exc).__name__, exc)
+        return Batch()
 
     def _simulate_work(self, messages: int, was_idle: bool) -> None:
         """Sleep as a consumer doing ``cost_s`` of work per message would be busy.
@@ -459,6 +475,9 @@ class _PipeConsumer(Consumer):
     def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
         bodies, was_idle = self.leftover, False
         if not bodies:
+            if self.q.broken.value:
+                time.sleep(timeout_s)  # what is left in the pipe cannot be read: lost, and so reported
+                return Batch()
             try:
                 bodies = self.mpq.get_nowait()
             except std_queue.Empty:
@@ -467,6 +486,10 @@ class _PipeConsumer(Consumer):
                     bodies = self.mpq.get(timeout=timeout_s)
                 except std_queue.Empty:
                     return Batch()
+                except _TORN as exc:
+                    return self._torn(exc)
+            except _TORN as exc:
+                return self._torn(exc)
         if len(bodies) > max_messages:
             bodies, self.leftover = bodies[:max_messages], bodies[max_messages:]
         else:

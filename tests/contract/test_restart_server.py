@@ -8,6 +8,7 @@ Both consumers are paused around the restart, so that the queue holds a backlog 
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from queues.errors import NotSupported
 from queues.launch import run_spec
 from queues.runner import SUCCEEDED
-from queues.servers import private_server, private_server_dirs
+from queues.servers import owner_pid, private_server, private_server_dirs
 from queues.workload import WorkloadSpec
 from tests.services import unavailable
 
@@ -40,7 +41,6 @@ def test_a_restarted_private_server_keeps_exactly_what_its_persistence_keeps(ali
         unavailable(str(exc))
     restart = "restart-server@1.5" + (f":{persistence}" if persistence else "")
     spec = WorkloadSpec(backend=alias, faults=(*FAULTS, restart), **RUN)
-    before = set(private_server_dirs())
     result = run_spec(spec, run_id=uuid.uuid4().hex[:8])
     s = result.summary
     assert result.status == SUCCEEDED, f"{result.status}: {result.error}"
@@ -53,4 +53,5 @@ def test_a_restarted_private_server_keeps_exactly_what_its_persistence_keeps(ali
     else:  # the backlog the paused consumers left went with the server, and the verdict says so
         assert s["lost"] > 0 and s["verdict"] == "lost"
         assert any("restarted without persistence" in finding for finding in s["findings"]), s["findings"]
-    assert set(private_server_dirs()) == before  # the server and its directory are gone
+    # the server and its directory are gone (others', of concurrent runs on this machine, may not be)
+    assert [d for d in private_server_dirs() if owner_pid(d) == os.getpid()] == []
