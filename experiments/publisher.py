@@ -18,7 +18,8 @@ import logging
 import threading
 from typing import Any
 
-from channels.layers import get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers
 
 from experiments import live, selectors
 from experiments.models import Run, Sample
@@ -49,7 +50,9 @@ class Publisher:
     def _start(self) -> asyncio.AbstractEventLoop:
         if self.loop is None:
             self.loop = asyncio.new_event_loop()
-            self.layer = get_channel_layer()
+            # a layer of its own, not the process's shared one: closing its pools at the run's end
+            # must not close those of a consumer that shares the process (a test, a dev server)
+            self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
             self.thread = threading.Thread(target=self.loop.run_forever, name="imq-live-publisher", daemon=True)
             self.thread.start()
             self.queue, self.sender = asyncio.run_coroutine_threadsafe(self._begin(), self.loop).result()
