@@ -48,8 +48,38 @@ def host_queue(name: str) -> str:
 
 
 def local_clock_s() -> float:
-    """This machine's clock as the offset measurement reads it (``IMQ_CLOCK_SKEW_S``: tests)."""
-    return time.time() + settings.IMQ_CLOCK_SKEW_S
+    """This machine's clock as the offset measurement reads it: ``time.time``, shifted by the
+    test-only ``IMQ_CLOCK_SKEW_S`` unless this process's clock already is (``clock_skew_install``)."""
+    return time.time() + (0.0 if _skew_installed else settings.IMQ_CLOCK_SKEW_S)
+
+
+_skew_installed = False
+
+
+def clock_skew_install() -> float:
+    """Tests only: make this process's wall clock read ``IMQ_CLOCK_SKEW_S`` seconds off, as a
+    machine whose clock is really off reads it; the skew installed (0: nothing done).
+
+    ``time.time`` and ``time.time_ns`` are replaced in the ``time`` module, which the workers read
+    as ``time.time_ns()`` at every event: the processes this one forks afterwards (a share's
+    workers) stamp their events on the skewed clock, and the offset measured here sees the same
+    skew. ``time.monotonic`` and ``datetime.now`` are left alone (durations stay true; Django's
+    and the database's timestamps are not what a run's latencies are made of). Called by
+    ``manage.py hostshare`` only, and a no-op unless the setting is non-zero: production never
+    sets it. The heartbeat (in the host's ``qcluster``, whose django-q2 signing reads
+    ``time.time``) keeps its clock true and adds the skew to its measurement instead.
+    """
+    global _skew_installed
+    skew_s = settings.IMQ_CLOCK_SKEW_S
+    if _skew_installed or not skew_s:
+        return skew_s
+    skew_ns = round(skew_s * 1e9)
+    true_time, true_time_ns = time.time, time.time_ns
+    time.time = lambda: true_time() + skew_s  # type: ignore[assignment]
+    time.time_ns = lambda: true_time_ns() + skew_ns  # type: ignore[assignment]
+    _skew_installed = True
+    log.warning("IMQ_CLOCK_SKEW_S: this process's wall clock reads %+.3f s off (a test setting)", skew_s)
+    return skew_s
 
 
 def database_clock_s() -> float:

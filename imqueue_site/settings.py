@@ -191,8 +191,11 @@ IMQ_HOST_ALIVE_S = float(env.str("IMQ_HOST_ALIVE_S", str(3 * IMQ_HOST_BEAT_S + 1
 IMQ_HOST_CLOCK_EVERY_S = float(env.str("IMQ_HOST_CLOCK_EVERY_S", "60"))  # clock offset measured again
 # A distributed run fails, naming them, when its hosts' workers are not all ready by then
 IMQ_HOST_JOIN_TIMEOUT_S = float(env.str("IMQ_HOST_JOIN_TIMEOUT_S", "30"))
-# Tests only: shifts this host's clock reading in the clock offset measurement (seconds), so
-# that the measurement can be checked against a known offset on one machine.
+# Tests only, never set in production: this load host's clock reads this many seconds off, so
+# that one machine can play a host whose clock is wrong. Its heartbeat's offset measurement adds
+# it; its shares (``manage.py hostshare``) shift their whole process's time.time/time.time_ns by
+# it before forking their workers (``experiments.hosts.clock_skew_install``), so that the offset
+# measured and the events' timestamps are off alike and the latency correction can be checked.
 IMQ_CLOCK_SKEW_S = float(env.str("IMQ_CLOCK_SKEW_S", "0"))
 Q_CLUSTER = {
     "name": env.str("IMQ_Q_CLUSTER_NAME", "imqueue"),

@@ -71,6 +71,50 @@ def test_a_missing_host_fails_the_run_with_its_name(stack):
     assert row["status"] == "failed" and "nowhere (never seen)" in row["error"], row["error"]
 
 
+def test_a_host_whose_clock_is_off_is_measured_and_its_events_latencies_corrected(stack):
+    """Host s's clock reads 2.5 s ahead, its share's workers' event timestamps too (the test-only
+    ``IMQ_CLOCK_SKEW_S``): the offsets show it, and the consumers on b and c correct it away."""
+    skew_s = 2.5
+    stack.start_host("s", IMQ_CLOCK_SKEW_S=str(skew_s))
+    try:
+        wait_until(lambda: stack.query("SELECT clock_offset_s FROM experiments_host WHERE name = 's' "
+                                       "AND clock_offset_s IS NOT NULL"), 60, "host s to answer", interval_s=0.1)
+        define(stack, "skewed-producer", backend="redis-list", rate_eps=1_000.0, duration_s=2.0, warmup_s=0.0,
+               producers=1, consumers=2, placement={"producers": {"s": 1}, "consumers": {"b": 1, "c": 1}})
+        run_id = launch(stack, "skewed-producer")
+        row = wait_for_run(stack, run_id, timeout_s=60)
+        assert row["status"] == "succeeded" and row["verdict"] == "exact", (row["error"], stack.log("host-s")[-2000:])
+    finally:
+        host = stack.procs.pop("host-s")
+        host.send_signal(signal.SIGTERM)
+        host.wait(timeout=20)
+    summary = json.loads(row["summary"])
+    shares = {host: (offset, uncertainty, json.loads(shifts)) for host, offset, uncertainty, shifts in stack.query(
+        "SELECT host, clock_offset_s, clock_uncertainty_s, latency_shifts FROM experiments_hostshare "
+        "WHERE run_id = ?", run_id)}
+    # measured: s is 2.5 s ahead (its offset to the database is -2.5 s), b and c are not
+    for host, true_offset_s in (("s", -skew_s), ("b", 0.0), ("c", 0.0)):
+        offset_s, uncertainty_s, _ = shares[host]
+        assert abs(offset_s - true_offset_s) <= uncertainty_s, (host, offset_s, uncertainty_s)
+        assert summary["hosts"][host]["clock_offset_ms"] == pytest.approx(offset_s * 1000, abs=0.001)
+    # the correction b's and c's consumers added to the events of s's producer (index 0): +2.5 s
+    for host in ("b", "c"):
+        shift_s = shares[host][2][0] / 1e9
+        assert abs(shift_s - skew_s) <= shares["s"][1] + shares[host][1], (host, shift_s)
+    # corrected: the latencies of one machine, far below the skew. Those that still came out
+    # negative are off by no more than the two offsets' uncertainties: SQLite's clock has
+    # milliseconds (about +-0.5 ms each) and these latencies are about 0.5 ms, so some are
+    # (they were 140 and 628 of 2,000, the largest -0.17 and -0.37 ms, in two runs here)
+    latency = summary["latency_ms"]
+    assert summary["received"] == 2_000 and latency["p99"] < 1000, latency
+    negative = summary["negative_latencies"]
+    bound_ms = (shares["s"][1] + max(shares["b"][1], shares["c"][1])) * 1000
+    assert negative["count"] == 0 or negative["max_ms"] <= bound_ms, (negative, bound_ms)
+    # uncorrected, the consumers' raw figure (received - sent) of every event was its latency
+    # minus the shift: below -1.5 s, so every one of them would have come out negative
+    assert latency["max"] - shares["b"][2][0] / 1e6 < -1500, latency
+
+
 def test_a_host_killed_mid_run_fails_the_run_cleanly_within_seconds(stack):
     define(stack, "kill-host", backend="redis-list", rate_eps=1_000.0, duration_s=60.0, warmup_s=0.0,
            producers=1, consumers=2, placement={"producers": {"a": 1}, "consumers": {"b": 1, "c": 1}})

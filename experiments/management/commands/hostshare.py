@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from experiments.distribution import share_execute
+from experiments.hosts import clock_skew_install
 from experiments.models import HostShare
 
 
@@ -19,4 +20,5 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         if not HostShare.objects.filter(pk=opts["share_id"]).exists():
             raise CommandError(f"there is no share {opts['share_id']}")
+        clock_skew_install()  # tests only (IMQ_CLOCK_SKEW_S): before the offset is measured and the workers forked
         self.stdout.write(share_execute(share_id=opts["share_id"]))
