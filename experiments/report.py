@@ -30,6 +30,7 @@ def format_report(run: Run) -> str:
         f"  drain time             {s['duration_s']:.3f} s",
         f"  throughput             {s['throughput_eps']:,.0f} events/s",
         *(_steady_lines(s) if s.get("rate_eps") else []),
+        *_fault_lines(s),
         _latency_line("end-to-end latency", s.get("latency_ms")),
         _latency_line("publish call", s.get("publish_ms")),
         *([f"  measures               {run.environment['backend']['approach']}"]
@@ -52,6 +53,29 @@ def _end_lines(s: dict) -> list[str]:
         for w in s.get("killed_workers", [])
     ]
     lines += [f"  finding                {finding}" for finding in s.get("findings", [])]
+    return lines
+
+
+def _fault_lines(s: dict) -> list[str]:
+    """Each fault (when it was applied, what came of it, the time to recover), then what the
+    run did about them and whether the outcome keeps to the backend's declared guarantee."""
+    if not s.get("faults") and not s.get("markers"):
+        return []
+    lines = []
+    for fault in s.get("faults", []):
+        applied = fault.get("applied_at_s")
+        recovered = fault.get("recovered_after_s")
+        after = "" if applied is None else (
+            "; not recovered within the run" if recovered is None else f"; recovered after {recovered:g} s")
+        when = "not reached" if applied is None else f"at {applied:.2f} s"
+        lines.append(f"  fault                  {fault['fault']} {when}: {fault.get('outcome') or '-'}{after}")
+    lines.append(
+        f"  faults' effects        {s.get('reconnects', 0)} reconnect(s), {s.get('replaced_workers', 0)} worker(s) "
+        f"replaced, {s.get('redelivered', 0):,} redelivered, up to {s.get('resend_bound', 0):,} resent by producers"
+    )
+    contradictions = s.get("contradictions") or []
+    verdict = "kept" if not contradictions else "CONTRADICTED: " + "; ".join(contradictions)
+    lines.append(f"  guarantee              {s.get('guarantee')}: {verdict}")
     return lines
 
 

@@ -45,6 +45,16 @@ def test_a_run_with_faults_stores_its_markers_and_reports_them(capsys):
     assert {"kill-consumer", "replaced", "poison"} <= {m["kind"] for m in stored}
 
 
+@pytest.mark.django_db
+def test_the_text_report_lists_each_fault_and_the_guarantee(capsys):
+    call_command("runexperiment", "--backend", "memory-mp", "--rate", "1000", "--duration", "2",
+                 "--fault", "poison@0.5:2", "--idle-timeout", "1")
+    report = capsys.readouterr().out
+    assert "  fault                  poison@0.5:2 at 0." in report and ": 2 malformed message(s) sent" in report
+    assert "  faults' effects        0 reconnect(s), 0 worker(s) replaced" in report
+    assert "  guarantee              at-most-once: kept" in report
+
+
 RESULT = {
     "series_id": 7, "repeats": 1, "rate_eps": 1000.0, "duration_s": 8.0, "backends": ["redis-list", "memory"],
     "faults": ["kill-consumer@2"],
