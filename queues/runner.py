@@ -40,7 +40,7 @@ from queues.summary import (
     steady_figures,
     summarise,
 )
-from queues.supervision import STOP_TIMEOUT_S, Supervisor, Worker
+from queues.supervision import KILLED_FROM_OUTSIDE, STOP_TIMEOUT_S, Supervisor, Worker
 from queues.workers import SharedFlag, WorkerContext
 from queues.workload import WorkloadSpec
 
@@ -223,7 +223,7 @@ class Runner:
     def _note_kill(self, worker: Worker) -> None:
         reason = worker.kill_reason or "killed"
         self.accounting.note_kill(role=worker.role, index=worker.index, reason=reason)
-        if reason.startswith("killed from outside"):  # a fault marks its own kill
+        if reason.startswith(KILLED_FROM_OUTSIDE):  # a fault marks its own kill
             self.accounting.mark(self._elapsed_s(), "killed", f"{worker.role} {worker.index}", reason)
 
     def _note_replace(self, dead: Worker, replacement: Worker) -> None:

@@ -40,6 +40,8 @@ REPORT_PIPE_BYTES = 1 << 20
 #: Replacements one run may start; past this a worker that keeps dying fails the run instead
 #: of being restarted for ever.
 MAX_REPLACEMENTS = 50
+#: The kill reason of a worker that died by a signal nobody in the run sent (a user, the OOM killer).
+KILLED_FROM_OUTSIDE = "killed from outside the run by"
 
 
 @dataclass
@@ -241,8 +243,8 @@ class Supervisor:
                 code = w.exit_code()
                 if code is not None and code < 0 and not self.stopping:
                     name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
-                    log.warning("%s %d (pid %s) was killed from outside the run by %s", w.role, w.index, w.pid, name)
-                    self._killed(w, f"killed from outside the run by {name}")
+                    log.warning("%s %d (pid %s) was %s %s", w.role, w.index, w.pid, KILLED_FROM_OUTSIDE, name)
+                    self._killed(w, f"{KILLED_FROM_OUTSIDE} {name}")
                     self._replace_later(w, self.replace_after_s)
                     continue
                 log.error("%s %d died unexpectedly (exit code %s)", w.role, w.index, code)
