@@ -33,6 +33,9 @@ BACKENDS: dict[str, str] = {
     "redis-list-noack": "queues.backends.redis_list.RedisListNoAckBackend",
     "redis-stream": "queues.backends.redis_stream.RedisStreamBackend",
     "rabbitmq": "queues.backends.rabbitmq.RabbitMQBackend",
+    # task libraries (the optional extra `libraries`): queues/backends/libraries/
+    "rq": "queues.backends.libraries.rq_backend.RQBackend",
+    "huey": "queues.backends.libraries.huey_backend.HueyBackend",
 }
 
 

@@ -50,6 +50,7 @@ class Capabilities:
     push: bool = False  # the server wakes the consumer (LISTEN, basic_consume)
     fifo: bool = True  # one producer's messages arrive in order to a single consumer
     processes: bool = True  # producers and consumers may be separate OS processes
+    holds_many: bool = True  # a consumer may hold many un-acked messages (False: one at a time, a task library)
 
     def extend(self, **changes: bool) -> Capabilities:
         """A copy with some guarantees changed (kombu's ``Implements.extend``)."""

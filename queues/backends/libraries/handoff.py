@@ -1,0 +1,260 @@
+"""What every task-library backend shares: the library's worker runs inside the imqueue consumer.
+
+A task library owns its consumer loop: its worker fetches a task and calls the task's function.
+imqueue's consumer loop (``queues.workers``) asks ``Consumer.receive_batch`` for messages and
+acks them after reporting them to the runner. ``LibraryConsumer`` joins the two: it starts the
+library's own worker (its worker API: Celery's ``WorkController``, RQ's ``SimpleWorker``,
+Dramatiq's ``Worker``, huey's consumer ``Worker``, procrastinate's ``run_worker``) on a thread
+of the consumer's process, and the task function hands its message over (``deliver``) and
+*waits* until imqueue settled it. So the task body's work is exactly what a raw consumer does
+with a message (decode, index, latency, ``BatchReport`` sent before the ack; the same code, in
+``queues.workers``), the task returns only once it was counted, and the library acks it as it
+acks any task (before it ran for the libraries that ack early, after it returned for the
+others: ``Capabilities`` say which). A SIGKILL of the consumer process kills the library's
+worker with it, in the middle of a task.
+
+One consequence is declared as ``Capabilities.holds_many=False``: a library worker runs one
+task at a time and waits for it, so a consumer holds at most one un-acked message (its
+``receive_batch`` returns at most what the library's worker handed over: one message).
+
+A task that imqueue gives back (``nack(requeue=True)``, or a consumer closed while it held the
+task) is requeued through the library (``requeue``); a dead letter (``nack(requeue=False)``)
+fails the task without a retry, where the library keeps failed tasks readable.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import logging
+import queue as queue_module
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from queues.backends.base import CONNECT_TIMEOUT, Backend, Batch, Capabilities, Consumer, Producer, first_line
+from queues.errors import BackendUnavailable, QueueError
+from queues.options import Option
+
+log = logging.getLogger(__name__)
+
+ACK, REQUEUE, DEAD = "ack", "requeue", "dead"
+#: Longest ``close`` waits for the library's worker to stop (a worker in a blocking fetch
+#: returns when that fetch times out); past it the thread is left to die with the process.
+STOP_JOIN_S = 3.0
+#: How often a waiting task looks whether its consumer is closing.
+SETTLE_POLL_S = 0.1
+#: Longest a task waits for the worker to start before it is reported as not starting.
+START_TIMEOUT_S = 30.0
+
+#: The consumer whose library worker runs in this context: set on the worker's thread, copied
+#: by the libraries that run a task on another thread with the context (asyncio's to_thread).
+CURRENT: contextvars.ContextVar[LibraryConsumer] = contextvars.ContextVar("imq_library_consumer")
+
+#: Every task-library backend: one task per message, a worker that hands over one at a time.
+LIBRARY = Capabilities(durable=False, holds_many=False, push=True)
+
+#: The option of every library backend: use the library's batch API to enqueue a send call's
+#: messages (off by default: one enqueue call per task, as users use them).
+BATCH_API = Option("batch_api", bool, False, "enqueue a send call's tasks with the library's batch API")
+
+
+def text_of(body: bytes) -> str:
+    """A message body as the text a JSON serializer can carry (base64)."""
+    return base64.b64encode(body).decode("ascii")
+
+
+def bytes_of(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def missing_library(backend: str, exc: ImportError) -> BackendUnavailable:
+    """The one-line error for a library that is not installed."""
+    return BackendUnavailable(
+        f"{backend}: the task library is not installed ({exc.name}); install it with `pip install -e '.[libraries]'`"
+    )
+
+
+class Settlement:
+    """How imqueue settled one delivered task; the task's thread waits for it."""
+
+    __slots__ = ("_event", "outcome")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.outcome = ACK
+
+    def settle(self, outcome: str) -> None:
+        self.outcome = outcome
+        self._event.set()
+
+    def wait(self, closing: threading.Event) -> str:
+        """The outcome; ``REQUEUE`` once ``closing`` is set and nobody settled it (a task
+        handed over while the consumer was closing must not hold the worker's stop)."""
+        while not self._event.wait(SETTLE_POLL_S):
+            if closing.is_set():
+                return REQUEUE
+        return self.outcome
+
+
+class LibraryBackend(Backend):
+    """A task library on its broker. Subclasses name the library's worker and producer."""
+
+    capabilities = LIBRARY
+    options: ClassVar[tuple[Option, ...]] = (CONNECT_TIMEOUT,)
+
+    @property
+    def batch_api(self) -> bool:
+        """The ``batch_api`` option, where the library has a batch API (``BATCH_API``)."""
+        return bool(self.option_values.get("batch_api", False))
+
+    def environment(self) -> dict[str, Any]:
+        return {**super().environment(), "batch_api": self.batch_api}
+
+
+class LibraryProducer(Producer):
+    """Enqueues one task per message (``enqueue``), or a send call's tasks with the library's
+    batch API (``enqueue_many``) when the backend's ``batch_api`` option is on."""
+
+    def __init__(self, backend: LibraryBackend, queue: str) -> None:
+        self.backend, self.queue = backend, queue
+
+    def send_batch(self, messages: Sequence[bytes]) -> None:
+        with self.backend.converting("send to"):
+            if self.backend.batch_api and len(messages) > 1:
+                self.enqueue_many(list(messages))
+            else:
+                for body in messages:
+                    self.enqueue(body)
+
+    def enqueue(self, body: bytes) -> None:
+        raise NotImplementedError
+
+    def enqueue_many(self, bodies: list[bytes]) -> None:
+        raise NotImplementedError
+
+
+class LibraryConsumer(Consumer):
+    """The library's worker on a thread of this process, handing its tasks to imqueue.
+
+    Subclasses implement ``run_worker`` (the library's worker loop; returns when asked to stop)
+    and ``stop_worker`` (asks it to, from another thread); the library's task function calls
+    ``deliver`` (through ``CURRENT`` or a closure) and maps what it returns to the library's way
+    of requeueing or failing a task.
+    """
+
+    def __init__(self, backend: LibraryBackend, queue: str) -> None:
+        self.backend, self.queue = backend, queue
+        self.inbox: queue_module.SimpleQueue[tuple[bytes, Settlement]] = queue_module.SimpleQueue()
+        self.held: dict[int, Settlement] = {}
+        self.next_token = 0
+        self.closing = threading.Event()
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"imq-{backend.name}-worker")
+        self.thread.start()
+
+    # -- the library's side (its worker's thread) --------------------------------------------
+
+    def _run(self) -> None:
+        CURRENT.set(self)
+        try:
+            self.run_worker()
+        except BaseException as exc:  # noqa: BLE001 - handed to the imqueue side, which raises it
+            if not self.closing.is_set():
+                log.error("%s: the library's worker ended: %s", self.backend.name, first_line(exc))
+                self.failure = exc
+
+    def run_worker(self) -> None:
+        raise NotImplementedError
+
+    def stop_worker(self) -> None:
+        raise NotImplementedError
+
+    def deliver(self, body: bytes) -> str:
+        """Called by the task: hand ``body`` over and wait until imqueue settled it; ``ACK``,
+        ``REQUEUE`` or ``DEAD``. A consumer that is closing gives it back at once (``REQUEUE``)."""
+        if self.closing.is_set():
+            return REQUEUE
+        settlement = Settlement()
+        self.inbox.put((body, settlement))
+        return settlement.wait(self.closing)
+
+    # -- imqueue's side ----------------------------------------------------------------------
+
+    def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
+        self._check()
+        bodies: list[bytes] = []
+        receipts: list[int] = []
+        try:
+            # the library hands over nothing more while we hold its task: do not wait then
+            first = self.inbox.get(timeout=timeout_s) if not self.held else self.inbox.get_nowait()
+            while True:
+                self._hold(first, bodies, receipts)
+                if len(bodies) >= max_messages:
+                    break
+                first = self.inbox.get_nowait()
+        except queue_module.Empty:
+            pass
+        if not bodies:
+            self._check()
+        return Batch(bodies, receipts)
+
+    def _hold(self, item: tuple[bytes, Settlement], bodies: list[bytes], receipts: list[int]) -> None:
+        body, settlement = item
+        token, self.next_token = self.next_token, self.next_token + 1
+        self.held[token] = settlement
+        bodies.append(body)
+        receipts.append(token)
+
+    def _check(self) -> None:
+        if self.failure is not None:
+            exc, self.failure = self.failure, None
+            if isinstance(exc, QueueError):
+                raise exc
+            raise self.backend.converted(exc, "run the library's worker on") from exc
+        if not self.thread.is_alive() and not self.closing.is_set():
+            raise BackendUnavailable(f"{self.backend.name}: the library's worker stopped")
+
+    def ack(self, batch: Batch) -> None:
+        self._settle(batch, ACK)
+
+    def nack(self, batch: Batch, *, requeue: bool = True) -> None:
+        self._settle(batch, REQUEUE if requeue else DEAD)
+
+    def _settle(self, batch: Batch, outcome: str) -> None:
+        for token in batch.receipts or ():
+            settlement = self.held.pop(token, None)
+            if settlement is not None:
+                settlement.settle(outcome)
+
+    def close(self) -> None:
+        """Stop the library's worker; what this consumer still holds goes back (``REQUEUE``)
+        first, so that a worker whose stop waits for its running task is not kept waiting."""
+        if self.closing.is_set():
+            return
+        self.closing.set()
+        for settlement in self.held.values():
+            settlement.settle(REQUEUE)
+        self.held.clear()
+        while True:  # handed over after the last receive: give back too
+            try:
+                self.inbox.get_nowait()[1].settle(REQUEUE)
+            except queue_module.Empty:
+                break
+        try:
+            self.stop_worker()
+        finally:
+            self.thread.join(timeout=STOP_JOIN_S)
+            self.after_stop()
+
+    def after_stop(self) -> None:
+        """Release what the worker's thread used (connections), once it stopped or was left."""
+
+
+def wait_started(started: threading.Event, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Wait until a worker says it started, or raise naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while not started.wait(0.05):
+        if time.monotonic() > deadline:
+            raise BackendUnavailable(f"{what} did not start within {timeout_s:.0f} s")
