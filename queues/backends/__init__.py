@@ -34,8 +34,12 @@ BACKENDS: dict[str, str] = {
     "redis-stream": "queues.backends.redis_stream.RedisStreamBackend",
     "rabbitmq": "queues.backends.rabbitmq.RabbitMQBackend",
     # task libraries (the optional extra `libraries`): queues/backends/libraries/
+    "celery-redis": "queues.backends.libraries.celery_backend.CeleryRedisBackend",
+    "celery-rabbitmq": "queues.backends.libraries.celery_backend.CeleryRabbitMQBackend",
     "rq": "queues.backends.libraries.rq_backend.RQBackend",
     "huey": "queues.backends.libraries.huey_backend.HueyBackend",
+    "dramatiq-redis": "queues.backends.libraries.dramatiq_backend.DramatiqRedisBackend",
+    "dramatiq-rabbitmq": "queues.backends.libraries.dramatiq_backend.DramatiqRabbitMQBackend",
 }
 
 

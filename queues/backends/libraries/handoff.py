@@ -98,6 +98,21 @@ class Settlement:
         return self.outcome
 
 
+class _LastError(logging.Handler):
+    """Keeps the first line of the last ERROR a library logs on one thread: what a worker that
+    ends as it starts said (a library that catches its own exception only logs it)."""
+
+    def __init__(self, thread_id: int) -> None:
+        super().__init__(logging.ERROR)
+        self.thread_id, self.line = thread_id, ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread_id:
+            text = record.getMessage().strip().splitlines()
+            cause = first_line(record.exc_info[1]) if record.exc_info and record.exc_info[1] else ""
+            self.line = "; ".join(part for part in (text[0] if text else "", cause) if part)
+
+
 class LibraryBackend(Backend):
     """A task library on its broker. Subclasses name the library's worker and producer."""
 
@@ -150,22 +165,45 @@ class LibraryConsumer(Consumer):
         self.held: dict[int, Settlement] = {}
         self.next_token = 0
         self.closing = threading.Event()
+        self.started = threading.Event()  # set by ``run_worker`` once the library's worker runs
         self.failure: BaseException | None = None
+        self.last_error = ""  # the last error the library logged on its worker's thread
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"imq-{backend.name}-worker")
         self.thread.start()
+        self._await_start()
+
+    def _await_start(self) -> None:
+        """Return once the library's worker runs (so that ``Ready`` means it), or raise what
+        stopped it: a worker that cannot start is reported, never waited for."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self.started.wait(0.02):
+            if self.failure is not None or not self.thread.is_alive():
+                self.closing.set()
+                self._check(starting=True)
+            if time.monotonic() > deadline:
+                self.close()
+                raise BackendUnavailable(f"{self.backend.name}: the library's worker did not start within "
+                                         f"{START_TIMEOUT_S:.0f} s")
 
     # -- the library's side (its worker's thread) --------------------------------------------
 
     def _run(self) -> None:
         CURRENT.set(self)
+        last_words = _LastError(threading.get_ident())
+        logging.getLogger().addHandler(last_words)
         try:
             self.run_worker()
         except BaseException as exc:  # noqa: BLE001 - handed to the imqueue side, which raises it
-            if not self.closing.is_set():
+            if not self.closing.is_set() or not self.started.is_set():
                 log.error("%s: the library's worker ended: %s", self.backend.name, first_line(exc))
                 self.failure = exc
+        finally:
+            logging.getLogger().removeHandler(last_words)
+            self.last_error = last_words.line
 
     def run_worker(self) -> None:
+        """The library's worker loop, on this consumer's thread; sets ``started`` once it runs
+        and returns once ``stop_worker`` asked it to."""
         raise NotImplementedError
 
     def stop_worker(self) -> None:
@@ -207,12 +245,15 @@ class LibraryConsumer(Consumer):
         bodies.append(body)
         receipts.append(token)
 
-    def _check(self) -> None:
+    def _check(self, *, starting: bool = False) -> None:
         if self.failure is not None:
             exc, self.failure = self.failure, None
             if isinstance(exc, QueueError):
                 raise exc
             raise self.backend.converted(exc, "run the library's worker on") from exc
+        if starting:
+            said = f": {self.last_error}" if self.last_error else ""
+            raise BackendUnavailable(f"{self.backend.name}: the library's worker ended as it started{said}")
         if not self.thread.is_alive() and not self.closing.is_set():
             raise BackendUnavailable(f"{self.backend.name}: the library's worker stopped")
 
@@ -251,10 +292,3 @@ class LibraryConsumer(Consumer):
     def after_stop(self) -> None:
         """Release what the worker's thread used (connections), once it stopped or was left."""
 
-
-def wait_started(started: threading.Event, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
-    """Wait until a worker says it started, or raise naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while not started.wait(0.05):
-        if time.monotonic() > deadline:
-            raise BackendUnavailable(f"{what} did not start within {timeout_s:.0f} s")

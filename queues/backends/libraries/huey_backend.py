@@ -133,6 +133,7 @@ class _HueyConsumer(LibraryConsumer):
     def run_worker(self) -> None:
         # huey's Consumer._create_process, for one worker
         self.worker.initialize()
+        self.started.set()
         try:
             while not self.stop_flag.is_set():
                 self.worker.loop()

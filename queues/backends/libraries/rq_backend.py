@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from queues.backends._redis import RedisBase
 from queues.backends.base import Consumer, Producer
@@ -124,7 +124,7 @@ class RQBackend(RedisBase, LibraryBackend):
             client, name = self.client, glob_escape(queue)
             self.queue_of(queue).delete(delete_jobs=True)  # also takes it out of rq:queues
             mine = f"rq:worker:{queue}.".encode()
-            workers = [w for w in client.smembers("rq:workers") if bytes(w).startswith(mine)]
+            workers = [w for w in cast(set[bytes], client.smembers("rq:workers")) if w.startswith(mine)]
             if workers:
                 client.srem("rq:workers", *workers)
             jobs = glob_escape(job_prefix(queue))
@@ -192,6 +192,7 @@ class _RQConsumer(LibraryConsumer):
         super().__init__(backend, queue)
 
     def run_worker(self) -> None:
+        self.started.set()  # RQ has no ready hook; its first dequeue follows at once
         self.worker.work(logging_level="WARNING")
 
     def stop_worker(self) -> None:
