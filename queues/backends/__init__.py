@@ -38,6 +38,7 @@ BACKENDS: dict[str, str] = {
     "celery-rabbitmq": "queues.backends.libraries.celery_backend.CeleryRabbitMQBackend",
     "rq": "queues.backends.libraries.rq_backend.RQBackend",
     "huey": "queues.backends.libraries.huey_backend.HueyBackend",
+    "procrastinate": "queues.backends.libraries.procrastinate_backend.ProcrastinateBackend",
     "dramatiq-redis": "queues.backends.libraries.dramatiq_backend.DramatiqRedisBackend",
     "dramatiq-rabbitmq": "queues.backends.libraries.dramatiq_backend.DramatiqRabbitMQBackend",
 }
