@@ -109,6 +109,10 @@ def _close_amqp_connections(backend: Backend, roles: tuple[str, ...]) -> int:
     return closed
 
 
+def cut_procrastinate(backend: Backend, queue: str) -> int:
+    return _terminate_postgres(backend, [f"imq {role} {backend.namespace}"[:63] for role in WORKER_ROLES])
+
+
 CUTTERS: dict[str, Callable[[Backend, str], int]] = {
     "postgres": cut_postgres,
     "postgres-notify": cut_postgres,
@@ -117,6 +121,14 @@ CUTTERS: dict[str, Callable[[Backend, str], int]] = {
     "redis-list-noack": cut_redis,
     "redis-stream": cut_redis,
     "rabbitmq": cut_rabbitmq,
+    # the task libraries: their clients are named like ours (or, on Postgres, by the namespace)
+    "celery-redis": cut_redis,
+    "celery-rabbitmq": cut_rabbitmq,
+    "dramatiq-redis": cut_redis,
+    "dramatiq-rabbitmq": cut_rabbitmq,
+    "huey": cut_redis,
+    "rq": cut_redis,
+    "procrastinate": cut_procrastinate,
 }
 
 
@@ -156,4 +168,11 @@ CONTROL_CUTTERS: dict[str, Callable[[Backend], int]] = {
     "redis-list-noack": cut_redis_control,
     "redis-stream": cut_redis_control,
     "rabbitmq": cut_rabbitmq_control,
+    "celery-redis": cut_redis_control,
+    "celery-rabbitmq": cut_rabbitmq_control,
+    "dramatiq-redis": cut_redis_control,
+    "dramatiq-rabbitmq": cut_rabbitmq_control,
+    "huey": cut_redis_control,
+    "rq": cut_redis_control,
+    "procrastinate": cut_postgres_control,
 }

@@ -47,6 +47,7 @@ try:
     from celery.bootsteps import CLOSE
     from celery.exceptions import Reject
     from celery.worker import WorkController
+    from kombu.asynchronous import set_event_loop
 except ImportError as exc:
     raise missing_library("celery", exc) from exc
 
@@ -55,13 +56,16 @@ TASK = "imq_deliver"
 STOP_CHECK_S = 0.25
 ACKS_LATE = Option("acks_late", bool, False, "Celery's task_acks_late: ack a task after it ran, not before")
 EARLY = LIBRARY.extend(acks=False, redelivers_on_crash=False)
+_HUB_LOCK = threading.Lock()
 
 
 class CeleryBackend(LibraryBackend):
     """What both Celery backends share: the app, its task, the ``acks_late`` option."""
 
-    def transport_options(self, queue: str) -> dict[str, Any]:
-        return {}
+    def transport_options(self, queue: str, role: str) -> dict[str, Any]:
+        """kombu's transport options: the connection named ``imq:<namespace>:<role>`` (found by
+        an operator, or a test, among the server's clients) and, on Redis, the run's prefix."""
+        raise NotImplementedError
 
     @property
     def acks_late(self) -> bool:
@@ -73,7 +77,8 @@ class CeleryBackend(LibraryBackend):
         app = celery.Celery("imqueue", broker=self.url, set_as_current=False)
         app.conf.update(
             task_default_queue=queue, task_acks_late=self.acks_late, broker_connection_retry_on_startup=False,
-            broker_transport_options=self.transport_options(queue), worker_hijack_root_logger=False,
+            broker_transport_options=self.transport_options(queue, "consumer" if consumer else "producer"),
+            worker_hijack_root_logger=False,
             worker_enable_remote_control=False, task_ignore_result=True,
         )
 
@@ -113,6 +118,14 @@ class _CeleryProducer(LibraryProducer):
         celery.group(self.task.s(text_of(body)) for body in bodies).apply_async()
 
     def close(self) -> None:
+        """After a round trip behind the last publish: without publisher confirms (Celery's
+        default) a publish is only written, and closing the pool drops the connection without
+        AMQP's close handshake, which could discard what the broker had not read yet. A passive
+        declare on the same channel is answered once the publishes before it were routed."""
+        with self.backend.converting("send to"):
+            if self.backend.name == "celery-rabbitmq":
+                with self.app.producer_or_acquire() as producer:
+                    producer.channel.queue_declare(queue=self.queue, passive=True)
         self.app.close()
 
 
@@ -126,15 +139,23 @@ class _CeleryConsumer(LibraryConsumer):
     def run_worker(self) -> None:
         # the solo pool runs a task through the thread's current app (``celery worker`` sets it)
         self.app.set_current()
-        self.worker = WorkController(
-            app=self.app, concurrency=1, pool="solo", hostname=f"imq-{self.queue}-{id(self):x}", loglevel="WARNING",
-            ready_callback=self._on_ready, without_heartbeat=True, without_mingle=True,
-            without_gossip=True, queues=[self.queue],
-        )
+        with _HUB_LOCK:
+            # a hub of its own: kombu keeps "the" event loop in a process-wide global, which a
+            # second worker of this process (or one forked from a process that ran one) would
+            # share, fds of another connection and all
+            set_event_loop(None)
+            self.worker = self._new_worker()
         try:
             self.worker.start()  # returns once its consumer's loop ended (``stop_worker``)
         finally:
             self.worker.stop(in_sighandler=False)  # the warm shutdown, on the worker's own thread
+
+    def _new_worker(self) -> Any:
+        return WorkController(
+            app=self.app, concurrency=1, pool="solo", hostname=f"imq-{self.queue}-{id(self):x}", loglevel="WARNING",
+            ready_callback=self._on_ready, without_heartbeat=True, without_mingle=True,
+            without_gossip=True, queues=[self.queue],
+        )
 
     def _on_ready(self, consumer: Any) -> None:
         """On the worker's thread, as its loop starts: a timer that makes an idle loop turn
@@ -167,8 +188,8 @@ class CeleryRedisBackend(RedisBase, CeleryBackend):
         # late acks on Redis: the message waits out the visibility timeout (1 h) after a crash
         _capabilities(self, LIBRARY.extend(redelivers_on_crash=False))
 
-    def transport_options(self, queue: str) -> dict[str, Any]:
-        return {"global_keyprefix": f"{queue}:"}
+    def transport_options(self, queue: str, role: str) -> dict[str, Any]:
+        return {"global_keyprefix": f"{queue}:", "client_name": f"imq:{self.namespace}:{role}"}
 
     def _keys(self, queue: str) -> tuple[str, str]:
         return f"{queue}:{queue}", f"{queue}:unacked"
@@ -232,6 +253,9 @@ class CeleryRabbitMQBackend(AMQPLibraryBackend, CeleryBackend):
                     app.amqp.queues[queue].bind(conn.default_channel).declare()
             finally:
                 app.close()
+
+    def transport_options(self, queue: str, role: str) -> dict[str, Any]:
+        return {"client_properties": {"connection_name": f"imq:{self.namespace}:{role}"}}
 
     def broker_queues(self, queue: str) -> list[str]:
         return [queue]

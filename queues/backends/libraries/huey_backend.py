@@ -4,7 +4,8 @@
   huey has no batch enqueue, so there is no ``batch_api`` option.
 - Consumer: one huey ``Worker`` (what ``huey_consumer -k thread -w 1`` runs on its worker
   thread) looping on a thread of the consumer process until the stop flag is set; its blocking
-  dequeue (``BRPOP``) waits at most huey's ``read_timeout`` (1 s).
+  dequeue (``BRPOP``) waits at most ``read_timeout`` (0.25 s here, 1 s by
+  default), so that a stop is seen soon.
 - Guarantee: huey's dequeue pops the task; a worker killed during it loses it: at-most-once.
   ``depth`` is the queue's length (``pending_count``). A task failed by
   ``nack(requeue=False)`` is logged by huey and dropped: huey keeps no dead letters.
@@ -38,6 +39,9 @@ except ImportError as exc:
     raise missing_library("huey", exc) from exc
 
 TASK_NAME = "imq_deliver"
+#: huey's blocking dequeue (``BRPOP``) timeout, 1 s by default: how long a stop may wait. Only
+#: an idle worker waits it out, so a shorter one costs nothing while tasks flow.
+READ_TIMEOUT_S = 0.25
 KEY_KINDS = ("redis", "schedule", "results", "counters")
 
 
@@ -57,7 +61,8 @@ def huey_task(body: bytes) -> None:
 
 def new_huey(queue: str, client: Any) -> tuple[huey.RedisHuey, Any]:
     """A ``RedisHuey`` for ``queue`` on ``client``'s pool, and its task."""
-    app = huey.RedisHuey(name=queue, connection_pool=client.connection_pool, clean_name=False)
+    app = huey.RedisHuey(name=queue, connection_pool=client.connection_pool, clean_name=False,
+                         read_timeout=READ_TIMEOUT_S)
     return app, app.task(name=TASK_NAME)(huey_task)
 
 
