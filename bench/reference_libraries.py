@@ -221,5 +221,6 @@ def run_reference(alias: str, url: str, events: int, workers: int) -> dict[str, 
             if p.is_alive():
                 p.kill()
                 p.join()
-        control.delete(queue)
+        # the control connection sat idle through the run (an AMQP heartbeat may have ended it)
+        control.reconnecting(control.delete, queue, attempts=3, pause_s=1.0)
         control.close()

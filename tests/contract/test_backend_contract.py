@@ -86,7 +86,7 @@ def test_delete_is_idempotent(backend):
 
 
 def test_two_consumers_never_receive_the_same_message(backend, queue_name):
-    sent = bodies(400)
+    sent = bodies(scaled(backend, 400, at_least=40))
     producer = backend.producer(queue_name)
     producer.send_batch(sent)
     producer.close()
