@@ -11,7 +11,7 @@ p99 latency (engine only), the harness overhead (reference events/s over engine 
 and the verdict of one run whose consumer 0 is SIGKILLed mid-run.
 
 Usage: ``flock /tmp/imq-bench.lock env PYTHONPATH=. .venv/bin/python bench/bench_libraries.py
-[--events 20000] [--slow-events 20000] [--repeat 3] [--only rq]``. Writes every measurement to
+[--events 20000] [--slow-events 20000] [--orm-events 20000] [--repeat 3] [--only rq]``. Writes every measurement to
 ``bench/results/libraries-<time>.json``.
 """
 
@@ -36,9 +36,12 @@ from queues.workload import WorkloadSpec
 RAW = {
     "celery-redis": "redis-list", "celery-rabbitmq": "rabbitmq", "dramatiq-redis": "redis-list",
     "dramatiq-rabbitmq": "rabbitmq", "rq": "redis-list", "huey": "redis-list", "procrastinate": "postgres",
+    "django-q2-orm": "postgres", "django-q2-redis": "redis-list",
 }
-#: Below about 500 tasks/s here: ``--slow-events`` of them per run.
+#: Below about 500 tasks/s here: ``--slow-events`` of them per run; django-q2's ORM broker
+#: (about 50 tasks/s): ``--orm-events``.
 SLOW = {"rq", "dramatiq-redis", "procrastinate"}
+VERY_SLOW = {"django-q2-orm"}
 BATCH = 100  # messages per send call (the engine's producer enqueues them one task each)
 KILL_EVENTS = 2_000
 
@@ -84,6 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--slow-events", type=int, default=20_000, help="events per run of the libraries in SLOW")
+    parser.add_argument("--orm-events", type=int, default=20_000, help="events per run of django-q2-orm")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--only", default="", help="comma-separated library backends")
@@ -91,7 +95,7 @@ def main() -> None:
     libraries = [a for a in RAW if not args.only or a in args.only.split(",")]
     rows, kills = [], []
     for alias in libraries:
-        events = args.slow_events if alias in SLOW else args.events
+        events = args.orm_events if alias in VERY_SLOW else args.slow_events if alias in SLOW else args.events
         for workers in (int(w) for w in args.workers.split(",")):
             row = measure(alias, events, workers, args.repeat)
             rows.append(row)

@@ -161,6 +161,44 @@ def procrastinate_work(url: str, queue: str, ready: Any) -> None:
     app.run_worker(queues=[queue], concurrency=1)
 
 
+def djangoq_setup(alias: str, url: str) -> Any:
+    """django-q2 configured as the imqueue backend configures it (its broker, its defaults)."""
+    from queues.backends import backend_class
+
+    backend = backend_class(alias)(url=url, namespace="imqref")
+    backend.prepare_process("reference")
+    return backend
+
+
+def djangoq_producer_for(alias: str) -> Any:
+    def make(url: str, queue: str) -> tuple[Any, Any]:
+        backend = djangoq_setup(alias, url)
+        from django_q.tasks import async_task
+
+        broker = backend.broker(queue)
+        return (lambda x: async_task("bench.reference_libraries.add", x, q_options={"broker": broker, "save": False})), (
+            lambda: None)
+    return make
+
+
+def djangoq_work(url: str, queue: str, ready: Any, alias: str = "") -> None:
+    """``qcluster`` with one worker: django-q2's own cluster (a sentinel forking a pusher, a
+    worker and a monitor), started through its API."""
+    backend = djangoq_setup(alias, url)  # Django configured before django_q's models are imported
+    from django_q.cluster import Cluster
+    from django_q.conf import Conf
+
+    Conf.WORKERS = 1
+    cluster = Cluster(backend.broker(queue))
+    stop = [False]
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
+    cluster.start()
+    ready.set()
+    while not stop[0]:
+        time.sleep(0.05)
+    cluster.stop()
+
+
 LIBRARIES = {
     "celery-redis": (celery_producer, celery_work),
     "celery-rabbitmq": (celery_producer, celery_work),
@@ -169,6 +207,10 @@ LIBRARIES = {
     "rq": (rq_producer, rq_work),
     "huey": (huey_producer, huey_work),
     "procrastinate": (procrastinate_producer, procrastinate_work),
+    "django-q2-orm": (djangoq_producer_for("django-q2-orm"),
+                      lambda url, queue, ready: djangoq_work(url, queue, ready, "django-q2-orm")),
+    "django-q2-redis": (djangoq_producer_for("django-q2-redis"),
+                        lambda url, queue, ready: djangoq_work(url, queue, ready, "django-q2-redis")),
 }
 
 
@@ -192,7 +234,8 @@ def run_reference(alias: str, url: str, events: int, workers: int) -> dict[str, 
     control.connect()
     control.declare(queue)
     readies = [ctx.Event() for _ in range(workers)]
-    procs = [ctx.Process(target=_worker_main, args=(work, url, queue, ready), daemon=True) for ready in readies]
+    # not daemonic: a django-q2 cluster forks its own processes (stopped by SIGTERM, killed if need be)
+    procs = [ctx.Process(target=_worker_main, args=(work, url, queue, ready)) for ready in readies]
     try:
         for p in procs:
             p.start()

@@ -1,3 +1,4 @@
+import contextlib
 import uuid
 
 import pytest
@@ -47,11 +48,14 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture
-def backend(request):
-    """A registered backend, connected to its real server (contract suite)."""
-    b = connected_backend(request.param)
-    yield b
-    b.close()
+def backend(request, django_db_blocker):
+    """A registered backend, connected to its real server (contract suite). The django-q2
+    backends use Django's database layer (on a database alias of their own), which
+    pytest-django blocks outside ``django_db`` tests: unblocked for them."""
+    with django_db_blocker.unblock() if request.param.startswith("django-q2") else contextlib.nullcontext():
+        b = connected_backend(request.param)
+        yield b
+        b.close()
 
 
 @pytest.fixture

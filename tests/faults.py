@@ -109,7 +109,8 @@ def _close_amqp_connections(backend: Backend, roles: tuple[str, ...]) -> int:
     return closed
 
 
-def cut_procrastinate(backend: Backend, queue: str) -> int:
+def cut_postgres_library(backend: Backend, queue: str) -> int:
+    """A task library's connections on Postgres, named ``imq <role> <namespace>``."""
     return _terminate_postgres(backend, [f"imq {role} {backend.namespace}"[:63] for role in WORKER_ROLES])
 
 
@@ -128,7 +129,9 @@ CUTTERS: dict[str, Callable[[Backend, str], int]] = {
     "dramatiq-rabbitmq": cut_rabbitmq,
     "huey": cut_redis,
     "rq": cut_redis,
-    "procrastinate": cut_procrastinate,
+    "procrastinate": cut_postgres_library,
+    "django-q2-orm": cut_postgres_library,
+    "django-q2-redis": cut_redis,
 }
 
 
@@ -175,4 +178,6 @@ CONTROL_CUTTERS: dict[str, Callable[[Backend], int]] = {
     "huey": cut_redis_control,
     "rq": cut_redis_control,
     "procrastinate": cut_postgres_control,
+    "django-q2-orm": cut_postgres_control,
+    "django-q2-redis": cut_redis_control,
 }

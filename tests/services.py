@@ -26,6 +26,8 @@ SIZE_FACTOR = {
     "celery-rabbitmq": 0.05,
     "dramatiq-redis": 0.03,
     "dramatiq-rabbitmq": 0.05,
+    "django-q2-orm": 0.005,  # its ORM broker polls a table: about 50 tasks a second here
+    "django-q2-redis": 0.05,
     "huey": 0.1,
     "procrastinate": 0.03,
     "rq": 0.03,
