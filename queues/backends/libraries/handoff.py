@@ -13,6 +13,12 @@ acks any task (before it ran for the libraries that ack early, after it returned
 others: ``Capabilities`` say which). A SIGKILL of the consumer process kills the library's
 worker with it, in the middle of a task.
 
+In a run's consumer worker (``queues.workers._consume``), the task function does not hand the
+message over: it is counted and reported on the library's thread itself (``TaskCounter``, with
+the counting of ``queues.workers.count_bodies``), and the task returns once the report is in
+the runner's pipe. The hand-over through ``receive_batch`` (two thread switches a task) is what
+the other users of the ``Consumer`` interface get: the final drain, the contract tests.
+
 One consequence is declared as ``Capabilities.holds_many=False``: a library worker runs one
 task at a time and waits for it, so a consumer holds at most one un-acked message (its
 ``receive_batch`` returns at most what the library's worker handed over: one message).
@@ -43,6 +49,8 @@ ACK, REQUEUE, DEAD = "ack", "requeue", "dead"
 #: Longest ``close`` waits for the library's worker to stop (a worker in a blocking fetch
 #: returns when that fetch times out); past it the thread is left to die with the process.
 STOP_JOIN_S = 3.0
+#: How often a run's consumer looks at its stop flag while the library's worker counts.
+CALLBACK_POLL_S = 0.02
 #: How often a waiting task looks whether its consumer is closing.
 SETTLE_POLL_S = 0.1
 #: Longest a task waits for the worker to start before it is reported as not starting.
@@ -150,6 +158,45 @@ class LibraryProducer(Producer):
         raise NotImplementedError
 
 
+class TaskCounter:
+    """A run consumer's counting, called by the library's worker thread with each task's
+    message: ``queues.workers.count_bodies`` and a ``BatchReport`` sent at once, before the task
+    returns (and the library acks it). Once ``close``d, it counts nothing more: a task handed
+    over after the consumer stopped goes back to the queue."""
+
+    def __init__(self, index: int, channel: Any, shares: Any, hists: Any, window: tuple[int, int],
+                 steady: bool) -> None:
+        self.index, self.channel, self.shares, self.hists = index, channel, shares, hists
+        self.window, self.steady = window, steady
+        self.lock = threading.Lock()  # the final histograms are flushed by the consumer's own thread
+        self.open = True
+        self.runner_gone: BaseException | None = None
+
+    def __call__(self, body: bytes) -> str:
+        from queues.messages import BatchReport
+        from queues.workers import RunnerGone, count_bodies
+
+        with self.lock:
+            if not self.open:
+                return REQUEUE
+            poison, flat, raw_sum, corrupt, received_ns, window_events = count_bodies(
+                [body], self.shares, self.hists, self.window, self.steady
+            )
+            hists = self.hists.flush() if self.hists.due() else None
+            report = BatchReport(self.index, flat.tobytes(), raw_sum, corrupt, len(poison), received_ns, hists,
+                                 window_events)
+            try:
+                self.channel.send(report)
+            except RunnerGone as exc:
+                self.runner_gone, self.open = exc, False
+                return REQUEUE
+        return DEAD if poison else ACK
+
+    def close(self) -> None:
+        with self.lock:
+            self.open = False
+
+
 class LibraryConsumer(Consumer):
     """The library's worker on a thread of this process, handing its tasks to imqueue.
 
@@ -210,8 +257,12 @@ class LibraryConsumer(Consumer):
         raise NotImplementedError
 
     def deliver(self, body: bytes) -> str:
-        """Called by the task: hand ``body`` over and wait until imqueue settled it; ``ACK``,
-        ``REQUEUE`` or ``DEAD``. A consumer that is closing gives it back at once (``REQUEUE``)."""
+        """Called by the task: count ``body`` (a run's consumer: ``consume_until``), or hand it
+        over and wait until imqueue settled it; ``ACK``, ``REQUEUE`` or ``DEAD``. A consumer that
+        is closing gives it back at once (``REQUEUE``)."""
+        counter = self.counter
+        if counter is not None:
+            return counter(body)
         if self.closing.is_set():
             return REQUEUE
         settlement = Settlement()
@@ -219,6 +270,25 @@ class LibraryConsumer(Consumer):
         return settlement.wait(self.closing)
 
     # -- imqueue's side ----------------------------------------------------------------------
+
+    #: ``queues.workers._consume`` calls ``consume_until`` instead of receiving.
+    calls_back = True
+    counter: TaskCounter | None = None
+
+    def consume_until(self, stop: Any, index: int, channel: Any, shares: Any, hists: Any, window: tuple[int, int],
+                      steady: bool) -> None:
+        """A run's consumer: the library's worker counts and reports each task on its own thread
+        (``TaskCounter``) until ``stop`` is set; raises what ended the worker, or ``RunnerGone``."""
+        self.counter = counter = TaskCounter(index, channel, shares, hists, window, steady)
+        try:
+            while not stop.is_set():
+                self._check()
+                if counter.runner_gone is not None:
+                    raise counter.runner_gone
+                time.sleep(CALLBACK_POLL_S)
+        finally:
+            counter.close()
+            self.counter = None
 
     def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
         self._check()
