@@ -37,7 +37,6 @@ import psycopg
 import redis
 from psycopg import sql
 
-from queues.backends._redis import RedisBase
 from queues.backends.base import CONNECT_TIMEOUT, Consumer, Producer
 from queues.backends.libraries.handoff import (
     CURRENT,
@@ -48,6 +47,7 @@ from queues.backends.libraries.handoff import (
     LibraryProducer,
     missing_library,
 )
+from queues.backends.libraries.redis_keys import RedisLibraryBackend
 from queues.backends.postgres import PG_CONNECT_TIMEOUT, control_connection_name
 
 try:
@@ -227,6 +227,12 @@ class DjangoQ2OrmBackend(DjangoQ2Backend):
         params["options"] = " ".join(filter(None, [str(params.get("options") or ""), f"-c search_path={SCHEMA}"]))
         return params
 
+    def probe(self, role: str) -> None:
+        from psycopg.conninfo import make_conninfo
+
+        with self.converting("connect to", unavailable=(psycopg.Error,)):
+            psycopg.connect(make_conninfo("", **self._params(role))).close()
+
     def connect(self) -> None:
         if self._admin is None or self._admin.closed:
             from psycopg.conninfo import make_conninfo
@@ -322,7 +328,7 @@ def _add_alias(params: dict[str, Any]) -> None:
     connections.settings[ALIAS] = filled
 
 
-class DjangoQ2RedisBackend(RedisBase, DjangoQ2Backend):
+class DjangoQ2RedisBackend(RedisLibraryBackend, DjangoQ2Backend):
     name = "django-q2-redis"
     options = (CONNECT_TIMEOUT,)
 

@@ -50,6 +50,9 @@ class AMQPLibraryBackend(LibraryBackend):
         assert self._link is not None
         return self._link
 
+    def probe(self, role: str) -> None:
+        Link(self, role).close()
+
     def _admin(self, method: str, doing: str, **kwargs: Any) -> Any:
         link = self.link
         return link.call(getattr(link.channel, method), doing=doing, **kwargs).method

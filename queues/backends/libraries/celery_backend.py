@@ -24,7 +24,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from queues.backends._redis import RedisBase
 from queues.backends.base import Consumer, Producer
 from queues.backends.libraries.amqp_control import AMQPLibraryBackend
 from queues.backends.libraries.handoff import (
@@ -39,7 +38,7 @@ from queues.backends.libraries.handoff import (
     missing_library,
     text_of,
 )
-from queues.backends.libraries.redis_keys import glob_escape, queues_matching, unlink_matching
+from queues.backends.libraries.redis_keys import RedisLibraryBackend, glob_escape, queues_matching, unlink_matching
 from queues.options import Option
 
 try:
@@ -178,7 +177,7 @@ class _CeleryConsumer(LibraryConsumer):
         self.app.close()
 
 
-class CeleryRedisBackend(RedisBase, CeleryBackend):
+class CeleryRedisBackend(RedisLibraryBackend, CeleryBackend):
     name = "celery-redis"
     capabilities = EARLY
     options = (ACKS_LATE, BATCH_API, *LibraryBackend.options)

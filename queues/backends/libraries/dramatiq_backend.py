@@ -23,7 +23,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from queues.backends._redis import RedisBase
 from queues.backends.base import Consumer, Producer
 from queues.backends.libraries.amqp_control import AMQPLibraryBackend
 from queues.backends.libraries.handoff import (
@@ -38,7 +37,7 @@ from queues.backends.libraries.handoff import (
     missing_library,
     text_of,
 )
-from queues.backends.libraries.redis_keys import glob_escape, queues_matching, unlink_matching
+from queues.backends.libraries.redis_keys import RedisLibraryBackend, glob_escape, queues_matching, unlink_matching
 
 try:
     import dramatiq
@@ -121,7 +120,7 @@ def _decoded_bodies(encoded: list[Any]) -> list[bytes]:
     return [bytes_of(dramatiq.Message.decode(data).args[0]) for data in encoded]
 
 
-class DramatiqRedisBackend(RedisBase, LibraryBackend):
+class DramatiqRedisBackend(RedisLibraryBackend):
     name = "dramatiq-redis"
     capabilities = DRAMATIQ
     options = (BATCH_API, *LibraryBackend.options)

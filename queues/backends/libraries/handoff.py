@@ -127,6 +127,14 @@ class LibraryBackend(Backend):
     capabilities = LIBRARY
     options: ClassVar[tuple[Option, ...]] = (CONNECT_TIMEOUT,)
 
+    def probe(self, role: str) -> None:
+        """Open and close one connection named for ``role``, under ``connect_timeout_s``: before
+        a library's worker or producer starts, so that a server that is down or silent is
+        reported in the one line of every backend within the connect timeout (the libraries'
+        own connections retry for long, or wait without a timeout). Raises
+        ``BackendUnavailable``."""
+        raise NotImplementedError
+
     @property
     def batch_api(self) -> bool:
         """The ``batch_api`` option, where the library has a batch API (``BATCH_API``)."""
@@ -141,6 +149,7 @@ class LibraryProducer(Producer):
     batch API (``enqueue_many``) when the backend's ``batch_api`` option is on."""
 
     def __init__(self, backend: LibraryBackend, queue: str) -> None:
+        backend.probe("producer")
         self.backend, self.queue = backend, queue
 
     def send_batch(self, messages: Sequence[bytes]) -> None:
@@ -207,6 +216,7 @@ class LibraryConsumer(Consumer):
     """
 
     def __init__(self, backend: LibraryBackend, queue: str) -> None:
+        backend.probe("consumer")
         self.backend, self.queue = backend, queue
         self.inbox: queue_module.SimpleQueue[tuple[bytes, Settlement]] = queue_module.SimpleQueue()
         self.held: dict[int, Settlement] = {}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from queues.backends._redis import RedisBase
 from queues.backends.base import Consumer, Producer
 from queues.backends.libraries.handoff import (
     CURRENT,
@@ -30,7 +29,7 @@ from queues.backends.libraries.handoff import (
     LibraryProducer,
     missing_library,
 )
-from queues.backends.libraries.redis_keys import glob_escape, queues_matching, unlink_matching
+from queues.backends.libraries.redis_keys import RedisLibraryBackend, glob_escape, queues_matching, unlink_matching
 
 try:
     import huey
@@ -66,7 +65,7 @@ def new_huey(queue: str, client: Any) -> tuple[huey.RedisHuey, Any]:
     return app, app.task(name=TASK_NAME)(huey_task)
 
 
-class HueyBackend(RedisBase, LibraryBackend):
+class HueyBackend(RedisLibraryBackend):
     name = "huey"
     capabilities = LIBRARY.extend(acks=False, redelivers_on_crash=False)
     options = LibraryBackend.options

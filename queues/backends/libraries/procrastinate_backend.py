@@ -83,6 +83,10 @@ class ProcrastinateBackend(LibraryBackend):
             params["options"] = " ".join(filter(None, [str(params.get("options") or ""), f"-c search_path={SCHEMA}"]))
             return make_conninfo("", **params)
 
+    def probe(self, role: str) -> None:
+        with self.converting("connect to", unavailable=(psycopg.Error,)):
+            psycopg.connect(self.conninfo(role)).close()
+
     def connect(self) -> None:
         if self._admin is None or self._admin.closed:
             with self.converting("connect to", unavailable=(psycopg.Error,)):

@@ -12,6 +12,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from queues.backends._redis import RedisBase
+from queues.backends.libraries.handoff import LibraryBackend
+
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 SCAN_COUNT = 500
 
@@ -44,3 +47,11 @@ def queues_matching(client: Any, pattern: str, namespace: str, extract: Any) -> 
         if name and name.startswith(f"{namespace}."):
             found.add(name)
     return sorted(found)
+
+
+class RedisLibraryBackend(RedisBase, LibraryBackend):
+    """A task library on Redis: the lab's Redis connection handling for the control connection
+    and the probe; the library's own clients for its producers and workers."""
+
+    def probe(self, role: str) -> None:
+        self.new_client(role).close()

@@ -20,7 +20,6 @@ import re
 import uuid
 from typing import Any, cast
 
-from queues.backends._redis import RedisBase
 from queues.backends.base import Consumer, Producer
 from queues.backends.libraries.handoff import (
     BATCH_API,
@@ -33,7 +32,7 @@ from queues.backends.libraries.handoff import (
     LibraryProducer,
     missing_library,
 )
-from queues.backends.libraries.redis_keys import glob_escape, queues_matching, unlink_matching
+from queues.backends.libraries.redis_keys import RedisLibraryBackend, glob_escape, queues_matching, unlink_matching
 
 try:
     import rq
@@ -100,7 +99,7 @@ class _ThreadWorker(SimpleWorker):
         pass
 
 
-class RQBackend(RedisBase, LibraryBackend):
+class RQBackend(RedisLibraryBackend):
     name = "rq"
     capabilities = LIBRARY.extend(acks=False, redelivers_on_crash=False)
     options = (BATCH_API, *LibraryBackend.options)
