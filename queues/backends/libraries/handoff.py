@@ -1,31 +1,25 @@
 """What every task-library backend shares: the library's worker runs inside the imqueue consumer.
 
 A task library owns its consumer loop: its worker fetches a task and calls the task's function.
-imqueue's consumer loop (``queues.workers``) asks ``Consumer.receive_batch`` for messages and
-acks them after reporting them to the runner. ``LibraryConsumer`` joins the two: it starts the
-library's own worker (its worker API: Celery's ``WorkController``, RQ's ``SimpleWorker``,
-Dramatiq's ``Worker``, huey's consumer ``Worker``, procrastinate's ``run_worker``) on a thread
-of the consumer's process, and the task function hands its message over (``deliver``) and
-*waits* until imqueue settled it. So the task body's work is exactly what a raw consumer does
-with a message (decode, index, latency, ``BatchReport`` sent before the ack; the same code, in
-``queues.workers``), the task returns only once it was counted, and the library acks it as it
-acks any task (before it ran for the libraries that ack early, after it returned for the
-others: ``Capabilities`` say which). A SIGKILL of the consumer process kills the library's
-worker with it, in the middle of a task.
+``LibraryConsumer`` starts the library's own worker (through its worker API: Celery's
+``WorkController``, RQ's ``SimpleWorker``, Dramatiq's ``Worker``, huey's consumer ``Worker``,
+procrastinate's ``run_worker``, django-q2's pipeline) on a thread of the consumer's process; the
+library's task function calls ``deliver`` with its message. Two ways on from there:
 
-In a run's consumer worker (``queues.workers._consume``), the task function does not hand the
-message over: it is counted and reported on the library's thread itself (``TaskCounter``, with
-the counting of ``queues.workers.count_bodies``), and the task returns once the report is in
-the runner's pipe. The hand-over through ``receive_batch`` (two thread switches a task) is what
-the other users of the ``Consumer`` interface get: the final drain, the contract tests.
+- In a run's consumer (``queues.workers._consume`` calls ``consume_until``), the message is
+  counted on the library's thread (``TaskCounter``: ``queues.workers.count_bodies``, the
+  counting of every raw consumer) and its ``BatchReport`` sent before the task returns, so the
+  library acks it as it acks any task, after the runner has it (the libraries that ack early
+  ack before the task runs: ``Capabilities`` say which). A SIGKILL of the consumer process
+  kills the library's worker with it, in the middle of a task.
+- Everywhere else the ``Consumer`` interface is used (the final drain, the contract tests), the
+  task hands its message over to ``receive_batch`` and waits until it is acked or nacked.
 
-One consequence is declared as ``Capabilities.holds_many=False``: a library worker runs one
-task at a time and waits for it, so a consumer holds at most one un-acked message (its
-``receive_batch`` returns at most what the library's worker handed over: one message).
-
-A task that imqueue gives back (``nack(requeue=True)``, or a consumer closed while it held the
-task) is requeued through the library (``requeue``); a dead letter (``nack(requeue=False)``)
-fails the task without a retry, where the library keeps failed tasks readable.
+A library worker runs one task at a time and waits for it, so a consumer holds at most one
+un-acked message: declared as ``Capabilities.holds_many=False``. A task that imqueue gives back
+(``nack(requeue=True)``, or a consumer closed while it held it) is enqueued again through the
+library; a dead letter (``nack(requeue=False)``) fails the task without a retry, where the
+library keeps failed tasks readable, and is dropped where it keeps none.
 """
 
 from __future__ import annotations
@@ -53,7 +47,7 @@ STOP_JOIN_S = 3.0
 CALLBACK_POLL_S = 0.02
 #: How often a waiting task looks whether its consumer is closing.
 SETTLE_POLL_S = 0.1
-#: Longest a task waits for the worker to start before it is reported as not starting.
+#: Longest a consumer waits for its library's worker to start before it reports that it did not.
 START_TIMEOUT_S = 30.0
 
 #: The consumer whose library worker runs in this context: set on the worker's thread, copied
@@ -63,8 +57,8 @@ CURRENT: contextvars.ContextVar[LibraryConsumer] = contextvars.ContextVar("imq_l
 #: Every task-library backend: one task per message, a worker that hands over one at a time.
 LIBRARY = Capabilities(durable=False, holds_many=False, push=True)
 
-#: The option of every library backend: use the library's batch API to enqueue a send call's
-#: messages (off by default: one enqueue call per task, as users use them).
+#: The option of the libraries with a batch API: enqueue a send call's messages with it (off by
+#: default: one enqueue call per task, as users use them).
 BATCH_API = Option("batch_api", bool, False, "enqueue a send call's tasks with the library's batch API")
 
 
