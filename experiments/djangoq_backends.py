@@ -64,6 +64,8 @@ SCHEMA_LOCK = 0x1A51_0002
 CONF_DEFAULTS = {"RETRY": 60, "TIMEOUT": None, "BULK": 1, "POLL": 0.2, "RECYCLE": 500, "MAX_RSS": None,
                  "ACK_FAILURES": False, "SAVE_LIMIT": 250, "CATCH_UP": True}
 STOP = "STOP"
+#: The pusher's longest dequeue: the Redis broker's BLPOP waits 1 s, the ORM's poll 0.2 s.
+PUSHER_STOP_S = 2.0
 _SETUP_LOCK = threading.Lock()
 
 
@@ -187,7 +189,11 @@ class _DjangoQConsumer(LibraryConsumer):
             # it returns on STOP, or to be recycled (every ``recycle`` tasks): the sentinel's job
 
     def stop_worker(self) -> None:
-        self.stop_event.set()  # the pusher ends after its current dequeue
+        """As django-q2's sentinel stops a cluster: the pusher first (it ends after its current
+        dequeue, whose task it still queues), then STOP behind the tasks it queued."""
+        self.stop_event.set()
+        if self.helpers:
+            self.helpers[0].join(timeout=PUSHER_STOP_S)
         self.task_queue.put(STOP)
 
     def after_stop(self) -> None:

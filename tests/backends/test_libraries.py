@@ -31,6 +31,9 @@ def test_a_missing_library_is_one_line_naming_the_extra(monkeypatch):
 class _BrokenLibrary(LibraryBackend):
     name = "broken-library"
 
+    def probe(self, role: str) -> None:
+        """No server to ask."""
+
 
 class _Broken(LibraryConsumer):
     """A library worker that logs why it cannot start and returns, as Celery does."""

@@ -33,11 +33,12 @@ def test_declare_is_idempotent_and_a_new_queue_is_empty(backend, queue_name):
 
 
 def test_messages_sent_are_received_once_and_in_order(backend, queue_name):
-    sent = bodies(250)
+    n = scaled(backend, 250, at_least=25)
+    sent = bodies(n)
     producer = backend.producer(queue_name)
-    producer.send_batch(sent[:200])
-    producer.send(sent[200])
-    producer.send_batch(sent[201:])
+    producer.send_batch(sent[: n * 4 // 5])
+    producer.send(sent[n * 4 // 5])
+    producer.send_batch(sent[n * 4 // 5 + 1 :])
     producer.close()
     consumer = backend.consumer(queue_name)
     holds_many = backend.capabilities.holds_many

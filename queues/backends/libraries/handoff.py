@@ -361,7 +361,10 @@ class LibraryConsumer(Consumer):
             self.stop_worker()
         finally:
             self.thread.join(timeout=STOP_JOIN_S)
-            self.after_stop()
+            if not self.thread.is_alive():
+                # a worker still running keeps its connections: closing them under it could
+                # reset a socket with acks not yet sent; they go with the process
+                self.after_stop()
 
     def after_stop(self) -> None:
         """Release what the worker's thread used (connections), once it stopped or was left."""
