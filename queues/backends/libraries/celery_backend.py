@@ -74,6 +74,7 @@ class CeleryBackend(LibraryBackend):
         """A Celery app for the run's queue and its task (a consumer's hands each message to
         ``consumer``)."""
         app = celery.Celery("imqueue", broker=self.url, set_as_current=False)
+        acks_late = self.acks_late
         app.conf.update(
             task_default_queue=queue, task_acks_late=self.acks_late, broker_connection_retry_on_startup=False,
             broker_transport_options=self.transport_options(queue, "consumer" if consumer else "producer"),
@@ -86,8 +87,10 @@ class CeleryBackend(LibraryBackend):
             outcome = consumer.deliver(bytes_of(text))
             if outcome == REQUEUE:
                 task.apply_async((text,))  # again, at the tail
-            elif outcome == DEAD:
+            elif outcome == DEAD and acks_late:
                 raise Reject("set aside by imqueue", requeue=False)
+            # an early-acked task has nothing left to reject: rejecting an acked delivery closes
+            # the AMQP channel, and what it had not acked yet comes back twice
 
         task = app.task(name=TASK, shared=False)(imq_deliver)  # never registered in another app
         return app, task

@@ -289,10 +289,22 @@ class LibraryConsumer(Consumer):
                 self._check()
                 if counter.runner_gone is not None:
                     raise counter.runner_gone
+                self._count_handed_over(counter)
                 time.sleep(CALLBACK_POLL_S)
         finally:
             counter.close()
             self.counter = None
+
+    def _count_handed_over(self, counter: TaskCounter) -> None:
+        """Count what the library's worker handed over before ``consume_until`` began (it
+        consumes from the moment it starts: a task sent before the run's start, such as a
+        poison fault, waits in the inbox) or just as it began."""
+        while True:
+            try:
+                body, settlement = self.inbox.get_nowait()
+            except queue_module.Empty:
+                return
+            settlement.settle(counter(body))
 
     def receive_batch(self, max_messages: int, timeout_s: float) -> Batch:
         self._check()
