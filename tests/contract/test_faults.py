@@ -26,7 +26,7 @@ from tests.services import SIZE_FACTOR, bodies, count_deliveries, receive_batche
 CUT_RATE_EPS, CUT_RUN_S = 10_000, 15
 #: The task libraries (``SIZE_FACTOR``): a shorter run at their scaled rate (their cutters end
 #: the run's clients within a second or two, rabbitmqctl included).
-LIBRARY_CUT_RUN_S = 4
+LIBRARY_CUT_RUN_S = 2.5
 #: Findings, not failures: backends that bring back tasks already counted after a SIGKILL or a
 #: lost connection. Celery with its default early acks on RabbitMQ, although it does not declare
 #: redelivery (acks the killed worker had written may not reach the broker: a socket closed with
@@ -104,7 +104,7 @@ def test_a_server_lost_mid_run_fails_the_run_with_its_counts_or_carries_on_exact
 
     run_s = LIBRARY_CUT_RUN_S if backend.name in SIZE_FACTOR else CUT_RUN_S
     runner = bounded_runner(backend, rate_eps=scaled(backend, CUT_RATE_EPS), duration_s=run_s, consumers=2, batch=200,
-                            idle_timeout_s=5, on_progress=on_progress)
+                            idle_timeout_s=2 if backend.name in SIZE_FACTOR else 5, on_progress=on_progress)
     deliveries = count_deliveries(runner.ledger)
     result = runner.run()
     if cut_at:
