@@ -78,7 +78,7 @@ def ensure_system_tools() -> None:
 
 
 def test(args: list[str]) -> int:
-    ensure_venv("[test]")
+    ensure_venv("[test,libraries]")  # the task-library backends are tested too
     ensure_system_tools()
     # what the checks and the tests' runs write for /metrics goes to a folder of their own, not to
     # the one a developer's web server reads (IMQ_METRICS_DIR's default)

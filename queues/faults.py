@@ -392,7 +392,7 @@ class CutConnectionsAt(TimedFault):
 
     def check(self, backend: Backend) -> None:
         if not backend.can_cut_connections():
-            raise NotSupported(f"{backend.name} has no server whose connections could be cut")
+            raise NotSupported(f"{backend.name} cannot take it: {backend.cut_refusal}")
 
     def apply(self, run: RunHandle) -> str:
         deadline = time.monotonic() + CUT_SEARCH_S

@@ -374,17 +374,13 @@ def _consume(index: int, ctx: WorkerContext) -> None:
     shift = None if ctx.latency_shift_ns is None else np.array(ctx.latency_shift_ns[:], dtype=np.int64)
     hists = _HistBuffer("e2e", "e2e_warmup", "from_send", "e2e_negative")
     pending = _PendingReport(index, channel, link, flush_events=spec.batch * spec.events_per_message)
+    if getattr(link.client, "calls_back", False):  # a task library's worker calls us (queues.backends.libraries)
+        link.client.consume_until(ctx.stop, index, channel, shares, hists, window, spec.steady, shift)
     while not ctx.stop.is_set():
         try:
             batch = link.client.receive_batch(spec.batch, RECEIVE_TIMEOUT_S)
             if batch:
-                received_ns = time.time_ns()
-                records, poison = decode_bodies(batch.bodies)
-                flat, raw_sum, corrupt = index_records(records, shares)
-                _record_latency(hists, received_ns, records, window[0], spec.steady, shift)
-                intended = records["intended_ns"]
-                window_events = int(np.count_nonzero((intended >= window[0]) & (intended < window[1])))
-                pending.add(batch, poison, flat, raw_sum, corrupt, received_ns, window_events)
+                pending.add(batch, *count_bodies(batch.bodies, shares, hists, window, spec.steady, shift))
             if pending.due(idle=not batch):
                 pending.flush(hists.flush() if hists.due() else None)
             elif not batch and hists.due():
@@ -401,6 +397,22 @@ def _consume(index: int, ctx: WorkerContext) -> None:
     link.close()
     channel.send(Histograms(CONSUMER, index, hists.flush()))
     channel.send(Done(CONSUMER, index))
+
+
+def count_bodies(
+    bodies: Any, shares: Shares, hists: _HistBuffer, window: tuple[int, int], steady: bool,
+    shift: np.ndarray | None = None,
+) -> tuple[list[int], np.ndarray, int, int, int, int]:
+    """What a consumer reports of ``bodies`` received now: the poison messages' indices, the
+    events' flat indices, their raw sum, the corrupt records, the receipt time and the events of
+    the measured window; their latencies go into ``hists``."""
+    received_ns = time.time_ns()
+    records, poison = decode_bodies(bodies)
+    flat, raw_sum, corrupt = index_records(records, shares)
+    _record_latency(hists, received_ns, records, window[0], steady, shift)
+    intended = records["intended_ns"]
+    window_events = int(np.count_nonzero((intended >= window[0]) & (intended < window[1])))
+    return poison, flat, raw_sum, corrupt, received_ns, window_events
 
 
 class _PendingReport:

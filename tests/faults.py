@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from queues.backends import Backend
+from queues.backends import BACKENDS, Backend
 
 
 def cut_workers(backend: Backend, queue: str) -> int:
@@ -25,6 +25,8 @@ def cut_control(backend: Backend) -> int:
 
 SERVER_BACKENDS = ("postgres", "postgres-notify", "mysql", "redis-list", "redis-list-noack", "redis-stream", "rabbitmq")
 cut_postgres = cut_mysql = cut_redis = cut_rabbitmq = cut_workers
+#: The backends whose workers' connections can be cut (not the task libraries').
 CUTTERS: dict[str, Callable[[Backend, str], int]] = dict.fromkeys(SERVER_BACKENDS, cut_workers)
-#: ``cutter(backend) -> int``: end the backend's control connection (the runner's own).
-CONTROL_CUTTERS: dict[str, Callable[[Backend], int]] = dict.fromkeys(SERVER_BACKENDS, cut_control)
+#: ``cutter(backend) -> int``: end the backend's control connection (the runner's own): every
+#: backend with a server, the task libraries too.
+CONTROL_CUTTERS: dict[str, Callable[[Backend], int]] = dict.fromkeys(BACKENDS, cut_control)

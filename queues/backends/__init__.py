@@ -33,6 +33,17 @@ BACKENDS: dict[str, str] = {
     "redis-list-noack": "queues.backends.redis_list.RedisListNoAckBackend",
     "redis-stream": "queues.backends.redis_stream.RedisStreamBackend",
     "rabbitmq": "queues.backends.rabbitmq.RabbitMQBackend",
+    # task libraries (the optional extra `libraries`): queues/backends/libraries/
+    "celery-redis": "queues.backends.libraries.celery_backend.CeleryRedisBackend",
+    "celery-rabbitmq": "queues.backends.libraries.celery_backend.CeleryRabbitMQBackend",
+    "rq": "queues.backends.libraries.rq_backend.RQBackend",
+    "huey": "queues.backends.libraries.huey_backend.HueyBackend",
+    "procrastinate": "queues.backends.libraries.procrastinate_backend.ProcrastinateBackend",
+    # django-q2 needs Django, which queues/ never imports: its backends live in the Django app
+    "django-q2-orm": "experiments.djangoq_backends.DjangoQ2OrmBackend",
+    "django-q2-redis": "experiments.djangoq_backends.DjangoQ2RedisBackend",
+    "dramatiq-redis": "queues.backends.libraries.dramatiq_backend.DramatiqRedisBackend",
+    "dramatiq-rabbitmq": "queues.backends.libraries.dramatiq_backend.DramatiqRabbitMQBackend",
 }
 
 

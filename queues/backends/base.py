@@ -54,6 +54,7 @@ class Capabilities:
     # send_batch returns once the server holds the messages; False: what a producer killed or cut
     # off had sent may never have arrived (RabbitMQ without publisher confirms)
     confirmed_sends: bool = True
+    holds_many: bool = True  # a consumer may hold many un-acked messages (False: one at a time, a task library)
 
     def extend(self, **changes: bool) -> Capabilities:
         """A copy with some guarantees changed (kombu's ``Implements.extend``)."""
@@ -240,9 +241,13 @@ class Backend:
         Implementations run inside ``deleting``, so a failure names the queue in the log."""
         raise NotImplementedError
 
-    def can_cut_connections(self) -> bool:
+    #: Why ``cut_connections`` is refused, where it is (``can_cut_connections`` is false).
+    cut_refusal: ClassVar[str] = "there is no server whose connections could be cut"
+
+    @classmethod
+    def can_cut_connections(cls) -> bool:
         """Whether ``cut_connections`` is implemented (asked before a run, without I/O)."""
-        return type(self).cut_connections is not Backend.cut_connections
+        return cls.cut_connections is not Backend.cut_connections
 
     def depth(self, queue: str) -> int:
         """Messages in ``queue`` not yet acked: ready plus in flight, where the backend can see
@@ -299,7 +304,7 @@ class Backend:
         not connected yet, or the server lists them late: the caller may ask again).
         Raises ``NotSupported`` where no server holds the connections (the memory backends),
         ``BackendUnavailable`` or ``OperationFailed`` when the server cannot be asked."""
-        raise NotSupported(f"{self.name}: there is no server whose connections could be cut")
+        raise NotSupported(f"{self.name}: {self.cut_refusal}")
 
     def cut_control_connection(self) -> int:
         """Make the server end this backend's control connection (the runner's own), found by

@@ -121,6 +121,12 @@ def control_connection_name(namespace: str, instance_tag: str) -> str:
     return f"imq control {instance_tag} {namespace}"[:MAX_NAME_CHARS]
 
 
+def terminate_sessions(conn: psycopg.Connection, names: list[str]) -> int:
+    """End the sessions whose ``application_name`` is one of ``names`` (never ``conn``'s own);
+    how many the server agreed to end."""
+    return _one_row(conn.execute(QUERIES["terminate_sessions"], {"names": names}))[0]
+
+
 def query(name: str, table: str) -> sql.Composed:
     """Query ``name`` with the identifiers of the queue table ``table`` filled in."""
     names = {
@@ -297,7 +303,7 @@ class PostgresBackend(Backend):
         be among them, and may be busy in the runner's thread)."""
         with self._connect(f"imq cut {self.instance_tag}", autocommit=True) as admin:
             with self.converting("end connections on"):
-                return _one_row(admin.execute(QUERIES["terminate_sessions"], {"names": names}))[0]
+                return terminate_sessions(admin, names)
 
     def environment(self) -> dict[str, Any]:
         self.connect()

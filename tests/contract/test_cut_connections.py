@@ -43,7 +43,7 @@ class Sending(threading.Thread):
             pass  # its connection was cut
 
 
-@pytest.mark.requires("server")
+@pytest.mark.requires("cuts")
 def test_cut_connections_ends_the_runs_workers_and_spares_another_run_and_the_control_connection(backend):
     other = connected_backend(backend.name)
     runs = [(backend, f"{backend.namespace}.cut"), (other, f"{other.namespace}.cut")]

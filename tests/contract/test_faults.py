@@ -17,7 +17,14 @@ import pytest
 from queues.errors import QueueError
 from queues.runner import SUCCEEDED, Faults, Runner
 from queues.workload import WorkloadSpec
-from tests.services import bodies, count_deliveries, receive_batches, wait_until
+from tests.services import SIZE_FACTOR, bodies, count_deliveries, receive_batches, scaled, wait_until
+
+#: Findings, not failures: backends that bring back tasks already counted after a SIGKILL.
+#: Celery with its default early acks on RabbitMQ, although it does not declare redelivery
+#: (acks the killed worker had written may not reach the broker: a socket closed with unread
+#: deliveries is reset, and what it had not sent yet is dropped). Its runs end ``duplicated``,
+#: and the summary lists the contradiction with its declared guarantee.
+DUPLICATES_AFTER_FAULTS = {"celery-rabbitmq"}
 
 #: No fault test may hang: past this the run is cancelled, and the test fails on its status.
 RUN_BOUND_S = 180
@@ -41,8 +48,11 @@ def bounded_runner(backend, *, faults=None, on_progress=None, **fields) -> Runne
 
 @pytest.mark.requires("processes")
 def test_a_consumer_killed_mid_run_loses_nothing_where_redelivery_is_declared(backend):
+    kill_after = scaled(backend, 5_000)
     runner = bounded_runner(
-        backend, events=30_000, consumers=2, batch=100, idle_timeout_s=5, faults=Faults(kill_consumer_after=5_000),
+        backend, events=scaled(backend, 30_000), consumers=2, batch=100,
+        # a library that loses the killed worker's task ends on the idle timeout: keep it short
+        idle_timeout_s=2 if backend.name in SIZE_FACTOR else 5, faults=Faults(kill_consumer_after=kill_after),
     )
     deliveries = count_deliveries(runner.ledger)
     result = runner.run()
@@ -50,7 +60,7 @@ def test_a_consumer_killed_mid_run_loses_nothing_where_redelivery_is_declared(ba
     assert result.status == SUCCEEDED, f"{result.status}: {result.error}"
     assert s["killed_consumers"] == 1 and s["corrupt"] == 0
     [killed] = s["killed_workers"]
-    assert (killed["role"], killed["index"], killed["reason"]) == ("consumer", 0, "fault: kill after 5,000 events")
+    assert (killed["role"], killed["index"], killed["reason"]) == ("consumer", 0, f"fault: kill after {kill_after:,} events")
     unique_values, delivered_values = value_sums(deliveries)
     assert s["sum"] == delivered_values  # the integers received are the ids counted, duplicates included
     if backend.capabilities.redelivers_on_crash:
@@ -59,12 +69,14 @@ def test_a_consumer_killed_mid_run_loses_nothing_where_redelivery_is_declared(ba
         # what the victim had taken but not acked came back: duplicates, counted, never hidden
         assert s["verdict"] == ("duplicated" if s["duplicates"] else "exact")
     else:
-        # at-most-once: nothing twice, and exactly what never arrived is reported lost
-        assert s["duplicates"] == 0
+        # at-most-once: nothing twice (but see DUPLICATES_AFTER_FAULTS), and exactly what never
+        # arrived is reported lost
+        assert s["duplicates"] == 0 or backend.name in DUPLICATES_AFTER_FAULTS, s
         lost_ids = np.flatnonzero(~runner.ledger.seen(np.arange(runner.spec.events)))
         assert s["lost"] == lost_ids.size
-        assert s["sum"] == expected - int((lost_ids + 1).sum())
-        assert s["verdict"] == ("lost" if lost_ids.size else "exact")
+        assert s["unique_sum"] == expected - int((lost_ids + 1).sum())
+        if not s["duplicates"]:
+            assert s["sum"] == s["unique_sum"] and s["verdict"] == ("lost" if lost_ids.size else "exact")
 
 
 #: One steady run per server backend takes every fault an experiment can declare, each at its
@@ -84,7 +96,7 @@ def fault_run(backend, faults, **fields) -> tuple[Runner, np.ndarray]:
     return runner, count_deliveries(runner.ledger)
 
 
-@pytest.mark.requires("processes", "server")
+@pytest.mark.requires("processes", "cuts")
 def test_every_fault_of_an_experiment_leaves_the_run_whole_and_within_its_guarantee(backend):
     """README "Faults": kill, pause, cut, poison on a real server; the workers are replaced or
     reconnect, and the guarantee contradiction check (``guarantee_contradictions``) finds none."""
@@ -117,10 +129,13 @@ def test_poison_nacked_without_requeue_comes_back_as_dead_letters(backend, queue
     producer.send_batch([good[0], poison[0], *good[1:3], poison[1], *good[3:]])
     producer.close()
     consumer = backend.consumer(queue_name)
-    for batch in receive_batches(consumer, 7):
+
+    def settle(batch) -> None:
         bad = [i for i, body in enumerate(batch.bodies) if bytes(body) in poison]
         consumer.nack(batch.subset(bad), requeue=False)
         consumer.ack(batch.subset([i for i in range(len(batch)) if i not in bad]))
+
+    receive_batches(consumer, 7, settle=settle)  # each batch as it comes
     consumer.close()  # sends acks a backend defers
 
     # Some brokers dead-letter asynchronously, and a read may take the letters off the

@@ -73,5 +73,5 @@ def test_a_fault_the_backend_cannot_take_is_refused_in_one_line():
     spec = WorkloadSpec(**STEADY, backend="memory", faults=["kill-consumer@1", "cut-connections@2"])
     with pytest.raises(NotSupported, match=r"^fault kill-consumer@1: memory runs its workers as threads"):
         check_faults(spec.fault_specs, MemoryBackend())
-    with pytest.raises(NotSupported, match=r"^fault cut-connections@2: memory-mp has no server whose connections could be cut"):
+    with pytest.raises(NotSupported, match=r"^fault cut-connections@2: memory-mp cannot take it: there is no server whose connections could be cut"):
         check_faults(spec.fault_specs[1:], MultiprocessBackend())

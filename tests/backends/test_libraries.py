@@ -1,0 +1,67 @@
+"""The task-library backends' own parts (``queues/backends/libraries``): what no contract test
+shows. The contract suite runs them like every backend (``tests/contract``)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import time
+import uuid
+
+import pytest
+
+from queues.backends import backend_class
+from queues.backends.libraries.handoff import LibraryBackend, LibraryConsumer
+from queues.errors import BackendUnavailable
+from queues.runner import CANCELLED, Runner
+from queues.workload import WorkloadSpec
+from tests.services import connected_backend
+
+
+def test_a_missing_library_is_one_line_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "huey", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "queues.backends.libraries.huey_backend", raising=False)
+    with pytest.raises(BackendUnavailable) as caught:
+        importlib.import_module("queues.backends.libraries.huey_backend")
+    message = str(caught.value)
+    assert "huey" in message and "pip install -e '.[libraries]'" in message and "\n" not in message
+
+
+class _BrokenLibrary(LibraryBackend):
+    name = "broken-library"
+
+    def probe(self, role: str) -> None:
+        """No server to ask."""
+
+
+class _Broken(LibraryConsumer):
+    """A library worker that logs why it cannot start and returns, as Celery does."""
+
+    def run_worker(self) -> None:
+        logging.getLogger("some.library").error("cannot reach the broker: connection refused")
+
+    def stop_worker(self) -> None:
+        pass
+
+
+def test_a_worker_that_ends_as_it_starts_is_reported_with_what_it_logged():
+    backend = _BrokenLibrary(url="", namespace="imqtest")
+    began = time.monotonic()
+    with pytest.raises(BackendUnavailable) as caught:
+        _Broken(backend, "imqtest.q")
+    assert time.monotonic() - began < 5  # reported, not waited for
+    assert "ended as it started: cannot reach the broker: connection refused" in str(caught.value)
+
+
+def test_a_run_cancelled_midway_leaves_no_worker_behind():
+    backend = connected_backend("huey")
+    began = time.monotonic()
+    runner = Runner(
+        WorkloadSpec(backend="huey", rate_eps=200, duration_s=30, consumers=2), backend, run_id=uuid.uuid4().hex[:8],
+        should_cancel=lambda: runner.ledger.unique >= 50 or time.monotonic() - began > 60,
+    )
+    result = runner.run()
+    assert result.status == CANCELLED
+    assert runner.supervisor.workers and all(w.dead() for w in runner.supervisor.workers)
+    assert not backend_class("huey")(url=backend.url, namespace=backend.namespace).queue_exists(runner.queue)
