@@ -45,6 +45,9 @@ def final_drain(
     queue is empty before then. Raises ``QueueError`` when the server does not answer.
     """
     started = time.monotonic()
+    if backend.drain_skips_empty and backend.capabilities.depth and (released_by or 0) <= started:
+        if (depth := backend.depth(queue)) == 0:
+            return DrainResult(0, 0, depth, round(time.monotonic() - started, 3), False)
     settle_until = max(started, released_by or started)
     deadline = settle_until + BUDGET_S
     shares, batch_size = Shares.of(accounting.spec), accounting.spec.batch

@@ -22,15 +22,15 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 #: second (the task libraries: one task per message, 0.2-3k a second here), so that each
 #: contract test keeps its shape and its duration on them instead of being skipped.
 SIZE_FACTOR = {
-    "celery-redis": 0.05,
-    "celery-rabbitmq": 0.05,
-    "dramatiq-redis": 0.03,
-    "dramatiq-rabbitmq": 0.05,
-    "django-q2-orm": 0.005,  # its ORM broker polls a table: about 50 tasks a second here
-    "django-q2-redis": 0.05,
-    "huey": 0.1,
-    "procrastinate": 0.03,
-    "rq": 0.03,
+    "celery-redis": 0.025,
+    "celery-rabbitmq": 0.025,
+    "dramatiq-redis": 0.015,
+    "dramatiq-rabbitmq": 0.025,
+    "django-q2-orm": 0.004,  # its ORM broker polls a table: about 50 tasks a second here
+    "django-q2-redis": 0.025,
+    "huey": 0.05,
+    "procrastinate": 0.015,
+    "rq": 0.015,
 }
 
 

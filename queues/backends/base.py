@@ -175,6 +175,11 @@ class Backend:
     #: once (SQL transactions roll back); a backend whose delay follows an option sets it per
     #: instance (Redis: a heartbeat expiry or a claim idle time).
     release_after_s: float = 0.0
+    #: ``depth`` counts everything a new consumer could read once the run's consumers have
+    #: stopped, so the final drain opens no consumer on a queue whose depth is then 0. Where a
+    #: consumer is cheap the drain reads anyway (a quiet period, as a second look); the task
+    #: libraries set it: their consumer starts and stops a library worker, a second or two.
+    drain_skips_empty: ClassVar[bool] = False
 
     def __init__(self, *, url: str = "", namespace: str = "imq", **options: Any) -> None:
         """Raises ``InvalidSpec`` for an option the class does not declare or a value it does

@@ -120,6 +120,7 @@ class LibraryBackend(Backend):
 
     capabilities = LIBRARY
     options: ClassVar[tuple[Option, ...]] = (CONNECT_TIMEOUT,)
+    drain_skips_empty = True  # a drain's consumer would start and stop a library worker
 
     def probe(self, role: str) -> None:
         """Open and close one connection named for ``role``, under ``connect_timeout_s``: before
