@@ -13,6 +13,7 @@ over whole batches: no per-event Python work except slicing a batch into message
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Sequence
 from typing import overload
 
@@ -32,6 +33,10 @@ EVENT = np.dtype(
     ]
 )
 EVENT_SIZE = EVENT.itemsize  # 32
+#: One record as ``struct`` reads it (``EVENT``'s layout): a message of one event read without
+#: numpy, whose per-call cost dominates on arrays of one (``queues.workers.count_one``).
+EVENT_STRUCT = struct.Struct("<HHIqqq")
+assert EVENT_STRUCT.size == EVENT_SIZE
 MAX_PRODUCERS = 2**16 - 1
 MAX_EVENTS_PER_PRODUCER = 2**32 - 1
 

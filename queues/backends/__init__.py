@@ -14,6 +14,7 @@ from queues.errors import BackendUnavailable, UnknownBackend
 
 __all__ = [
     "BACKENDS",
+    "LIBRARY_BACKENDS",
     "Backend",
     "Batch",
     "Capabilities",
@@ -45,6 +46,11 @@ BACKENDS: dict[str, str] = {
     "dramatiq-redis": "queues.backends.libraries.dramatiq_backend.DramatiqRedisBackend",
     "dramatiq-rabbitmq": "queues.backends.libraries.dramatiq_backend.DramatiqRabbitMQBackend",
 }
+#: The task-library backends (README "Task libraries"), known without importing their libraries.
+LIBRARY_BACKENDS = frozenset({
+    "celery-redis", "celery-rabbitmq", "rq", "huey", "procrastinate", "django-q2-orm", "django-q2-redis",
+    "dramatiq-redis", "dramatiq-rabbitmq",
+})
 
 
 def suggest(alias: str, choices: list[str]) -> str:

@@ -35,7 +35,9 @@ from typing import Any, ClassVar
 
 from queues.backends.base import CONNECT_TIMEOUT, Backend, Batch, Capabilities, Consumer, Producer, first_line
 from queues.errors import BackendUnavailable, NotSupported, QueueError
+from queues.messages import BatchReport
 from queues.options import Option
+from queues.workers import RunnerGone, count_one
 
 log = logging.getLogger(__name__)
 
@@ -188,18 +190,14 @@ class TaskCounter:
         self.runner_gone: BaseException | None = None
 
     def __call__(self, body: bytes) -> str:
-        from queues.messages import BatchReport
-        from queues.workers import RunnerGone, count_bodies
-
         with self.lock:
             if not self.open:
                 return REQUEUE
-            poison, flat, raw_sum, corrupt, received_ns, window_events = count_bodies(
-                [body], self.shares, self.hists, self.window, self.steady, self.shift
+            flat, raw_sum, corrupt, poison, received_ns, window_events = count_one(
+                body, self.shares, self.hists, self.window, self.steady, self.shift
             )
             hists = self.hists.flush() if self.hists.due() else None
-            report = BatchReport(self.index, flat.tobytes(), raw_sum, corrupt, len(poison), received_ns, hists,
-                                 window_events)
+            report = BatchReport(self.index, flat, raw_sum, corrupt, poison, received_ns, hists, window_events)
             try:
                 self.channel.send(report)
             except RunnerGone as exc:
