@@ -83,8 +83,10 @@ def dramatiq_producer(url: str, queue: str) -> tuple[Any, Any]:
 def dramatiq_work(url: str, queue: str, ready: Any) -> None:
     import dramatiq
 
+    from queues.backends.libraries.dramatiq_backend import WORKER_TIMEOUT_MS
+
     broker, _ = dramatiq_broker(url, queue)
-    worker = dramatiq.Worker(broker, queues={queue}, worker_threads=1)
+    worker = dramatiq.Worker(broker, queues={queue}, worker_threads=1, worker_timeout=WORKER_TIMEOUT_MS)
     stop = [False]
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
     worker.start()
@@ -117,7 +119,9 @@ def rq_work(url: str, queue: str, ready: Any) -> None:
 def huey_app(url: str, queue: str) -> tuple[Any, Any]:
     import huey
 
-    app = huey.RedisHuey(name=queue, url=url, clean_name=False)
+    from queues.backends.libraries.huey_backend import READ_TIMEOUT_S
+
+    app = huey.RedisHuey(name=queue, url=url, clean_name=False, read_timeout=READ_TIMEOUT_S)
     return app, app.task(name="ref_add")(add)
 
 
