@@ -12,7 +12,8 @@ and the verdict of one run whose consumer 0 is SIGKILLed mid-run.
 
 Usage: ``flock /tmp/imq-bench.lock env PYTHONPATH=. .venv/bin/python bench/bench_libraries.py
 [--events 20000] [--slow-events 20000] [--orm-events 20000] [--repeat 3] [--only rq]``. Writes every measurement to
-``bench/results/libraries-<time>.json``.
+``bench/results/libraries-<time>.json`` and prints the README's table; ``--table FILE`` prints
+the table of such a file again.
 """
 
 from __future__ import annotations
@@ -83,6 +84,28 @@ def kill_verdict(alias: str) -> dict[str, Any]:
     return {"library": alias, **{k: run[k] for k in ("status", "verdict", "lost", "duplicates", "error")}}
 
 
+BROKERS = {"redis-list": "Redis", "rabbitmq": "RabbitMQ", "postgres": "PostgreSQL"}
+
+
+def markdown(rows: list[dict[str, Any]], kills: list[dict[str, Any]]) -> str:
+    """The README's table of one benchmark's rows."""
+    verdicts = {k["library"]: f"{k['verdict']} (lost {k['lost']}, duplicates {k['duplicates']})" for k in kills}
+    lines = [
+        "| library | broker | workers | events | events/s | p50 ms | p99 ms | minimal script events/s | "
+        "harness overhead | raw backend events/s | ratio to raw | verdict under SIGKILL |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        broker = BROKERS[row["raw"]] + (" (ORM)" if row["library"] == "django-q2-orm" else "")
+        overhead = f"{row['overhead']:+.0%}" if row["overhead"] is not None else "n/a"
+        lines.append(
+            f"| `{row['library']}` | {broker} | {row['workers']} | {row['events']:,} | {row['eps']:,.0f} | "
+            f"{row['p50_ms']:,.0f} | {row['p99_ms']:,.0f} | {row['ref_eps']:,.0f} | {overhead} | "
+            f"`{row['raw']}` {row['raw_eps']:,.0f} | {row['ratio_to_raw']:.4f} | {verdicts.get(row['library'], '')} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
@@ -91,7 +114,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--only", default="", help="comma-separated library backends")
+    parser.add_argument("--table", type=Path, help="print the table of this results file, and run nothing")
     args = parser.parse_args()
+    if args.table:
+        results = json.loads(args.table.read_text())
+        print(markdown(results["rows"], results["kills"]))
+        return
     libraries = [a for a in RAW if not args.only or a in args.only.split(",")]
     rows, kills = [], []
     for alias in libraries:
@@ -108,6 +136,7 @@ def main() -> None:
     out = Path(__file__).parent / "results" / f"libraries-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "kills": kills, "args": vars(args)}, indent=1))
+    print(markdown(rows, kills))
     print(f"written to {out}")
 
 

@@ -239,12 +239,14 @@ class CeleryRedisBackend(RedisLibraryBackend, CeleryBackend):
 
 class CeleryRabbitMQBackend(AMQPLibraryBackend, CeleryBackend):
     name = "celery-rabbitmq"
-    capabilities = EARLY
+    # py-amqp publishes without publisher confirms (kombu's ``confirm_publish`` is off by default)
+    capabilities = EARLY.extend(confirmed_sends=False)
     options = (ACKS_LATE, BATCH_API, *LibraryBackend.options)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        _capabilities(self, LIBRARY)  # late acks: the broker requeues a dead worker's messages
+        # late acks: the broker requeues a dead worker's messages
+        _capabilities(self, LIBRARY.extend(confirmed_sends=False))
 
     def declare(self, queue: str) -> None:
         """Celery's own declaration of the queue, its exchange and binding (kombu)."""

@@ -196,7 +196,8 @@ class DramatiqRedisBackend(RedisLibraryBackend):
 
 class DramatiqRabbitMQBackend(AMQPLibraryBackend):
     name = "dramatiq-rabbitmq"
-    capabilities = DRAMATIQ
+    # Dramatiq's RabbitmqBroker publishes without publisher confirms (``confirm_delivery`` off)
+    capabilities = DRAMATIQ.extend(confirmed_sends=False)
     options = (BATCH_API, *LibraryBackend.options)
     extra_ready = (".DQ",)
 
