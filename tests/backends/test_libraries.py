@@ -65,3 +65,25 @@ def test_a_run_cancelled_midway_leaves_no_worker_behind():
     assert result.status == CANCELLED
     assert runner.supervisor.workers and all(w.dead() for w in runner.supervisor.workers)
     assert not backend_class("huey")(url=backend.url, namespace=backend.namespace).queue_exists(runner.queue)
+
+
+@pytest.mark.parametrize("alias", ["huey", "dramatiq-rabbitmq"])
+def test_an_experiments_faults_on_a_task_library_are_applied_and_judged(alias):
+    """The faults an experiment declares (README "Faults") on a task library: its workers are
+    killed, replaced and paused like any; what is lost or comes twice is what its guarantee
+    allows (huey at-most-once, Dramatiq on RabbitMQ at-least-once), never a contradiction."""
+    backend = connected_backend(alias)
+    began = time.monotonic()
+    spec = WorkloadSpec(backend=alias, rate_eps=200, duration_s=4, consumers=2, idle_timeout_s=3, replace_after_s=0.3,
+                        faults=("poison@0.5:1", "kill-consumer@1", "kill-producer@1.5", "pause-consumer@2.5:0.5:1"))
+    runner = Runner(spec, backend, run_id=uuid.uuid4().hex[:8], should_cancel=lambda: time.monotonic() - began > 120)
+    result = runner.run()
+    s = result.summary
+    assert result.status == "succeeded", f"{result.status}: {result.error}"
+    kinds = [(m["kind"], m["target"]) for m in s["markers"]]
+    for expected in [("replaced", "consumer 0"), ("replaced", "producer 0"), ("resume", "consumer 1")]:
+        assert expected in kinds, kinds
+    assert s["poison"] == 1 and s["corrupt"] == 0
+    assert s["guarantee"] == backend.capabilities.guarantee() and s["contradictions"] == [], s["contradictions"]
+    if backend.capabilities.redelivers_on_crash:
+        assert s["lost"] == 0 and s["unique_sum"] == spec.expected_sum, s

@@ -100,6 +100,8 @@ def batches_with_every_irregularity(events: int, rng: np.random.Generator):
         yield batch  # increasing, with gaps
         yield rng.permutation(batch[: 40])  # the same again, out of order: duplicates across batches
         yield np.repeat(batch[-3:], 2)  # copies within one batch
+    for index in rng.integers(0, events, size=min(events, 50)):
+        yield np.array([index])  # one event a report (a task library's), new or seen already
     yield np.arange(100, 200)  # a contiguous run, partly seen already
     yield np.arange(max(0, events - 5), events)  # the last events, near the bitmap's padding
 
