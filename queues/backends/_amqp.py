@@ -17,6 +17,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
+from queues.backends import rabbitmqctl
 from queues.backends.base import Backend
 from queues.errors import BackendUnavailable, QueueError
 
@@ -219,3 +220,31 @@ class Link:
         except pika.exceptions.AMQPError:
             pass
         self.ioloop.close()
+
+
+class ControlLink(Backend):
+    """The control connection of a backend on RabbitMQ (the raw backend and the task libraries'):
+    one ``Link`` named for the backend, opened on first use, and its cut by the broker."""
+
+    _link: Link | None = None
+
+    def _fresh_state(self) -> dict[str, Any]:
+        return {"_link": None}
+
+    def connect(self) -> None:
+        if self._link is None:
+            self._link = Link(self, "control")
+
+    def close(self) -> None:
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+
+    @property
+    def link(self) -> Link:
+        self.connect()
+        assert self._link is not None
+        return self._link
+
+    def cut_control_connection(self) -> int:
+        return rabbitmqctl.close_connections({connection_name(self, "control")}, "imqueue: control connection cut")

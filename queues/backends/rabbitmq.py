@@ -39,8 +39,8 @@ import pika.exceptions
 import pika.spec
 
 from queues.backends import rabbitmqctl
-from queues.backends._amqp import RPC_TIMEOUT_S, Link, connection_name
-from queues.backends.base import CONNECT_TIMEOUT, Backend, Batch, Capabilities, Consumer, Producer, log_nacked
+from queues.backends._amqp import RPC_TIMEOUT_S, ControlLink, Link, connection_name
+from queues.backends.base import CONNECT_TIMEOUT, Batch, Capabilities, Consumer, Producer, log_nacked
 from queues.backends.rabbitmq_management import ManagementApi
 from queues.errors import OperationFailed
 from queues.options import Option
@@ -55,7 +55,7 @@ QUEUE_TYPES = ("classic", "quorum")
 WORKER_ROLES = ("producer", "consumer")
 
 
-class RabbitMQBackend(Backend):
+class RabbitMQBackend(ControlLink):
     """Options: ``queue_type`` (classic|quorum), ``prefetch`` (1000), ``confirms``
     (off|message|batch), ``persistent`` (false)."""
 
@@ -95,25 +95,7 @@ class RabbitMQBackend(Backend):
             self.capabilities = self.capabilities.extend(durable=True)
         if self.confirms == "off":  # a publish returns before the broker has it
             self.capabilities = self.capabilities.extend(confirmed_sends=False)
-        self._link: Link | None = None
-
-    def _fresh_state(self) -> dict[str, Any]:
-        return {"_link": None}
-
-    def connect(self) -> None:
-        if self._link is None:
-            self._link = Link(self, "control")
-
-    def close(self) -> None:
-        if self._link is not None:
-            self._link.close()
-            self._link = None
-
-    @property
-    def link(self) -> Link:
-        self.connect()
-        assert self._link is not None
-        return self._link
+        self._link = None
 
     def _admin(self, method: str, doing: str, **kwargs: Any) -> Any:
         link = self.link
@@ -204,9 +186,6 @@ class RabbitMQBackend(Backend):
         ``rabbitmqctl`` call starts an Erlang VM."""
         names = {connection_name(self, role, queue) for role in WORKER_ROLES}
         return rabbitmqctl.close_connections(names, "imqueue: cut-connections fault")
-
-    def cut_control_connection(self) -> int:
-        return rabbitmqctl.close_connections({connection_name(self, "control")}, "imqueue: control connection cut")
 
     def environment(self) -> dict[str, Any]:
         props = self.link.conn._impl.server_properties if hasattr(self.link.conn, "_impl") else None

@@ -13,13 +13,12 @@ from typing import Any, ClassVar
 
 import pika.exceptions
 
-from queues.backends import rabbitmqctl
-from queues.backends._amqp import RPC_TIMEOUT_S, Link, connection_name
+from queues.backends._amqp import RPC_TIMEOUT_S, ControlLink, Link
 from queues.backends.libraries.handoff import LibraryBackend
 from queues.errors import OperationFailed
 
 
-class AMQPLibraryBackend(LibraryBackend):
+class AMQPLibraryBackend(ControlLink, LibraryBackend):
     """A task library on RabbitMQ. Subclasses list the broker queues of a run's queue."""
 
     url_setting = "IMQ_AMQP_URL"
@@ -29,33 +28,12 @@ class AMQPLibraryBackend(LibraryBackend):
     failed_errors = (pika.exceptions.AMQPError,)
     # the broker requeues a closed connection's unacked messages as soon as it notices the close
     release_after_s = 1.0
-    _link: Link | None = None
     #: What ``depth`` and ``purge`` count beside the queue itself (a delay queue).
     extra_ready: ClassVar[tuple[str, ...]] = ()
-
-    def _fresh_state(self) -> dict[str, Any]:
-        return {"_link": None}
-
-    def connect(self) -> None:
-        if self._link is None:
-            self._link = Link(self, "control")
-
-    def close(self) -> None:
-        if self._link is not None:
-            self._link.close()
-            self._link = None
-
-    @property
-    def link(self) -> Link:
-        self.connect()
-        assert self._link is not None
-        return self._link
 
     def probe(self, role: str) -> None:
         Link(self, role).close()
 
-    def cut_control_connection(self) -> int:
-        return rabbitmqctl.close_connections({connection_name(self, "control")}, "imqueue: control connection cut")
 
     def _admin(self, method: str, doing: str, **kwargs: Any) -> Any:
         link = self.link
