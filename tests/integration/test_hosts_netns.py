@@ -107,6 +107,9 @@ def test_namespaces_go_with_their_pairs_and_processes_and_the_session_finds_thos
     assert x.root_address != y.root_address and x.address.rpartition(".")[0] == x.root_address.rpartition(".")[0]
     sleeper = subprocess.Popen([*x.prefix, "sleep", "60"])
     try:
+        # `ip netns exec` enters the namespace a moment after it starts (longer on a busy machine)
+        wait_until(lambda: str(sleeper.pid) in netns.ip("netns", "pids", x.namespace, check=False).stdout.split(), 10,
+                   "the sleeper inside its namespace")
         assert netns.leftovers() == sorted([x.namespace, y.namespace])
         assert netns.leftovers_remove() == sorted([x.namespace, y.namespace])  # what the session's end calls
         assert sleeper.wait(timeout=10) == -9  # killed: a process would keep the namespace and its pair alive
