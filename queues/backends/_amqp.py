@@ -246,5 +246,20 @@ class ControlLink(Backend):
         assert self._link is not None
         return self._link
 
+    def take_messages(self, queue: str, count: int) -> list[bytes]:
+        """``count`` bodies taken off ``queue`` on the control connection (``basic_get`` with
+        auto-ack: AMQP can only read a queue by taking from it)."""
+        link, got = self.link, []
+
+        def on_message(_channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
+            got.append(body)
+            link.wake()
+
+        for _ in range(count):
+            wanted = len(got) + 1
+            link.channel.basic_get(queue, on_message, auto_ack=True)
+            link.wait(lambda: len(got) >= wanted, RPC_TIMEOUT_S, "read the dead letters on")  # noqa: B023 - used at once
+        return got
+
     def cut_control_connection(self) -> int:
         return rabbitmqctl.close_connections({connection_name(self, "control")}, "imqueue: control connection cut")

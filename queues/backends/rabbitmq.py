@@ -27,7 +27,6 @@ and flushing once is what an asynchronous client does and is what this backend d
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections import deque
@@ -152,17 +151,7 @@ class RabbitMQBackend(ControlLink):
         time and not in order with other connections: the count is read until it holds still
         for ``DEAD_LETTER_SETTLE_S``."""
         dead = dead_letter_queue(queue)
-        count = self._dead_letter_count(dead)
-        link, got = self.link, []
-
-        def on_message(_channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
-            got.append(body)
-            link.wake()
-
-        for expected in range(1, count + 1):
-            link.channel.basic_get(dead, on_message, auto_ack=True)
-            link.wait(functools.partial(_at_least, got, expected), RPC_TIMEOUT_S, "read the dead letters on")
-        return got
+        return self.take_messages(dead, self._dead_letter_count(dead))
 
     def _dead_letter_count(self, dead: str) -> int:
         count, deadline = -1, time.monotonic() + RPC_TIMEOUT_S
@@ -335,7 +324,3 @@ class _Consumer(Consumer):
         """Close the connection: the broker requeues what was not acked (acks buffered before
         the close are sent first)."""
         self.link.close()
-
-
-def _at_least(items: list[Any], count: int) -> bool:
-    return len(items) >= count

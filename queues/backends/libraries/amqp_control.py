@@ -8,12 +8,11 @@ backend, within ``connect_timeout_s``.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, ClassVar
 
 import pika.exceptions
 
-from queues.backends._amqp import RPC_TIMEOUT_S, ControlLink, Link
+from queues.backends._amqp import ControlLink, Link
 from queues.backends.libraries.handoff import LibraryBackend
 from queues.errors import OperationFailed
 
@@ -90,18 +89,4 @@ class AMQPLibraryBackend(ControlLink, LibraryBackend):
 
     def read_dead_letters(self, dead: str) -> list[Any]:
         """The bodies in ``dead``, taken off it (``basic_get`` with auto-ack)."""
-        count = self._ready(dead)
-        link, got = self.link, []
-
-        def on_message(_channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
-            got.append(body)
-            link.wake()
-
-        for expected in range(1, count + 1):
-            link.channel.basic_get(dead, on_message, auto_ack=True)
-            link.wait(functools.partial(_at_least, got, expected), RPC_TIMEOUT_S, "read the dead letters on")
-        return got
-
-
-def _at_least(items: list[Any], count: int) -> bool:
-    return len(items) >= count
+        return self.take_messages(dead, self._ready(dead))
