@@ -30,6 +30,7 @@ from typing import Any
 from bench.reference_libraries import run_reference
 from queues.faults import Faults
 from queues.launch import build_backend, server_url
+from queues.options import options_from_pairs
 from queues.runner import Runner
 from queues.workload import WorkloadSpec
 
@@ -47,8 +48,9 @@ BATCH = 100  # messages per send call (the engine's producer enqueues them one t
 KILL_EVENTS = 2_000
 
 
-def engine(alias: str, events: int, workers: int, faults: Faults | None = None) -> dict[str, Any]:
-    backend = build_backend(alias, urls=os.environ, namespace="imqbench")
+def engine(alias: str, events: int, workers: int, faults: Faults | None = None,
+           options: dict[str, Any] | None = None) -> dict[str, Any]:
+    backend = build_backend(alias, urls=os.environ, namespace="imqbench", options=options)
     spec = WorkloadSpec(backend=alias, events=events, consumers=workers, batch=BATCH, idle_timeout_s=10)
     result = Runner(spec, backend, run_id=uuid.uuid4().hex[:8], faults=faults).run()
     s = result.summary
@@ -61,15 +63,15 @@ def median(runs: list[dict[str, Any]], key: str) -> float:
     return round(statistics.median(r[key] for r in runs), 1)
 
 
-def measure(alias: str, events: int, workers: int, repeat: int) -> dict[str, Any]:
+def measure(alias: str, events: int, workers: int, repeat: int, options: dict[str, Any]) -> dict[str, Any]:
     url = server_url(alias, os.environ)
     imq, ref, raw = [], [], []
     for _ in range(repeat):  # alternated: engine, reference, raw
-        imq.append(engine(alias, events, workers))
-        ref.append(run_reference(alias, url, events, workers))
+        imq.append(engine(alias, events, workers, options=options))
+        ref.append(run_reference(alias, url, events, workers, options))
         raw.append(engine(RAW[alias], events, workers))
     row = {
-        "library": alias, "workers": workers, "events": events,
+        "library": alias, "workers": workers, "events": events, "options": options,
         "eps": median(imq, "events_per_s"), "p50_ms": median(imq, "p50_ms"), "p99_ms": median(imq, "p99_ms"),
         "ref_eps": median(ref, "events_per_s"), "raw": RAW[alias], "raw_eps": median(raw, "events_per_s"),
         "verdicts": sorted({r["verdict"] for r in imq}), "runs": {"engine": imq, "reference": ref, "raw": raw},
@@ -79,8 +81,8 @@ def measure(alias: str, events: int, workers: int, repeat: int) -> dict[str, Any
     return row
 
 
-def kill_verdict(alias: str) -> dict[str, Any]:
-    run = engine(alias, KILL_EVENTS, 2, Faults(kill_consumer_after=KILL_EVENTS // 4))
+def kill_verdict(alias: str, options: dict[str, Any]) -> dict[str, Any]:
+    run = engine(alias, KILL_EVENTS, 2, Faults(kill_consumer_after=KILL_EVENTS // 4), options)
     return {"library": alias, **{k: run[k] for k in ("status", "verdict", "lost", "duplicates", "error")}}
 
 
@@ -114,8 +116,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--only", default="", help="comma-separated library backends")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a backend option for the engine and the minimal script, e.g. prompt_hub=false")
     parser.add_argument("--table", type=Path, help="print the table of this results file, and run nothing")
     args = parser.parse_args()
+    options = options_from_pairs(args.option)
     if args.table:
         results = json.loads(args.table.read_text())
         print(markdown(results["rows"], results["kills"]))
@@ -125,13 +130,13 @@ def main() -> None:
     for alias in libraries:
         events = args.orm_events if alias in VERY_SLOW else args.slow_events if alias in SLOW else args.events
         for workers in (int(w) for w in args.workers.split(",")):
-            row = measure(alias, events, workers, args.repeat)
+            row = measure(alias, events, workers, args.repeat, options)
             rows.append(row)
             print(f"{alias:18} w={workers} n={events:>6}  {row['eps']:>8.0f} ev/s  p50 {row['p50_ms']:>8.1f} ms  "
                   f"p99 {row['p99_ms']:>8.1f} ms  ref {row['ref_eps']:>8.0f} ev/s  overhead {row['overhead']:+.1%}  "
                   f"{row['raw']} {row['raw_eps']:>9.0f} ev/s  ratio {row['ratio_to_raw']:.4f}  {row['verdicts']}",
                   flush=True)
-        kills.append(kill_verdict(alias))
+        kills.append(kill_verdict(alias, options))
         print(f"{alias:18} SIGKILL of consumer 0: {kills[-1]}", flush=True)
     out = Path(__file__).parent / "results" / f"libraries-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)

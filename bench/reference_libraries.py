@@ -19,6 +19,7 @@ from typing import Any
 
 TOTAL: Any = None  # the add task's sum and count, shared with the forked workers
 DONE: Any = None
+OPTIONS: dict[str, Any] = {}  # the backend's options of the run (``run_reference``), seen by the forked workers
 READY_TIMEOUT_S = 60.0
 
 
@@ -57,7 +58,17 @@ def celery_work(url: str, queue: str, ready: Any) -> None:
     from celery.signals import worker_ready
 
     app = celery_app(url, queue)
-    worker_ready.connect(lambda **_: ready.set(), weak=False)
+
+    def on_ready(sender: Any, **_: Any) -> None:
+        if OPTIONS.get("prompt_hub", True):  # as the backend does by default (``prompt_hub``)
+            from queues.backends.libraries.celery_backend import STOP_CHECK_S, poll_at_once_while_callbacks_wait
+
+            # the backend's worker has its stop timer; the fix takes effect where a timer is scheduled
+            sender.hub.call_repeatedly(STOP_CHECK_S, lambda: None)
+            poll_at_once_while_callbacks_wait(sender.hub)
+        ready.set()
+
+    worker_ready.connect(on_ready, weak=False)
     app.set_current()
     app.worker_main(["worker", "--pool=solo", "-Q", queue, "--without-mingle", "--without-gossip",
                      "--without-heartbeat", "-l", "WARNING"])
@@ -225,16 +236,21 @@ def _worker_main(work: Any, url: str, queue: str, ready: Any) -> None:
     work(url, queue, ready)
 
 
-def run_reference(alias: str, url: str, events: int, workers: int) -> dict[str, Any]:
-    """Enqueue ``events`` tasks, wait until ``workers`` worker processes counted them all."""
-    global TOTAL, DONE
+def run_reference(alias: str, url: str, events: int, workers: int,
+                  options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Enqueue ``events`` tasks, wait until ``workers`` worker processes counted them all, with the
+    worker configured as the backend with ``options`` configures it (only Celery's ``prompt_hub``
+    changes the script)."""
+    global TOTAL, DONE, OPTIONS
     from queues.backends import backend_class
 
     ctx = multiprocessing.get_context("fork")
     TOTAL, DONE = ctx.Value("q", 0), ctx.Value("q", 0)
     queue = f"imqref.{uuid.uuid4().hex[:8]}"
     make_producer, work = LIBRARIES[alias]
-    control = backend_class(alias)(url=url, namespace="imqref")  # declares, and deletes at the end
+    # declares, and deletes at the end; its options parsed and checked, for the workers to read
+    control = backend_class(alias)(url=url, namespace="imqref", **dict(options or {}))
+    OPTIONS = dict(control.option_values)
     control.connect()
     control.declare(queue)
     readies = [ctx.Event() for _ in range(workers)]

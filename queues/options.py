@@ -99,6 +99,17 @@ class Option:
         return row
 
 
+def options_from_pairs(pairs: Iterable[str]) -> dict[str, str]:
+    """``--option NAME=VALUE`` arguments as a mapping (the values parsed by ``options_resolve``)."""
+    options = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise InvalidSpec(f"--option takes NAME=VALUE, got {pair!r}")
+        options[name.strip().replace("-", "_")] = value.strip()
+    return options
+
+
 def options_resolve(declared: Iterable[Option], given: Mapping[str, Any], *, owner: str) -> dict[str, OptionValue]:
     """Every declared option's value: ``given`` parsed and checked, the defaults filled in.
 

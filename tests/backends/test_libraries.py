@@ -87,3 +87,43 @@ def test_an_experiments_faults_on_a_task_library_are_applied_and_judged(alias):
     assert s["guarantee"] == backend.capabilities.guarantee() and s["contradictions"] == [], s["contradictions"]
     if backend.capabilities.redelivers_on_crash:
         assert s["lost"] == 0 and s["unique_sum"] == spec.expected_sum, s
+
+
+def test_a_celery_workers_loop_sends_what_it_queued_itself_without_waiting_for_a_timer():
+    """kombu's loop reads a message in a callback it queued (its AMQP reader), and Celery queues
+    the message's ack from there: the loop must poll without waiting while that ack is queued,
+    or a worker holding its whole prefetch sleeps until the next timer (``prompt_hub``)."""
+    import socket
+
+    from kombu.asynchronous import Hub
+    from kombu.asynchronous.timer import Timer
+
+    from queues.backends.libraries.celery_backend import poll_at_once_while_callbacks_wait
+
+    hub = Hub(Timer(max_interval=60))
+    hub.call_repeatedly(60, lambda: None)  # the only timer: without the fix the poll waits 10 s (kombu's cap)
+    poll_at_once_while_callbacks_wait(hub)
+    reader, writer = socket.socketpair()
+    acked: list[float] = []
+
+    def ack() -> None:  # and the broker, acked, sends the next message
+        acked.append(time.monotonic())
+        writer.send(b"m")
+
+    def read() -> None:  # as kombu's reader: takes the message, and the task's ack is queued
+        reader.recv(1)
+        hub.call_soon(ack)
+
+    hub.add_reader(reader, lambda: hub.call_soon(read))
+    loop = hub.create_loop()
+    try:
+        writer.send(b"m")
+        began = time.monotonic()
+        while not acked and time.monotonic() - began < 30:
+            next(loop)
+        assert acked, "the ack was never sent"
+        assert acked[0] - began < 5, f"the ack waited {acked[0] - began:.1f} s for a timer"
+    finally:
+        hub.close()
+        reader.close()
+        writer.close()

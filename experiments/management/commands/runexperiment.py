@@ -16,6 +16,7 @@ from experiments.selectors import run_json_summary
 from queues.errors import InvalidSpec, QueueError
 from queues.faultspec import FAULT_KINDS
 from queues.launch import known_aliases
+from queues.options import options_from_pairs
 from queues.workload import ARRIVALS, spec_defaults
 
 DEFAULT_EXPERIMENT = "cli"
@@ -59,7 +60,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         try:
-            options = _parse_options(opts["option"])
+            options = options_from_pairs(opts["option"])
             spec = services.spec_validate(values=_spec_values(opts), options=options)
             repeat = _positive_int("--repeat", opts["repeat"])
             slo = _slo(opts) if opts["find_max"] else None
@@ -166,16 +167,6 @@ def _slo(opts) -> float:
     if slo <= 0:
         raise InvalidSpec(f"--slo-p99-ms must be a positive number of ms, got {opts['slo_p99_ms']!r}")
     return slo
-
-
-def _parse_options(pairs: list[str]) -> dict[str, str]:
-    options = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise InvalidSpec(f"--option takes NAME=VALUE, got {pair!r}")
-        options[name.strip().replace("-", "_")] = value.strip()
-    return options
 
 
 class _ProgressBar:
