@@ -1,6 +1,6 @@
 import numpy as np
 
-from queues.metrics import encode, merge_encoded, new_histogram, percentiles_ms, record_many
+from queues.metrics import encode, merge_encoded, new_histogram, percentiles_ms, record_many, value_at_percentile
 
 
 def test_record_many_matches_record_value_exactly():
@@ -31,3 +31,19 @@ def test_histograms_merge_through_their_encoding():
 
 def test_an_empty_histogram_has_no_percentiles():
     assert percentiles_ms(new_histogram()) is None
+
+
+def test_value_at_percentile_is_the_librarys_value():
+    rng = np.random.default_rng(7)
+    shapes = [
+        rng.integers(1, 3_600_000_000, 5_000),  # the whole range
+        rng.lognormal(8, 2, 20_000).astype(np.int64),  # a latency-like tail
+        np.full(3, 1_000),  # one value
+        np.array([1]),  # the lowest value, a single event
+        np.array([3_600_000_000, 1, 2]),  # the highest value
+    ]
+    for values in shapes:
+        hist = new_histogram()
+        record_many(hist, values)
+        for p in (0, 0.1, 1, 25, 50, 90, 99, 99.9, 99.99, 100):
+            assert value_at_percentile(hist, p) == hist.get_value_at_percentile(p), (p, values[:5])
