@@ -11,7 +11,7 @@ from queues.backends import BACKENDS, Backend, backend_class
 from queues.errors import BackendUnavailable
 from tests import netns
 from tests.faults import CUTTERS
-from tests.services import IN_CI, connected_backend, queue_of  # noqa: F401 - a fixture
+from tests.services import IN_CI, backend_url, connected_backend, queue_of  # noqa: F401 - a fixture
 
 
 def pytest_configure(config):
@@ -125,6 +125,21 @@ def cut_connections(backend):
         return CUTTERS[of.name](of, queue)
 
     return cut
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _django_q2_tables(django_db_setup, django_db_blocker):
+    """django-q2's tables, made as a fresh machine's first use makes them (its migrations, on a
+    database alias of its own), before any test. The admin's backend list connects every backend
+    from a thread, and on a fresh database that first connection of ``django-q2-orm`` migrates:
+    pytest-django forbids that alias inside a test (an installation migrates in the request)."""
+    with django_db_blocker.unblock():
+        try:
+            backend = backend_class("django-q2-orm")(url=backend_url("django-q2-orm"), namespace="imqtest-setup")
+            backend.connect()
+        except BackendUnavailable:
+            return  # no PostgreSQL or no django-q2 here: the tests that need them say so
+        backend.close()
 
 
 @pytest.fixture(autouse=True, scope="session")
