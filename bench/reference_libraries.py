@@ -3,7 +3,8 @@ event) through the library's API, a no-op-plus-add task, the library's own worke
 forked processes (as its command runs it, on the process's main thread), wait for the count.
 
 Each library's worker is configured as the imqueue backend configures it (Celery: solo pool, no
-mingle, gossip, heartbeat or remote control, no results; Dramatiq: one worker thread; huey: one
+mingle, gossip, heartbeat or remote control, no results, and the backend's loop fix while its
+option ``prompt_hub`` is on, as by default; Dramatiq: one worker thread; huey: one
 thread worker; procrastinate: concurrency 1), so the ratio measures imqueue's harness, not a
 different setup. Timed from the first enqueue until the workers counted every task.
 """

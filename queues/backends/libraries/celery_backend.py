@@ -7,7 +7,9 @@
   the task runs in the worker's own thread; ``--consumers`` is the worker processes), started
   through its API on a thread of the consumer process, as ``celery.contrib.testing`` does;
   without mingle, gossip, heartbeats and remote control (one worker per process, nothing to
-  talk to). Celery's defaults otherwise: prefetch multiplier 4.
+  talk to). Celery's defaults otherwise: prefetch multiplier 4. Option ``prompt_hub`` (on by
+  default): the loop sends the acks it queued before it polls (``poll_at_once_while_callbacks_wait``);
+  kombu 5.7 as shipped can sleep until its next timer with them queued.
 - Guarantee: Celery acks a task *before* running it unless ``task_acks_late`` (option
   ``acks_late``, default false as in Celery). A SIGKILLed worker loses the task it was
   running; with ``acks_late`` on RabbitMQ the broker requeues it (at-least-once). On Redis
@@ -121,8 +123,8 @@ def poll_at_once_while_callbacks_wait(hub: Any) -> None:
     Celery queues every ack that way (``call_soon``), as kombu's AMQP reader queues itself after
     each message. Once the worker has taken its whole prefetch and queued the acks, no frame
     comes (the broker waits for those acks) and the loop sleeps until its next timer: measured
-    on celery-rabbitmq, runs of 20,000 tasks that should take 11 s took 34-125 s, at a trickle of
-    four tasks per turn of the ``STOP_CHECK_S`` timer. The poll timeout comes from
+    on celery-rabbitmq, 5 runs of 20,000 tasks took 11-125 s (a trickle of four tasks per turn of
+    the ``STOP_CHECK_S`` timer while it lasted), and 9.4-10.4 s with this. The poll timeout comes from
     ``fire_timers``, called just before the poll (the loop calls it while a timer is scheduled,
     which ``_on_ready``'s always is)."""
     fire_timers = hub.fire_timers
