@@ -7,7 +7,7 @@
   ``rq worker --worker-class rq.SimpleWorker``) on a thread of the consumer process. It cannot
   install signal handlers there (a thread), and RQ's job timeout (``SIGALRM``) is not enforced:
   imqueue's tasks do not hang, and the runner kills a consumer that does. Its blocking dequeue
-  waits at most ``DEQUEUE_TIMEOUT_S`` (1 s) at a time, so that a stop is seen within about a second.
+  waits at most ``DEQUEUE_TIMEOUT_S`` (0.25 s) at a time, so that a stop is seen within a quarter of a second.
 - Guarantee: RQ moves a job to its started registry when a worker takes it; a worker killed
   during the job leaves it there, and RQ's maintenance later marks it failed (abandoned), never
   runs it again: at-most-once. ``depth`` is the queue's length (jobs not yet taken).
@@ -43,8 +43,10 @@ except ImportError as exc:  # the registry turns this into one line naming the e
     raise missing_library("rq", exc) from exc
 
 _NOT_IN_JOB_ID = re.compile(r"[^A-Za-z0-9_-]")
-#: How long a worker waits for a job before it looks at its stop flag again.
-DEQUEUE_TIMEOUT_S = 1
+#: How long a worker waits for a job before it looks at its stop flag again. RQ types it as whole
+#: seconds, but passes it on to ``BLPOP``, which takes fractions (Redis 6 and later); RQ's own
+#: command waits 1 s at least, which each run's stop and each final drain waited out.
+DEQUEUE_TIMEOUT_S: Any = 0.25
 
 
 def job_prefix(queue: str) -> str:
