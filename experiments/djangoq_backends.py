@@ -209,6 +209,10 @@ class _DjangoQConsumer(LibraryConsumer):
 
 class DjangoQ2OrmBackend(DjangoQ2Backend):
     name = "django-q2-orm"
+    # django-q2's ORM broker takes the next task with no ORDER BY (its ``OrmQ`` has no ordering):
+    # PostgreSQL returns rows in the order they lie in the table, which follows insertion only
+    # until deleted rows' space is reused (seen: a test's 25 tasks came back interleaved)
+    capabilities = DjangoQ2Backend.capabilities.extend(fifo=False)
     url_setting = "IMQ_POSTGRES_URL"
     default_url = "postgresql://postgres@127.0.0.1:5432/test"
     unavailable_errors = (psycopg.OperationalError,)
