@@ -94,7 +94,6 @@ class RabbitMQBackend(ControlLink):
             self.capabilities = self.capabilities.extend(durable=True)
         if self.confirms == "off":  # a publish returns before the broker has it
             self.capabilities = self.capabilities.extend(confirmed_sends=False)
-        self._link = None
 
     def _admin(self, method: str, doing: str, **kwargs: Any) -> Any:
         link = self.link
