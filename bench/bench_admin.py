@@ -59,10 +59,10 @@ def staff_client():
 def build_history(runs: int, samples: int) -> dict:
     """``runs`` runs and ``samples`` samples, unless the database has them already; the ids the
     pages section opens."""
-    from experiments import services
-    from experiments.launches import series_launch_sweep
     from experiments.models import Experiment, Run, RunSeries, Sample
-    from queues.workload import WorkloadSpec
+    from experiments.services import runs as services
+    from experiments.services.launches import series_launch_sweep
+    from queues.workload.spec import WorkloadSpec
 
     if Run.objects.count() < runs:
         began = time.perf_counter()
@@ -98,7 +98,7 @@ def build_history(runs: int, samples: int) -> dict:
         Run.objects.filter(series=series).update(status="succeeded", throughput_eps=100_000.0, latency_p99_ms=3.0)
         print(f"built {Run.objects.count():,} runs and {Sample.objects.count():,} samples in "
               f"{time.perf_counter() - began:.0f} s", flush=True)
-    from experiments.launches import series_refresh
+    from experiments.services.launches import series_refresh
 
     series = RunSeries.objects.filter(kind="sweep").latest("pk")
     series_refresh(series=series)

@@ -1,5 +1,5 @@
 """Broker benchmark: the redis-list, redis-list-noack, redis-stream and rabbitmq backends through
-the engine (``queues.runner.Runner``, no Django), each beside a minimal reference script for the
+the engine (``queues.run.runner.Runner``, no Django), each beside a minimal reference script for the
 same broker measured in the same run.
 
 References (one producer process, one consumer process, timed from start until the consumer
@@ -28,9 +28,9 @@ from pathlib import Path
 import pika
 import redis
 
-from queues.launch import build_backend, server_url
-from queues.runner import Runner
-from queues.workload import WorkloadSpec
+from queues.run.launch import build_backend, server_url
+from queues.run.runner import Runner
+from queues.workload.spec import WorkloadSpec
 
 BATCH = 1000
 #: Round trips per event with batch=1 (one message a call), by how each backend talks:

@@ -25,15 +25,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from queues.ledger import Ledger  # noqa: E402
-from queues.workload import WorkloadSpec  # noqa: E402
+from queues.measurement.ledger import Ledger  # noqa: E402
+from queues.workload.spec import WorkloadSpec  # noqa: E402
 
 EVENTS, CALL = 1_000_000, 1_000
 
 
 def ledger_at(revision: str) -> Any:
-    """The ``Ledger`` class of ``queues/ledger.py`` at a git revision."""
-    source = subprocess.run(["git", "show", f"{revision}:queues/ledger.py"], cwd=ROOT, check=True,
+    """The ``Ledger`` class of ``queues/measurement/ledger.py`` at a git revision."""
+    source = subprocess.run(["git", "show", f"{revision}:queues/measurement/ledger.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
     path = Path(tempfile.mkdtemp()) / "reference_ledger.py"
     path.write_text(source)

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.reference_libraries import run_reference
-from queues.faults import Faults
-from queues.launch import build_backend, server_url
-from queues.options import options_from_pairs
-from queues.runner import Runner
-from queues.workload import WorkloadSpec
+from queues.backends.options import options_from_pairs
+from queues.faults.injectors import Faults
+from queues.run.launch import build_backend, server_url
+from queues.run.runner import Runner
+from queues.workload.spec import WorkloadSpec
 
 #: library backend -> the raw backend on the same server
 RAW = {

@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench import reference_mp  # noqa: E402
 from queues.backends.memory import MultiprocessBackend  # noqa: E402
-from queues.runner import Runner  # noqa: E402
-from queues.workload import WorkloadSpec  # noqa: E402
+from queues.run.runner import Runner  # noqa: E402
+from queues.workload.spec import WorkloadSpec  # noqa: E402
 
 
 def engine_drain_s(events: int, **fields) -> dict:

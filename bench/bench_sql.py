@@ -1,5 +1,5 @@
 """SQL-table queue benchmark (issue 3): postgres, postgres-notify and mysql through the engine
-(``queues.runner.Runner``, no Django), beside the minimal reference ``reference_postgres.py``
+(``queues.run.runner.Runner``, no Django), beside the minimal reference ``reference_postgres.py``
 measured in the same run.
 
 Sections (``--only`` picks some):
@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from queues.events import encode_events, split_messages
-from queues.launch import build_backend
-from queues.runner import Runner
-from queues.workload import WorkloadSpec
+from queues.run.launch import build_backend
+from queues.run.runner import Runner
+from queues.workload.events import encode_events, split_messages
+from queues.workload.spec import WorkloadSpec
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ("throughput", "insert", "batch1", "latency")

@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from queues.backends.memory import MultiprocessBackend  # noqa: E402
-from queues.runner import Runner  # noqa: E402
-from queues.saturation import find_max_rate  # noqa: E402
-from queues.workload import WorkloadSpec  # noqa: E402
+from queues.measurement.saturation import find_max_rate  # noqa: E402
+from queues.run.runner import Runner  # noqa: E402
+from queues.workload.spec import WorkloadSpec  # noqa: E402
 
 
 def steady(rate: float, duration: float, warmup: float = 1.0) -> tuple[dict, float]:

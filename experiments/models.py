@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from django.db import models
 
-from queues.workload import ARRIVALS, spec_defaults
+from queues.workload.spec import ARRIVALS, spec_defaults
 
 SPEC = spec_defaults()
 
 
 class Experiment(models.Model):
     """A workload on a backend with its knobs. The spec fields and their defaults are those of
-    ``queues.workload.WorkloadSpec`` (a test checks that they stay so); ``clean`` validates
+    ``queues.workload.spec.WorkloadSpec`` (a test checks that they stay so); ``clean`` validates
     them as a run would, so the admin cannot save an experiment that cannot run."""
 
     name = models.CharField(max_length=200, unique=True)
@@ -57,7 +57,7 @@ class Experiment(models.Model):
     def clean(self) -> None:
         """Raises ``ValidationError`` (by field where it can) for a spec or options a run
         would reject."""
-        from experiments.services import experiment_validate  # services import the models
+        from experiments.services.runs import experiment_validate  # services import the models
 
         experiment_validate(experiment=self)
 
@@ -145,7 +145,7 @@ class Run(models.Model):
 
 
 class Sample(models.Model):
-    """One interval (about a second) of a run: see ``queues.metrics.Sample``."""
+    """One interval (about a second) of a run: see ``queues.measurement.histograms.Sample``."""
 
     run = models.ForeignKey(Run, related_name="samples", on_delete=models.CASCADE)
     t_s = models.FloatField()
@@ -174,7 +174,7 @@ class Sample(models.Model):
 class Host(models.Model):
     """A load host: a ``qcluster`` started with ``IMQ_HOST_NAME``, which executes the shares of
     distributed runs routed to its queue. Written by the host itself every few seconds
-    (``experiments.hosts``); a host whose ``last_seen`` is old does not answer."""
+    (``experiments.hosts.heartbeat``); a host whose ``last_seen`` is old does not answer."""
 
     name = models.CharField(max_length=100, unique=True)
     queue = models.CharField(max_length=200, help_text="its django-q2 cluster name: tasks routed there")
@@ -201,7 +201,7 @@ class HostShare(models.Model):
     """One host's share of a distributed run: its workers, its join, its start and its end.
     The coordinator (the run's executor) creates it and routes a task to the host's queue; the
     host writes its status, clock offset and reports; the coordinator writes the start time
-    and the stop (``experiments.distribution``)."""
+    and the stop (``experiments.hosts.distribution``)."""
 
     class Status(models.TextChoices):
         ENQUEUED = "enqueued"
@@ -231,7 +231,7 @@ class HostShare(models.Model):
 
 
 class HostReport(models.Model):
-    """A host's report (``queues.distributed.HostReport``, encoded), read and deleted by the
+    """A host's report (``queues.distributed.coordinator.HostReport``, encoded), read and deleted by the
     coordinator."""
 
     share = models.ForeignKey(HostShare, related_name="reports", on_delete=models.CASCADE)

@@ -120,7 +120,7 @@ def progress_of(*, spec: dict, status: str, t_s: float, unique: int) -> float | 
     return min(1.0, max(0.0, done / total))
 
 
-# -- the live dashboard (experiments/live.py) -------------------------------------------------
+# -- the live dashboard (experiments/live/source.py) -------------------------------------------------
 
 #: A run in one of these may still change; any other status is its end.
 IN_FLIGHT = (Run.Status.QUEUED, Run.Status.RUNNING)

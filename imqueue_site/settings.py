@@ -41,7 +41,7 @@ env = Env(os.environ)
 
 # Prometheus: the imqueue_* figures are written by the run's executor (a cluster process) and
 # served by the web process, through prometheus_client's multiprocess mode: every process writes
-# its values to files in this folder, and /metrics adds them up (experiments/metrics.py). The
+# its values to files in this folder, and /metrics adds them up (experiments/prometheus/metrics.py). The
 # client reads PROMETHEUS_MULTIPROC_DIR once, when it is first imported, so it is exported here,
 # before any app (django_prometheus first) imports it. One folder per machine or container,
 # never shared between containers (the files are named by pid); `manage.py metrics_reset`
@@ -169,16 +169,16 @@ WHITENOISE_AUTOREFRESH = DEBUG  # development: files looked up per request, no S
 
 
 # django-q2 executes the runs launched from the admin and by ``launchrun``/``sweep``
-# (experiments/tasks.py). With nothing configured its broker is the ORM, on this same database.
+# (experiments/execution/tasks.py). With nothing configured its broker is the ORM, on this same database.
 # One worker: a machine executes one run at a time, in launch order (a file lock makes a second
-# cluster or a foreground ``runexperiment`` wait too: experiments/machine.py). A run must never
+# cluster or a foreground ``runexperiment`` wait too: experiments/execution/run_lock.py). A run must never
 # be executed twice: ``timeout`` (IMQ_RUN_TIMEOUT_S, the longest a run may take) stops a task
 # that outlives it; ``retry``, after which the broker hands an unacknowledged task out again, is
 # longer than that; ``max_attempts=1`` and ``ack_failures`` mean a task that failed or was
 # stopped is acknowledged, never retried. Even a task handed out twice would find its run no
 # longer queued and leave it alone (``run_execute`` starts only a queued run).
 IMQ_RUN_TIMEOUT_S = int(env.str("IMQ_RUN_TIMEOUT_S", "3600"))
-# A load host (experiments/hosts.py) is a qcluster started with IMQ_HOST_NAME=<name>: it takes its
+# A load host (experiments/hosts/heartbeat.py) is a qcluster started with IMQ_HOST_NAME=<name>: it takes its
 # tasks from a queue of its own, ``imq-host-<name>`` (django-q2's ``cluster_name``, the broker's
 # queue), so that the coordinator routes a run's share to it with ``async_task(..., cluster=)``.
 # ``name`` stays the site's: django-q2 signs the ORM broker's payloads with it, so every cluster
@@ -194,7 +194,7 @@ IMQ_HOST_JOIN_TIMEOUT_S = float(env.str("IMQ_HOST_JOIN_TIMEOUT_S", "30"))
 # Tests only, never set in production: this load host's clock reads this many seconds off, so
 # that one machine can play a host whose clock is wrong. Its heartbeat's offset measurement adds
 # it; its shares (``manage.py hostshare``) shift their whole process's time.time/time.time_ns by
-# it before forking their workers (``experiments.hosts.clock_skew_install``), so that the offset
+# it before forking their workers (``experiments.hosts.heartbeat.clock_skew_install``), so that the offset
 # measured and the events' timestamps are off alike and the latency correction can be checked.
 IMQ_CLOCK_SKEW_S = float(env.str("IMQ_CLOCK_SKEW_S", "0"))
 Q_CLUSTER = {
@@ -214,10 +214,10 @@ Q_CLUSTER = {
 # (its cluster was killed, its machine restarted). The executor writes it every 2 s while the
 # run goes on; the final drain may pause it for up to a minute on a slow server.
 IMQ_STALE_AFTER_S = float(env.str("IMQ_STALE_AFTER_S", "120"))
-# The lock that makes the runs of one machine execute one at a time (experiments/machine.py).
+# The lock that makes the runs of one machine execute one at a time (experiments/execution/run_lock.py).
 IMQ_RUN_LOCK_PATH = env.str("IMQ_RUN_LOCK_PATH", "/tmp/imqueue-runs.lock")
 
-# The live dashboard (experiments/live.py). With nothing set, the websockets follow the runs'
+# The live dashboard (experiments/live/source.py). With nothing set, the websockets follow the runs'
 # stored samples (one shared database read per run per interval in each web process), and the
 # in-memory layer only serves Channels itself: it cannot cross from the cluster to the web
 # process. With IMQ_CHANNEL_REDIS_URL (e.g. redis://127.0.0.1:6379/1), the executor publishes

@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from queues import servers
 from queues.backends import BACKENDS, Backend, backend_class
 from queues.errors import BackendUnavailable
+from queues.faults import servers
 from tests import netns
 from tests.faults import CUTTERS
 from tests.services import IN_CI, backend_url, connected_backend, queue_of  # noqa: F401 - a fixture

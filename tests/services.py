@@ -14,7 +14,7 @@ import pytest
 
 from queues.backends import Backend, backend_class
 from queues.errors import BackendUnavailable
-from queues.events import encode_events, split_messages
+from queues.workload.events import encode_events, split_messages
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

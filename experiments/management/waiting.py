@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from experiments.cleanup import runs_mark_stale
 from experiments.models import Run
+from experiments.services.cleanup import runs_mark_stale
 
 POLL_S = 0.5
 #: A run still queued this long after its launch most likely has no cluster to execute it.

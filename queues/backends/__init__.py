@@ -41,8 +41,8 @@ BACKENDS: dict[str, str] = {
     "huey": "queues.backends.libraries.huey_backend.HueyBackend",
     "procrastinate": "queues.backends.libraries.procrastinate_backend.ProcrastinateBackend",
     # django-q2 needs Django, which queues/ never imports: its backends live in the Django app
-    "django-q2-orm": "experiments.djangoq_backends.DjangoQ2OrmBackend",
-    "django-q2-redis": "experiments.djangoq_backends.DjangoQ2RedisBackend",
+    "django-q2-orm": "queues.backends.libraries.djangoq_backend.DjangoQ2OrmBackend",
+    "django-q2-redis": "queues.backends.libraries.djangoq_backend.DjangoQ2RedisBackend",
     "dramatiq-redis": "queues.backends.libraries.dramatiq_backend.DramatiqRedisBackend",
     "dramatiq-rabbitmq": "queues.backends.libraries.dramatiq_backend.DramatiqRabbitMQBackend",
 }

@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from queues.backends.base import CONNECT_TIMEOUT, Backend, Consumer
-from queues.options import Option
+from queues.backends.options import Option
 
 #: Longest a reply may take beyond a blocking command's own timeout.
 SOCKET_TIMEOUT_S = 10.0

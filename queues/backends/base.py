@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from queues.backends.options import Option, OptionValue, options_resolve
 from queues.errors import BackendUnavailable, NotSupported, OperationFailed, QueueError
-from queues.options import Option, OptionValue, options_resolve
 
 log = logging.getLogger(__name__)
 

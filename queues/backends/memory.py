@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer, log_nacked
+from queues.backends.options import Option
 from queues.errors import QueueError, QueueNotFound
-from queues.events import PackedMessages
-from queues.options import Option
+from queues.workload.events import PackedMessages
 
 log = logging.getLogger(__name__)
 #: How long ``dead_letters`` waits for letters counted but still in a feeder thread's buffer.

@@ -48,10 +48,10 @@ from pymysql.constants.ER import NO_SUCH_THREAD as ER_NO_SUCH_THREAD
 
 from queues.backends import sqlfiles
 from queues.backends.base import CONNECT_TIMEOUT, Backend, Batch, Capabilities, Consumer, Producer, log_nacked
+from queues.backends.options import Option
 from queues.backends.polling import POLL_OPTIONS, Poller, receive_when_due
 from queues.errors import OperationFailed
-from queues.events import PackedMessages
-from queues.options import Option
+from queues.workload.events import PackedMessages
 
 log = logging.getLogger(__name__)
 

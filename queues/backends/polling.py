@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from queues.backends.base import Batch
-from queues.options import Option
+from queues.backends.options import Option
 
 
 class Poller:

@@ -65,10 +65,10 @@ from psycopg.pq import TransactionStatus
 
 from queues.backends import sqlfiles
 from queues.backends.base import CONNECT_TIMEOUT, Backend, Batch, Capabilities, Consumer, Producer, log_nacked
+from queues.backends.options import Option
 from queues.backends.polling import POLL_OPTIONS, Poller, receive_when_due
 from queues.errors import OperationFailed
-from queues.events import PackedMessages
-from queues.options import Option
+from queues.workload.events import PackedMessages
 
 log = logging.getLogger(__name__)
 

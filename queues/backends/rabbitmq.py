@@ -40,9 +40,9 @@ import pika.spec
 from queues.backends import rabbitmqctl
 from queues.backends._amqp import RPC_TIMEOUT_S, ControlLink, Link, connection_name
 from queues.backends.base import CONNECT_TIMEOUT, Batch, Capabilities, Consumer, Producer, log_nacked
+from queues.backends.options import Option
 from queues.backends.rabbitmq_management import ManagementApi
 from queues.errors import OperationFailed
-from queues.options import Option
 
 log = logging.getLogger(__name__)
 

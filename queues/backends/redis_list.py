@@ -46,8 +46,8 @@ import redis
 
 from queues.backends._redis import RedisBase, RedisConsumer, as_bytes_list, key_prefix, send_packed
 from queues.backends.base import Batch, Capabilities, Consumer, Producer, log_nacked
-from queues.events import PackedMessages
-from queues.options import Option
+from queues.backends.options import Option
+from queues.workload.events import PackedMessages
 
 log = logging.getLogger(__name__)
 

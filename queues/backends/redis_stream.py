@@ -33,7 +33,7 @@ import redis
 
 from queues.backends._redis import RedisBase, RedisConsumer, as_bytes_list, key_prefix
 from queues.backends.base import Batch, Capabilities, Consumer, Producer, log_nacked
-from queues.options import Option
+from queues.backends.options import Option
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@
  *   imqXYChart(el, data)             -> {destroy()}  a sweep: y against a knob's values
  *   imqPoll(url, intervalMs, onData) -> {stop()}     fetch JSON while onData returns true
  *
- * Columns are the JSON of experiments.views.run_samples: {t_s: [...], p99_ms: [...], ...};
+ * Columns are the JSON of experiments.live.views.run_samples: {t_s: [...], p99_ms: [...], ...};
  * null is a gap (an interval with no delivery has no latency). columns.markers holds, per
  * sample, what happened in its interval (faults, replaced workers, reconnects: [{t_s, kind,
  * target, outcome}] or null): each is a dashed vertical line on every time chart, and the list

@@ -1,4 +1,4 @@
-/* imqueue live dashboard: the websockets of experiments/consumers.py, no build step.
+/* imqueue live dashboard: the websockets of experiments/live/consumers.py, no build step.
  *
  *   imqLiveSocket(path, onMessage, opts) -> {close()}   reconnects by itself with backoff
  *   imqLiveRun(body, {runId})                           the run page (history, then live)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from queues.runner import Faults, Runner, RunResult
-from queues.workload import WorkloadSpec
+from queues.run.runner import Faults, Runner, RunResult
+from queues.workload.spec import WorkloadSpec
 
 
 def run(backend, *, faults: Faults | None = None, on_progress=None, **spec_fields) -> tuple[WorkloadSpec, RunResult]:

@@ -12,10 +12,10 @@ import uuid
 import pytest
 
 from queues.backends import backend_class
-from queues.backends.libraries.handoff import LibraryBackend, LibraryConsumer
+from queues.backends.libraries.base import LibraryBackend, LibraryConsumer
 from queues.errors import BackendUnavailable
-from queues.runner import CANCELLED, Runner
-from queues.workload import WorkloadSpec
+from queues.run.runner import CANCELLED, Runner
+from queues.workload.spec import WorkloadSpec
 from tests.services import connected_backend
 
 

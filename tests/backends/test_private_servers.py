@@ -1,4 +1,4 @@
-"""Private servers (``queues.servers``): they start, crash and come back on the same port and
+"""Private servers (``queues.faults.servers``): they start, crash and come back on the same port and
 data, keep exactly what their persistence keeps, leave nothing behind on ``close``, and die with
 the process that started them even when it is SIGKILLed."""
 
@@ -14,10 +14,10 @@ import uuid
 
 import pytest
 
-from queues import servers
 from queues.backends import backend_class
 from queues.errors import BackendUnavailable, NotSupported, UnknownBackend
-from queues.servers import group_members, private_server, private_server_kinds, stale_private_servers_cleanup
+from queues.faults import servers
+from queues.faults.servers import group_members, private_server, private_server_kinds, stale_private_servers_cleanup
 from tests.services import bodies, unavailable, wait_until
 
 KINDS = [(alias, persistence) for alias in ("redis-list", "postgres", "mysql")
@@ -124,7 +124,7 @@ def test_a_server_killed_behind_its_back_is_closed_quietly():
 
 OWNER = """
 import json, sys
-from queues.servers import private_server
+from queues.faults.servers import private_server
 for alias in sys.argv[1:]:
     server = private_server(alias)
     server.start()

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from queues.errors import BackendUnavailable
-from queues.events import decode_bodies
-from queues.launch import build_backend
-from queues.workers import settle
+from queues.run.launch import build_backend
+from queues.workers.worker import settle
+from queues.workload.events import decode_bodies
 from tests.backends.helpers import kill_run, run
 from tests.services import bodies, connected_backend, receive_batches, wait_until
 

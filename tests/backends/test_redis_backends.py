@@ -10,8 +10,8 @@ import time
 import pytest
 
 from queues.errors import BackendUnavailable
-from queues.events import decode_bodies
-from queues.workers import settle
+from queues.workers.worker import settle
+from queues.workload.events import decode_bodies
 from tests.faults import cut_redis
 from tests.services import bodies, connected_backend, receive_batches, wait_until
 

@@ -20,9 +20,9 @@ import pytest
 
 from queues.backends.polling import Poller
 from queues.backends.sqlfiles import queue_of_object, table_name, table_prefix
-from queues.events import encode_events, split_messages
-from queues.runner import SUCCEEDED, Runner
-from queues.workload import WorkloadSpec
+from queues.run.runner import SUCCEEDED, Runner
+from queues.workload.events import encode_events, split_messages
+from queues.workload.spec import WorkloadSpec
 from tests.services import backend_url, connected_backend, wait_until
 
 SQL_BACKENDS = ["postgres", "postgres-notify", "mysql"]

@@ -13,8 +13,8 @@ import pytest
 
 from queues.backends import BACKENDS, Batch, backend_class
 from queues.errors import BackendUnavailable, NotSupported
-from queues.runner import SUCCEEDED, Faults, Runner
-from queues.workload import WorkloadSpec
+from queues.run.runner import SUCCEEDED, Faults, Runner
+from queues.workload.spec import WorkloadSpec
 from tests.services import bodies, closed_port_url, receive_batches, scaled
 
 

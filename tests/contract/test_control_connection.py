@@ -14,10 +14,10 @@ import time
 import pytest
 
 from queues.backends._redis import RedisBase, keys_pattern
-from queues.backends.libraries.handoff import LibraryBackend
+from queues.backends.libraries.base import LibraryBackend
 from queues.backends.sqlfiles import table_name
 from queues.errors import OperationFailed
-from queues.runner import SUCCEEDED
+from queues.run.runner import SUCCEEDED
 from tests.contract.test_faults import bounded_runner
 from tests.faults import CONTROL_CUTTERS
 from tests.services import SIZE_FACTOR, bodies, connected_backend, scaled, wait_until

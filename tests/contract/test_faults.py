@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from queues.errors import QueueError
-from queues.runner import SUCCEEDED, Faults, Runner
-from queues.workload import WorkloadSpec
+from queues.run.runner import SUCCEEDED, Faults, Runner
+from queues.workload.spec import WorkloadSpec
 from tests.services import SIZE_FACTOR, bodies, count_deliveries, receive_batches, scaled, wait_until
 
 #: Findings, not failures: backends that bring back tasks already counted after a SIGKILL.

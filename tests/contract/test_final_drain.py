@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 
-from queues.faults import DuplicateAtEnd, PauseConsumer, SendCorrupt, SendPoison
-from queues.runner import SUCCEEDED, Runner
-from queues.workload import WorkloadSpec
+from queues.faults.injectors import DuplicateAtEnd, PauseConsumer, SendCorrupt, SendPoison
+from queues.run.runner import SUCCEEDED, Runner
+from queues.workload.spec import WorkloadSpec
 from tests.services import scaled
 
 #: No run here may hang: past this it is cancelled, and the test fails on its status.

@@ -14,10 +14,10 @@ import uuid
 import pytest
 
 from queues.errors import NotSupported
-from queues.launch import run_spec
-from queues.runner import SUCCEEDED
-from queues.servers import owner_pid, private_server, private_server_dirs
-from queues.workload import WorkloadSpec
+from queues.faults.servers import owner_pid, private_server, private_server_dirs
+from queues.run.launch import run_spec
+from queues.run.runner import SUCCEEDED
+from queues.workload.spec import WorkloadSpec
 from tests.services import unavailable
 
 FAULTS = ("pause-consumer@0.5:2:0", "pause-consumer@0.5:2:1")

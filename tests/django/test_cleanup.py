@@ -11,8 +11,8 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from experiments.cleanup import STALE_ERROR, executor_alive, leftovers_remove
 from experiments.models import Experiment, Run
+from experiments.services.cleanup import STALE_ERROR, executor_alive, leftovers_remove
 from tests.services import bodies, connected_backend
 
 SERVER_BACKENDS = ["postgres", "postgres-notify", "mysql", "redis-list", "redis-stream", "rabbitmq"]
@@ -94,7 +94,7 @@ def test_cleanup_removes_a_private_server_whose_run_is_gone(tmp_path, monkeypatc
 
     from django.core.management import call_command
 
-    from queues.servers import DIR_PREFIX, OWNER_FILE
+    from queues.faults.servers import DIR_PREFIX, OWNER_FILE
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     stale, live = tmp_path / f"{DIR_PREFIX}redis-stale", tmp_path / f"{DIR_PREFIX}redis-live"

@@ -71,7 +71,7 @@ def test_readable_report_of_a_queue_shows_the_final_drain(cli_db):
 def test_readable_report_never_prints_a_mismatch_beside_an_exact_verdict():
     from types import SimpleNamespace
 
-    from experiments.report import format_report
+    from experiments.reports.text import format_report
 
     summary = {
         "backend": "postgres", "events": 4, "producers": 1, "consumers": 2, "events_per_message": 1, "batch": 10,
@@ -140,8 +140,8 @@ def test_a_run_is_stored_with_samples_environment_and_figures(capsys):
 
 @pytest.mark.django_db
 def test_a_run_that_fails_midway_is_stored_as_failed_with_its_error(monkeypatch):
-    from queues import workers
     from queues.backends import BACKENDS
+    from queues.workers import worker as workers
 
     monkeypatch.setattr(workers, "RECONNECT_GIVE_UP_S", 0.3)  # the server stays gone: stop reconnecting soon
 
@@ -159,8 +159,8 @@ def test_the_cancel_probe_stays_off_the_database_at_the_start_and_still_notices_
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from experiments import services
-    from queues.workload import WorkloadSpec
+    from experiments.services import runs as services
+    from queues.workload.spec import WorkloadSpec
 
     run = services.run_prepare(spec=WorkloadSpec(backend="memory-mp", events=10), experiment_name="probe")
     probe = services._CancelProbe(run.pk, None)

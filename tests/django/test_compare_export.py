@@ -11,10 +11,16 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from experiments import compare
-from experiments.compare import CompareError, comparison_as_dict, comparison_chart_data, format_comparison, runs_compare
-from experiments.export import CSV_HEADER, runs_export_csv, runs_export_json
 from experiments.models import Experiment, Run, RunSeries, Sample
+from experiments.reports import compare
+from experiments.reports.compare import (
+    CompareError,
+    comparison_as_dict,
+    comparison_chart_data,
+    format_comparison,
+    runs_compare,
+)
+from experiments.reports.export import CSV_HEADER, runs_export_csv, runs_export_json
 from experiments.selectors import SAMPLE_COLUMNS, RunsNotFound, run_samples_columns, runs_by_ids
 
 pytestmark = pytest.mark.django_db

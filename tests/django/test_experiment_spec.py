@@ -10,8 +10,8 @@ from django.core.exceptions import ValidationError
 from django.core.management import get_commands, load_command_class
 
 from experiments.models import Experiment
-from experiments.services import SPEC_FIELDS, experiment_validate
-from queues.workload import WorkloadSpec
+from experiments.services.runs import SPEC_FIELDS, experiment_validate
+from queues.workload.spec import WorkloadSpec
 
 
 def test_the_model_has_a_field_for_every_spec_field_with_the_same_default():

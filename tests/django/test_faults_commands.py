@@ -9,7 +9,7 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 
 from experiments.models import Experiment, Run, RunSeries
-from experiments.scorecard import README_BEGIN, README_END, readme_scorecard_write, scorecard_markdown
+from experiments.services.scorecard import README_BEGIN, README_END, readme_scorecard_write, scorecard_markdown
 from queues.errors import QueueError
 
 
@@ -125,7 +125,7 @@ def test_the_scorecard_refuses_a_bad_fault_or_backend_before_running_anything():
 
 
 def test_a_restart_cell_pauses_the_consumers_around_it_so_the_queue_holds_a_backlog():
-    from experiments.scorecard import RESTART_BACKLOG, scorecard_plan
+    from experiments.services.scorecard import RESTART_BACKLOG, scorecard_plan
 
     [restart, kill] = scorecard_plan(backends=["redis-list"], faults=["restart-server@2", "kill-consumer@2"],
                                      rate_eps=1000, duration_s=8)

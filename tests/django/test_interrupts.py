@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from queues.errors import BackendUnavailable
-from queues.launch import build_backend
+from queues.run.launch import build_backend
 from tests.services import unavailable, wait_until
 from tests.stack import migrated_database
 
@@ -165,8 +165,8 @@ def test_the_workers_of_a_killed_runner_die_and_cleanup_removes_what_it_left(cli
 
 @pytest.mark.django_db
 def test_an_interrupt_stops_a_repeat_series_after_the_run_it_cancels():
-    from experiments import services
-    from queues.workload import WorkloadSpec
+    from experiments.services import runs as services
+    from queues.workload.spec import WorkloadSpec
 
     calls = []
 
@@ -184,8 +184,8 @@ def test_an_interrupt_stops_a_repeat_series_after_the_run_it_cancels():
 
 @pytest.mark.parametrize("approach", ["loop", "asyncio", "futures", "reactive"])
 def test_an_in_process_approach_can_be_cancelled(approach):
-    from queues.launch import run_spec
-    from queues.workload import WorkloadSpec
+    from queues.run.launch import run_spec
+    from queues.workload.spec import WorkloadSpec
 
     spec = WorkloadSpec.from_mapping({"backend": approach, "events": 2_000_000})
     result = run_spec(spec, run_id="cancel", should_cancel=lambda: True)
@@ -196,8 +196,8 @@ def test_an_in_process_approach_can_be_cancelled(approach):
 @pytest.mark.django_db
 @pytest.mark.parametrize("approach", ["loop", "asyncio"])
 def test_run_execute_of_an_approach_completes_and_an_interrupt_cancels_it(approach):
-    from experiments import services
-    from queues.workload import WorkloadSpec
+    from experiments.services import runs as services
+    from queues.workload.spec import WorkloadSpec
 
     spec = WorkloadSpec.from_mapping({"backend": approach, "events": 20_000})
     done = services.run_execute(run=services.run_prepare(spec=spec, experiment_name="approach"))

@@ -17,11 +17,10 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from experiments import launches
-from experiments.cleanup import SILENT_ERROR, runs_mark_stale
-from experiments.machine import one_run_at_a_time
+from experiments.execution.run_lock import one_run_at_a_time
 from experiments.models import Experiment, Run, RunSeries
-from experiments.services import run_heartbeat
+from experiments.services import launches, run_heartbeat
+from experiments.services.cleanup import SILENT_ERROR, runs_mark_stale
 
 pytestmark = pytest.mark.django_db
 

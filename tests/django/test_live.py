@@ -19,7 +19,9 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from experiments import live, publisher, selectors
+from experiments import selectors
+from experiments.live import publisher
+from experiments.live import source as live
 from experiments.models import Experiment, Run, Sample
 from imqueue_site.asgi import application
 from tests.services import unavailable
@@ -300,7 +302,7 @@ def redis_layers() -> dict:
 
 
 def test_redis_path_published_samples_reach_a_connected_viewer_with_gaps_filled(client, django_user_model):
-    from experiments.services import _run_end
+    from experiments.services.runs import _run_end
 
     layers = redis_layers()
     run = make_run("live-redis")

@@ -21,10 +21,10 @@ from django.conf import settings
 from prometheus_client import Histogram, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from experiments import metrics
 from experiments.models import Experiment, Run
-from experiments.services import run_fail
-from queues.metrics import LATENCY_BUCKETS_US, Sample, bucket_counts, new_histogram, record_many
+from experiments.prometheus import metrics
+from experiments.services.runs import run_fail
+from queues.measurement.histograms import LATENCY_BUCKETS_US, Sample, bucket_counts, new_histogram, record_many
 from tests.services import wait_until
 
 

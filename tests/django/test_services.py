@@ -2,9 +2,9 @@
 
 import pytest
 
-from experiments import services
 from experiments.models import Run, RunSeries
-from queues.workload import WorkloadSpec
+from experiments.services import runs as services
+from queues.workload.spec import WorkloadSpec
 
 SLOW = {"consume_cost_us": "1250"}  # memory-mp consumes at most 800 events/s
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from queues.distributed import union_histogram
-from queues.metrics import percentiles_ms
+from queues.distributed.coordinator import union_histogram
+from queues.measurement.histograms import percentiles_ms
 from tests.integration.test_cluster import define
 from tests.services import backend_url, unavailable, wait_until
 from tests.stack import Stack, wait_for_run

@@ -222,13 +222,13 @@ def metric_names(expr: str) -> set[str]:
 
 def exposition(folder: Path) -> str:
     """What /metrics serves after one run's interval and its end, written and scraped the way the
-    product does it (experiments.metrics in a process of its own, django-prometheus's view)."""
+    product does it (experiments.prometheus.metrics in a process of its own, django-prometheus's view)."""
     program = textwrap.dedent("""
         import django
         django.setup()
         from django.test import Client
-        from experiments import metrics
-        from queues.metrics import LATENCY_BUCKETS_US, Sample
+        from experiments.prometheus import metrics
+        from queues.measurement.histograms import LATENCY_BUCKETS_US, Sample
         buckets = [0] * (len(LATENCY_BUCKETS_US) + 1)
         buckets[3] = 5
         sample = Sample(t_s=1.0, produced=5, consumed=5, unique=5, produce_eps=5.0, consume_eps=5.0, depth=0,

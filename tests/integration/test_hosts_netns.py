@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from queues.errors import NotSupported
-from queues.servers import private_server
+from queues.faults.servers import private_server
 from tests import netns
 from tests.integration.test_cluster import define
 from tests.integration.test_distributed import FAST, launch

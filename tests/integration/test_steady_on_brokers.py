@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from queues.runner import SUCCEEDED, Runner
-from queues.workload import WorkloadSpec
+from queues.run.runner import SUCCEEDED, Runner
+from queues.workload.spec import WorkloadSpec
 from tests.services import connected_backend
 
 

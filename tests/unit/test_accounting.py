@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from queues.accounting import Accounting
-from queues.messages import BatchReport, Done, Histograms, Ready, WorkerFailed
-from queues.metrics import encode, new_histogram, record_many
-from queues.workload import WorkloadSpec
+from queues.measurement.histograms import encode, new_histogram, record_many
+from queues.run.accounting import Accounting
+from queues.workers.reports import BatchReport, Done, Histograms, Ready, WorkerFailed
+from queues.workload.spec import WorkloadSpec
 
 
 def flat(*indices):

@@ -1,10 +1,10 @@
-"""The NTP-style offset arithmetic (``queues.clocks``), on synthetic clocks."""
+"""The NTP-style offset arithmetic (``queues.measurement.clocks``), on synthetic clocks."""
 
 from __future__ import annotations
 
 import pytest
 
-from queues.clocks import ClockOffset, from_exchange, measure
+from queues.measurement.clocks import ClockOffset, from_exchange, measure
 
 
 def test_one_exchange_gives_the_midpoint_offset_and_half_the_round_trip():

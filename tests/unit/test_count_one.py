@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from queues.events import encode_events, split_messages
-from queues.ledger import Shares
-from queues.workers import _HistBuffer, count_bodies, count_one
-from queues.workload import WorkloadSpec
+from queues.measurement.ledger import Shares
+from queues.workers.worker import _HistBuffer, count_bodies, count_one
+from queues.workload.events import encode_events, split_messages
+from queues.workload.spec import WorkloadSpec
 
 NAMES = ("e2e", "e2e_warmup", "from_send", "e2e_negative")
 SPEC = WorkloadSpec(backend="memory", events=1_000, producers=2)

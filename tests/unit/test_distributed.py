@@ -1,4 +1,4 @@
-"""The pure parts of distributed runs (``queues.distributed``): the plan, the clock shifts, the
+"""The pure parts of distributed runs (``queues.distributed.coordinator``): the plan, the clock shifts, the
 report codec, and the consumer's latency correction with negative latencies counted."""
 
 from __future__ import annotations
@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from queues.distributed import HostReport, Share, latency_shifts, on_clock, plan_shares
+from queues.distributed.coordinator import HostReport, Share, latency_shifts, on_clock, plan_shares
 from queues.errors import InvalidSpec
-from queues.events import decode_bodies, encode_events, split_messages
-from queues.messages import BatchReport, Done, Histograms
-from queues.metrics import merge_encoded, new_histogram
-from queues.workers import _HistBuffer, _record_latency
-from queues.workload import WorkloadSpec
+from queues.measurement.histograms import merge_encoded, new_histogram
+from queues.workers.reports import BatchReport, Done, Histograms
+from queues.workers.worker import _HistBuffer, _record_latency
+from queues.workload.events import decode_bodies, encode_events, split_messages
+from queues.workload.spec import WorkloadSpec
 
 
 def test_placement_hands_out_indices_in_order_and_must_add_up():

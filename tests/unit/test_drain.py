@@ -6,9 +6,9 @@ import uuid
 import pytest
 
 from queues.backends.memory import MemoryBackend, MultiprocessBackend
-from queues.faults import DuplicateAtEnd, PauseConsumer, SendCorrupt
-from queues.runner import SUCCEEDED, Runner
-from queues.workload import WorkloadSpec
+from queues.faults.injectors import DuplicateAtEnd, PauseConsumer, SendCorrupt
+from queues.run.runner import SUCCEEDED, Runner
+from queues.workload.spec import WorkloadSpec
 
 BACKENDS = [(MemoryBackend, "memory"), (MultiprocessBackend, "memory-mp")]
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from queues.errors import DecodeError
-from queues.events import EVENT_SIZE, MAGIC, decode_bodies, decode_body, encode_events, split_messages
+from queues.workload.events import EVENT_SIZE, MAGIC, decode_bodies, decode_body, encode_events, split_messages
 
 
 def sample_records(n=10, producer=3):

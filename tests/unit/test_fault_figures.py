@@ -2,8 +2,8 @@
 
 import pytest
 
-from queues.metrics import Sample
-from queues.summary import guarantee_contradictions, recovery_s
+from queues.measurement.histograms import Sample
+from queues.measurement.summary import guarantee_contradictions, recovery_s
 
 
 def samples(rates, offered=1000.0, offered_until=None):

@@ -4,9 +4,9 @@ import pytest
 
 from queues.backends.memory import MemoryBackend, MultiprocessBackend
 from queues.errors import InvalidSpec, NotSupported
-from queues.faults import check_faults
-from queues.faultspec import FaultSpec, fault_parse
-from queues.workload import WorkloadSpec
+from queues.faults.injectors import check_faults
+from queues.workload.faults import FaultSpec, fault_parse
+from queues.workload.spec import WorkloadSpec
 
 STEADY = {"rate_eps": 1000, "duration_s": 10, "consumers": 2}
 

@@ -6,9 +6,9 @@ import pytest
 
 from queues.backends.memory import MemoryBackend, MultiprocessBackend
 from queues.errors import NotSupported
-from queues.faults import Faults, KillConsumer, SendPoison, build
-from queues.runner import SUCCEEDED, Runner
-from queues.workload import WorkloadSpec
+from queues.faults.injectors import Faults, KillConsumer, SendPoison, build
+from queues.run.runner import SUCCEEDED, Runner
+from queues.workload.spec import WorkloadSpec
 
 
 class Recorder:
@@ -66,10 +66,10 @@ def test_a_killed_consumer_is_replaced_and_counted():
 import os  # noqa: E402
 import signal  # noqa: E402
 
-from queues.faults import TimedFault  # noqa: E402
-from queues.faultspec import FaultSpec  # noqa: E402
-from queues.runner import FAILED  # noqa: E402
-from queues.summary import guarantee_contradictions  # noqa: E402
+from queues.faults.injectors import TimedFault  # noqa: E402
+from queues.measurement.summary import guarantee_contradictions  # noqa: E402
+from queues.run.runner import FAILED  # noqa: E402
+from queues.workload.faults import FaultSpec  # noqa: E402
 
 
 def steady_run(faults=(), extra=(), idle_timeout_s=1, **fields):

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from queues.events import encode_events
-from queues.ledger import DUPLICATED, EXACT, LOST, Ledger, Shares, index_records
-from queues.workload import WorkloadSpec
+from queues.measurement.ledger import DUPLICATED, EXACT, LOST, Ledger, Shares, index_records
+from queues.workload.events import encode_events
+from queues.workload.spec import WorkloadSpec
 
 
 def records(producer: int, seqs, base: int, *, value_offset: int = 1):
@@ -126,13 +126,13 @@ def test_the_bitmap_counts_exactly_as_one_counter_per_event_did(events):
 
 
 def test_a_ledger_scanned_in_chunks_finds_the_same(monkeypatch):
-    import queues.ledger
+    import queues.measurement.ledger
 
     events = 10_000
     ledger = Ledger(WorkloadSpec(events=events, producers=3))
     ledger.add_indices(np.arange(0, events, 3, dtype=np.uint32), 0)
     whole = ledger.result()
-    monkeypatch.setattr(queues.ledger, "SCAN_CHUNK_BYTES", 7)
+    monkeypatch.setattr(queues.measurement.ledger, "SCAN_CHUNK_BYTES", 7)
     assert ledger.result() == whole
     assert whole.unique_sum == int((np.arange(0, events, 3) + 1).sum())
     assert whole.lost_examples[:2] == [(0, 1), (0, 2)]

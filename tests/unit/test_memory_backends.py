@@ -10,8 +10,8 @@ import pytest
 
 from queues.backends.memory import MemoryBackend, MultiprocessBackend
 from queues.errors import QueueNotFound
-from queues.runner import SUCCEEDED, Faults, Runner
-from queues.workload import WorkloadSpec
+from queues.run.runner import SUCCEEDED, Faults, Runner
+from queues.workload.spec import WorkloadSpec
 from tests.services import receive_batches, wait_until
 
 POISON = [b"poison-1", b"poison-2", b"poison-3"]

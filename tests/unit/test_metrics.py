@@ -1,6 +1,13 @@
 import numpy as np
 
-from queues.metrics import encode, merge_encoded, new_histogram, percentiles_ms, record_many, value_at_percentile
+from queues.measurement.histograms import (
+    encode,
+    merge_encoded,
+    new_histogram,
+    percentiles_ms,
+    record_many,
+    value_at_percentile,
+)
 
 
 def test_record_many_matches_record_value_exactly():

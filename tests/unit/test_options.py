@@ -1,4 +1,4 @@
-"""Backend options: one declaration per option, one validation path (queues/options.py)."""
+"""Backend options: one declaration per option, one validation path (queues/backends/options.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 
 from queues.backends import BACKENDS, backend_class
 from queues.backends.memory import MultiprocessBackend
+from queues.backends.options import Option, options_resolve
 from queues.errors import InvalidSpec, UnknownBackend
-from queues.launch import build_backend, resolve_options
-from queues.options import Option, options_resolve
+from queues.run.launch import build_backend, resolve_options
 
 DECLARED = (
     Option("prefetch", int, 1000, "messages held", minimum=1, maximum=65_535, unit="messages"),

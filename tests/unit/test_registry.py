@@ -3,7 +3,7 @@ import pytest
 from queues.backends import BACKENDS, backend_class
 from queues.backends.base import redact_url
 from queues.errors import UnknownBackend
-from queues.launch import build_backend, check_alias, known_aliases
+from queues.run.launch import build_backend, check_alias, known_aliases
 
 
 def test_every_registered_backend_imports_and_declares_itself():

@@ -7,12 +7,12 @@ import uuid
 import numpy as np
 import pytest
 
-from queues.approaches import APPROACHES
 from queues.backends.memory import MultiprocessBackend, _PipeConsumer, _PipeProducer
 from queues.errors import BackendUnavailable, InvalidSpec
-from queues.launch import run_spec
-from queues.runner import CANCELLED, FAILED, SUCCEEDED, Runner
-from queues.workload import WorkloadSpec
+from queues.run.approaches import APPROACHES
+from queues.run.launch import run_spec
+from queues.run.runner import CANCELLED, FAILED, SUCCEEDED, Runner
+from queues.workload.spec import WorkloadSpec
 
 
 class _BrokenAfter(_PipeProducer):
@@ -88,7 +88,7 @@ def run(backend, **fields):
 @pytest.fixture
 def server_lost_for_good(monkeypatch):
     """Workers stop reconnecting after 0.3 s (inherited by the forked workers)."""
-    from queues import workers
+    from queues.workers import worker as workers
 
     monkeypatch.setattr(workers, "RECONNECT_GIVE_UP_S", 0.3)
 

@@ -3,11 +3,11 @@
 import logging
 import uuid
 
-from queues import runner as runner_module
 from queues.backends.memory import MultiprocessBackend
 from queues.errors import BackendUnavailable
-from queues.runner import FAILED, Faults, Runner
-from queues.workload import WorkloadSpec
+from queues.run import runner as runner_module
+from queues.run.runner import FAILED, Faults, Runner
+from queues.workload.spec import WorkloadSpec
 
 
 class _Undeletable(MultiprocessBackend):
@@ -31,20 +31,20 @@ def test_a_queue_left_behind_fails_the_run_with_its_counts_and_is_named_in_the_l
     monkeypatch.setattr(runner_module, "DELETE_PAUSE_S", 0.0)
     backend = _Undeletable()
     runner = Runner(WorkloadSpec(backend="memory-mp", events=1_000), backend, run_id=uuid.uuid4().hex[:8])
-    with caplog.at_level(logging.ERROR, logger="queues.runner"):
+    with caplog.at_level(logging.ERROR, logger="queues.run.runner"):
         result = runner.run()
     # a bounded retry, each on a new control connection
     assert backend.deletes == runner_module.DELETE_ATTEMPTS and backend.closes >= runner_module.DELETE_ATTEMPTS
     assert result.status == FAILED and "\n" not in result.error
     assert "server gone (simulated)" in result.error and f"{runner.queue} is left for `manage.py cleanup`" in result.error
     assert result.summary["unique"] == 1_000 and result.summary["verdict"] == "exact"  # the counts are kept
-    (record,) = [r for r in caplog.records if r.name == "queues.runner"]
+    (record,) = [r for r in caplog.records if r.name == "queues.run.runner"]
     assert runner.queue in record.getMessage() and "server gone (simulated)" in record.getMessage()
 
 
 def test_a_killed_consumer_is_logged(caplog):
     spec = WorkloadSpec(backend="memory-mp", events=20_000, batch=100, idle_timeout_s=2)
     runner = Runner(spec, MultiprocessBackend(), run_id=uuid.uuid4().hex[:8], faults=Faults(kill_consumer_after=2_000))
-    with caplog.at_level(logging.WARNING, logger="queues.supervision"):
+    with caplog.at_level(logging.WARNING, logger="queues.workers.supervision"):
         runner.run()
-    assert any("killing consumer 0" in r.getMessage() for r in caplog.records if r.name == "queues.supervision")
+    assert any("killing consumer 0" in r.getMessage() for r in caplog.records if r.name == "queues.workers.supervision")

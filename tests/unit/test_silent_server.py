@@ -84,7 +84,7 @@ def test_a_silent_server_is_reported_within_the_connect_timeout_in_one_line(alia
 
 
 def test_listbackends_probes_every_backend_at_once(silent_port):
-    from experiments.backends_status import backend_statuses
+    from experiments.services.backend_status import backend_statuses
 
     began = time.monotonic()
     rows = {row["alias"]: row for row in backend_statuses(urls=silent_urls(silent_port))}

@@ -5,14 +5,14 @@ import uuid
 import numpy as np
 import pytest
 
-from queues import schedule as schedule_module
 from queues.backends.memory import MultiprocessBackend
-from queues.faults import PauseProducer
-from queues.runner import SUCCEEDED, Runner
-from queues.saturation import find_max_rate
-from queues.schedule import Schedule
-from queues.spread import spread
-from queues.workload import WorkloadSpec
+from queues.faults.injectors import PauseProducer
+from queues.measurement.saturation import find_max_rate
+from queues.measurement.spread import spread
+from queues.run.runner import SUCCEEDED, Runner
+from queues.workload import schedule as schedule_module
+from queues.workload.schedule import Schedule
+from queues.workload.spec import WorkloadSpec
 
 
 def steady(rate, duration, *, warmup=0.0, backend=None, interval=1.0, faults=None, **fields):

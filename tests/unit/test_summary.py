@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from queues.ledger import Ledger
-from queues.metrics import Sample, new_histogram, record_many
-from queues.summary import (
+from queues.measurement.histograms import Sample, new_histogram, record_many
+from queues.measurement.ledger import Ledger
+from queues.measurement.summary import (
     SteadyCounts,
     drain_seconds,
     judge,
@@ -17,7 +17,7 @@ from queues.summary import (
     summarise,
     worst_interval_send_ratio,
 )
-from queues.workload import WorkloadSpec
+from queues.workload.spec import WorkloadSpec
 
 S = 1_000_000_000  # ns
 

@@ -1,7 +1,7 @@
 import pytest
 
 from queues.errors import InvalidSpec
-from queues.workload import WorkloadSpec
+from queues.workload.spec import WorkloadSpec
 
 
 @pytest.mark.parametrize(

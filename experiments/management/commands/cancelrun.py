@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from experiments.launches import run_stop
 from experiments.models import Run
+from experiments.services.launches import run_stop
 
 
 class Command(BaseCommand):

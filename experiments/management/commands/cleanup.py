@@ -1,14 +1,14 @@
-"""``python manage.py cleanup``: what killed runners left behind (see ``experiments.cleanup``)."""
+"""``python manage.py cleanup``: what killed runners left behind (see ``experiments.services.cleanup``)."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from experiments.cleanup import leftovers_remove
+from experiments.services.cleanup import leftovers_remove
 from queues.errors import QueueError
-from queues.launch import NAMESPACE, check_alias
-from queues.servers import stale_private_servers, stale_private_servers_cleanup
+from queues.faults.servers import stale_private_servers, stale_private_servers_cleanup
+from queues.run.launch import NAMESPACE, check_alias
 
 
 class Command(BaseCommand):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from experiments.launches import experiment_clone
 from experiments.management.commands.launchrun import experiment_named
+from experiments.services.launches import experiment_clone
 
 
 class Command(BaseCommand):

@@ -6,7 +6,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from experiments.compare import CompareError, comparison_as_dict, format_comparison, runs_compare
+from experiments.reports.compare import CompareError, comparison_as_dict, format_comparison, runs_compare
 from experiments.selectors import RunsNotFound, runs_by_ids
 
 

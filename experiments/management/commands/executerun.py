@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from experiments.cleanup import runs_mark_stale
-from experiments.interrupts import Interrupts
-from experiments.launches import series_refresh
-from experiments.machine import one_run_at_a_time
+from experiments.execution.interrupts import Interrupts
+from experiments.execution.run_lock import one_run_at_a_time
 from experiments.models import Run
-from experiments.report import format_report
-from experiments.services import run_execute
+from experiments.reports.text import format_report
+from experiments.services.cleanup import runs_mark_stale
+from experiments.services.launches import series_refresh
+from experiments.services.runs import run_execute
 
 
 class Command(BaseCommand):

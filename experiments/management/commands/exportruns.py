@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from experiments.export import runs_export_csv_chunks, runs_export_json_chunks
+from experiments.reports.export import runs_export_csv_chunks, runs_export_json_chunks
 from experiments.selectors import RunsNotFound, runs_by_ids
 
 EXPORTERS = {"csv": runs_export_csv_chunks, "json": runs_export_json_chunks}

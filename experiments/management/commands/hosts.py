@@ -7,7 +7,7 @@ import json
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from experiments.hosts import hosts_alive
+from experiments.hosts.heartbeat import hosts_alive
 from experiments.models import Host
 
 

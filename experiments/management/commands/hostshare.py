@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from experiments.distribution import share_execute
-from experiments.hosts import clock_skew_install
+from experiments.hosts.distribution import share_execute
+from experiments.hosts.heartbeat import clock_skew_install
 from experiments.models import HostShare
 
 

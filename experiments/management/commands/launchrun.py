@@ -7,10 +7,10 @@ import json
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from experiments.launches import experiment_launch
 from experiments.management.waiting import runs_wait
 from experiments.models import Experiment
-from experiments.report import format_report
+from experiments.reports.text import format_report
+from experiments.services.launches import experiment_launch
 
 
 def experiment_named(name_or_id: str) -> Experiment:

@@ -8,7 +8,7 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from experiments.backends_status import backend_statuses
+from experiments.services.backend_status import backend_statuses
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from experiments.metrics import metrics_reset
+from experiments.prometheus.metrics import metrics_reset
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from prometheus_client import start_http_server
 
-from experiments.metrics import registry_create
+from experiments.prometheus.metrics import registry_create
 
 
 class Command(BaseCommand):

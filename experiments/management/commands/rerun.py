@@ -7,9 +7,9 @@ import json
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from experiments.launches import run_rerun
 from experiments.management.commands.launchrun import report_runs, validation_message
 from experiments.models import Run
+from experiments.services.launches import run_rerun
 
 
 class Command(BaseCommand):

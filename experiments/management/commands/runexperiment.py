@@ -8,16 +8,16 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from experiments import services
-from experiments.interrupts import Interrupts
-from experiments.machine import one_run_at_a_time
-from experiments.report import format_report, format_spread
+from experiments.execution.interrupts import Interrupts
+from experiments.execution.run_lock import one_run_at_a_time
+from experiments.reports.text import format_report, format_spread
 from experiments.selectors import run_json_summary
+from experiments.services import runs as services
+from queues.backends.options import options_from_pairs
 from queues.errors import InvalidSpec, QueueError
-from queues.faultspec import FAULT_KINDS
-from queues.launch import known_aliases
-from queues.options import options_from_pairs
-from queues.workload import ARRIVALS, spec_defaults
+from queues.run.launch import known_aliases
+from queues.workload.faults import FAULT_KINDS
+from queues.workload.spec import ARRIVALS, spec_defaults
 
 DEFAULT_EXPERIMENT = "cli"
 #: The spec's defaults come from ``WorkloadSpec``, its one definition.
@@ -66,7 +66,7 @@ class Command(BaseCommand):
             slo = _slo(opts) if opts["find_max"] else None
         except QueueError as exc:
             raise CommandError(str(exc)) from None
-        # SIGINT and SIGTERM cancel the run (or series) cleanly: see experiments.interrupts
+        # SIGINT and SIGTERM cancel the run (or series) cleanly: see experiments.execution.interrupts
         interrupts = Interrupts()
         waiting = "waits: another run is executing on this machine (runs execute one at a time)"
         with interrupts.caught(), one_run_at_a_time(on_wait=lambda: self.stderr.write(waiting)):

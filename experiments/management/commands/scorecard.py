@@ -8,9 +8,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from experiments.interrupts import Interrupts
-from experiments.machine import one_run_at_a_time
-from experiments.scorecard import (
+from experiments.execution.interrupts import Interrupts
+from experiments.execution.run_lock import one_run_at_a_time
+from experiments.services.scorecard import (
     BASE,
     DEFAULT_FAULTS,
     default_backends,

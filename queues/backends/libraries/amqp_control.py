@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import pika.exceptions
 
 from queues.backends._amqp import ControlLink, Link
-from queues.backends.libraries.handoff import LibraryBackend
+from queues.backends.libraries.base import LibraryBackend
 from queues.errors import OperationFailed
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from queues.backends.base import Consumer, Producer
 from queues.backends.libraries.amqp_control import AMQPLibraryBackend
-from queues.backends.libraries.handoff import (
+from queues.backends.libraries.base import (
     BATCH_API,
     DEAD,
     LIBRARY,
@@ -41,7 +41,7 @@ from queues.backends.libraries.handoff import (
     text_of,
 )
 from queues.backends.libraries.redis_keys import RedisLibraryBackend, glob_escape, queues_matching, unlink_matching
-from queues.options import Option
+from queues.backends.options import Option
 
 try:
     import celery

@@ -25,7 +25,7 @@ from typing import Any
 
 from queues.backends.base import Consumer, Producer
 from queues.backends.libraries.amqp_control import AMQPLibraryBackend
-from queues.backends.libraries.handoff import (
+from queues.backends.libraries.base import (
     BATCH_API,
     DEAD,
     LIBRARY,

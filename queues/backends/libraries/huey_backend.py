@@ -19,7 +19,7 @@ import threading
 from typing import Any
 
 from queues.backends.base import Consumer, Producer
-from queues.backends.libraries.handoff import (
+from queues.backends.libraries.base import (
     CURRENT,
     DEAD,
     LIBRARY,

@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from queues.backends.base import Consumer, Producer
-from queues.backends.libraries.handoff import (
+from queues.backends.libraries.base import (
     BATCH_API,
     DEAD,
     LIBRARY,

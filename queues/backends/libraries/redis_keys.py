@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from queues.backends._redis import RedisBase
-from queues.backends.libraries.handoff import LibraryBackend
+from queues.backends.libraries.base import LibraryBackend
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 SCAN_COUNT = 500

@@ -21,7 +21,7 @@ import uuid
 from typing import Any, cast
 
 from queues.backends.base import Consumer, Producer
-from queues.backends.libraries.handoff import (
+from queues.backends.libraries.base import (
     BATCH_API,
     CURRENT,
     DEAD,

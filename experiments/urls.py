@@ -1,9 +1,0 @@
-from django.urls import path
-
-from experiments import views
-
-app_name = "experiments"
-
-urlpatterns = [
-    path("<int:run_id>/samples.json", views.run_samples, name="run_samples"),
-]

@@ -1,0 +1,393 @@
+"""``django-q2-orm`` and ``django-q2-redis``: django-q2's cluster pipeline inside each imqueue consumer.
+
+Why this module is here and not in ``queues/backends/libraries``: django-q2 needs Django, and
+``queues`` never imports Django (a worker machine runs it with only a broker client). The
+registry names this module by its dotted path and imports it only when one of these backends is
+used. Where Django is not configured yet (a script, a bench), it is configured here with a
+minimal settings module: ``django_q`` alone, no default database, a signing key.
+
+- Broker: django-q2's ORM broker on PostgreSQL (``IMQ_POSTGRES_URL``; its tables in a schema of
+  their own, ``imq_djangoq``, created with django-q2's migrations on first use, through a
+  database alias of their own, ``imq_djangoq``) or its Redis broker (``IMQ_REDIS_URL``). The
+  run's queue is django-q2's ``list_key``.
+- Producer: ``async_task(func, body)`` (django-q2 pickles and signs the task), one per message;
+  django-q2 has no batch enqueue, so no ``batch_api``. Results are not saved (``save=False``):
+  imqueue counts the tasks itself, and the default database may be another one (the project's).
+- Consumer: django-q2's cluster is a sentinel process that forks a pusher, workers and a
+  monitor. Each imqueue consumer runs that pipeline's own functions (``pusher``, ``worker``,
+  ``monitor``, with its queues) on threads of the consumer process, one worker each:
+  ``--consumers N`` is N pipelines (a ``qcluster`` with N workers shares one pusher and one
+  monitor). A SIGKILL of the consumer kills the task with its pusher and monitor.
+- Guarantee: the ORM broker locks a task row for ``retry`` (60 s) and deletes it once the
+  monitor acknowledged it after the task returned; a killed worker's row comes back only after
+  60 s, after the run: lost for the run (and ``stuck`` in the depth). The Redis broker pops a
+  task (``BLPOP``): a killed worker's task is lost. imqueue cannot give a task's message back
+  or set it aside apart from the task's outcome (django-q2 keeps no dead letters), so both
+  declare ``acks=False``: what imqueue gives back is enqueued again, what it sets aside dropped.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue as queue_module
+import threading
+from typing import Any
+
+import psycopg
+import redis
+from psycopg import sql
+
+from queues.backends.base import CONNECT_TIMEOUT, Consumer, Producer
+from queues.backends.libraries.base import (
+    CURRENT,
+    LIBRARY,
+    REQUEUE,
+    LibraryBackend,
+    LibraryConsumer,
+    LibraryProducer,
+    missing_library,
+)
+from queues.backends.libraries.redis_keys import RedisLibraryBackend
+from queues.backends.postgres import PG_CONNECT_TIMEOUT, control_connection_name, terminate_sessions
+
+try:
+    import django_q  # noqa: F401 - only to fail early with the one-line message
+except ImportError as exc:
+    raise missing_library("django-q2", exc) from exc
+
+ALIAS = SCHEMA = "imq_djangoq"
+TASK = "queues.backends.libraries.djangoq_backend.djangoq_task"
+#: Taken while the schema is migrated, so that two runs starting at once do not both do it.
+SCHEMA_LOCK = 0x1A51_0002
+#: django-q2's defaults for what its pipeline reads from ``Conf`` (a project's ``Q_CLUSTER``,
+#: tuned for running experiments, must not change what is measured).
+CONF_DEFAULTS = {"RETRY": 60, "TIMEOUT": None, "BULK": 1, "POLL": 0.2, "RECYCLE": 500, "MAX_RSS": None,
+                 "ACK_FAILURES": False, "SAVE_LIMIT": 250, "CATCH_UP": True}
+STOP = "STOP"
+#: The pusher's longest dequeue: the Redis broker's BLPOP waits 1 s, the ORM's poll 0.2 s.
+PUSHER_STOP_S = 2.0
+_SETUP_LOCK = threading.Lock()
+
+
+def djangoq_task(body: bytes) -> None:
+    """The task: hand the message to the imqueue consumer of this pipeline (django-q2 pickles
+    the arguments: the body travels as the bytes it is)."""
+    consumer = CURRENT.get()
+    if consumer.deliver(body) == REQUEUE:
+        consumer.backend.enqueue(consumer.queue, body)  # type: ignore[attr-defined]
+    # a dead letter is dropped: django-q2 keeps none (see the module's docstring)
+
+
+def ensure_django() -> None:
+    """Configure Django with the minimal settings django-q2 needs, unless it already is."""
+    with _SETUP_LOCK:
+        import django
+        from django.conf import settings
+
+        if not settings.configured:
+            settings.configure(INSTALLED_APPS=["django_q"], DATABASES={}, USE_TZ=True,
+                               SECRET_KEY="imqueue-django-q2-backend",
+                               # timeout below retry, or django-q2 warns at import; ``configure_conf``
+                               # sets what the pipeline reads
+                               Q_CLUSTER={"name": "imqueue-libraries", "timeout": 30, "retry": 60})
+            django.setup()
+
+
+def configure_conf(**broker: Any) -> dict[str, Any]:
+    """Point django-q2's ``Conf`` at our broker with its default settings; the previous values
+    (to restore in a process that runs a django-q2 cluster of its own, the runner's)."""
+    from django_q.conf import Conf
+
+    changes = {**CONF_DEFAULTS, "ORM": None, "REDIS": {}, "DJANGO_REDIS": None, "BROKER_CLASS": None,
+               "IRON_MQ": None, "SQS": None, "MONGO": None, **broker}
+    previous = {name: getattr(Conf, name, None) for name in changes}
+    for name, value in changes.items():
+        setattr(Conf, name, value)
+    return previous
+
+
+class DjangoQ2Backend(LibraryBackend):
+    """What both django-q2 backends share."""
+
+    capabilities = LIBRARY.extend(acks=False, redelivers_on_crash=False)
+
+    def conf(self, role: str) -> dict[str, Any]:
+        """The ``Conf`` values of this broker, for a worker of ``role``."""
+        raise NotImplementedError
+
+    def broker(self, queue: str) -> Any:
+        from django_q.brokers import get_broker
+
+        return get_broker(list_key=queue)
+
+    def enqueue(self, queue: str, body: bytes, broker: Any = None) -> None:
+        from django_q.tasks import async_task
+
+        async_task(TASK, body, q_options={"broker": broker or self.broker(queue), "save": False})
+
+    def prepare_process(self, role: str) -> dict[str, Any]:
+        """Django set up and ``Conf`` pointed at this broker, for a worker of ``role``; returns
+        ``Conf``'s previous values."""
+        ensure_django()
+        return configure_conf(**self.conf(role))
+
+    def producer(self, queue: str) -> Producer:
+        return _DjangoQProducer(self, queue)
+
+    def consumer(self, queue: str, *, group: str = "default") -> Consumer:
+        return _DjangoQConsumer(self, queue)
+
+    def library_environment(self) -> dict[str, Any]:
+        import django_q
+
+        return {"library": "django-q2", "library_version": ".".join(map(str, django_q.VERSION))}
+
+
+class _DjangoQProducer(LibraryProducer):
+    backend: DjangoQ2Backend
+
+    def __init__(self, backend: DjangoQ2Backend, queue: str) -> None:
+        super().__init__(backend, queue)
+        backend.prepare_process("producer")
+        self.broker = backend.broker(queue)
+
+    def enqueue(self, body: bytes) -> None:
+        self.backend.enqueue(self.queue, body, self.broker)
+
+
+class _DjangoQConsumer(LibraryConsumer):
+    """django-q2's pusher, one worker and its monitor, on threads of this process (see the
+    module's docstring); the worker runs on the consumer's library thread."""
+
+    backend: DjangoQ2Backend
+
+    def __init__(self, backend: DjangoQ2Backend, queue: str) -> None:
+        self.previous_conf = backend.prepare_process("consumer")
+        self.task_queue: queue_module.Queue[Any] = queue_module.Queue()
+        self.result_queue: queue_module.Queue[Any] = queue_module.Queue()
+        self.stop_event = threading.Event()
+        self.timer = multiprocessing.Value("f", -1)
+        self.helpers: list[threading.Thread] = []
+        super().__init__(backend, queue)
+
+    def run_worker(self) -> None:
+        from django_q.monitor import monitor
+        from django_q.pusher import pusher
+        from django_q.worker import worker
+
+        broker = self.backend.broker(self.queue)
+        self.helpers = [
+            threading.Thread(target=pusher, args=(self.task_queue, self.stop_event, broker), daemon=True,
+                             name="django-q2-pusher"),
+            threading.Thread(target=monitor, args=(self.result_queue, broker), daemon=True, name="django-q2-monitor"),
+        ]
+        for thread in self.helpers:
+            thread.start()
+        self.started.set()
+        while not self.stop_event.is_set():
+            worker(self.task_queue, self.result_queue, self.timer, timeout=None)
+            # it returns on STOP, or to be recycled (every ``recycle`` tasks): the sentinel's job
+
+    def stop_worker(self) -> None:
+        """As django-q2's sentinel stops a cluster: the pusher first (it ends after its current
+        dequeue, whose task it still queues), then STOP behind the tasks it queued."""
+        self.stop_event.set()
+        if self.helpers:
+            self.helpers[0].join(timeout=PUSHER_STOP_S)
+        self.task_queue.put(STOP)
+
+    def after_stop(self) -> None:
+        self.result_queue.put(STOP)  # the monitor saves and acks what the worker finished, then ends
+        for thread in self.helpers:
+            thread.join(timeout=2.0)
+        if self.previous_conf:
+            from django_q.conf import Conf
+
+            for name, value in self.previous_conf.items():
+                setattr(Conf, name, value)
+
+
+class DjangoQ2OrmBackend(DjangoQ2Backend):
+    name = "django-q2-orm"
+    # django-q2's ORM broker takes the next task with no ORDER BY (its ``OrmQ`` has no ordering):
+    # PostgreSQL returns rows in the order they lie in the table, which follows insertion only
+    # until deleted rows' space is reused (seen: a test's 25 tasks came back interleaved)
+    capabilities = DjangoQ2Backend.capabilities.extend(fifo=False)
+    url_setting = "IMQ_POSTGRES_URL"
+    default_url = "postgresql://postgres@127.0.0.1:5432/test"
+    unavailable_errors = (psycopg.OperationalError,)
+    failed_errors = (psycopg.Error,)
+    options = (PG_CONNECT_TIMEOUT,)
+    _admin: psycopg.Connection | None = None
+
+    def _fresh_state(self) -> dict[str, Any]:
+        return {"_admin": None}
+
+    def conf(self, role: str) -> dict[str, Any]:
+        return {"ORM": ALIAS}
+
+    def _params(self, role: str) -> dict[str, Any]:
+        from psycopg.conninfo import conninfo_to_dict
+
+        with self.parsing_url():
+            params = conninfo_to_dict(self.url or self.default_url)
+        params["connect_timeout"] = max(2, int(self.connect_timeout_s + 0.999))
+        params["application_name"] = (control_connection_name(self.namespace, self.instance_tag) if role == "control"
+                                      else f"imq {role} {self.namespace}")[:63]
+        params["options"] = " ".join(filter(None, [str(params.get("options") or ""), f"-c search_path={SCHEMA}"]))
+        return params
+
+    def probe(self, role: str) -> None:
+        from psycopg.conninfo import make_conninfo
+
+        with self.converting("connect to", unavailable=(psycopg.Error,)):
+            psycopg.connect(make_conninfo("", **self._params(role))).close()
+
+    def cut_control_connection(self) -> int:
+        from psycopg.conninfo import make_conninfo
+
+        with self.converting("end connections on", unavailable=(psycopg.OperationalError,)):
+            with psycopg.connect(make_conninfo("", **self._params(f"cut {self.instance_tag}")), autocommit=True) as admin:
+                return terminate_sessions(admin, [control_connection_name(self.namespace, self.instance_tag)])
+
+    def connect(self) -> None:
+        if self._admin is None or self._admin.closed:
+            from psycopg.conninfo import make_conninfo
+
+            with self.converting("connect to", unavailable=(psycopg.Error,)):
+                self._admin = psycopg.connect(make_conninfo("", **self._params("control")), autocommit=True)
+            self._ensure_tables()
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+
+    @property
+    def admin(self) -> psycopg.Connection:
+        self.connect()
+        assert self._admin is not None
+        return self._admin
+
+    def prepare_process(self, role: str) -> dict[str, Any]:
+        previous = super().prepare_process(role)
+        _add_alias(self._params(role))  # its connections named for the role
+        return previous
+
+    def _ensure_tables(self) -> None:
+        """django-q2's tables, by its migrations, on the ``imq_djangoq`` alias (once)."""
+        assert self._admin is not None
+        conn = self._admin
+        if conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.django_q_ormq",)).fetchone() != (None,):
+            return
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+        ensure_django()
+        _add_alias(self._params("control"))
+        from django.db import connections
+        from django.db.migrations.executor import MigrationExecutor
+
+        try:
+            with self.converting("create django-q2's tables on", unavailable=(psycopg.Error,)):
+                executor = MigrationExecutor(connections[ALIAS])  # no post_migrate: no other app's tables
+                targets = [node for node in executor.loader.graph.leaf_nodes() if node[0] == "django_q"]
+                executor.migrate(targets)
+        finally:
+            connections[ALIAS].close()  # never inherited by a forked worker
+
+    def _one(self, query: str, queue: str, doing: str) -> int:
+        with self.converting(doing):
+            row = self.admin.execute(query, (queue,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def declare(self, queue: str) -> None:
+        self.connect()
+
+    def depth(self, queue: str) -> int:
+        """Task rows of the queue, locked ones (taken by a worker, not yet acknowledged) too."""
+        return self._one("SELECT count(*) FROM django_q_ormq WHERE key = %s", queue, "measure a queue on")
+
+    def purge(self, queue: str) -> int:
+        return self._one("WITH gone AS (DELETE FROM django_q_ormq WHERE key = %s AND lock <= now() RETURNING 1) "
+                         "SELECT count(*) FROM gone", queue, "purge a queue on")
+
+    def delete(self, queue: str) -> None:
+        with self.deleting(queue):
+            self.admin.execute("DELETE FROM django_q_ormq WHERE key = %s", (queue,))
+
+    def list_queues(self, namespace: str) -> list[str]:
+        pattern = namespace.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".%"
+        with self.converting("list the queues on"):
+            rows = self.admin.execute("SELECT DISTINCT key FROM django_q_ormq WHERE key LIKE %s ORDER BY 1",
+                                      (pattern,)).fetchall()
+        return [row[0] for row in rows]
+
+    def environment(self) -> dict[str, Any]:
+        with self.converting("read the settings of"):
+            version = self.admin.execute("SHOW server_version").fetchone()
+        return {"server": "postgresql", "server_version": version[0] if version else None,
+                "url": self.describe_url(), **self.library_environment()}
+
+
+def _add_alias(params: dict[str, Any]) -> None:
+    """The ``imq_djangoq`` database alias (Django's defaults filled in), for this process."""
+    from django.db import connections
+
+    options = {key: value for key, value in params.items()
+               if key not in ("host", "port", "dbname", "user", "password")}
+    config = {"ENGINE": "django.db.backends.postgresql", "NAME": params.get("dbname", ""),
+              "USER": params.get("user", ""), "PASSWORD": params.get("password", ""),
+              "HOST": params.get("host", ""), "PORT": params.get("port", ""), "OPTIONS": options}
+    filled = connections.configure_settings({"default": config})["default"]
+    if ALIAS in connections.settings:
+        connections[ALIAS].close()
+    connections.settings[ALIAS] = filled
+
+
+class DjangoQ2RedisBackend(RedisLibraryBackend, DjangoQ2Backend):
+    name = "django-q2-redis"
+    options = (CONNECT_TIMEOUT,)
+
+    def conf(self, role: str) -> dict[str, Any]:
+        """redis-py's keywords (django-q2 passes a dict to ``redis.StrictRedis``): the URL's,
+        the connection named for the role, our timeouts."""
+        with self.parsing_url():
+            kwargs = redis.connection.parse_url(self.url)
+        return {"REDIS": {**kwargs, "client_name": f"imq:{self.namespace}:{role}",
+                          "socket_connect_timeout": self.connect_timeout_s}}
+
+    @staticmethod
+    def key(queue: str) -> str:
+        """django-q2's list for ``queue`` (its Redis broker's ``list_key``)."""
+        return f"django_q:{queue}:q"
+
+    def declare(self, queue: str) -> None:
+        """Nothing to create: Redis makes the list on the first task."""
+
+    def depth(self, queue: str) -> int:
+        with self.converting("measure a queue on"):
+            return int(self.client.llen(self.key(queue)))
+
+    def purge(self, queue: str) -> int:
+        with self.converting("purge a queue on"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.llen(self.key(queue))
+            pipe.delete(self.key(queue))
+            return int(pipe.execute()[0])
+
+    def delete(self, queue: str) -> None:
+        with self.deleting(queue):
+            self.client.unlink(self.key(queue))
+
+    def list_queues(self, namespace: str) -> list[str]:
+        from queues.backends.libraries.redis_keys import glob_escape
+
+        with self.converting("list the keys on"):
+            keys = self.client.scan_iter(match=f"django_q:{glob_escape(namespace)}.*:q", count=1000)
+            return sorted(key.decode()[len("django_q:"):-len(":q")] for key in keys)
+
+    def environment(self) -> dict[str, Any]:
+        return {**super().environment(), **self.library_environment()}
+
+
