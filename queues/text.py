@@ -1,0 +1,1 @@
+"""Text helpers for messages, a leaf module: it imports nothing of imqueue."""
