@@ -19,8 +19,9 @@ from django_q.models import OrmQ
 
 from experiments.execution.run_lock import one_run_at_a_time
 from experiments.models import Experiment, Run, RunSeries
-from experiments.services import launches, run_heartbeat
+from experiments.services import launches
 from experiments.services.cleanup import SILENT_ERROR, runs_mark_stale
+from experiments.services.runs import run_heartbeat
 
 pytestmark = pytest.mark.django_db
 
