@@ -36,6 +36,8 @@ from queues.errors import InvalidSpec, QueueError
 from queues.measurement.clocks import ClockOffset
 from queues.measurement.histograms import encode, merge_encoded, new_histogram, percentiles_ms
 from queues.run.runner import Runner, RunResult, _Clock
+from queues.workers.channel import SharedFlag
+from queues.workers.context import WorkerContext
 from queues.workers.reports import (
     CONSUMER,
     PRODUCER,
@@ -49,7 +51,6 @@ from queues.workers.reports import (
     to_wire,
 )
 from queues.workers.supervision import Supervisor
-from queues.workers.worker import SharedFlag, WorkerContext
 from queues.workload.spec import WorkloadSpec
 
 log = logging.getLogger(__name__)

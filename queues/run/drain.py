@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from queues.backends import Backend
 from queues.measurement.ledger import Shares, index_records
 from queues.run.accounting import Accounting
-from queues.workers.worker import settle
+from queues.workers.consumer import settle
 from queues.workload.events import decode_bodies
 
 QUIET_S = 0.15  # nothing received this long, with depth 0: the queue is empty

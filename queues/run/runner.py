@@ -39,9 +39,10 @@ from queues.measurement.summary import (
 )
 from queues.run.accounting import Accounting
 from queues.run.drain import DrainResult, final_drain
+from queues.workers.channel import SharedFlag
+from queues.workers.context import WorkerContext
 from queues.workers.reports import CONSUMER, PRODUCER
 from queues.workers.supervision import KILLED_FROM_OUTSIDE, STOP_TIMEOUT_S, Supervisor, Worker
-from queues.workers.worker import SharedFlag, WorkerContext
 from queues.workload.spec import WorkloadSpec
 
 __all__ = ["CANCELLED", "FAILED", "SUCCEEDED", "Faults", "RunResult", "Runner"]

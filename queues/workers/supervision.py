@@ -25,8 +25,10 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from queues.errors import QueueError
+from queues.workers.channel import ReportChannel, receive
+from queues.workers.context import WorkerContext
+from queues.workers.entry import run_worker, run_worker_process
 from queues.workers.reports import CONSUMER, PRODUCER, Done, Message, Ready, WorkerFailed
-from queues.workers.worker import ReportChannel, WorkerContext, receive, run_worker, run_worker_process
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ EVENT = np.dtype(
 )
 EVENT_SIZE = EVENT.itemsize  # 32
 #: One record as ``struct`` reads it (``EVENT``'s layout): a message of one event read without
-#: numpy, whose per-call cost dominates on arrays of one (``queues.workers.worker.count_one``).
+#: numpy, whose per-call cost dominates on arrays of one (``queues.workers.counting.count_one``).
 EVENT_STRUCT = struct.Struct("<HHIqqq")
 assert EVENT_STRUCT.size == EVENT_SIZE
 MAX_PRODUCERS = 2**16 - 1

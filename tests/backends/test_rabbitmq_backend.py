@@ -10,7 +10,7 @@ import pytest
 
 from queues.errors import BackendUnavailable
 from queues.run.launch import build_backend
-from queues.workers.worker import settle
+from queues.workers.consumer import settle
 from queues.workload.events import decode_bodies
 from tests.backends.helpers import kill_run, run
 from tests.services import bodies, connected_backend, receive_batches, wait_until

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from queues.errors import BackendUnavailable
-from queues.workers.worker import settle
+from queues.workers.consumer import settle
 from queues.workload.events import decode_bodies
 from tests.faults import cut_redis
 from tests.services import bodies, connected_backend, receive_batches, wait_until

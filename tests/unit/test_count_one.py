@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from queues.measurement.ledger import Shares
-from queues.workers.worker import _HistBuffer, count_bodies, count_one
+from queues.workers.counting import HistBuffer, count_bodies, count_one
 from queues.workload.events import encode_events, split_messages
 from queues.workload.spec import WorkloadSpec
 
@@ -23,7 +23,7 @@ def body(producer: int, seq: int, value: int, intended_ns: int, events: int = 1)
     return bytes(split_messages(records, events)[0])
 
 
-def latencies(hists: _HistBuffer) -> dict[str, list[int]]:
+def latencies(hists: HistBuffer) -> dict[str, list[int]]:
     """What a flush would record, by name, before encoding (the order does not matter)."""
     out = {name: sorted(int(v) for part in hists.parts[name] for v in part) for name in NAMES}
     for name, values in hists.singles.items():
@@ -54,7 +54,7 @@ def test_count_one_reports_what_count_bodies_reports(case, steady, shifted):
     window = (NOW - 60 * 10**9, NOW + 60 * 10**9)
     # a shift larger than the latency makes it negative: recorded in e2e_negative by both
     shift = np.array([-10**10, 0], dtype=np.int64) if shifted else None
-    one, many = _HistBuffer(*NAMES), _HistBuffer(*NAMES)
+    one, many = HistBuffer(*NAMES), HistBuffer(*NAMES)
 
     flat, raw_sum, corrupt, poison, received_ns, window_events = count_one(
         CASES[case], shares, one, window, steady, shift
@@ -72,7 +72,7 @@ def test_count_one_reports_what_count_bodies_reports(case, steady, shifted):
 
 
 def test_count_one_sends_single_latencies_through_the_flush():
-    hists = _HistBuffer(*NAMES)
+    hists = HistBuffer(*NAMES)
     count_one(CASES["an event"], Shares.of(SPEC), hists, (0, 2**62), False)
     encoded = hists.flush()
     assert set(encoded) == {"e2e", "from_send"} and not any(hists.singles.values())

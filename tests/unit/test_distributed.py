@@ -9,8 +9,8 @@ import pytest
 from queues.distributed.coordinator import HostReport, Share, latency_shifts, on_clock, plan_shares
 from queues.errors import InvalidSpec
 from queues.measurement.histograms import merge_encoded, new_histogram
+from queues.workers.counting import HistBuffer, record_latency
 from queues.workers.reports import BatchReport, Done, Histograms
-from queues.workers.worker import _HistBuffer, _record_latency
 from queues.workload.events import decode_bodies, encode_events, split_messages
 from queues.workload.spec import WorkloadSpec
 
@@ -44,9 +44,9 @@ def test_a_corrected_latency_below_zero_is_counted_not_dropped():
     seq = np.arange(4, dtype=np.int64)
     intended = np.full(4, 10_000_000, dtype=np.int64)
     records, _ = decode_bodies(split_messages(encode_events(0, seq, seq + 1, intended, intended), 4))
-    hists = _HistBuffer("e2e", "e2e_warmup", "from_send", "e2e_negative")
+    hists = HistBuffer("e2e", "e2e_warmup", "from_send", "e2e_negative")
     # received 2 ms after the intended time on the consumer's clock; its clock is 5 ms ahead
-    _record_latency(hists, 12_000_000, records, 0, False, shift=np.array([-5_000_000], dtype=np.int64))
+    record_latency(hists, 12_000_000, records, 0, False, shift=np.array([-5_000_000], dtype=np.int64))
     flushed = {name: h for name, h in ((n, new_histogram()) for n in ("e2e", "e2e_negative"))}
     hists.last_flush = 0
     for name, blob in hists.flush().items():

@@ -5,8 +5,8 @@ import pickle
 
 import pytest
 
+from queues.workers.channel import ReportChannel, receive
 from queues.workers.reports import BatchReport, Done, Histograms, Ready, WorkerFailed, from_wire, to_wire
-from queues.workers.worker import ReportChannel, receive
 
 MESSAGES = [
     Ready("producer", 0, 1234),

@@ -88,9 +88,9 @@ def run(backend, **fields):
 @pytest.fixture
 def server_lost_for_good(monkeypatch):
     """Workers stop reconnecting after 0.3 s (inherited by the forked workers)."""
-    from queues.workers import worker as workers
+    from queues.workers import link
 
-    monkeypatch.setattr(workers, "RECONNECT_GIVE_UP_S", 0.3)
+    monkeypatch.setattr(link, "RECONNECT_GIVE_UP_S", 0.3)
 
 
 def test_a_server_lost_mid_run_fails_the_run_and_keeps_the_counts(server_lost_for_good):

@@ -10,9 +10,10 @@ import pytest
 
 from queues.backends.memory import MultiprocessBackend
 from queues.errors import BackendUnavailable, QueueError
+from queues.workers.channel import ReportChannel, RunnerGone, SharedFlag
+from queues.workers.context import WorkerContext
 from queues.workers.reports import BatchReport, Done, Ready
 from queues.workers.supervision import Supervisor
-from queues.workers.worker import ReportChannel, RunnerGone, SharedFlag, WorkerContext
 from queues.workload.spec import WorkloadSpec
 
 WAIT_S = 30

@@ -6,8 +6,8 @@ A task library owns its consumer loop: its worker fetches a task and calls the t
 procrastinate's ``run_worker``, django-q2's pipeline) on a thread of the consumer's process; the
 library's task function calls ``deliver`` with its message. Two ways on from there:
 
-- In a run's consumer (``queues.workers.worker._consume`` calls ``consume_until``), the message is
-  counted on the library's thread (``TaskCounter``: ``queues.workers.worker.count_bodies``, the
+- In a run's consumer (``queues.workers.consumer.consume`` calls ``consume_until``), the message is
+  counted on the library's thread (``TaskCounter``: ``queues.workers.counting.count_bodies``, the
   counting of every raw consumer) and its ``BatchReport`` sent before the task returns, so the
   library acks it as it acks any task, after the runner has it (the libraries that ack early
   ack before the task runs: ``Capabilities`` say which). A SIGKILL of the consumer process
@@ -36,8 +36,9 @@ from typing import Any, ClassVar
 from queues.backends.base import CONNECT_TIMEOUT, Backend, Batch, Capabilities, Consumer, Producer, first_line
 from queues.backends.options import Option
 from queues.errors import BackendUnavailable, NotSupported, QueueError
+from queues.workers.channel import RunnerGone
+from queues.workers.counting import count_one
 from queues.workers.reports import BatchReport
-from queues.workers.worker import RunnerGone, count_one
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class LibraryProducer(Producer):
 
 class TaskCounter:
     """A run consumer's counting, called by the library's worker thread with each task's
-    message: ``queues.workers.worker.count_bodies`` and a ``BatchReport`` sent at once, before the task
+    message: ``queues.workers.counting.count_bodies`` and a ``BatchReport`` sent at once, before the task
     returns (and the library acks it). Once ``close``d, it counts nothing more: a task handed
     over after the consumer stopped goes back to the queue."""
 
@@ -285,7 +286,7 @@ class LibraryConsumer(Consumer):
 
     # -- imqueue's side ----------------------------------------------------------------------
 
-    #: ``queues.workers.worker._consume`` calls ``consume_until`` instead of receiving.
+    #: ``queues.workers.consumer.consume`` calls ``consume_until`` instead of receiving.
     calls_back = True
     counter: TaskCounter | None = None
 
