@@ -6,11 +6,11 @@ usable on a machine that has only one broker client installed.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 
 from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer
 from queues.errors import BackendUnavailable, UnknownBackend
+from queues.text import suggest
 
 __all__ = [
     "BACKENDS",
@@ -21,7 +21,6 @@ __all__ = [
     "Consumer",
     "Producer",
     "backend_class",
-    "suggest",
 ]
 
 BACKENDS: dict[str, str] = {
@@ -40,7 +39,7 @@ BACKENDS: dict[str, str] = {
     "rq": "queues.backends.libraries.rq_backend.RQBackend",
     "huey": "queues.backends.libraries.huey_backend.HueyBackend",
     "procrastinate": "queues.backends.libraries.procrastinate_backend.ProcrastinateBackend",
-    # django-q2 needs Django, which queues/ never imports: its backends live in the Django app
+    # django-q2 is a Django app: the one module of queues/ that imports Django (the import contract)
     "django-q2-orm": "queues.backends.libraries.djangoq_backend.DjangoQ2OrmBackend",
     "django-q2-redis": "queues.backends.libraries.djangoq_backend.DjangoQ2RedisBackend",
     "dramatiq-redis": "queues.backends.libraries.dramatiq_backend.DramatiqRedisBackend",
@@ -51,12 +50,6 @@ LIBRARY_BACKENDS = frozenset({
     "celery-redis", "celery-rabbitmq", "rq", "huey", "procrastinate", "django-q2-orm", "django-q2-redis",
     "dramatiq-redis", "dramatiq-rabbitmq",
 })
-
-
-def suggest(alias: str, choices: list[str]) -> str:
-    """`` (did you mean 'x'?)`` when a close alias exists, else an empty string."""
-    close = difflib.get_close_matches(alias, choices, n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def backend_class(alias: str) -> type[Backend]:

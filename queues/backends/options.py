@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from queues.errors import InvalidSpec
+from queues.text import suggest
 
 OptionValue = int | float | bool | str
 TYPES: tuple[type, ...] = (int, float, bool, str)
@@ -116,8 +117,6 @@ def options_resolve(declared: Iterable[Option], given: Mapping[str, Any], *, own
     Raises ``InvalidSpec`` for a name ``owner`` (a backend alias) does not declare, with a
     "did you mean" hint and the known names, or for a value that is not allowed.
     """
-    from queues.backends import suggest  # the registry's helper; imported late: it imports us
-
     by_name = {option.name: option for option in declared}
     for name in given:
         if name not in by_name:
