@@ -29,7 +29,8 @@ import numpy as np
 
 from queues.backends import Backend
 from queues.errors import NotSupported, QueueError
-from queues.run.accounting import Accounting
+from queues.faults.servers import private_server
+from queues.measurement.ledger import Ledger
 from queues.workers.reports import CONSUMER, PRODUCER
 from queues.workers.supervision import Supervisor
 from queues.workload.events import encode_events, split_messages
@@ -65,6 +66,16 @@ class FaultFailed(QueueError):
     """A fault could not be applied; the run fails with this reason."""
 
 
+class RunCounts(Protocol):
+    """What a fault reads and writes of the run's accounting (``queues.run.accounting.Accounting``,
+    which the runner passes; the runner's layer is above the faults'): the ledger's counts, and a
+    marker in the samples."""
+
+    ledger: Ledger
+
+    def mark(self, t_s: float, kind: str, target: str, outcome: str) -> object: ...
+
+
 @dataclass(frozen=True)
 class RunHandle:
     """What a fault may act on: the run's backend and queue, its workers, its counts, the
@@ -73,7 +84,7 @@ class RunHandle:
     backend: Backend
     queue: str
     supervisor: Supervisor
-    accounting: Accounting
+    accounting: RunCounts
     server: Any = None  # queues.faults.servers.PrivateServer
     elapsed_s: Callable[[], float] = field(default=lambda: 0.0)
 
@@ -412,8 +423,6 @@ class RestartServerAt(TimedFault):
     follows the thread), and the restart takes a fraction of a second."""
 
     def check(self, backend: Backend) -> None:
-        from queues.faults.servers import private_server
-
         private_server(backend.name, persistence=self.spec.persistence)  # refuses a kind or mode it lacks; no I/O
 
     def apply(self, run: RunHandle) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from queues.backends import BACKENDS, Backend, backend_class, suggest
 from queues.backends.options import OptionValue, options_resolve
 from queues.errors import InvalidSpec, UnknownBackend
+from queues.faults.servers import private_server
 from queues.measurement.histograms import Sample
 from queues.run.approaches import APPROACHES, run_approach
 from queues.run.runner import Faults, Runner, RunResult
@@ -77,8 +78,6 @@ def _private_server(spec: WorkloadSpec) -> Iterator[Any]:
     if restart is None:
         yield None
         return
-    from queues.faults.servers import private_server
-
     server = private_server(spec.backend, persistence=restart.persistence)
     try:
         server.start()
