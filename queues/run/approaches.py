@@ -23,7 +23,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 
@@ -31,6 +30,8 @@ from queues.errors import InvalidSpec
 from queues.measurement import environment
 from queues.measurement.histograms import Sample, bucket_counts, new_histogram, percentiles_ms, record_many
 from queues.measurement.ledger import Ledger
+from queues.measurement.summary import summarise
+from queues.run.result import RunResult, RunStatus
 from queues.workload.spec import WorkloadSpec
 
 DESCRIPTIONS = {
@@ -186,12 +187,9 @@ def run_approach(
     on_sample: Callable[[Sample], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
-) -> Any:
-    """Run ``spec`` with the approach named by ``spec.backend``; returns a ``RunResult``
+) -> RunResult:
+    """Run ``spec`` with the approach named by ``spec.backend``; returns its ``RunResult``
     (cancelled, with what was counted, once ``should_cancel`` returns true)."""
-    from queues.measurement.summary import summarise
-    from queues.run.runner import CANCELLED, SUCCEEDED, RunResult
-
     validate(spec)
     acc = _Accountant(spec, on_progress, should_cancel)
     began_ns, began = time.time_ns(), time.monotonic()
@@ -207,7 +205,7 @@ def run_approach(
     if on_sample:
         on_sample(sample)
     drain_s = (acc.last_ns - began_ns) / 1e9
-    status, error = (CANCELLED, "cancelled by the user") if acc.stopped else (SUCCEEDED, None)
+    status, error = (RunStatus.CANCELLED, "cancelled by the user") if acc.stopped else (RunStatus.SUCCEEDED, None)
     summary = summarise(
         run_id=run_id, spec=spec, status=status, error=error, ledger=ledger, drain_s=drain_s,
         latency=acc.latency, latency_from_send=acc.latency, publish=None, poison=0,

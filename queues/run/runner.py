@@ -26,7 +26,7 @@ from queues.errors import QueueError
 from queues.faults.injectors import Fault, Faults, RunHandle, TimedFault, build, from_spec
 from queues.measurement import environment
 from queues.measurement.histograms import Sample
-from queues.measurement.ledger import Ledger, LedgerResult
+from queues.measurement.ledger import Ledger
 from queues.measurement.summary import (
     LOST_IN_RESTART,
     LOST_UNCONFIRMED,
@@ -39,17 +39,17 @@ from queues.measurement.summary import (
 )
 from queues.run.accounting import Accounting
 from queues.run.drain import DrainResult, final_drain
+from queues.run.result import RunResult, RunStatus
 from queues.workers.channel import SharedFlag
 from queues.workers.context import WorkerContext
 from queues.workers.reports import CONSUMER, PRODUCER
 from queues.workers.supervision import KILLED_FROM_OUTSIDE, STOP_TIMEOUT_S, Supervisor, Worker
 from queues.workload.spec import WorkloadSpec
 
-__all__ = ["CANCELLED", "FAILED", "SUCCEEDED", "Faults", "RunResult", "Runner"]
+__all__ = ["Faults", "RunResult", "RunStatus", "Runner"]
 
 log = logging.getLogger(__name__)
 
-SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 STALL_LIMIT_S = 60.0  # no event sent or received for this long: the run fails instead of hanging
 POLL_S = 0.005
 #: Deleting the run's queue at the end: tries on a new control connection when the last one was
@@ -58,18 +58,6 @@ DELETE_ATTEMPTS, DELETE_PAUSE_S = 3, 1.0
 #: Faults after which a queue may rightly deliver a message again: its consumer was lost
 #: (killed, stalled past a claim timeout, cut off) or its server restarted.
 REDELIVERY_CAUSES = ("kill-consumer", "pause-consumer", "cut-connections", "restart-server")
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    spec: WorkloadSpec
-    status: str
-    error: str | None
-    summary: dict[str, Any]
-    samples: list[Sample]
-    environment: dict[str, Any]
-    ledger: LedgerResult
 
 
 @dataclass(frozen=True)
@@ -158,16 +146,16 @@ class Runner:
             backend_env = backend.reconnecting(backend.environment)
             status, error = self._run_workers()
             late = next((f.late_error for f in self.timed_faults if f.late_error), None)
-            if late and status == SUCCEEDED:  # never a clean outcome for a fault that did not happen
-                status, error = FAILED, late
+            if late and status == RunStatus.SUCCEEDED:  # never a clean outcome for a fault that did not happen
+                status, error = RunStatus.FAILED, late
             status, error = self._final_drain(status, error)
         finally:
             left = self._cleanup()
-        if left and status == SUCCEEDED:
-            status, error = FAILED, left  # every count is kept; the queue waits for `cleanup`
+        if left and status == RunStatus.SUCCEEDED:
+            status, error = RunStatus.FAILED, left  # every count is kept; the queue waits for `cleanup`
         return self._result(status, error, backend_env)
 
-    def _run_workers(self) -> tuple[str, str | None]:
+    def _run_workers(self) -> tuple[RunStatus, str | None]:
         try:
             for index in range(self.spec.consumers):
                 self.supervisor.spawn(CONSUMER, index)
@@ -179,7 +167,7 @@ class Runner:
             self._start()
             return self._watch()
         except QueueError as exc:
-            return FAILED, str(exc)
+            return RunStatus.FAILED, str(exc)
         finally:
             self.stop_event.set()
             self.start_event.set()  # release anyone still waiting to start
@@ -187,7 +175,7 @@ class Runner:
                 fault.end(self.handle)
             self.supervisor.stop()
 
-    def _final_drain(self, status: str, error: str | None) -> tuple[str, str | None]:
+    def _final_drain(self, status: RunStatus, error: str | None) -> tuple[RunStatus, str | None]:
         """Read what the queue still holds into the ledger (``queues.run.drain``), whatever ended the
         run, then take the final sample while the queue still exists. A server that does not
         answer the drain fails a run that had succeeded: it cannot be judged."""
@@ -196,10 +184,10 @@ class Runner:
         finally:
             self.supervisor.reap()  # the workers that were done and waited on the queue's pipe
 
-    def _read_what_is_left(self, status: str, error: str | None) -> tuple[str, str | None]:
+    def _read_what_is_left(self, status: RunStatus, error: str | None) -> tuple[RunStatus, str | None]:
         if self.clock is None:
             return status, error  # never started: nothing was sent
-        if status == CANCELLED:
+        if status == RunStatus.CANCELLED:
             # a cancel stops now: reading a backlog of millions first could take minutes. What
             # the queue still holds is removed with it, unread; the last sample shows its depth
             self._take_sample()
@@ -214,8 +202,8 @@ class Runner:
             )
         except QueueError as exc:
             self.drain_error = f"the final drain could not read the queue: {exc}"
-            if status == SUCCEEDED:
-                status, error = FAILED, self.drain_error
+            if status == RunStatus.SUCCEEDED:
+                status, error = RunStatus.FAILED, self.drain_error
             else:  # the run's own error (often the same lost server) says more
                 log.info("%s: %s", self.queue, self.drain_error)
         self._take_sample()  # the final, partial interval
@@ -246,7 +234,7 @@ class Runner:
         self.accounting.tally.last_progress = t0
         self.start_event.set()
 
-    def _watch(self) -> tuple[str, str | None]:
+    def _watch(self) -> tuple[RunStatus, str | None]:
         assert self.clock is not None
         next_sample = self.clock.t0 + self.sample_interval_s
         activity, last_activity = (0, 0), self.clock.t0
@@ -271,11 +259,11 @@ class Runner:
                 self.on_progress(ledger.unique, self.spec.events)
             producers_done = supervisor.producers_done()
             if ledger.complete and producers_done:
-                return SUCCEEDED, None
+                return RunStatus.SUCCEEDED, None
             if self.should_cancel():
-                return CANCELLED, "cancelled by the user"
+                return RunStatus.CANCELLED, "cancelled by the user"
             if producers_done and now - self.accounting.tally.last_progress > self.spec.idle_timeout_s:
-                return SUCCEEDED, None  # finished; the ledger's verdict says what was lost
+                return RunStatus.SUCCEEDED, None  # finished; the ledger's verdict says what was lost
 
     def _cleanup(self) -> str | None:
         """Delete the run's queue, on a new control connection if the last one was lost;
@@ -317,7 +305,7 @@ class Runner:
         except QueueError:
             return None
 
-    def _result(self, status: str, error: str | None, backend_env: dict[str, Any]) -> RunResult:
+    def _result(self, status: RunStatus, error: str | None, backend_env: dict[str, Any]) -> RunResult:
         accounting, clock, caps = self.accounting, self.clock, self.backend.capabilities
         ledger = accounting.ledger.result()
         restarted = any(f.spec.kind == "restart-server" and f.outcome for f in self.timed_faults)
@@ -330,8 +318,8 @@ class Runner:
             lost=ledger.lost, at_least_once=caps.acks and caps.redelivers_on_crash, backend=self.backend.name,
             explained=explained,
         )
-        if status == SUCCEEDED and loss_error:
-            status, error = FAILED, loss_error  # an at-least-once backend lost events: not a success
+        if status == RunStatus.SUCCEEDED and loss_error:
+            status, error = RunStatus.FAILED, loss_error  # an at-least-once backend lost events: not a success
         drain_s = drain_seconds(
             t0_ns=clock.t0_ns if clock else 0, last_new_ns=accounting.tally.last_new_ns, unique=ledger.unique
         )

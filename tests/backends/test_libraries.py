@@ -14,7 +14,8 @@ import pytest
 from queues.backends import backend_class
 from queues.backends.libraries.base import LibraryBackend, LibraryConsumer
 from queues.errors import BackendUnavailable
-from queues.run.runner import CANCELLED, Runner
+from queues.run.result import RunStatus
+from queues.run.runner import Runner
 from queues.workload.spec import WorkloadSpec
 from tests.services import connected_backend
 
@@ -62,7 +63,7 @@ def test_a_run_cancelled_midway_leaves_no_worker_behind():
         should_cancel=lambda: runner.ledger.unique >= 50 or time.monotonic() - began > 60,
     )
     result = runner.run()
-    assert result.status == CANCELLED
+    assert result.status == RunStatus.CANCELLED
     assert runner.supervisor.workers and all(w.dead() for w in runner.supervisor.workers)
     assert not backend_class("huey")(url=backend.url, namespace=backend.namespace).queue_exists(runner.queue)
 

@@ -20,7 +20,8 @@ import pytest
 
 from queues.backends.polling import Poller
 from queues.backends.sqlfiles import queue_of_object, table_name, table_prefix
-from queues.run.runner import SUCCEEDED, Runner
+from queues.run.result import RunStatus
+from queues.run.runner import Runner
 from queues.workload.events import encode_events, split_messages
 from queues.workload.spec import WorkloadSpec
 from tests.services import backend_url, connected_backend, wait_until
@@ -73,7 +74,7 @@ def test_several_consumers_never_receive_the_same_event(sql_backend):
     backend = sql_backend
     spec, result = run(backend, events=40_000, producers=2, consumers=3, batch=200)
     summary = result.summary
-    assert result.status == SUCCEEDED, result.error
+    assert result.status == RunStatus.SUCCEEDED, result.error
     assert summary["duplicates"] == 0 and summary["lost"] == 0
     assert summary["received"] == summary["unique"] == spec.events
     assert summary["sum"] == spec.expected_sum
@@ -125,7 +126,7 @@ def test_twenty_runs_leave_nothing_behind(sql_backend):
     backend.delete(probe)
     for _ in range(20):
         _, result = run(backend, events=300, consumers=1, batch=100)
-        assert result.status == SUCCEEDED, result.error
+        assert result.status == RunStatus.SUCCEEDED, result.error
     assert backend.count_objects(prefix) == 0
 
 

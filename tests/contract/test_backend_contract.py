@@ -13,7 +13,8 @@ import pytest
 
 from queues.backends import BACKENDS, Batch, backend_class
 from queues.errors import BackendUnavailable, NotSupported
-from queues.run.runner import SUCCEEDED, Faults, Runner
+from queues.run.result import RunStatus
+from queues.run.runner import Faults, Runner
 from queues.workload.spec import WorkloadSpec
 from tests.services import bodies, closed_port_url, receive_batches, scaled
 
@@ -161,7 +162,7 @@ def run(backend, **spec_fields) -> tuple:
 def test_a_small_run_through_the_engine_is_exact(backend):
     events = scaled(backend, 20_000)
     spec, result = run(backend, events=events, producers=2, consumers=2, batch=200, events_per_message=3)
-    assert result.status == SUCCEEDED, result.error
+    assert result.status == RunStatus.SUCCEEDED, result.error
     assert result.summary["verdict"] == "exact"
     assert result.summary["sum"] == spec.expected_sum
     assert result.summary["unique"] == events and result.summary["lost"] == 0
@@ -171,7 +172,7 @@ def test_a_small_run_through_the_engine_is_exact(backend):
 def test_poison_messages_are_counted_and_set_aside(backend):
     spec, result = run(backend, events=scaled(backend, 2_000, at_least=100), batch=100, faults=Faults(poison_messages=3),
                        idle_timeout_s=3)
-    assert result.status == SUCCEEDED, result.error
+    assert result.status == RunStatus.SUCCEEDED, result.error
     assert result.summary["poison"] == 3 and result.summary["lost"] == result.summary["duplicates"] == 0
     assert result.summary["verdict"] == "corrupt"  # something that is not an event arrived
 

@@ -17,7 +17,7 @@ from queues.backends._redis import RedisBase, keys_pattern
 from queues.backends.libraries.base import LibraryBackend
 from queues.backends.sqlfiles import table_name
 from queues.errors import OperationFailed
-from queues.run.runner import SUCCEEDED
+from queues.run.result import RunStatus
 from tests.contract.test_faults import bounded_runner
 from tests.faults import CONTROL_CUTTERS
 from tests.services import SIZE_FACTOR, bodies, connected_backend, scaled, wait_until
@@ -99,7 +99,7 @@ def test_the_control_connection_cut_mid_run_keeps_the_run_exact_and_removes_the_
         result = runner.run()
     s = result.summary
     assert cut_at, f"the run ended ({result.status}) before its control connection was cut"
-    assert result.status == SUCCEEDED, f"{result.status}: {result.error}"
+    assert result.status == RunStatus.SUCCEEDED, f"{result.status}: {result.error}"
     assert s["verdict"] == "exact" and s["sum"] == runner.spec.expected_sum, s
     assert reconnects_itself(backend) or any(RECONNECT_LINE in r.getMessage() for r in caplog.records), caplog.text
     if backend.capabilities.depth:  # the samples after the cut measured the queue again

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from queues.errors import QueueError
-from queues.run.runner import SUCCEEDED, Faults, Runner
+from queues.run.result import RunStatus
+from queues.run.runner import Faults, Runner
 from queues.workload.spec import WorkloadSpec
 from tests.services import SIZE_FACTOR, bodies, count_deliveries, receive_batches, scaled, wait_until
 
@@ -57,7 +58,7 @@ def test_a_consumer_killed_mid_run_loses_nothing_where_redelivery_is_declared(ba
     deliveries = count_deliveries(runner.ledger)
     result = runner.run()
     s, expected = result.summary, runner.spec.expected_sum
-    assert result.status == SUCCEEDED, f"{result.status}: {result.error}"
+    assert result.status == RunStatus.SUCCEEDED, f"{result.status}: {result.error}"
     assert s["killed_consumers"] == 1 and s["corrupt"] == 0
     [killed] = s["killed_workers"]
     assert (killed["role"], killed["index"], killed["reason"]) == ("consumer", 0, f"fault: kill after {kill_after:,} events")
@@ -103,7 +104,7 @@ def test_every_fault_of_an_experiment_leaves_the_run_whole_and_within_its_guaran
     runner, deliveries = fault_run(backend, EVERY_FAULT)
     result = runner.run()
     s = result.summary
-    assert result.status == SUCCEEDED, f"{result.status}: {result.error}"
+    assert result.status == RunStatus.SUCCEEDED, f"{result.status}: {result.error}"
     for fault in s["faults"]:
         assert fault["applied_at_s"] is not None and not fault["outcome"].startswith("could not"), fault
     kinds = [(m["kind"], m["target"]) for m in s["markers"]]

@@ -11,7 +11,8 @@ import uuid
 import pytest
 
 from queues.faults.injectors import DuplicateAtEnd, PauseConsumer, SendCorrupt, SendPoison
-from queues.run.runner import SUCCEEDED, Runner
+from queues.run.result import RunStatus
+from queues.run.runner import Runner
 from queues.workload.spec import WorkloadSpec
 from tests.services import scaled
 
@@ -39,7 +40,7 @@ def test_a_consumer_frozen_mid_run_loses_nothing_after_the_final_drain(backend):
         rate_eps=scaled(backend, 2_000), duration_s=1.5, batch=50, idle_timeout_s=0.5,
     )
     s = result.summary
-    assert result.status == SUCCEEDED, f"{result.status}: {result.error}; {s}"
+    assert result.status == RunStatus.SUCCEEDED, f"{result.status}: {result.error}; {s}"
     assert s["lost"] == 0 and s["recovered_at_end"] > 0, s
     assert s["unique_sum"] == s["expected_sum"] and s["corrupt"] == s["poison"] == 0
     assert s["verdict"] in ("exact", "duplicated") and s["stuck"] == 0
@@ -55,7 +56,7 @@ def test_a_duplicate_sent_at_the_very_end_is_counted(backend):
     _, result = bounded_run(backend, [DuplicateAtEnd()], events=scaled(backend, 2_000, at_least=50), consumers=2,
                             batch=100, idle_timeout_s=3)
     s = result.summary
-    assert result.status == SUCCEEDED, f"{result.status}: {result.error}"
+    assert result.status == RunStatus.SUCCEEDED, f"{result.status}: {result.error}"
     assert s["duplicates"] == 1 and s["verdict"] == "duplicated" and s["lost"] == 0 and s["stuck"] in (0, None)
     assert s["sum"] == s["expected_sum"] + 1
 

@@ -16,7 +16,7 @@ import pytest
 from queues.errors import NotSupported
 from queues.faults.servers import owner_pid, private_server, private_server_dirs
 from queues.run.launch import run_spec
-from queues.run.runner import SUCCEEDED
+from queues.run.result import RunStatus
 from queues.workload.spec import WorkloadSpec
 from tests.services import unavailable
 
@@ -43,7 +43,7 @@ def test_a_restarted_private_server_keeps_exactly_what_its_persistence_keeps(ali
     spec = WorkloadSpec(backend=alias, faults=(*FAULTS, restart), **RUN)
     result = run_spec(spec, run_id=uuid.uuid4().hex[:8])
     s = result.summary
-    assert result.status == SUCCEEDED, f"{result.status}: {result.error}"
+    assert result.status == RunStatus.SUCCEEDED, f"{result.status}: {result.error}"
     [fault] = [f for f in s["faults"] if f["kind"] == "restart-server"]
     assert fault["outcome"].startswith("crashed (SIGKILL) and back in "), fault
     assert result.environment["private_server"]["durable"] is durable

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from queues.run.runner import SUCCEEDED, Runner
+from queues.run.result import RunStatus
+from queues.run.runner import Runner
 from queues.workload.spec import WorkloadSpec
 from tests.services import connected_backend
 
@@ -18,7 +19,7 @@ def test_a_steady_run_on_a_real_broker_follows_the_schedule_and_sums_exactly(ali
     spec = WorkloadSpec(backend=alias, rate_eps=2_000, duration_s=2.0, warmup_s=0.5, consumers=2)
     result = Runner(spec, backend, run_id=uuid.uuid4().hex[:8], sample_interval_s=0.5).run()
     s = result.summary
-    assert result.status == SUCCEEDED, result.error
+    assert result.status == RunStatus.SUCCEEDED, result.error
     assert s["verdict"] == "exact" and s["sum"] == spec.expected_sum == 5_000 * 5_001 // 2
     # never ahead of the schedule; behind it by no more than a loaded machine could be
     assert 2_000 / 2 <= s["send_eps"] <= 2_000
@@ -31,7 +32,7 @@ def test_a_steady_redis_stream_stays_trimmed_and_shows_its_length():
     backend = connected_backend("redis-stream")  # trims every second (the default)
     spec = WorkloadSpec(backend="redis-stream", rate_eps=20_000, duration_s=3.0)
     result = Runner(spec, backend, run_id=uuid.uuid4().hex[:8], sample_interval_s=0.5).run()
-    assert result.status == SUCCEEDED, result.error
+    assert result.status == RunStatus.SUCCEEDED, result.error
     assert result.summary["verdict"] == "exact"
     details = [sample.depth_detail for sample in result.samples]
     assert all(d is not None and isinstance(d["stream_length"], int) for d in details)
@@ -44,7 +45,7 @@ def test_rabbitmq_samples_show_ready_and_unacked_apart():
     backend = connected_backend("rabbitmq")
     spec = WorkloadSpec(backend="rabbitmq", rate_eps=1_000, duration_s=1.0)
     result = Runner(spec, backend, run_id=uuid.uuid4().hex[:8], sample_interval_s=0.5).run()
-    assert result.status == SUCCEEDED, result.error
+    assert result.status == RunStatus.SUCCEEDED, result.error
     for sample in result.samples:
         detail = sample.depth_detail
         assert detail is not None and {"ready", "unacked", "consumers", "total"} <= set(detail)

@@ -7,7 +7,8 @@ import pytest
 
 from queues.backends.memory import MemoryBackend, MultiprocessBackend
 from queues.faults.injectors import DuplicateAtEnd, PauseConsumer, SendCorrupt
-from queues.run.runner import SUCCEEDED, Runner
+from queues.run.result import RunStatus
+from queues.run.runner import Runner
 from queues.workload.spec import WorkloadSpec
 
 BACKENDS = [(MemoryBackend, "memory"), (MultiprocessBackend, "memory-mp")]
@@ -24,7 +25,7 @@ def run(cls, alias, faults=(), stop_timeout_s=10.0, **fields):
 def test_a_normal_run_drains_nothing_and_is_exact(cls, alias):
     runner, result = run(cls, alias, events=3_000, batch=100)
     s = result.summary
-    assert result.status == SUCCEEDED and s["verdict"] == "exact" and s["verdict_reasons"] == []
+    assert result.status == RunStatus.SUCCEEDED and s["verdict"] == "exact" and s["verdict_reasons"] == []
     assert (s["recovered_at_end"], s["stuck"], s["killed_workers"], s["findings"]) == (0, 0, [], [])
     assert runner.drain is not None and not runner.drain.timed_out and runner.drain.messages == 0
 
@@ -33,7 +34,7 @@ def test_a_normal_run_drains_nothing_and_is_exact(cls, alias):
 def test_a_duplicate_sent_after_the_ledger_was_complete_is_counted(cls, alias):
     _, result = run(cls, alias, faults=[DuplicateAtEnd()], events=3_000, batch=100, consumers=2)
     s = result.summary
-    assert result.status == SUCCEEDED, result.error
+    assert result.status == RunStatus.SUCCEEDED, result.error
     assert s["duplicates"] == 1 and s["verdict"] == "duplicated" and s["lost"] == 0 and s["stuck"] == 0
     assert s["sum"] == s["expected_sum"] + 1 and s["unique_sum"] == s["expected_sum"]
 
@@ -61,5 +62,5 @@ def test_a_consumer_hung_past_the_stop_timeout_is_killed_and_reported_with_its_r
     assert s["recovered_at_end"] > 0 and killed["new_after_kill"] == s["recovered_at_end"]
     assert s["stuck"] == 0 and s["unique"] + s["lost"] == s["events"]
     # memory-mp has no acks: what the frozen consumer had taken is gone, a finding, not a failure
-    assert result.status == SUCCEEDED, result.error
+    assert result.status == RunStatus.SUCCEEDED, result.error
     assert bool(s["lost"]) == bool(s["findings"]) and s["duplicates"] == 0

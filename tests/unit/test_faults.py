@@ -7,7 +7,8 @@ import pytest
 from queues.backends.memory import MemoryBackend, MultiprocessBackend
 from queues.errors import NotSupported
 from queues.faults.injectors import Faults, KillConsumer, SendPoison, build
-from queues.run.runner import SUCCEEDED, Runner
+from queues.run.result import RunStatus
+from queues.run.runner import Runner
 from queues.workload.spec import WorkloadSpec
 
 
@@ -36,7 +37,7 @@ def test_the_runner_drives_any_fault_object():
     fault = Recorder()
     spec = WorkloadSpec(backend="memory-mp", events=3_000, batch=100)
     result = Runner(spec, MultiprocessBackend(), run_id=uuid.uuid4().hex[:8], faults=[fault]).run()
-    assert result.status == SUCCEEDED and result.summary["verdict"] == "exact"
+    assert result.status == RunStatus.SUCCEEDED and result.summary["verdict"] == "exact"
     assert fault.checked == ["memory-mp"] and fault.started == 1 and fault.polls >= 1 and fault.ended == 1
 
 
@@ -56,7 +57,7 @@ def test_a_killed_consumer_is_replaced_and_counted():
     spec = WorkloadSpec(backend="memory-mp", events=20_000, batch=100, idle_timeout_s=2)
     result = Runner(spec, MultiprocessBackend(), run_id=uuid.uuid4().hex[:8],
                     faults=Faults(kill_consumer_after=2_000)).run()
-    assert result.status == SUCCEEDED and result.summary["killed_consumers"] == 1
+    assert result.status == RunStatus.SUCCEEDED and result.summary["killed_consumers"] == 1
     # memory-mp has no acks: what the victim held is lost, the replacement takes the rest
     assert result.summary["duplicates"] == 0 and 0 < result.summary["unique"] <= 20_000
 
@@ -68,7 +69,6 @@ import signal  # noqa: E402
 
 from queues.faults.injectors import TimedFault  # noqa: E402
 from queues.measurement.summary import guarantee_contradictions  # noqa: E402
-from queues.run.runner import FAILED  # noqa: E402
 from queues.workload.faults import FaultSpec  # noqa: E402
 
 
@@ -83,7 +83,7 @@ def test_timed_faults_act_at_their_time_are_marked_and_reported():
     # its lock held (the tests of kill-producer use server backends, tests/contract)
     result = steady_run(["poison@0.5:3", "kill-consumer@1", "pause-consumer@2:0.5:1"])
     s = result.summary
-    assert result.status == SUCCEEDED, result.error
+    assert result.status == RunStatus.SUCCEEDED, result.error
     by_kind = {f["kind"]: f for f in s["faults"]}
     assert set(by_kind) == {"kill-consumer", "poison", "pause-consumer"}
     for fault in s["faults"]:
@@ -122,7 +122,7 @@ class NotPermitted(TimedFault):
 def test_a_worker_killed_from_outside_is_replaced_and_the_run_goes_on():
     result = steady_run(extra=[KillFromOutside(FaultSpec("kill-consumer", 1.0))])
     s = result.summary
-    assert result.status == SUCCEEDED, result.error
+    assert result.status == RunStatus.SUCCEEDED, result.error
     [killed] = s["killed_workers"]
     assert (killed["role"], killed["reason"]) == ("consumer", "killed from outside the run by SIGKILL")
     assert ("replaced", "consumer 0") in [(m["kind"], m["target"]) for m in s["markers"]]
@@ -130,7 +130,7 @@ def test_a_worker_killed_from_outside_is_replaced_and_the_run_goes_on():
 
 def test_a_fault_that_cannot_be_applied_fails_the_run_with_its_reason():
     result = steady_run(extra=[NotPermitted(FaultSpec("kill-consumer", 0.5))])
-    assert result.status == FAILED
+    assert result.status == RunStatus.FAILED
     assert result.error == "fault kill-consumer@0.5 could not be applied: [Errno 1] Operation not permitted"
 
 
@@ -146,7 +146,7 @@ class RefusedAsTheRunEnds(TimedFault):
 
 def test_a_slow_fault_refused_as_the_run_ends_still_fails_the_run():
     result = steady_run(extra=[RefusedAsTheRunEnds(FaultSpec("cut-connections", 3.5))])
-    assert result.status == FAILED
+    assert result.status == RunStatus.FAILED
     assert result.error == "fault cut-connections@3.5 could not be applied: [Errno 1] Operation not permitted"
     [marker] = [m for m in result.summary["markers"] if m["kind"] == "cut-connections"]
     assert marker["outcome"].startswith("could not be applied")
@@ -158,7 +158,7 @@ def test_a_killed_memory_mp_producer_is_replaced_and_the_run_ends_with_every_eve
     # the run ends, and nothing is made up or counted twice beyond the resend
     result = steady_run(["kill-producer@1"], idle_timeout_s=1)
     s = result.summary
-    assert result.status == SUCCEEDED, result.error
+    assert result.status == RunStatus.SUCCEEDED, result.error
     assert ("replaced", "producer 0") in [(m["kind"], m["target"]) for m in s["markers"]]
     assert s["unique"] + s["lost"] == result.spec.events and s["corrupt"] == 0
     assert s["duplicates"] <= s["resend_bound"] and s["contradictions"] == []

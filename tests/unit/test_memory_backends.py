@@ -10,7 +10,8 @@ import pytest
 
 from queues.backends.memory import MemoryBackend, MultiprocessBackend
 from queues.errors import QueueNotFound
-from queues.run.runner import SUCCEEDED, Faults, Runner
+from queues.run.result import RunStatus
+from queues.run.runner import Faults, Runner
 from queues.workload.spec import WorkloadSpec
 from tests.services import receive_batches, wait_until
 
@@ -81,7 +82,7 @@ def test_a_run_with_poison_sets_it_aside(cls, alias):
     backend = cls(namespace="imqtest")
     spec = WorkloadSpec(backend=alias, events=2_000, batch=100)
     result = Runner(spec, backend, run_id=uuid.uuid4().hex[:8], faults=Faults(poison_messages=4)).run()
-    assert result.status == SUCCEEDED, result.error
+    assert result.status == RunStatus.SUCCEEDED, result.error
     # poison is not an event of the run: the verdict says so, though every event was counted once
     assert result.summary["poison"] == 4 and result.summary["verdict"] == "corrupt"
     assert result.summary["verdict_reasons"] == ["4 poison message(s): bodies that are not events"]
@@ -146,7 +147,7 @@ def test_a_run_on_a_bounded_memory_mp_queue_never_holds_more_than_its_bound():
     backend = MultiprocessBackend(max_backlog_mb=0.064, consume_cost_us=20)
     spec = WorkloadSpec(backend="memory-mp", events=30_000, batch=1_000)
     result = Runner(spec, backend, run_id=uuid.uuid4().hex[:8], sample_interval_s=0.05).run()
-    assert result.status == SUCCEEDED and result.summary["verdict"] == "exact"
+    assert result.status == RunStatus.SUCCEEDED and result.summary["verdict"] == "exact"
     depths = [s.depth for s in result.samples if s.depth is not None]
     assert depths and max(depths) <= 2_000
 

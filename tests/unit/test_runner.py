@@ -11,7 +11,8 @@ from queues.backends.memory import MultiprocessBackend, _PipeConsumer, _PipeProd
 from queues.errors import BackendUnavailable, InvalidSpec
 from queues.run.approaches import APPROACHES
 from queues.run.launch import run_spec
-from queues.run.runner import CANCELLED, FAILED, SUCCEEDED, Runner
+from queues.run.result import RunStatus
+from queues.run.runner import Runner
 from queues.workload.spec import WorkloadSpec
 
 
@@ -95,7 +96,7 @@ def server_lost_for_good(monkeypatch):
 
 def test_a_server_lost_mid_run_fails_the_run_and_keeps_the_counts(server_lost_for_good):
     result = run(ServerLostBackend(), events=10_000, batch=100).run()
-    assert result.status == FAILED
+    assert result.status == RunStatus.FAILED
     assert "connection lost (simulated)" in result.error
     assert result.summary["unique"] == 300  # the three batches that were sent were counted
     assert result.summary["sum"] == 300 * 301 // 2  # and they were events 1..300, each once
@@ -106,7 +107,7 @@ def test_cancel_stops_the_run_and_keeps_the_counts():
     runner.should_cancel = lambda: runner.ledger.unique >= 1_000
     began = time.monotonic()
     result = runner.run()
-    assert result.status == CANCELLED
+    assert result.status == RunStatus.CANCELLED
     assert time.monotonic() - began < 15  # the whole run would take at least 20 s
     assert 1_000 <= result.summary["unique"] < 100_000
 
@@ -117,7 +118,7 @@ def test_samples_report_depth_rates_and_latency_each_interval():
     seen = []
     runner.on_sample = seen.append
     result = runner.run()
-    assert result.status == SUCCEEDED and result.summary["verdict"] == "exact"
+    assert result.status == RunStatus.SUCCEEDED and result.summary["verdict"] == "exact"
     assert len(seen) >= 3 and seen == result.samples
     assert [s.t_s for s in seen] == sorted(s.t_s for s in seen)
     assert seen[-1].consumed == 5_000 and seen[-1].produced == 5_000
@@ -146,7 +147,7 @@ def test_a_run_that_idles_out_reports_what_was_lost():
     runner = run(HalfLost(), events=1_000, batch=100, idle_timeout_s=0.5)
     result = runner.run()
     # memory-mp is at-most-once: a loss is a finding of the run, not a failure
-    assert result.status == SUCCEEDED and result.error is None
+    assert result.status == RunStatus.SUCCEEDED and result.error is None
     assert result.summary["verdict"] == "lost"
     assert result.summary["findings"][0].startswith("500 event(s) lost: memory-mp is at-most-once")
     # exactly the second half of each batch of 100 never arrived, and is what is reported
@@ -208,6 +209,6 @@ def test_a_loss_on_a_backend_that_declares_at_least_once_fails_the_run():
             return Dropper()
 
     result = run(LosesAcked(), events=1_000, batch=100, idle_timeout_s=0.5).run()
-    assert result.status == FAILED and result.error == "500 event(s) lost on an at-least-once backend (memory-mp)"
+    assert result.status == RunStatus.FAILED and result.error == "500 event(s) lost on an at-least-once backend (memory-mp)"
     assert result.summary["lost"] == 500 and result.summary["findings"] == []
-    assert result.summary["status"] == FAILED and result.summary["stuck"] == 0
+    assert result.summary["status"] == RunStatus.FAILED and result.summary["stuck"] == 0

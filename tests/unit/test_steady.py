@@ -9,7 +9,8 @@ from queues.backends.memory import MultiprocessBackend
 from queues.faults.injectors import PauseProducer
 from queues.measurement.saturation import find_max_rate
 from queues.measurement.spread import spread
-from queues.run.runner import SUCCEEDED, Runner
+from queues.run.result import RunStatus
+from queues.run.runner import Runner
 from queues.workload import schedule as schedule_module
 from queues.workload.schedule import Schedule
 from queues.workload.spec import WorkloadSpec
@@ -20,7 +21,7 @@ def steady(rate, duration, *, warmup=0.0, backend=None, interval=1.0, faults=Non
     runner = Runner(spec, backend or MultiprocessBackend(), run_id=uuid.uuid4().hex[:8], sample_interval_s=interval,
                     faults=faults)
     result = runner.run()
-    assert result.status == SUCCEEDED, result.error
+    assert result.status == RunStatus.SUCCEEDED, result.error
     return result
 
 
