@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.db import models
 
+from experiments.validation import experiment_validate
 from queues.workload.spec import ARRIVALS, spec_defaults
 
 SPEC = spec_defaults()
@@ -57,8 +58,6 @@ class Experiment(models.Model):
     def clean(self) -> None:
         """Raises ``ValidationError`` (by field where it can) for a spec or options a run
         would reject."""
-        from experiments.services.runs import experiment_validate  # services import the models
-
         experiment_validate(experiment=self)
 
 

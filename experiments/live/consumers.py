@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -81,8 +82,6 @@ class OverviewConsumer(AsyncJsonWebsocketConsumer):
 
 def _after_t_s(scope: dict[str, Any]) -> float | None:
     """``?after=<t_s>``: the last sample the page has; absent or not a finite number: none."""
-    from urllib.parse import parse_qs
-
     try:
         return live.after_t_s_parse(parse_qs(scope.get("query_string", b"").decode()).get("after", [""])[0])
     except ValueError:

@@ -149,3 +149,16 @@ def run_ended(*, run_id: int) -> None:
                "prev_t_s": _last_t_s.pop(run.pk, None)}
     _publisher.publish(live.run_group(run.pk), message)
     _publisher.close()
+
+
+# -- receivers of ``experiments.signals`` (connected in ``ExperimentsConfig.ready``) -----------
+
+
+def on_sample_stored(sender: Any, *, run: Run, row: Sample, **kwargs: Any) -> None:
+    """``sample_stored``: publish the stored row (a viewer may read it back)."""
+    sample_published(run=run, sample=row)
+
+
+def on_run_ended(sender: Any, *, run: Run, **kwargs: Any) -> None:
+    """``run_ended``: publish the run's end as stored."""
+    run_ended(run_id=run.pk)

@@ -17,8 +17,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
+from django_prometheus.exports import ExportToDjangoView
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 from queues.measurement.histograms import LATENCY_BUCKETS_US
@@ -116,6 +118,21 @@ def run_ended(*, run_id: int, backend: str, status: str, duplicates: int | None,
         gauge.labels(backend).set(0)
 
 
+
+# -- receivers of ``experiments.signals`` (connected in ``ExperimentsConfig.ready``) -----------
+
+
+def on_sample_stored(sender: Any, *, run: Any, sample: EngineSample, **kwargs: Any) -> None:
+    """``sample_stored``: feed the engine's sample of a running run."""
+    sample_observe(run_id=run.pk, backend=run.backend, sample=sample)
+
+
+def on_run_ended(sender: Any, *, run: Any, counted: bool, **kwargs: Any) -> None:
+    """``run_ended``: count the run, once (``counted``: the write that ended it)."""
+    if counted:
+        run_ended(run_id=run.pk, backend=run.backend, status=run.status, duplicates=run.duplicates, lost=run.lost)
+
+
 # -- the folder --------------------------------------------------------------------------------
 
 _PID = re.compile(r"_(\d+)\.db$")
@@ -184,7 +201,5 @@ def metrics_view(request):
     """/metrics: django-prometheus's own view (which reads the folder with a
     ``MultiProcessCollector`` since ``PROMETHEUS_MULTIPROC_DIR`` is set), after forgetting the
     gauges of processes that are gone."""
-    from django_prometheus.exports import ExportToDjangoView
-
     dead_processes_forget()
     return ExportToDjangoView(request)

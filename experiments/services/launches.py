@@ -19,18 +19,17 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from experiments.models import Experiment, Run, RunSeries
 from experiments.selectors import run_json_summary
-from experiments.services.runs import (
-    SPEC_FIELDS,
-    experiment_validate,
-    run_create,
-    series_end,
-    spec_validate,
-)
+from experiments.services.runs import run_cancel, run_create
+from experiments.services.series import series_end
+from experiments.validation import SPEC_FIELDS, experiment_validate, spec_validate
+from queues.backends import backend_class
 from queues.errors import InvalidSpec, QueueError
 from queues.measurement.spread import spread
+from queues.run.launch import check_alias
 from queues.workload.spec import WorkloadSpec
 
 log = logging.getLogger(__name__)
@@ -67,8 +66,6 @@ def run_launch(
 def run_enqueue(*, run_id: int) -> None:
     """Give run ``run_id`` to django-q2. A broker that refuses it fails the run at once, with
     what to do, instead of leaving it queued for ever."""
-    from django_q.tasks import async_task  # django-q2 reads its settings on import
-
     try:
         async_task(TASK, run_id, task_name=f"imqueue run {run_id}", group="imqueue-runs")
     except Exception as exc:  # noqa: BLE001 - any broker error: the run must not stay queued
@@ -108,9 +105,6 @@ def experiment_clone(*, experiment: Experiment) -> Experiment:
 def sweep_knobs(*, backend: str) -> list[str]:
     """What a sweep of an experiment on ``backend`` may vary: the spec fields, then
     ``option:NAME`` for each option the backend declares."""
-    from queues.backends import backend_class
-    from queues.run.launch import check_alias
-
     knobs = list(SWEEP_FIELDS)
     if check_alias(backend) == "backend":
         knobs += [f"option:{option.name}" for option in backend_class(backend).options]
@@ -225,8 +219,6 @@ def run_stop(*, run: Run) -> tuple[bool, str]:
     happened)`` for a run that already ended (which is left unchanged). A queued run never
     starts; a running one is stopped by its executor within a second or two and stored as
     cancelled with everything counted so far."""
-    from experiments.services.runs import run_cancel
-
     run.refresh_from_db(fields=["status"])
     was = run.status
     if not run_cancel(run=run):

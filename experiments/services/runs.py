@@ -12,94 +12,28 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import fields
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from experiments.live import publisher
+from experiments import signals
+from experiments.hosts.distribution import run_distributed
 from experiments.models import Experiment, Run, RunSeries, Sample
-from experiments.prometheus import metrics
-from experiments.selectors import run_is_cancelled, run_json_summary, series_is_cancelled
-from queues.errors import InvalidSpec, NotSupported, QueueError, UnknownBackend
-from queues.faults.injectors import check_faults
+from experiments.selectors import run_is_cancelled
+from experiments.services.cleanup import leftovers_remove
+from experiments.validation import SPEC_FIELDS
+from queues.errors import QueueError
 from queues.measurement import environment
 from queues.measurement.histograms import Sample as EngineSample
-from queues.measurement.saturation import CurvePoint, find_max_rate
-from queues.measurement.spread import spread
-from queues.run.launch import NAMESPACE, build_backend, check_alias, resolve_options, run_spec
+from queues.run.launch import NAMESPACE, check_alias, run_spec
 from queues.run.runner import Faults, RunResult
 from queues.workload.spec import WorkloadSpec
 
-#: The spec's fields, each a field of ``Experiment`` too: ``WorkloadSpec`` is their one definition.
-SPEC_FIELDS = tuple(f.name for f in fields(WorkloadSpec))
 CANCEL_CHECK_S = 0.5
 #: How often a running run's executor writes its heartbeat (``Run.heartbeat_at``).
 HEARTBEAT_S = 2.0
-
-
-def spec_validate(*, values: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> WorkloadSpec:
-    """A valid spec for ``values`` whose backend exists and takes ``options``, or
-    ``InvalidSpec``/``UnknownBackend`` with a message that says what is allowed. No I/O."""
-    spec = WorkloadSpec.from_mapping(values)
-    options_validate(backend=spec.backend, options=options)
-    if check_alias(spec.backend) == "approach":
-        from queues.run.approaches import validate
-
-        if spec.faults:
-            raise InvalidSpec(
-                f"the {spec.backend} approach runs in one process and takes no faults: choose a queue backend",
-                field="faults",
-            )
-        validate(spec)
-    elif spec.faults:
-        try:  # what the backend can take (a process to signal, a server): no I/O
-            check_faults(spec.fault_specs, build_backend(spec.backend, options=options))
-        except NotSupported as exc:
-            raise InvalidSpec(str(exc), field="faults") from None
-    return spec
-
-
-def options_validate(*, backend: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Every option of ``backend`` with ``options`` applied, defaults filled in (what the run
-    will record). Raises ``InvalidSpec`` for an unknown name or a value not allowed."""
-    if options is not None and not isinstance(options, Mapping):
-        raise InvalidSpec(f"options must be an object of NAME: VALUE, got {options!r}", field="options")
-    return resolve_options(backend, options)
-
-
-def placement_validate(*, spec: WorkloadSpec, placement: Mapping[str, Any]) -> None:
-    """Raises ``InvalidSpec`` (field ``placement``) for a placement the run cannot take: counts
-    that do not add up to the spec's, or a backend whose queue is not on a server that every
-    host reaches (the in-memory ones, the in-process approaches)."""
-    from queues.backends import backend_class
-    from queues.distributed.coordinator import plan_shares
-
-    if check_alias(spec.backend) != "backend" or not backend_class(spec.backend).default_url:
-        raise InvalidSpec(f"{spec.backend} keeps its queue in one machine's memory: a run placed on load hosts "
-                          "needs a backend with a server", field="placement")
-    plan_shares(spec, placement)
-
-
-def experiment_validate(*, experiment: Experiment) -> WorkloadSpec:
-    """``experiment``'s spec, validated as a run would validate it. Raises Django's
-    ``ValidationError`` keyed by the field at fault where the error names one (for forms)."""
-    try:
-        spec = spec_validate(values={f: getattr(experiment, f) for f in SPEC_FIELDS}, options=experiment.options)
-        if experiment.placement:
-            placement_validate(spec=spec, placement=experiment.placement)
-        return spec
-    except UnknownBackend as exc:
-        raise ValidationError({"backend": str(exc)}) from None
-    except InvalidSpec as exc:
-        if exc.field in (*SPEC_FIELDS, "options", "placement"):
-            raise ValidationError({exc.field: str(exc)}) from None
-        raise ValidationError(str(exc)) from None
-    except QueueError as exc:  # a backend whose driver is not installed
-        raise ValidationError({"backend": str(exc)}) from None
 
 
 def experiment_get_or_create(*, name: str, spec: WorkloadSpec, options: Mapping[str, Any] | None = None) -> Experiment:
@@ -141,8 +75,6 @@ def run_execute(
     as cancelled with that reason. A ``KeyboardInterrupt`` (a second Ctrl-C) stops at once and
     stores the run as failed before it propagates.
     """
-    from experiments.services.cleanup import leftovers_remove  # cleanup uses the services
-
     if interrupted and (reason := interrupted()):  # between the runs of a series: start none
         Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(
             status=Run.Status.CANCELLED, error=reason, finished_at=timezone.now()
@@ -160,8 +92,6 @@ def run_execute(
         if check_alias(spec.backend) == "backend":
             leftovers_remove(backends=[spec.backend], urls=settings.IMQ_URLS, quiet=True)
         if run.spec.get("placement"):  # its workers run on load hosts
-            from experiments.hosts.distribution import run_distributed
-
             result = run_distributed(
                 run=run, spec=spec, run_id=run_id, options=options, placement=run.spec["placement"],
                 on_sample=lambda sample: sample_create(run=run, sample=sample),
@@ -257,7 +187,8 @@ def _in_event_loop() -> bool:
 
 
 def sample_create(*, run: Run, sample: EngineSample) -> Sample:
-    metrics.sample_observe(run_id=run.pk, backend=run.backend, sample=sample)
+    """Store one interval sample of ``run``; ``signals.sample_stored`` tells the live page and
+    Prometheus."""
     latency = sample.latency_ms or {}
     row = Sample.objects.create(
         run=run, t_s=sample.t_s, produced=sample.produced, consumed=sample.consumed, unique=sample.unique,
@@ -267,7 +198,7 @@ def sample_create(*, run: Run, sample: EngineSample) -> Sample:
         offered_eps=sample.offered_eps, send_delay_p99_ms=sample.send_delay_p99_ms, due=sample.due,
         depth_detail=sample.depth_detail, markers=sample.markers,
     )
-    publisher.sample_published(run=run, sample=row)  # stored first: a viewer may read it back
+    signals.sample_stored.send(sender=Run, run=run, row=row, sample=sample)  # stored first: a viewer may read it back
     return row
 
 
@@ -309,9 +240,8 @@ def _run_end(*, run: Run, status: str, error: str, fields: dict[str, Any]) -> Ru
             fields = {**fields, "summary": {**summary, **cancelled}}
         ended = in_flight.filter(status=Run.Status.CANCELLED).update(**fields, **cancelled, finished_at=finished_at)
     run.refresh_from_db()
-    if ended:  # this call ended it: counted once, whoever else tries to end it too
-        metrics.run_ended(run_id=run.pk, backend=run.backend, status=run.status, duplicates=run.duplicates, lost=run.lost)
-    publisher.run_ended(run_id=run.pk)
+    # ``counted``: this call ended it, so a total counts it once, whoever else tries to end it too
+    signals.run_ended.send(sender=Run, run=run, counted=bool(ended))
     return run
 
 
@@ -323,7 +253,8 @@ def run_cancel(*, run: Run) -> bool:
     if Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(
         status=Run.Status.CANCELLED, finished_at=now, error="cancelled by the user before it started"
     ):
-        publisher.run_ended(run_id=run.pk)
+        # a run that never started measured nothing: no total counts it (``counted`` false)
+        signals.run_ended.send(sender=Run, run=run, counted=False)
         return True
     return bool(Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(status=Run.Status.CANCELLED))
 
@@ -335,117 +266,3 @@ def run_prepare(
     """The experiment (created if missing) and a queued run of ``spec``, in one transaction."""
     experiment = experiment_get_or_create(name=experiment_name, spec=spec, options=options)
     return run_create(experiment=experiment, spec=spec, options=options, series=series)
-
-
-def series_repeat(
-    *, spec: WorkloadSpec, experiment_name: str, repeat: int, options: Mapping[str, Any] | None = None,
-    on_progress: Callable[[int, int], None] | None = None, interrupted: Callable[[], str | None] | None = None,
-) -> RunSeries:
-    """Run ``spec`` ``repeat`` times, each stored as a run; store their median and spread.
-    A run that does not succeed, or a cancel of the series (or ``interrupted``, see
-    ``run_execute``), stops it."""
-    experiment = experiment_get_or_create(name=experiment_name, spec=spec, options=options)
-    series = RunSeries.objects.create(experiment=experiment, kind=RunSeries.Kind.REPEAT)
-    runs: list[Run] = []
-    for _ in range(repeat):
-        run = _series_next_run(series=series, spec=spec, experiment_name=experiment_name, options=options)
-        runs.append(run_execute(run=run, on_progress=on_progress, interrupted=interrupted))
-        if runs[-1].status != Run.Status.SUCCEEDED:
-            break
-    summaries = [run_json_summary(run=r) for r in runs]
-    stopped = next((r for r in runs if r.status != Run.Status.SUCCEEDED), None)
-    return series_end(
-        series=series, status=stopped.status if stopped else RunSeries.Status.SUCCEEDED,
-        error=f"run {stopped.pk} {stopped.status}: {stopped.error}" if stopped else "",
-        result={"runs": summaries, **spread(summaries), "series_id": series.pk},
-    )
-
-
-class _SearchStopped(Exception):
-    """A step of a saturation search did not succeed: the search ends there."""
-
-    def __init__(self, run: Run) -> None:
-        super().__init__(f"the step at {run.spec.get('rate_eps')} events/s (run {run.pk}) {run.status}: {run.error}")
-        self.run = run
-
-
-def series_find_max(
-    *, spec: WorkloadSpec, experiment_name: str, slo_p99_ms: float, start_rate_eps: float,
-    options: Mapping[str, Any] | None = None, on_step: Callable[[CurvePoint], None] | None = None,
-    on_progress: Callable[[int, int], None] | None = None, interrupted: Callable[[], str | None] | None = None,
-) -> RunSeries:
-    """A saturation search (``queues.measurement.saturation``) stored as a series of kind find-max.
-
-    Each step is a steady run of its own, executed by ``run_execute`` (its samples, its
-    summary, cancellable). The series' result holds the curve (each point naming its step's
-    run) sorted by rate and the highest good rate. A step that fails or is cancelled, or a
-    cancel of the series, stops the search: the series takes that status and keeps the curve
-    measured so far.
-    """
-    experiment = experiment_get_or_create(name=experiment_name, spec=spec, options=options)
-    series = RunSeries.objects.create(experiment=experiment, kind=RunSeries.Kind.FIND_MAX)
-    step_runs: list[int] = []
-    curve: list[dict[str, Any]] = []
-
-    def step(rate: float) -> dict[str, Any]:
-        step_spec = WorkloadSpec.from_mapping({**spec.as_dict(), "rate_eps": rate})
-        run = _series_next_run(series=series, spec=step_spec, experiment_name=experiment_name, options=options)
-        run = run_execute(run=run, on_progress=on_progress, interrupted=interrupted)
-        if run.status != Run.Status.SUCCEEDED:
-            raise _SearchStopped(run)
-        step_runs.append(run.pk)
-        return run_json_summary(run=run)
-
-    def record(point: CurvePoint) -> None:
-        curve.append({"rate_eps": point.rate_eps, "p99_ms": point.p99_ms, "kept_up": point.kept_up, "ok": point.ok,
-                      "run_id": step_runs[len(curve)]})
-        if on_step:
-            on_step(point)
-
-    status, error = RunSeries.Status.SUCCEEDED, ""
-    try:
-        find_max_rate(step, slo_p99_ms=slo_p99_ms, start_rate_eps=start_rate_eps, on_point=record)
-    except _SearchStopped as stop:
-        status, error = stop.run.status, str(stop)
-    good = [p["rate_eps"] for p in curve if p["ok"]]
-    return series_end(series=series, status=status, error=error, result={
-        "series_id": series.pk, "backend": spec.backend, "slo_p99_ms": slo_p99_ms,
-        "max_rate_eps": round(max(good), 1) if good else None,
-        "curve": sorted(curve, key=lambda p: p["rate_eps"]),
-    })
-
-
-def series_cancel(*, series: RunSeries) -> bool:
-    """Stop a running series: no further run of it starts, and its queued or running run is
-    cancelled (the runner notices within a second)."""
-    updated = RunSeries.objects.filter(pk=series.pk, status=RunSeries.Status.RUNNING).update(
-        status=RunSeries.Status.CANCELLED, error="cancelled by the user"
-    )
-    for run in series.runs.filter(status__in=[Run.Status.QUEUED, Run.Status.RUNNING]):
-        run_cancel(run=run)
-    return bool(updated)
-
-
-def _series_next_run(
-    *, series: RunSeries, spec: WorkloadSpec, experiment_name: str, options: Mapping[str, Any] | None
-) -> Run:
-    """The series' next run, queued; cancelled at once if the series was cancelled. (Created
-    before the check: a ``series_cancel`` after the check finds it queued and cancels it.)"""
-    run = run_prepare(spec=spec, experiment_name=experiment_name, options=options, series=series)
-    if series_is_cancelled(series_id=series.pk):
-        run_cancel(run=run)
-    return run
-
-
-def series_end(*, series: RunSeries, status: str, error: str, result: dict[str, Any]) -> RunSeries:
-    """Store the series' result and status; a series cancelled meanwhile stays cancelled."""
-    result = {**result, "status": status, "error": error or None}
-    if not RunSeries.objects.filter(pk=series.pk, status=RunSeries.Status.RUNNING).update(
-        status=status, error=error, result=result
-    ):
-        cancelled = RunSeries.objects.get(pk=series.pk)
-        RunSeries.objects.filter(pk=series.pk).update(
-            result={**result, "status": cancelled.status, "error": cancelled.error or None}
-        )
-    series.refresh_from_db()
-    return series

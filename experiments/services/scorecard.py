@@ -20,7 +20,9 @@ from django.conf import settings
 
 from experiments.models import Run, RunSeries
 from experiments.selectors import run_json_summary
-from experiments.services import runs as services
+from experiments.services.runs import experiment_get_or_create, run_execute, run_prepare
+from experiments.services.series import series_end
+from experiments.validation import spec_validate
 from queues.backends import LIBRARY_BACKENDS
 from queues.errors import InvalidSpec, QueueError
 from queues.run.launch import check_alias, known_aliases
@@ -68,7 +70,7 @@ def scorecard_plan(*, backends: Sequence[str], faults: Sequence[str], rate_eps: 
             values = {**BASE, "rate_eps": rate_eps, "duration_s": duration_s, "backend": backend,
                       "faults": [fault, *backlog]}
             try:
-                spec = services.spec_validate(values=values)
+                spec = spec_validate(values=values)
             except InvalidSpec as exc:
                 if exc.field != "faults":
                     raise
@@ -96,7 +98,7 @@ def scorecard_run(
     cells = scorecard_plan(backends=backends, faults=faults, rate_eps=rate_eps, duration_s=duration_s)
     first = next((c["spec"] for c in cells if c["spec"]), None)
     spec = WorkloadSpec.from_mapping(first) if first else WorkloadSpec(**{**BASE, "backend": backends[0]})
-    experiment = services.experiment_get_or_create(name=EXPERIMENT, spec=spec)
+    experiment = experiment_get_or_create(name=EXPERIMENT, spec=spec)
     series = RunSeries.objects.create(
         experiment=experiment, kind=RunSeries.Kind.SCORECARD, knob="backend x fault",
         values=[f"{c['backend']} {c['fault']}" for c in cells],
@@ -107,9 +109,9 @@ def scorecard_run(
         if cell["spec"] is not None:
             runs = []
             for _ in range(repeats):
-                run = services.run_prepare(spec=WorkloadSpec.from_mapping(cell["spec"]), experiment_name=EXPERIMENT,
+                run = run_prepare(spec=WorkloadSpec.from_mapping(cell["spec"]), experiment_name=EXPERIMENT,
                                            series=series)
-                runs.append(services.run_execute(run=run, interrupted=interrupted))
+                runs.append(run_execute(run=run, interrupted=interrupted))
                 if runs[-1].status == Run.Status.CANCELLED:
                     break
             cell = {**cell, **cell_figures([run_json_summary(run=r) for r in runs], fault=cell["fault"])}
@@ -123,7 +125,7 @@ def scorecard_run(
         "series_id": series.pk, "repeats": repeats, "rate_eps": rate_eps, "duration_s": duration_s,
         "backends": list(backends), "faults": [fault_parse(f).text() for f in faults], "cells": done,
     }
-    return services.series_end(series=series, status=status, error=error, result=result)
+    return series_end(series=series, status=status, error=error, result=result)
 
 
 def cell_figures(summaries: Sequence[dict[str, Any]], *, fault: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import get_commands, load_command_class
 
 from experiments.models import Experiment
-from experiments.services.runs import SPEC_FIELDS, experiment_validate
+from experiments.validation import SPEC_FIELDS, experiment_validate
 from queues.workload.spec import WorkloadSpec
 
 

@@ -15,8 +15,9 @@ import pytest
 
 from queues.errors import BackendUnavailable
 from queues.run.launch import build_backend
-from tests.services import unavailable, wait_until
-from tests.stack import migrated_database
+from tests.support.commands import migrated_database
+from tests.support.servers import unavailable
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 # A steady run long enough to be interrupted whatever the machine's load.
@@ -165,7 +166,7 @@ def test_the_workers_of_a_killed_runner_die_and_cleanup_removes_what_it_left(cli
 
 @pytest.mark.django_db
 def test_an_interrupt_stops_a_repeat_series_after_the_run_it_cancels():
-    from experiments.services import runs as services
+    from experiments.services.series import series_repeat
     from queues.workload.spec import WorkloadSpec
 
     calls = []
@@ -175,7 +176,7 @@ def test_an_interrupt_stops_a_repeat_series_after_the_run_it_cancels():
         return "interrupted by SIGINT" if len(calls) > 3 else None
 
     spec = WorkloadSpec.from_mapping({"backend": "memory-mp", "rate_eps": 1000, "duration_s": 60})
-    series = services.series_repeat(spec=spec, experiment_name="repeat-interrupted", repeat=3, interrupted=interrupted)
+    series = series_repeat(spec=spec, experiment_name="repeat-interrupted", repeat=3, interrupted=interrupted)
     runs = list(series.runs.order_by("pk"))
     assert series.status == "cancelled" and len(runs) == 1
     assert (runs[0].status, runs[0].error) == ("cancelled", "interrupted by SIGINT")
@@ -196,20 +197,20 @@ def test_an_in_process_approach_can_be_cancelled(approach):
 @pytest.mark.django_db
 @pytest.mark.parametrize("approach", ["loop", "asyncio"])
 def test_run_execute_of_an_approach_completes_and_an_interrupt_cancels_it(approach):
-    from experiments.services import runs as services
+    from experiments.services.runs import run_execute, run_prepare
     from queues.workload.spec import WorkloadSpec
 
     spec = WorkloadSpec.from_mapping({"backend": approach, "events": 20_000})
-    done = services.run_execute(run=services.run_prepare(spec=spec, experiment_name="approach"))
+    done = run_execute(run=run_prepare(spec=spec, experiment_name="approach"))
     assert done.status == "succeeded" and done.unique == 20_000
     big = WorkloadSpec.from_mapping({"backend": approach, "events": 2_000_000})
-    run = services.run_prepare(spec=big, experiment_name="approach")
+    run = run_prepare(spec=big, experiment_name="approach")
     calls = []
 
     def interrupted():  # arrives once the run is under way
         calls.append(1)
         return "interrupted by SIGTERM" if len(calls) > 2 else None
 
-    run = services.run_execute(run=run, interrupted=interrupted)
+    run = run_execute(run=run, interrupted=interrupted)
     assert (run.status, run.error) == ("cancelled", "interrupted by SIGTERM")
     assert 0 < run.unique < big.events

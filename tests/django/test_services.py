@@ -3,7 +3,8 @@
 import pytest
 
 from experiments.models import Run, RunSeries
-from experiments.services import runs as services
+from experiments.services.runs import run_cancel, run_execute, run_prepare
+from experiments.services.series import series_cancel, series_find_max
 from queues.workload.spec import WorkloadSpec
 
 SLOW = {"consume_cost_us": "1250"}  # memory-mp consumes at most 800 events/s
@@ -11,30 +12,30 @@ SLOW = {"consume_cost_us": "1250"}  # memory-mp consumes at most 800 events/s
 
 def prepare(options=None, **fields):
     spec = WorkloadSpec.from_mapping({"backend": "memory-mp", **fields})
-    return services.run_prepare(spec=spec, experiment_name="svc", options=options)
+    return run_prepare(spec=spec, experiment_name="svc", options=options)
 
 
 @pytest.mark.django_db
 def test_a_run_cancelled_while_queued_is_never_started():
     run = prepare(events=1_000)
-    assert services.run_cancel(run=run)
-    run = services.run_execute(run=run)
+    assert run_cancel(run=run)
+    run = run_execute(run=run)
     assert run.status == "cancelled" and run.started_at is None and run.finished_at is not None
     assert run.summary == {} and not run.samples.exists()
 
 
 @pytest.mark.django_db
 def test_run_execute_on_a_run_that_is_not_queued_does_nothing():
-    done = services.run_execute(run=prepare(events=1_000))
+    done = run_execute(run=prepare(events=1_000))
     assert done.status == "succeeded" and done.summary["verdict"] == "exact"
     samples = done.samples.count()
-    again = services.run_execute(run=Run.objects.get(pk=done.pk))
+    again = run_execute(run=Run.objects.get(pk=done.pk))
     assert (again.status, again.finished_at, again.summary) == (done.status, done.finished_at, done.summary)
     assert again.samples.count() == samples
 
     running = prepare(events=1_000)
     Run.objects.filter(pk=running.pk).update(status="running")  # as if another worker had it
-    running = services.run_execute(run=running)
+    running = run_execute(run=running)
     assert running.status == "running" and running.started_at is None and not running.samples.exists()
 
 
@@ -44,9 +45,9 @@ def test_a_cancel_while_running_is_stored_cancelled_with_its_counts():
 
     def cancel_midway(done, total):
         if done >= 200:
-            services.run_cancel(run=run)
+            run_cancel(run=run)
 
-    run = services.run_execute(run=run, on_progress=cancel_midway)
+    run = run_execute(run=run, on_progress=cancel_midway)
     assert run.status == "cancelled" and run.error == "cancelled by the user"
     assert run.started_at is not None and run.finished_at is not None
     assert 200 <= run.unique < 50_000 and run.summary["unique"] == run.unique
@@ -55,7 +56,7 @@ def test_a_cancel_while_running_is_stored_cancelled_with_its_counts():
 
 def find_max(**kwargs):
     spec = WorkloadSpec.from_mapping({"backend": "memory-mp", "rate_eps": 400, "duration_s": 1})
-    return services.series_find_max(
+    return series_find_max(
         spec=spec, experiment_name="svc", slo_p99_ms=100, start_rate_eps=400, options=SLOW, **kwargs
     )
 
@@ -63,7 +64,7 @@ def find_max(**kwargs):
 @pytest.mark.django_db
 def test_cancelling_the_series_between_steps_stops_the_search():
     def cancel_after_the_first_step(point):
-        services.series_cancel(series=RunSeries.objects.get())
+        series_cancel(series=RunSeries.objects.get())
 
     series = find_max(on_step=cancel_after_the_first_step)
     assert series.status == "cancelled" and series.result["status"] == "cancelled"
@@ -80,7 +81,7 @@ def test_cancelling_the_series_between_steps_stops_the_search():
 def test_cancelling_the_running_step_stops_the_search():
     def cancel_the_step(done, total):
         if done >= 100 and (step := Run.objects.filter(status="running").first()):
-            services.run_cancel(run=step)  # the runner's probe notices within a second
+            run_cancel(run=step)  # the runner's probe notices within a second
 
     series = find_max(on_progress=cancel_the_step)
     assert series.status == "cancelled" and "cancelled" in series.error

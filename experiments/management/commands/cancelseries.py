@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from experiments.models import RunSeries
-from experiments.services.runs import series_cancel
+from experiments.services.series import series_cancel
 
 
 class Command(BaseCommand):

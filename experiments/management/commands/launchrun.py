@@ -8,8 +8,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from experiments.management.waiting import runs_wait
-from experiments.models import Experiment
+from experiments.models import Experiment, Run
 from experiments.reports.text import format_report
+from experiments.selectors import run_json_summary
 from experiments.services.launches import experiment_launch
 
 
@@ -64,8 +65,6 @@ class Command(BaseCommand):
 
 def report_runs(command: BaseCommand, ids: list[int], *, as_json: bool) -> None:
     """Wait for runs ``ids`` and print each report as it ends; exit 1 if any did not succeed."""
-    from experiments.selectors import run_json_summary
-
     def show(run):
         if not as_json:
             command.stdout.write(format_report(run))
@@ -76,6 +75,6 @@ def report_runs(command: BaseCommand, ids: list[int], *, as_json: bool) -> None:
         raise CommandError("stopped waiting; the runs go on in the cluster (`manage.py cancelrun ID` stops one)") from None
     if as_json:
         command.stdout.write(json.dumps([run_json_summary(run=run) for run in runs], sort_keys=True))
-    failed = [run for run in runs if run.status != "succeeded"]
+    failed = [run for run in runs if run.status != Run.Status.SUCCEEDED]
     if failed:
         raise CommandError(f"run {failed[0].pk} {failed[0].status}: {failed[0].error}")

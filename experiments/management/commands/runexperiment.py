@@ -10,9 +10,12 @@ from django.core.management.base import BaseCommand, CommandError
 
 from experiments.execution.interrupts import Interrupts
 from experiments.execution.run_lock import one_run_at_a_time
+from experiments.models import Run, RunSeries
 from experiments.reports.text import format_report, format_spread
 from experiments.selectors import run_json_summary
-from experiments.services import runs as services
+from experiments.services.runs import run_execute, run_prepare
+from experiments.services.series import series_find_max, series_repeat
+from experiments.validation import spec_validate
 from queues.backends.options import options_from_pairs
 from queues.errors import InvalidSpec, QueueError
 from queues.run.launch import known_aliases
@@ -61,7 +64,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         try:
             options = options_from_pairs(opts["option"])
-            spec = services.spec_validate(values=_spec_values(opts), options=options)
+            spec = spec_validate(values=_spec_values(opts), options=options)
             repeat = _positive_int("--repeat", opts["repeat"])
             slo = _slo(opts) if opts["find_max"] else None
         except QueueError as exc:
@@ -83,27 +86,27 @@ class Command(BaseCommand):
                 ) from None
 
     def _single(self, spec, options, opts, interrupts):
-        run = services.run_prepare(spec=spec, experiment_name=opts["experiment"], options=options)
+        run = run_prepare(spec=spec, experiment_name=opts["experiment"], options=options)
         progress = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
-        run = services.run_execute(run=run, on_progress=progress, interrupted=interrupts)
+        run = run_execute(run=run, on_progress=progress, interrupted=interrupts)
         if progress:
             progress.close()
         if opts["json"]:
             self.stdout.write(json.dumps(run_json_summary(run=run), sort_keys=True))
         else:
             self.stdout.write(format_report(run))
-        if run.status != "succeeded":
+        if run.status != Run.Status.SUCCEEDED:
             raise _failed(f"run {run.pk} {run.status}: {run.error}", interrupts)
 
     def _repeat(self, spec, options, repeat, opts, interrupts):
-        series = services.series_repeat(
+        series = series_repeat(
             spec=spec, experiment_name=opts["experiment"], repeat=repeat, options=options, interrupted=interrupts
         )
         if opts["json"]:
             self.stdout.write(json.dumps(series.result, sort_keys=True))
         else:
             self.stdout.write(format_spread(series))
-        failed = [r for r in series.result["runs"] if r["status"] != "succeeded"]
+        failed = [r for r in series.result["runs"] if r["status"] != Run.Status.SUCCEEDED]
         if failed:
             raise _failed(f"run {failed[0]['run_id']} {failed[0]['status']}: {failed[0]['error']}", interrupts)
 
@@ -114,7 +117,7 @@ class Command(BaseCommand):
                 self.stderr.write(f"  {point.rate_eps:>12,.0f} events/s  p99 {point.p99_ms} ms  kept up {point.kept_up}  {verdict}")
 
         start = spec.rate_eps or 1000.0
-        series = services.series_find_max(
+        series = series_find_max(
             spec=spec, experiment_name=opts["experiment"], slo_p99_ms=slo, start_rate_eps=start, options=options,
             on_step=show, interrupted=interrupts,
         )
@@ -124,7 +127,7 @@ class Command(BaseCommand):
             best = series.result["max_rate_eps"]
             found = f"{best:,.0f} events/s" if best else "none (even the lowest rate tried missed the SLO)"
             self.stdout.write(f"series {series.pk}: highest rate within p99 <= {slo} ms on {spec.backend}: {found}")
-        if series.status != "succeeded":
+        if series.status != RunSeries.Status.SUCCEEDED:
             raise _failed(f"series {series.pk} {series.status}: {series.error}", interrupts)
 
 
