@@ -144,7 +144,7 @@ class Run(models.Model):
 
 
 class Sample(models.Model):
-    """One interval (about a second) of a run: see ``queues.measurement.histograms.Sample``."""
+    """One interval (about a second) of a run: see ``queues.measurement.histograms.IntervalSample``."""
 
     run = models.ForeignKey(Run, related_name="samples", on_delete=models.CASCADE)
     t_s = models.FloatField()
@@ -230,7 +230,7 @@ class HostShare(models.Model):
 
 
 class HostReport(models.Model):
-    """A host's report (``queues.distributed.coordinator.HostReport``, encoded), read and deleted by the
+    """A host's report (``queues.distributed.reports.ShareReport``, encoded), read and deleted by the
     coordinator."""
 
     share = models.ForeignKey(HostShare, related_name="reports", on_delete=models.CASCADE)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ValidationError
 
 from queues.backends import backend_class
-from queues.distributed.coordinator import plan_shares
+from queues.distributed.plan import plan_shares
 from queues.errors import InvalidSpec, NotSupported, QueueError, UnknownBackend
 from queues.faults.injectors import check_faults
 from queues.run.approaches import validate as approach_validate

@@ -1,5 +1,5 @@
 """Distributed runs over the database: the transport between a run's coordinator and its load
-hosts (``queues.distributed.coordinator`` holds the engine's side: the plan, the merge, both loops).
+hosts (``queues.distributed`` holds the engine's side: the plan, the merge, both loops).
 
 Everything travels through rows of the one database every host already reaches: the
 coordinator creates a ``HostShare`` per host and routes a django-q2 task to the host's queue
@@ -25,11 +25,13 @@ from django_q.tasks import async_task
 
 from experiments.hosts.heartbeat import clock_offset_measure, host_queue, hosts_alive
 from experiments.models import Host, HostReport, HostShare, Run
-from queues.distributed.coordinator import DistributedRunner, Share, plan_shares, run_share
-from queues.distributed.coordinator import HostReport as EngineReport
+from queues.distributed.coordinator import DistributedRunner
+from queues.distributed.host import run_share
+from queues.distributed.plan import Share, plan_shares
+from queues.distributed.reports import ShareReport
 from queues.errors import QueueError
 from queues.measurement.clocks import ClockOffset
-from queues.measurement.histograms import Sample
+from queues.measurement.histograms import IntervalSample
 from queues.run.launch import build_backend
 from queues.run.runner import RunResult
 from queues.workload.spec import WorkloadSpec
@@ -89,7 +91,7 @@ class DatabaseHostLink:
 
 def run_distributed(
     *, run: Run, spec: WorkloadSpec, run_id: str, options: Mapping[str, Any], placement: Mapping[str, Any],
-    on_sample: Callable[[Sample], None], on_progress: Callable[[int, int], None] | None,
+    on_sample: Callable[[IntervalSample], None], on_progress: Callable[[int, int], None] | None,
     should_cancel: Callable[[], bool],
 ) -> RunResult:
     """Coordinate ``run`` over its load hosts (``run_execute`` calls it for a placed run)."""
@@ -106,7 +108,7 @@ def run_distributed(
 
 
 class DatabaseShareChannel:
-    """``queues.distributed.coordinator.ShareChannel`` over one ``HostShare`` row."""
+    """``queues.distributed.host.ShareChannel`` over one ``HostShare`` row."""
 
     def __init__(self, share: HostShare) -> None:
         self.share = share
@@ -126,7 +128,7 @@ class DatabaseShareChannel:
         stop, status = HostShare.objects.values_list("stop", "run__status").get(pk=self.share.pk)
         return stop or status != Run.Status.RUNNING
 
-    def report(self, report: EngineReport) -> None:
+    def report(self, report: ShareReport) -> None:
         HostReport.objects.create(share_id=self.share.pk, seq=report.seq, payload=report.encode())
         if report.final:
             HostShare.objects.filter(pk=self.share.pk).update(

@@ -24,7 +24,7 @@ from django_prometheus.exports import ExportToDjangoView
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 from queues.measurement.histograms import LATENCY_BUCKETS_US
-from queues.measurement.histograms import Sample as EngineSample
+from queues.measurement.histograms import IntervalSample
 
 LATENCY_BUCKETS_S = tuple(bound_us / 1e6 for bound_us in LATENCY_BUCKETS_US)
 
@@ -64,7 +64,7 @@ class Progress:
     consumed: int = 0
 
 
-def progress_delta(previous: Progress, sample: EngineSample) -> Progress:
+def progress_delta(previous: Progress, sample: IntervalSample) -> Progress:
     """What ``sample`` adds to the counters since ``previous``. Never negative: a counter only
     goes up, and a sample's counts never go down within a run."""
     return Progress(max(0, sample.produced - previous.produced), max(0, sample.consumed - previous.consumed))
@@ -74,7 +74,7 @@ def progress_delta(previous: Progress, sample: EngineSample) -> Progress:
 _progress: dict[int, Progress] = {}
 
 
-def sample_observe(*, run_id: int, backend: str, sample: EngineSample) -> None:
+def sample_observe(*, run_id: int, backend: str, sample: IntervalSample) -> None:
     """Feed one interval of a running run: counters by their increase since the run's previous
     sample, the interval's latency distribution into the histogram, and the gauges."""
     delta = progress_delta(_progress.get(run_id, Progress()), sample)
@@ -122,7 +122,7 @@ def run_ended(*, run_id: int, backend: str, status: str, duplicates: int | None,
 # -- receivers of ``experiments.signals`` (connected in ``ExperimentsConfig.ready``) -----------
 
 
-def on_sample_stored(sender: Any, *, run: Any, sample: EngineSample, **kwargs: Any) -> None:
+def on_sample_stored(sender: Any, *, run: Any, sample: IntervalSample, **kwargs: Any) -> None:
     """``sample_stored``: feed the engine's sample of a running run."""
     sample_observe(run_id=run.pk, backend=run.backend, sample=sample)
 

@@ -26,7 +26,7 @@ from experiments.services.cleanup import leftovers_remove
 from experiments.validation import SPEC_FIELDS
 from queues.errors import QueueError
 from queues.measurement import environment
-from queues.measurement.histograms import Sample as EngineSample
+from queues.measurement.histograms import IntervalSample
 from queues.run.launch import NAMESPACE, check_alias, run_spec
 from queues.run.runner import Faults, RunResult
 from queues.workload.spec import WorkloadSpec
@@ -186,7 +186,7 @@ def _in_event_loop() -> bool:
     return True
 
 
-def sample_create(*, run: Run, sample: EngineSample) -> Sample:
+def sample_create(*, run: Run, sample: IntervalSample) -> Sample:
     """Store one interval sample of ``run``; ``signals.sample_stored`` tells the live page and
     Prometheus."""
     latency = sample.latency_ms or {}

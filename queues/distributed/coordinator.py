@@ -1,16 +1,16 @@
-"""A run split over load hosts: the plan, the hosts' reports, and both ends of the run.
+"""The coordinator of a run split over load hosts.
 
-The coordinator is an ordinary ``Runner`` whose ``Supervisor`` is replaced by a
-``RemoteSupervisor``: instead of forking workers it hands each host its share (``HostLink``, the
-transport, lives in ``experiments``), and instead of reading the workers' pipes it reads the
-hosts' reports. A report relays the host's worker messages (``queues.workers.reports``) unchanged but
+The coordinator is an ordinary ``Runner`` given a ``RemoteSupervisor`` in place of its
+``Supervisor`` and a start that waits for the hosts: instead of forking workers the supervisor
+hands each host its share (``HostLink``, the transport, lives in ``experiments``), and instead of
+reading the workers' pipes it reads the hosts' reports (``queues.distributed.reports``). A report relays the host's worker messages (``queues.workers.reports``) unchanged but
 for their times, which are moved onto the coordinator's clock; so the coordinator's
 ``Accounting`` merges them exactly as it merges local workers' messages: counters summed,
 ledger indices united (duplicates across hosts are still duplicates), encoded HdrHistograms
 added, never percentiles averaged. The samples, the drain and the summary are a single
 machine's.
 
-A host runs ``run_share``: its workers, forked as the local runner forks them, wait at the start
+A host runs ``run_share`` (``queues.distributed.host``): its workers, forked as the local runner forks them, wait at the start
 barrier until the coordinator sets one absolute start time (on the reference clock, converted
 with each host's measured offset); then it reports every ``REPORT_S`` until told to stop.
 
@@ -24,38 +24,23 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import msgpack  # type: ignore[import-untyped]
-
 from queues.backends import Backend
-from queues.errors import InvalidSpec, QueueError
-from queues.measurement.clocks import ClockOffset
-from queues.measurement.histograms import encode, merge_encoded, new_histogram, percentiles_ms
-from queues.run.runner import Runner, RunResult, _Clock
-from queues.workers.channel import SharedFlag
+from queues.distributed.plan import Share, latency_shifts
+from queues.distributed.reports import ShareReport, on_clock
+from queues.errors import NotSupported, QueueError
+from queues.measurement.histograms import new_histogram, percentiles_ms
+from queues.run.result import RunResult
+from queues.run.runner import Runner
 from queues.workers.context import WorkerContext
-from queues.workers.reports import (
-    CONSUMER,
-    PRODUCER,
-    BatchReport,
-    Done,
-    Histograms,
-    Message,
-    Reconnected,
-    WorkerFailed,
-    from_wire,
-    to_wire,
-)
-from queues.workers.supervision import Supervisor
+from queues.workers.reports import PRODUCER, Done, Message, WorkerFailed
+from queues.workers.supervision import Worker
 from queues.workload.spec import WorkloadSpec
 
 log = logging.getLogger(__name__)
 
-REPORT_S = 0.5  # a host reports this often
 #: A host whose reports stopped for this long is lost: the run fails naming it (within 3 s of
 #: its last report, with the coordinator's polling).
 HOST_LOST_AFTER_S = 2.0
@@ -63,111 +48,6 @@ REPORT_POLL_S = 0.1  # the coordinator reads new reports this often
 START_LEAD_S = 0.5  # the start time is set this far ahead: every host must read it before
 JOIN_TIMEOUT_S = 30.0  # every share must have its workers ready by then
 
-
-# -- the plan ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Share:
-    """What one host runs: producer and consumer indices of the run."""
-
-    host: str
-    producers: tuple[int, ...] = ()
-    consumers: tuple[int, ...] = ()
-
-
-def plan_shares(spec: WorkloadSpec, placement: Mapping[str, Any]) -> dict[str, Share]:
-    """Each host's share for ``placement`` (``{"producers": {"A": 2}, "consumers": {"B": 1,
-    "C": 1}}``): indices handed out in the order the hosts are named. Raises ``InvalidSpec``
-    when the counts do not add up to the spec's, or a count is not a whole number."""
-    if not isinstance(placement, Mapping) or set(placement) - {"producers", "consumers"}:
-        raise InvalidSpec(
-            f'placement must be {{"producers": {{HOST: N}}, "consumers": {{HOST: N}}}}, got {placement!r}',
-            field="placement",
-        )
-    if spec.faults:
-        raise InvalidSpec("a run placed on load hosts takes no faults (not supported yet)", field="placement")
-    shares: dict[str, dict[str, list[int]]] = {}
-    for role, wanted in (("producers", spec.producers), ("consumers", spec.consumers)):
-        counts = placement.get(role) or {}
-        if not isinstance(counts, Mapping) or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts.values()
-        ):
-            raise InvalidSpec(f"placement's {role} must map host names to whole numbers, got {counts!r}",
-                              field="placement")
-        if sum(counts.values()) != wanted:
-            raise InvalidSpec(f"placement puts {sum(counts.values())} {role} on hosts, the spec has {wanted}",
-                              field="placement")
-        index = 0
-        for host, n in counts.items():
-            share = shares.setdefault(str(host), {"producers": [], "consumers": []})
-            share[role] += range(index, index + n)
-            index += n
-    return {h: Share(h, tuple(s["producers"]), tuple(s["consumers"])) for h, s in shares.items()
-            if s["producers"] or s["consumers"]}
-
-
-def latency_shifts(shares: Mapping[str, Share], offsets_s: Mapping[str, float], producers: int) -> dict[str, list[int]]:
-    """For each host, what its consumers add to an event's measured latency, by producer
-    index: ``offset(consumer's host) - offset(producer's host)`` in ns."""
-    host_of = {p: s.host for s in shares.values() for p in s.producers}
-    return {
-        host: [round((offsets_s[host] - offsets_s[host_of[p]]) * 1e9) if p in host_of else 0 for p in range(producers)]
-        for host in shares
-    }
-
-
-# -- reports ----------------------------------------------------------------------------------
-
-@dataclass
-class HostReport:
-    """One host's report: the worker messages since its last one, its producers' sent counts,
-    its own e2e histogram so far (encoded), whether it is its last, and an error if it failed."""
-
-    seq: int
-    messages: list[Message]
-    sent: dict[int, int] = field(default_factory=dict)
-    e2e: bytes = b""
-    final: bool = False
-    error: str | None = None
-
-    def encode(self) -> bytes:
-        return zlib.compress(msgpack.packb({
-            "seq": self.seq, "messages": [to_wire(m) for m in self.messages], "sent": list(self.sent.items()),
-            "e2e": self.e2e, "final": self.final, "error": self.error,
-        }, use_bin_type=True), 1)
-
-    @classmethod
-    def decode(cls, payload: bytes) -> HostReport:
-        data = msgpack.unpackb(zlib.decompress(payload), raw=False)
-        return cls(data["seq"], [from_wire(tuple(w)) for w in data["messages"]], dict(data["sent"]), data["e2e"],
-                   data["final"], data["error"])
-
-
-def on_clock(message: Message, shift_ns: int) -> Message:
-    """``message`` with its times (``time.time_ns`` of the host) moved by ``shift_ns``."""
-    if not shift_ns:
-        return message
-    match message:
-        case BatchReport():
-            return replace(message, received_ns=message.received_ns + shift_ns)
-        case Done(role=role) if role == PRODUCER:
-            return replace(message, last_send_ns=message.last_send_ns and message.last_send_ns + shift_ns,
-                           last_window_send_ns=message.last_window_send_ns and message.last_window_send_ns + shift_ns)
-        case Reconnected():
-            return replace(message, at_ns=message.at_ns + shift_ns)
-    return message
-
-
-def union_histogram(encoded: Sequence[bytes]) -> Any:
-    """The sum of encoded histograms (what the merged run's must equal)."""
-    total = new_histogram()
-    for blob in encoded:
-        if blob:
-            merge_encoded(total, blob)
-    return total
-
-
-# -- the coordinator --------------------------------------------------------------------------
 
 class HostLink(Protocol):
     """The coordinator's transport to its hosts (``experiments.hosts.distribution``)."""
@@ -199,8 +79,9 @@ class RemoteSupervisor:
                  on_message: Callable[[Message], None], stop_timeout_s: float, join_timeout_s: float) -> None:
         self.link, self.shares, self.context, self.on_message = link, shares, context, on_message
         self.stop_timeout_s, self.join_timeout_s = stop_timeout_s, join_timeout_s
-        self.workers: list[Any] = []
-        self.replaced, self.last_kill = 0, None
+        self.workers: list[Worker] = []  # none here: they run on the hosts
+        self.replaced, self.replace_after_s = 0, 0.0
+        self.last_kill: float | None = None
         self.failures: list[WorkerFailed] = []
         self.producers_left = {p for s in shares.values() for p in s.producers}
         self.offsets_s: dict[str, float] = {}
@@ -250,7 +131,7 @@ class RemoteSupervisor:
 
     def receive(self) -> None:
         for host, payload in self.link.reports():
-            report = HostReport.decode(payload)
+            report = ShareReport.decode(payload)
             self.last_report[host] = time.monotonic()
             shift = self.shift_ns(host)
             for message in report.messages:
@@ -296,34 +177,46 @@ class RemoteSupervisor:
     def reap(self) -> None:
         """The hosts' workers are theirs to reap."""
 
+    # a distributed run takes no faults (``plan_shares`` refuses them): nothing asks these
+    def find(self, role: str, index: int) -> Worker:
+        raise NotSupported(f"{role} {index} runs on a load host: no fault reaches it")
 
-class DistributedRunner(Runner):
-    """A ``Runner`` whose workers run on load hosts (see the module's docstring)."""
+    def kill(self, worker: Worker, *, reason: str, replace_after_s: float | None = None) -> None:
+        raise NotSupported("a worker on a load host cannot be killed from the coordinator")
+
+
+class DistributedRunner:
+    """A ``Runner`` whose workers run on load hosts (see the module's docstring). Call ``run()``
+    once."""
 
     def __init__(self, spec: WorkloadSpec, backend: Backend, *, run_id: str, link: HostLink,
                  shares: Mapping[str, Share], join_timeout_s: float = JOIN_TIMEOUT_S, **kwargs: Any) -> None:
-        super().__init__(spec, backend, run_id=run_id, **kwargs)
-        self.shares = shares
-        self.accounting.totals["e2e_negative"] = new_histogram()  # merged like the others
-        self.supervisor = RemoteSupervisor(  # type: ignore[assignment]
-            link=link, shares=shares, context=self.worker_ctx, on_message=self.accounting.apply,
-            stop_timeout_s=self.supervisor.stop_timeout_s, join_timeout_s=join_timeout_s,
-        )
+        """``kwargs``: the ``Runner``'s own (``on_sample``, ``should_cancel``, ...)."""
+        self.link, self.shares, self.join_timeout_s = link, shares, join_timeout_s
+        self.supervisor: RemoteSupervisor  # built by the runner, through ``_supervise``
+        self.runner = Runner(spec, backend, run_id=run_id, supervise=self._supervise, start=self._start, **kwargs)
+        self.runner.accounting.totals["e2e_negative"] = new_histogram()  # merged like the others
 
-    def _start(self) -> None:
+    def _supervise(self, context: WorkerContext, on_message: Callable[[Message], None],
+                   stop_timeout_s: float) -> RemoteSupervisor:
+        self.supervisor = RemoteSupervisor(
+            link=self.link, shares=self.shares, context=context, on_message=on_message,
+            stop_timeout_s=stop_timeout_s, join_timeout_s=self.join_timeout_s,
+        )
+        return self.supervisor
+
+    def _start(self) -> int:
+        """Every host starts at one time, ``START_LEAD_S`` ahead (each must read it before);
+        returns it, once it has come."""
         t0_ns = time.time_ns() + round(START_LEAD_S * 1e9)
-        self.supervisor.start_at(t0_ns)  # type: ignore[attr-defined]
+        self.supervisor.start_at(t0_ns)
         time.sleep(max(0.0, (t0_ns - time.time_ns()) / 1e9))
-        self.worker_ctx.t0_ns.value = t0_ns
-        self.clock = _Clock(t0_ns, time.monotonic(), self.worker_ctx.window_ns())
-        self.accounting.window_end_ns = self.clock.window_ns[1]
-        self.accounting.t0_ns = t0_ns
-        self.accounting.tally.last_progress = self.clock.t0
+        return t0_ns
 
     def run(self) -> RunResult:
-        result = super().run()
-        supervisor: RemoteSupervisor = self.supervisor  # type: ignore[assignment]
-        negative = self.accounting.totals["e2e_negative"]
+        result = self.runner.run()
+        supervisor = self.supervisor
+        negative = self.runner.accounting.totals["e2e_negative"]
         result.summary["negative_latencies"] = {
             "count": negative.get_total_count(), "max_ms": (percentiles_ms(negative) or {}).get("max"),
         }
@@ -339,96 +232,3 @@ class DistributedRunner(Runner):
                             f"lost of {result.ledger.events:,}")
             result.summary["error"] = result.error
         return result
-
-
-# -- a host -----------------------------------------------------------------------------------
-
-class ShareChannel(Protocol):
-    """A host's transport to the coordinator (``experiments.hosts.distribution``)."""
-
-    def joined(self, offset: ClockOffset) -> None:
-        """The share's workers are ready; ``offset`` is this host's clock offset."""
-
-    def start_signal(self) -> tuple[int, list[int]] | None:
-        """(start time on the reference clock in ns, latency shifts by producer) once set."""
-
-    def stopped(self) -> bool:
-        """The coordinator told the hosts to stop (or the run ended)."""
-
-    def report(self, report: HostReport) -> None: ...
-
-
-class _Relay:
-    """The host's worker messages, kept until the next report; its own e2e histogram."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.e2e = new_histogram()
-
-    def __call__(self, message: Message) -> None:
-        self.messages.append(message)
-        encoded = message.encoded if isinstance(message, Histograms) else (
-            message.histograms if isinstance(message, BatchReport) else None)
-        if encoded and "e2e" in encoded:
-            merge_encoded(self.e2e, encoded["e2e"])
-
-    def take(self) -> list[Message]:
-        taken, self.messages = self.messages, []
-        return taken
-
-
-def run_share(spec: WorkloadSpec, backend: Backend, *, queue: str, share: Share, channel: ShareChannel,
-              offset: ClockOffset, mp_context: Any, report_s: float = REPORT_S) -> str:
-    """Run this host's ``share`` of a distributed run to its end; what happened, in words."""
-    relay = _Relay()
-    context = WorkerContext(
-        spec, backend, queue, None, SharedFlag(mp_context), SharedFlag(mp_context),  # type: ignore[arg-type]
-        mp_context.Value("q", 0, lock=False), mp_context.Array("q", spec.producers, lock=False),
-        latency_shift_ns=mp_context.Array("q", spec.producers, lock=False),
-    )
-    supervisor = Supervisor(mp_context=mp_context, context=context, threads=False, on_message=relay)
-    seq, error = 0, None
-
-    def report(final: bool = False) -> None:
-        nonlocal seq
-        seq += 1
-        channel.report(HostReport(seq, relay.take(), {p: int(context.sent[p]) for p in share.producers},
-                                  encode(relay.e2e) if relay.e2e.get_total_count() else b"",
-                                  final, error))
-
-    try:
-        for index in share.consumers:
-            supervisor.spawn(CONSUMER, index)
-        for index in share.producers:
-            supervisor.spawn(PRODUCER, index)
-        supervisor.await_ready()
-        channel.joined(offset)
-        while (signal := channel.start_signal()) is None:
-            if channel.stopped():
-                return "stopped before the start"
-            supervisor.check()
-            time.sleep(0.05)
-        start_ns, shifts = signal
-        context.latency_shift_ns[:] = shifts
-        t0_ns = start_ns - round(offset.offset_s * 1e9)
-        context.t0_ns.value = t0_ns
-        time.sleep(max(0.0, (t0_ns - time.time_ns()) / 1e9))
-        context.start.set()
-        next_report = time.monotonic() + report_s
-        while True:
-            supervisor.pump(0.005)
-            supervisor.check()
-            if time.monotonic() >= next_report:
-                if channel.stopped():
-                    break
-                report()
-                next_report += report_s
-    except QueueError as exc:
-        error = str(exc)
-    finally:
-        context.stop.set()
-        context.start.set()
-        supervisor.stop()
-        supervisor.reap()
-        report(final=True)
-    return f"failed: {error}" if error else "done"

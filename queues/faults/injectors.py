@@ -32,7 +32,7 @@ from queues.errors import NotSupported, QueueError
 from queues.faults.servers import private_server
 from queues.measurement.ledger import Ledger
 from queues.workers.reports import CONSUMER, PRODUCER
-from queues.workers.supervision import Supervisor
+from queues.workers.supervision import Worker
 from queues.workload.events import encode_events, split_messages
 from queues.workload.faults import (
     CUT_CONNECTIONS,
@@ -66,6 +66,21 @@ class FaultFailed(QueueError):
     """A fault could not be applied; the run fails with this reason."""
 
 
+class RunWorkers(Protocol):
+    """What a fault may do to the run's workers (``queues.workers.supervision.Supervisor``): find
+    one, kill it (and have it replaced)."""
+
+    @property
+    def workers(self) -> list[Worker]: ...
+
+    @property
+    def replace_after_s(self) -> float: ...
+
+    def find(self, role: str, index: int) -> Worker: ...
+
+    def kill(self, worker: Worker, *, reason: str, replace_after_s: float | None = None) -> None: ...
+
+
 class RunCounts(Protocol):
     """What a fault reads and writes of the run's accounting (``queues.run.accounting.Accounting``,
     which the runner passes; the runner's layer is above the faults'): the ledger's counts, and a
@@ -83,7 +98,7 @@ class RunHandle:
 
     backend: Backend
     queue: str
-    supervisor: Supervisor
+    supervisor: RunWorkers
     accounting: RunCounts
     server: Any = None  # queues.faults.servers.PrivateServer
     elapsed_s: Callable[[], float] = field(default=lambda: 0.0)

@@ -128,7 +128,7 @@ def _slots(hist: HdrHistogram, index: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 @dataclass
-class Sample:
+class IntervalSample:
     """One interval of a run, as stored and streamed.
 
     ``t_s`` is the end of the interval, in seconds since the producers started. Counts are

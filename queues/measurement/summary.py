@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from queues.measurement.histograms import Sample, percentiles_ms
+from queues.measurement.histograms import IntervalSample, percentiles_ms
 from queues.measurement.ledger import LedgerResult
 from queues.workload.spec import WorkloadSpec
 
@@ -182,7 +182,7 @@ class SteadyCounts:
 
 
 def steady_figures(
-    *, spec: WorkloadSpec, counts: SteadyCounts, samples: Sequence[Sample], latency: Any, send_delay: Any,
+    *, spec: WorkloadSpec, counts: SteadyCounts, samples: Sequence[IntervalSample], latency: Any, send_delay: Any,
     publish: Any | None = None,
 ) -> dict[str, Any]:
     """What a steady run adds to the summary (see the README's JSON table). ``latency`` and
@@ -238,7 +238,7 @@ def kept_up_verdict(*, spec: WorkloadSpec, counts: SteadyCounts, latency: Any, b
     )
 
 
-def worst_interval_send_ratio(samples: Sequence[Sample], *, begin_s: float, end_s: float) -> float | None:
+def worst_interval_send_ratio(samples: Sequence[IntervalSample], *, begin_s: float, end_s: float) -> float | None:
     """The lowest, over the sample intervals that overlap the measured window, of the events
     sent in the interval over the events the schedule made due in it; ``None`` without such an
     interval. On time, every interval is about 1; a producer stalled for a whole interval
@@ -311,7 +311,7 @@ def _send_limit(spec: WorkloadSpec, publish: Any | None, counts: SteadyCounts | 
     )
 
 
-def recovery_s(samples: Sequence[Sample], *, fault_s: float, offered_eps: float) -> float | None:
+def recovery_s(samples: Sequence[IntervalSample], *, fault_s: float, offered_eps: float) -> float | None:
     """Seconds from a fault at ``fault_s`` until the consume rate is back within
     ``RECOVERY_TOLERANCE`` of ``offered_eps`` and stays there for ``RECOVERY_HOLD_S`` (a catch-up
     well above the offered rate is not recovered yet: the backlog is still draining). Counted
@@ -340,7 +340,7 @@ def recovery_s(samples: Sequence[Sample], *, fault_s: float, offered_eps: float)
 
 
 def fault_figures(
-    *, faults: Sequence[dict[str, Any]], samples: Sequence[Sample], offered_eps: float | None, reconnects: int,
+    *, faults: Sequence[dict[str, Any]], samples: Sequence[IntervalSample], offered_eps: float | None, reconnects: int,
     replaced: int, resend_bound: int, markers: Sequence[dict[str, Any]],
 ) -> dict[str, Any]:
     """What a run with faults adds to its summary: each fault (``queues.faults.injectors.TimedFault.report``)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from queues.measurement.histograms import Sample, bucket_counts, merge_encoded, new_histogram, percentiles_ms
+from queues.measurement.histograms import IntervalSample, bucket_counts, merge_encoded, new_histogram, percentiles_ms
 from queues.measurement.ledger import Ledger
 from queues.measurement.summary import SteadyCounts, offered_eps
 from queues.workers.reports import (
@@ -90,7 +90,7 @@ class Accounting:
         self.tally = Tally()
         self.totals = {name: new_histogram() for name in SUMMARY_HISTOGRAMS}
         self.interval = {name: new_histogram() for name in INTERVAL_HISTOGRAMS}
-        self.samples: list[Sample] = []
+        self.samples: list[IntervalSample] = []
         # the steady run's schedules, for the events due at any time (the realised offer)
         self.schedules = [Schedule(spec, p) for p in range(spec.producers)] if spec.steady else []
         self.kills: list[Kill] = []
@@ -198,7 +198,7 @@ class Accounting:
     def take_sample(
         self, *, elapsed_s: float, produced: int, depth: int | None, due: int | None = None,
         depth_detail: dict[str, int | None] | None = None,
-    ) -> Sample:
+    ) -> IntervalSample:
         """Close the current interval at ``elapsed_s`` seconds into the run: a sample of the
         rates and latency since the previous one. ``produced`` is the events sent so far;
         ``due`` the events due by then (``due_by``; computed from ``elapsed_s`` if not given)."""
@@ -209,7 +209,7 @@ class Accounting:
             due = self.due_by(int(elapsed_s * 1e9))
         e2e = self._interval("e2e")
         buckets, sum_us = bucket_counts(e2e)
-        sample = Sample(
+        sample = IntervalSample(
             t_s=round(elapsed_s, 3),
             produced=produced,
             consumed=consumed,

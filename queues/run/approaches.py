@@ -28,7 +28,7 @@ import numpy as np
 
 from queues.errors import InvalidSpec
 from queues.measurement import environment
-from queues.measurement.histograms import Sample, bucket_counts, new_histogram, percentiles_ms, record_many
+from queues.measurement.histograms import IntervalSample, bucket_counts, new_histogram, percentiles_ms, record_many
 from queues.measurement.ledger import Ledger
 from queues.measurement.summary import summarise
 from queues.run.result import RunResult, RunStatus
@@ -184,7 +184,7 @@ def run_approach(
     spec: WorkloadSpec,
     *,
     run_id: str,
-    on_sample: Callable[[Sample], None] | None = None,
+    on_sample: Callable[[IntervalSample], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> RunResult:
@@ -196,7 +196,7 @@ def run_approach(
     APPROACHES[spec.backend](spec, acc)
     elapsed = time.monotonic() - began
     ledger = acc.ledger.result()
-    sample = Sample(
+    sample = IntervalSample(
         t_s=round(elapsed, 3), produced=spec.events, consumed=ledger.received, unique=ledger.unique,
         produce_eps=round(spec.events / elapsed, 1), consume_eps=round(ledger.received / elapsed, 1),
         depth=None, backlog=0, latency_ms=percentiles_ms(acc.latency),

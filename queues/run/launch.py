@@ -15,7 +15,7 @@ from queues.backends import BACKENDS, Backend, backend_class, suggest
 from queues.backends.options import OptionValue, options_resolve
 from queues.errors import InvalidSpec, UnknownBackend
 from queues.faults.servers import private_server
-from queues.measurement.histograms import Sample
+from queues.measurement.histograms import IntervalSample
 from queues.run.approaches import APPROACHES, run_approach
 from queues.run.runner import Faults, Runner, RunResult
 from queues.workload.faults import RESTART_SERVER
@@ -99,7 +99,7 @@ def run_spec(
     run_id: str,
     urls: Mapping[str, str] | None = None,
     options: Mapping[str, Any] | None = None,
-    on_sample: Callable[[Sample], None] | None = None,
+    on_sample: Callable[[IntervalSample], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     faults: Faults | None = None,

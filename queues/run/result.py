@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from queues.measurement.histograms import Sample
+from queues.measurement.histograms import IntervalSample
 from queues.measurement.ledger import LedgerResult
 from queues.workload.spec import WorkloadSpec
 
@@ -29,6 +29,6 @@ class RunResult:
     status: RunStatus
     error: str | None
     summary: dict[str, Any]
-    samples: list[Sample]
+    samples: list[IntervalSample]
     environment: dict[str, Any]
     ledger: LedgerResult

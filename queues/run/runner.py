@@ -25,7 +25,7 @@ from queues.backends import Backend
 from queues.errors import QueueError
 from queues.faults.injectors import Fault, Faults, RunHandle, TimedFault, build, from_spec
 from queues.measurement import environment
-from queues.measurement.histograms import Sample
+from queues.measurement.histograms import IntervalSample
 from queues.measurement.ledger import Ledger
 from queues.measurement.summary import (
     LOST_IN_RESTART,
@@ -40,6 +40,7 @@ from queues.measurement.summary import (
 from queues.run.accounting import Accounting
 from queues.run.drain import DrainResult, final_drain
 from queues.run.result import RunResult, RunStatus
+from queues.run.supervising import RunSupervisor, SupervisorFactory
 from queues.workers.channel import SharedFlag
 from queues.workers.context import WorkerContext
 from queues.workers.reports import CONSUMER, PRODUCER
@@ -78,7 +79,7 @@ class Runner:
         backend: Backend,
         *,
         run_id: str,
-        on_sample: Callable[[Sample], None] | None = None,
+        on_sample: Callable[[IntervalSample], None] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         faults: Faults | Sequence[Fault] | None = None,
@@ -86,9 +87,16 @@ class Runner:
         profile_dir: str | None = None,
         stop_timeout_s: float = STOP_TIMEOUT_S,
         server: Any = None,
+        supervise: SupervisorFactory | None = None,
+        start: Callable[[], int] = time.time_ns,
     ) -> None:
         """``server`` is the private server (``queues.faults.servers``) the backend points at, which a
-        ``restart-server`` fault restarts; the caller starts and closes it."""
+        ``restart-server`` fault restarts; the caller starts and closes it.
+
+        ``supervise`` builds what runs the workers (``queues.run.supervising``; by default a
+        ``Supervisor`` that forks them here); ``start`` is called once they are all ready, and
+        returns when the producers start (``time.time_ns()``), once that time has come (by default
+        now). A distributed run passes both (``queues.distributed.coordinator``)."""
         self.spec, self.backend, self.run_id = spec, backend, run_id
         self.on_sample, self.on_progress = on_sample, on_progress
         self.should_cancel = should_cancel or (lambda: False)
@@ -115,11 +123,13 @@ class Runner:
             [0] * spec.producers if threads else mp_context.Array("q", spec.producers, lock=False),
             profile_dir,
         )
-        self.supervisor = Supervisor(
-            mp_context=mp_context, context=self.worker_ctx, threads=threads, on_message=self.accounting.apply,
-            on_kill=self._note_kill, on_replace=self._note_replace, stop_timeout_s=stop_timeout_s,
-            replace_after_s=spec.replace_after_s,
-        )
+        self.start_at = start
+        self.supervisor: RunSupervisor = supervise(self.worker_ctx, self.accounting.apply, stop_timeout_s) \
+            if supervise else Supervisor(
+                mp_context=mp_context, context=self.worker_ctx, threads=threads, on_message=self.accounting.apply,
+                on_kill=self._note_kill, on_replace=self._note_replace, stop_timeout_s=stop_timeout_s,
+                replace_after_s=spec.replace_after_s,
+            )
         self.handle = RunHandle(backend, self.queue, self.supervisor, self.accounting, server, self._elapsed_s)
         self.clock: _Clock | None = None  # set when the producers are told to start
         self.drain: DrainResult | None = None  # set by the final drain, if the server answered it
@@ -130,7 +140,7 @@ class Runner:
         return self.accounting.ledger
 
     @property
-    def samples(self) -> list[Sample]:
+    def samples(self) -> list[IntervalSample]:
         return self.accounting.samples
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -226,7 +236,8 @@ class Runner:
         return time.monotonic() - self.clock.t0 if self.clock else 0.0
 
     def _start(self) -> None:
-        t0_ns, t0 = time.time_ns(), time.monotonic()
+        t0_ns = self.start_at()
+        t0 = time.monotonic()
         self.worker_ctx.t0_ns.value = t0_ns
         self.clock = _Clock(t0_ns, t0, self.worker_ctx.window_ns())
         self.accounting.window_end_ns = self.clock.window_ns[1]

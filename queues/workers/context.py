@@ -27,7 +27,7 @@ class WorkerContext:
     t0_ns: Any  # shared Value: the run's start on time.time_ns(), set before ``start``
     sent: Any  # shared Array: events sent so far, one slot per producer (read by the sampler)
     profile_dir: str | None = None  # write a cProfile of each worker there (bench/)
-    #: Distributed runs (``queues.distributed.coordinator``): shared Array, by producer index, of what a
+    #: Distributed runs (``queues.distributed.host``): shared Array, by producer index, of what a
     #: consumer adds to an event's latency to correct the clock offset between its host and
     #: the producer's (ns), set before ``start``. ``None`` on one machine: nothing added.
     latency_shift_ns: Any = None

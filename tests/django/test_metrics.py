@@ -24,7 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from experiments.models import Experiment, Run
 from experiments.prometheus import metrics
 from experiments.services.runs import run_fail
-from queues.measurement.histograms import LATENCY_BUCKETS_US, Sample, bucket_counts, new_histogram, record_many
+from queues.measurement.histograms import LATENCY_BUCKETS_US, IntervalSample, bucket_counts, new_histogram, record_many
 from tests.services import wait_until
 
 
@@ -102,8 +102,8 @@ def test_a_bucket_count_list_of_the_wrong_length_is_refused():
         metrics.latency_observe(metrics.LATENCY.labels(label()), [1, 2], 0.1)
 
 
-def sample(produced: int, consumed: int, **extra) -> Sample:
-    return Sample(t_s=1.0, produced=produced, consumed=consumed, unique=consumed, produce_eps=0.0,
+def sample(produced: int, consumed: int, **extra) -> IntervalSample:
+    return IntervalSample(t_s=1.0, produced=produced, consumed=consumed, unique=consumed, produce_eps=0.0,
                   consume_eps=extra.pop("consume_eps", 0.0), depth=extra.pop("depth", None), backlog=0,
                   latency_ms=None, **extra)
 

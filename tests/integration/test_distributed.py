@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from queues.distributed.coordinator import union_histogram
+from queues.distributed.reports import union_histogram
 from queues.measurement.histograms import percentiles_ms
 from tests.integration.test_cluster import define
 from tests.services import backend_url, unavailable, wait_until

@@ -228,10 +228,10 @@ def exposition(folder: Path) -> str:
         django.setup()
         from django.test import Client
         from experiments.prometheus import metrics
-        from queues.measurement.histograms import LATENCY_BUCKETS_US, Sample
+        from queues.measurement.histograms import LATENCY_BUCKETS_US, IntervalSample
         buckets = [0] * (len(LATENCY_BUCKETS_US) + 1)
         buckets[3] = 5
-        sample = Sample(t_s=1.0, produced=5, consumed=5, unique=5, produce_eps=5.0, consume_eps=5.0, depth=0,
+        sample = IntervalSample(t_s=1.0, produced=5, consumed=5, unique=5, produce_eps=5.0, consume_eps=5.0, depth=0,
                         backlog=0, latency_ms=None, offered_eps=5.0, latency_buckets=buckets, latency_sum_us=4000)
         metrics.sample_observe(run_id=1, backend="memory", sample=sample)
         metrics.run_ended(run_id=1, backend="memory", status="succeeded", duplicates=0, lost=0)

@@ -1,4 +1,4 @@
-"""The pure parts of distributed runs (``queues.distributed.coordinator``): the plan, the clock shifts, the
+"""The pure parts of distributed runs (``queues.distributed``): the plan, the clock shifts, the
 report codec, and the consumer's latency correction with negative latencies counted."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from queues.distributed.coordinator import HostReport, Share, latency_shifts, on_clock, plan_shares
+from queues.distributed.plan import Share, latency_shifts, plan_shares
+from queues.distributed.reports import ShareReport, on_clock
 from queues.errors import InvalidSpec
 from queues.measurement.histograms import merge_encoded, new_histogram
 from queues.workers.counting import HistBuffer, record_latency

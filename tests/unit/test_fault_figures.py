@@ -2,7 +2,7 @@
 
 import pytest
 
-from queues.measurement.histograms import Sample
+from queues.measurement.histograms import IntervalSample
 from queues.measurement.summary import guarantee_contradictions, recovery_s
 
 
@@ -12,7 +12,7 @@ def samples(rates, offered=1000.0, offered_until=None):
     out = []
     for i, rate in enumerate(rates, start=1):
         on = offered_until is None or i <= offered_until
-        out.append(Sample(t_s=float(i), produced=0, consumed=0, unique=0, produce_eps=0, consume_eps=rate,
+        out.append(IntervalSample(t_s=float(i), produced=0, consumed=0, unique=0, produce_eps=0, consume_eps=rate,
                           depth=None, backlog=0, latency_ms=None, offered_eps=offered if on else 0.0))
     return out
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from queues.measurement.histograms import Sample, new_histogram, record_many
+from queues.measurement.histograms import IntervalSample, new_histogram, record_many
 from queues.measurement.ledger import Ledger
 from queues.measurement.summary import (
     SteadyCounts,
@@ -141,7 +141,7 @@ def test_producers_below_the_offer_are_warned_about_naming_the_backend_when_send
 
 
 def due_sample(t_s, produced, due):
-    return Sample(t_s=t_s, produced=produced, consumed=0, unique=0, produce_eps=0.0, consume_eps=0.0, depth=None,
+    return IntervalSample(t_s=t_s, produced=produced, consumed=0, unique=0, produce_eps=0.0, consume_eps=0.0, depth=None,
                   backlog=max(0, due - produced), latency_ms=None, due=due)
 
 
