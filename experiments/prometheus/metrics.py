@@ -23,8 +23,8 @@ from django.conf import settings
 from django_prometheus.exports import ExportToDjangoView
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
-from queues.measurement.histograms import LATENCY_BUCKETS_US
-from queues.measurement.histograms import IntervalSample
+from queues.measurement.histograms import LATENCY_BUCKETS_US, IntervalSample
+from queues.workers.processes import process_alive
 
 LATENCY_BUCKETS_S = tuple(bound_us / 1e6 for bound_us in LATENCY_BUCKETS_US)
 
@@ -139,16 +139,6 @@ _PID = re.compile(r"_(\d+)\.db$")
 _LIVE_GAUGE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process, alive
-    return True
-
-
 def dead_processes_forget(*, folder: Path | None = None) -> list[int]:
     """Drop the live-gauge files of processes that are gone (``mark_process_dead``), however
     they ended: an executor killed with SIGKILL never zeroes its gauges. Their counters and
@@ -157,7 +147,7 @@ def dead_processes_forget(*, folder: Path | None = None) -> list[int]:
     the folder must not be shared between containers)."""
     folder = Path(folder or settings.IMQ_METRICS_DIR)
     pids = {int(m.group(1)) for name in os.listdir(folder) if (m := _LIVE_GAUGE.match(name))}
-    dead = sorted(pid for pid in pids if not _alive(pid))
+    dead = sorted(pid for pid in pids if not process_alive(pid))
     for pid in dead:
         multiprocess.mark_process_dead(pid, str(folder))
     return dead
@@ -172,7 +162,7 @@ def metrics_reset(*, folder: Path | None = None) -> int:
     removed = 0
     for path in folder.glob("*.db"):
         m = _PID.search(path.name)
-        if m and (int(m.group(1)) == os.getpid() or not _alive(int(m.group(1)))):
+        if m and (int(m.group(1)) == os.getpid() or not process_alive(int(m.group(1)))):
             path.unlink(missing_ok=True)
             removed += 1
     return removed

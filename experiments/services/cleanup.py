@@ -23,7 +23,6 @@ them by the naming convention only and never touches anything else:
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from experiments.models import Run
 from queues.backends import BACKENDS, Backend
 from queues.errors import NotSupported, QueueError
 from queues.run.launch import NAMESPACE, build_backend
+from queues.workers.processes import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -110,31 +110,7 @@ def _runs_without_executor(*, dry_run: bool) -> list[int]:
 def executor_alive(*, pid: int, started_at: datetime | None) -> bool:
     """Whether process ``pid`` of this host still runs and is the one that started a run at
     ``started_at`` (not a later process that reused the pid, not a zombie)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
-    state, began = _process_state(pid)
-    if state == "Z":
-        return False
-    if began is not None and started_at is not None:
-        return began <= started_at.timestamp() + PID_REUSE_MARGIN_S
-    return True
-
-
-def _process_state(pid: int) -> tuple[str | None, float | None]:
-    """(state letter, start time as a Unix timestamp) from ``/proc``; ``None``s elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rpartition(")")[2].split()  # the name in parentheses may hold spaces
-        with open("/proc/stat", encoding="ascii") as f:
-            boot_s = next(float(line.split()[1]) for line in f if line.startswith("btime "))
-    except (OSError, StopIteration, ValueError, IndexError):
-        return None, None
-    # fields[0] is field 3 of proc(5) (state); field 22 (starttime, in clock ticks since boot)
-    return fields[0], boot_s + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return process_alive(pid, started_by=None if started_at is None else started_at.timestamp() + PID_REUSE_MARGIN_S)
 
 
 def leftovers_remove(

@@ -35,10 +35,21 @@ def process_start_time(pid: int) -> str:
     return fields[19] if fields else ""
 
 
-def process_alive(pid: int, start_time: str = "") -> bool:
-    """Whether ``pid`` runs (a zombie does not), and is the one started at ``start_time``."""
+def process_alive(pid: int, start_time: str = "", *, started_by: float | None = None) -> bool:
+    """Whether ``pid`` runs (a zombie does not), and is the one started at ``start_time``
+    (``process_start_time``), or one started by ``started_by`` (a Unix time: a process started
+    later reused the pid)."""
     fields = _stat_fields(pid)
-    return fields is not None and fields[0] != "Z" and (not start_time or fields[19] == start_time)
+    if fields is None or fields[0] == "Z" or (start_time and fields[19] != start_time):
+        return False
+    return started_by is None or _started_at(fields) <= started_by
+
+
+def _started_at(fields: list[str]) -> float:
+    """The start of the process of ``fields`` (``_stat_fields``), as a Unix time."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        boot_s = next(float(line.split()[1]) for line in stat if line.startswith("btime "))
+    return boot_s + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def group_members(pgid: int) -> list[int]:
