@@ -4,7 +4,8 @@ export their runs; follow a series.
 Thin: an action filters the queryset and calls a service (``launches``, ``services``,
 ``compare``, ``export``), and answers with an admin message; an action on a row in the wrong
 state says why nothing happened and changes nothing. The pages' data shaping lives in
-``admin_pages``; forms in ``forms``.
+``admin_pages``; forms in ``forms``. A page (a GET) only reads: it shows the runs as stored, and stale
+runs are found by the executors, ``cleanup`` and the cluster's schedule (``services.cleanup``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from experiments.models import Experiment, Host, Run, RunSeries
 from experiments.reports.compare import CompareError, comparison_as_dict, comparison_chart_data, runs_compare
 from experiments.reports.export import runs_export_csv_chunks, runs_export_json_chunks
 from experiments.selectors import RunsNotFound, runs_by_ids, scorecard_latest
-from experiments.services.cleanup import runs_mark_stale
 from experiments.services.launches import (
     experiment_clone,
     experiment_launch,
@@ -36,7 +36,7 @@ from experiments.services.launches import (
     series_launch_sweep,
     sweep_values_parse,
 )
-from experiments.services.runs import series_cancel
+from experiments.services.series import series_cancel
 
 EXPORTS = {  # format -> (chunks, content type)
     "csv": (runs_export_csv_chunks, "text/csv; charset=utf-8"),
@@ -190,12 +190,7 @@ class RunAdmin(admin.ModelAdmin):
         # a run's page is read-only (history); the change permission gates its actions
         return False if obj is not None else super().has_change_permission(request)
 
-    def changelist_view(self, request: HttpRequest, extra_context=None):
-        runs_mark_stale()  # a run whose executor died must show failed, not running
-        return super().changelist_view(request, extra_context)
-
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
-        runs_mark_stale()
         extra = {**(extra_context or {}), "can_act": super().has_change_permission(request),
                  "live": Run.objects.filter(pk=object_id, status__in=admin_pages.LIVE).exists()}
         return super().change_view(request, object_id, form_url, extra)
@@ -382,7 +377,6 @@ class RunSeriesAdmin(admin.ModelAdmin):
         return redirect("admin:experiments_runseries_change", latest.pk)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
-        runs_mark_stale()
         series = get_object_or_404(RunSeries.objects.select_related("experiment"), pk=object_id)
         extra = {**(extra_context or {}), **admin_pages.series_context(series)}
         return super().change_view(request, object_id, form_url, extra)

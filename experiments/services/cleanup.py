@@ -10,7 +10,10 @@ them by the naming convention only and never touches anything else:
   started later): marked failed with ``STALE_ERROR``. A running row of any host whose heartbeat
   (``Run.heartbeat_at``, written every few seconds by its executor) is older than
   ``settings.IMQ_STALE_AFTER_S`` is failed too (``SILENT_ERROR``): its cluster was killed or its
-  machine restarted. Queued rows wait for a cluster and are never stale.
+  machine restarted. Queued rows wait for a cluster and are never stale. Stale rows are found by
+  what runs anyway, never by a page (a GET only reads): an executor's start (``executerun``
+  and the cluster's task before it), the ``cleanup`` command, a terminal waiting for its runs, and the
+  cluster's schedule every minute (``execution.tasks.stale_runs_task``).
 - a queue is removed when its name is ``<namespace>.<run id>`` and it is the ``queue_name`` of a
   run of this database that has ended. A queue of a run still in flight, or one no run of this
   database names (another database's run on a shared server), is left alone and reported.
@@ -92,7 +95,7 @@ def _runs_without_heartbeat(*, dry_run: bool) -> list[int]:
 def _runs_without_executor(*, dry_run: bool) -> list[int]:
     host, stale = socket.gethostname(), []
     # in flight: running, or cancelled and not yet stopped (``status`` is indexed; 10,000 ended
-    # runs cost nothing here, and this runs on every view of the runs list)
+    # runs cost nothing here, and this runs before every run and every minute)
     in_flight = Run.objects.filter(
         status__in=(Run.Status.RUNNING, Run.Status.CANCELLED), finished_at__isnull=True, executor_host=host,
         executor_pid__isnull=False,
