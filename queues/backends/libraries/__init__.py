@@ -1,7 +1,10 @@
-"""The Python task libraries as backends (issue 14): Celery, Dramatiq, RQ, huey, procrastinate.
+"""The Python task libraries as backends (issue 14): Celery, Dramatiq, RQ, huey, procrastinate,
+django-q2.
 
 One module per library, each importing its library only when its backend is used (the registry
-imports the module lazily); ``handoff`` is what they share: the library's worker inside the
-imqueue consumer. django-q2's backends need Django, which ``queues`` never imports: they are in
-``queues/backends/libraries/djangoq_backend.py``. Installed with ``pip install -e '.[libraries]'``.
+imports the module lazily); ``base`` is what they all share: the library's worker inside the
+imqueue consumer. The runner's control connection is shared by broker: ``redis_keys`` for the
+libraries on Redis, ``amqp_control`` for those on RabbitMQ, ``postgres_control`` for those on
+PostgreSQL. ``djangoq_backend`` is the one module of ``queues`` that imports Django (django-q2 is
+a Django app). Installed with ``pip install -e '.[libraries]'``.
 """

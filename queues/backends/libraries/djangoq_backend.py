@@ -1,10 +1,12 @@
 """``django-q2-orm`` and ``django-q2-redis``: django-q2's cluster pipeline inside each imqueue consumer.
 
-Why this module is here and not in ``queues/backends/libraries``: django-q2 needs Django, and
-``queues`` never imports Django (a worker machine runs it with only a broker client). The
-registry names this module by its dotted path and imports it only when one of these backends is
-used. Where Django is not configured yet (a script, a bench), it is configured here with a
-minimal settings module: ``django_q`` alone, no default database, a signing key.
+django-q2 is a Django app: this is the one module of ``queues`` that imports Django (the import
+contract in ``pyproject.toml`` allows it), so that ``queues`` runs without Django wherever
+django-q2 is not used (a worker machine runs it with only a broker client). The registry names
+this module by its dotted path and imports it only when one of these backends is used. Where
+Django is not configured yet (a script, a bench), it is configured here with a minimal settings
+module: ``django_q`` alone, no default database, a signing key. The ORM broker's control
+connection is the one of every library on PostgreSQL (``postgres_control``).
 
 - Broker: django-q2's ORM broker on PostgreSQL (``IMQ_POSTGRES_URL``; its tables in a schema of
   their own, ``imq_djangoq``, created with django-q2's migrations on first use, through a
@@ -35,7 +37,6 @@ from typing import Any
 
 import psycopg
 import redis
-from psycopg import sql
 
 from queues.backends.base import CONNECT_TIMEOUT, Consumer, Producer
 from queues.backends.libraries.base import (
@@ -47,17 +48,22 @@ from queues.backends.libraries.base import (
     LibraryProducer,
     missing_library,
 )
-from queues.backends.libraries.redis_keys import RedisLibraryBackend
-from queues.backends.postgres import PG_CONNECT_TIMEOUT, control_connection_name, terminate_sessions
+from queues.backends.libraries.postgres_control import PostgresLibraryBackend
+from queues.backends.libraries.redis_keys import RedisLibraryBackend, glob_escape
 
 try:
-    import django_q  # noqa: F401 - only to fail early with the one-line message
+    # only what imports before Django is configured: django_q's modules read the settings as
+    # they are imported, so the functions that use them import them after ``ensure_django``
+    import django
+    import django_q
+    from django.conf import settings
+    from django.db import connections
 except ImportError as exc:
     raise missing_library("django-q2", exc) from exc
 
 ALIAS = SCHEMA = "imq_djangoq"
 TASK = "queues.backends.libraries.djangoq_backend.djangoq_task"
-#: Taken while the schema is migrated, so that two runs starting at once do not both do it.
+#: Taken while the schema is created (``schema_locked``).
 SCHEMA_LOCK = 0x1A51_0002
 #: django-q2's defaults for what its pipeline reads from ``Conf`` (a project's ``Q_CLUSTER``,
 #: tuned for running experiments, must not change what is measured).
@@ -81,9 +87,6 @@ def djangoq_task(body: bytes) -> None:
 def ensure_django() -> None:
     """Configure Django with the minimal settings django-q2 needs, unless it already is."""
     with _SETUP_LOCK:
-        import django
-        from django.conf import settings
-
         if not settings.configured:
             settings.configure(INSTALLED_APPS=["django_q"], DATABASES={}, USE_TZ=True,
                                SECRET_KEY="imqueue-django-q2-backend",
@@ -96,7 +99,7 @@ def ensure_django() -> None:
 def configure_conf(**broker: Any) -> dict[str, Any]:
     """Point django-q2's ``Conf`` at our broker with its default settings; the previous values
     (to restore in a process that runs a django-q2 cluster of its own, the runner's)."""
-    from django_q.conf import Conf
+    from django_q.conf import Conf  # reads Django's settings: after ensure_django
 
     changes = {**CONF_DEFAULTS, "ORM": None, "REDIS": {}, "DJANGO_REDIS": None, "BROKER_CLASS": None,
                "IRON_MQ": None, "SQS": None, "MONGO": None, **broker}
@@ -116,12 +119,12 @@ class DjangoQ2Backend(LibraryBackend):
         raise NotImplementedError
 
     def broker(self, queue: str) -> Any:
-        from django_q.brokers import get_broker
+        from django_q.brokers import get_broker  # reads Django's settings: after ensure_django
 
         return get_broker(list_key=queue)
 
     def enqueue(self, queue: str, body: bytes, broker: Any = None) -> None:
-        from django_q.tasks import async_task
+        from django_q.tasks import async_task  # reads Django's settings: after ensure_django
 
         async_task(TASK, body, q_options={"broker": broker or self.broker(queue), "save": False})
 
@@ -138,8 +141,6 @@ class DjangoQ2Backend(LibraryBackend):
         return _DjangoQConsumer(self, queue)
 
     def library_environment(self) -> dict[str, Any]:
-        import django_q
-
         return {"library": "django-q2", "library_version": ".".join(map(str, django_q.VERSION))}
 
 
@@ -171,9 +172,9 @@ class _DjangoQConsumer(LibraryConsumer):
         super().__init__(backend, queue)
 
     def run_worker(self) -> None:
-        from django_q.monitor import monitor
-        from django_q.pusher import pusher
-        from django_q.worker import worker
+        from django_q.monitor import monitor  # reads Django's settings: after ensure_django (__init__)
+        from django_q.pusher import pusher  # reads Django's settings: after ensure_django
+        from django_q.worker import worker  # reads Django's settings: after ensure_django
 
         broker = self.backend.broker(self.queue)
         self.helpers = [
@@ -201,92 +202,41 @@ class _DjangoQConsumer(LibraryConsumer):
         for thread in self.helpers:
             thread.join(timeout=2.0)
         if self.previous_conf:
-            from django_q.conf import Conf
+            from django_q.conf import Conf  # reads Django's settings: after ensure_django
 
             for name, value in self.previous_conf.items():
                 setattr(Conf, name, value)
 
 
-class DjangoQ2OrmBackend(DjangoQ2Backend):
+class DjangoQ2OrmBackend(PostgresLibraryBackend, DjangoQ2Backend):
     name = "django-q2-orm"
     # django-q2's ORM broker takes the next task with no ORDER BY (its ``OrmQ`` has no ordering):
     # PostgreSQL returns rows in the order they lie in the table, which follows insertion only
     # until deleted rows' space is reused (seen: a test's 25 tasks came back interleaved)
     capabilities = DjangoQ2Backend.capabilities.extend(fifo=False)
-    url_setting = "IMQ_POSTGRES_URL"
-    default_url = "postgresql://postgres@127.0.0.1:5432/test"
-    unavailable_errors = (psycopg.OperationalError,)
-    failed_errors = (psycopg.Error,)
-    options = (PG_CONNECT_TIMEOUT,)
-    _admin: psycopg.Connection | None = None
-
-    def _fresh_state(self) -> dict[str, Any]:
-        return {"_admin": None}
+    schema, schema_lock = SCHEMA, SCHEMA_LOCK
+    task_table, queue_column = "django_q_ormq", "key"
+    # every task row of the queue: locked ones (taken by a worker, not yet acknowledged) too;
+    # a purge leaves the locked ones, whose lock (``retry``) has not run out
+    in_queue, ready = "true", "lock <= now()"
 
     def conf(self, role: str) -> dict[str, Any]:
         return {"ORM": ALIAS}
 
-    def _params(self, role: str) -> dict[str, Any]:
-        from psycopg.conninfo import conninfo_to_dict
-
-        with self.parsing_url():
-            params = conninfo_to_dict(self.url or self.default_url)
-        params["connect_timeout"] = max(2, int(self.connect_timeout_s + 0.999))
-        params["application_name"] = (control_connection_name(self.namespace, self.instance_tag) if role == "control"
-                                      else f"imq {role} {self.namespace}")[:63]
-        params["options"] = " ".join(filter(None, [str(params.get("options") or ""), f"-c search_path={SCHEMA}"]))
-        return params
-
-    def probe(self, role: str) -> None:
-        from psycopg.conninfo import make_conninfo
-
-        with self.converting("connect to", unavailable=(psycopg.Error,)):
-            psycopg.connect(make_conninfo("", **self._params(role))).close()
-
-    def cut_control_connection(self) -> int:
-        from psycopg.conninfo import make_conninfo
-
-        with self.converting("end connections on", unavailable=(psycopg.OperationalError,)):
-            with psycopg.connect(make_conninfo("", **self._params(f"cut {self.instance_tag}")), autocommit=True) as admin:
-                return terminate_sessions(admin, [control_connection_name(self.namespace, self.instance_tag)])
-
-    def connect(self) -> None:
-        if self._admin is None or self._admin.closed:
-            from psycopg.conninfo import make_conninfo
-
-            with self.converting("connect to", unavailable=(psycopg.Error,)):
-                self._admin = psycopg.connect(make_conninfo("", **self._params("control")), autocommit=True)
-            self._ensure_tables()
-
-    def close(self) -> None:
-        if self._admin is not None:
-            self._admin.close()
-            self._admin = None
-
-    @property
-    def admin(self) -> psycopg.Connection:
-        self.connect()
-        assert self._admin is not None
-        return self._admin
-
     def prepare_process(self, role: str) -> dict[str, Any]:
         previous = super().prepare_process(role)
-        _add_alias(self._params(role))  # its connections named for the role
+        _add_alias(self.conninfo_params(role))  # its connections named for the role
         return previous
 
-    def _ensure_tables(self) -> None:
+    def create_tables(self, conn: psycopg.Connection) -> None:
         """django-q2's tables, by its migrations, on the ``imq_djangoq`` alias (once)."""
-        assert self._admin is not None
-        conn = self._admin
-        if conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.django_q_ormq",)).fetchone() != (None,):
+        if self.has_table(conn, self.task_table):
             return
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+        with self.schema_locked(conn):
+            pass  # the schema alone: the migrations run on Django's connection, after
         ensure_django()
-        _add_alias(self._params("control"))
-        from django.db import connections
-        from django.db.migrations.executor import MigrationExecutor
+        _add_alias(self.conninfo_params("control"))
+        from django.db.migrations.executor import MigrationExecutor  # ~75 ms to import, used once per database
 
         try:
             with self.converting("create django-q2's tables on", unavailable=(psycopg.Error,)):
@@ -296,44 +246,12 @@ class DjangoQ2OrmBackend(DjangoQ2Backend):
         finally:
             connections[ALIAS].close()  # never inherited by a forked worker
 
-    def _one(self, query: str, queue: str, doing: str) -> int:
-        with self.converting(doing):
-            row = self.admin.execute(query, (queue,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def declare(self, queue: str) -> None:
-        self.connect()
-
-    def depth(self, queue: str) -> int:
-        """Task rows of the queue, locked ones (taken by a worker, not yet acknowledged) too."""
-        return self._one("SELECT count(*) FROM django_q_ormq WHERE key = %s", queue, "measure a queue on")
-
-    def purge(self, queue: str) -> int:
-        return self._one("WITH gone AS (DELETE FROM django_q_ormq WHERE key = %s AND lock <= now() RETURNING 1) "
-                         "SELECT count(*) FROM gone", queue, "purge a queue on")
-
-    def delete(self, queue: str) -> None:
-        with self.deleting(queue):
-            self.admin.execute("DELETE FROM django_q_ormq WHERE key = %s", (queue,))
-
-    def list_queues(self, namespace: str) -> list[str]:
-        pattern = namespace.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".%"
-        with self.converting("list the queues on"):
-            rows = self.admin.execute("SELECT DISTINCT key FROM django_q_ormq WHERE key LIKE %s ORDER BY 1",
-                                      (pattern,)).fetchall()
-        return [row[0] for row in rows]
-
     def environment(self) -> dict[str, Any]:
-        with self.converting("read the settings of"):
-            version = self.admin.execute("SHOW server_version").fetchone()
-        return {"server": "postgresql", "server_version": version[0] if version else None,
-                "url": self.describe_url(), **self.library_environment()}
+        return {**self.server_environment(), **self.library_environment()}
 
 
 def _add_alias(params: dict[str, Any]) -> None:
     """The ``imq_djangoq`` database alias (Django's defaults filled in), for this process."""
-    from django.db import connections
-
     options = {key: value for key, value in params.items()
                if key not in ("host", "port", "dbname", "user", "password")}
     config = {"ENGINE": "django.db.backends.postgresql", "NAME": params.get("dbname", ""),
@@ -381,8 +299,6 @@ class DjangoQ2RedisBackend(RedisLibraryBackend, DjangoQ2Backend):
             self.client.unlink(self.key(queue))
 
     def list_queues(self, namespace: str) -> list[str]:
-        from queues.backends.libraries.redis_keys import glob_escape
-
         with self.converting("list the keys on"):
             keys = self.client.scan_iter(match=f"django_q:{glob_escape(namespace)}.*:q", count=1000)
             return sorted(key.decode()[len("django_q:"):-len(":q")] for key in keys)

@@ -23,8 +23,6 @@ import threading
 from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from queues.backends.base import Consumer, Producer
 from queues.backends.libraries.base import (
@@ -32,19 +30,14 @@ from queues.backends.libraries.base import (
     DEAD,
     LIBRARY,
     REQUEUE,
-    LibraryBackend,
     LibraryConsumer,
     LibraryProducer,
     bytes_of,
     missing_library,
     text_of,
 )
-from queues.backends.postgres import (
-    CONNECTION_DEFAULTS,
-    PG_CONNECT_TIMEOUT,
-    control_connection_name,
-    terminate_sessions,
-)
+from queues.backends.libraries.postgres_control import PostgresLibraryBackend
+from queues.backends.postgres import CONNECTION_DEFAULTS, PG_CONNECT_TIMEOUT
 
 try:
     import procrastinate
@@ -62,96 +55,25 @@ class DeadLetter(Exception):
     """imqueue set this job aside (``nack(requeue=False)``): procrastinate marks it failed."""
 
 
-class ProcrastinateBackend(LibraryBackend):
+class ProcrastinateBackend(PostgresLibraryBackend):
     name = "procrastinate"
     capabilities = LIBRARY.extend(redelivers_on_crash=False)
-    url_setting = "IMQ_POSTGRES_URL"
-    default_url = "postgresql://postgres@127.0.0.1:5432/test"
     unavailable_errors = (psycopg.OperationalError, procrastinate_errors.ConnectorException)
-    failed_errors = (psycopg.Error,)
     options = (BATCH_API, PG_CONNECT_TIMEOUT)
-    _admin: psycopg.Connection | None = None
+    schema, schema_lock = SCHEMA, SCHEMA_LOCK
+    task_table, queue_column = "procrastinate_jobs", "queue_name"
+    # a killed worker's job stays ``doing``: counted, it shows as ``stuck`` (module docstring)
+    in_queue, ready = "status IN ('todo', 'doing')", "status = 'todo'"
+    connection_defaults = CONNECTION_DEFAULTS
 
-    def _fresh_state(self) -> dict[str, Any]:
-        return {"_admin": None}
-
-    def conninfo(self, role: str) -> str:
-        """The URL with our timeouts, an ``application_name`` and procrastinate's schema first
-        on the ``search_path``."""
-        with self.parsing_url():
-            params = conninfo_to_dict(self.url or self.default_url)
-            for key, value in CONNECTION_DEFAULTS.items():
-                params.setdefault(key, value)
-            params["connect_timeout"] = max(2, int(self.connect_timeout_s + 0.999))
-            params["application_name"] = (control_connection_name(self.namespace, self.instance_tag) if role == "control"
-                                          else f"imq {role} {self.namespace}")[:63]
-            params["options"] = " ".join(filter(None, [str(params.get("options") or ""), f"-c search_path={SCHEMA}"]))
-            return make_conninfo("", **params)
-
-    def probe(self, role: str) -> None:
-        with self.converting("connect to", unavailable=(psycopg.Error,)):
-            psycopg.connect(self.conninfo(role)).close()
-
-    def cut_control_connection(self) -> int:
-        with self.converting("end connections on", unavailable=(psycopg.OperationalError,)):
-            with psycopg.connect(self.conninfo(f"cut {self.instance_tag}"), autocommit=True) as admin:
-                return terminate_sessions(admin, [control_connection_name(self.namespace, self.instance_tag)])
-
-    def connect(self) -> None:
-        if self._admin is None or self._admin.closed:
-            with self.converting("connect to", unavailable=(psycopg.Error,)):
-                self._admin = psycopg.connect(self.conninfo("control"), autocommit=True)
-                self._ensure_schema(self._admin)
-
-    def close(self) -> None:
-        if self._admin is not None:
-            self._admin.close()
-            self._admin = None
-
-    @property
-    def admin(self) -> psycopg.Connection:
-        self.connect()
-        assert self._admin is not None
-        return self._admin
-
-    def _ensure_schema(self, conn: psycopg.Connection) -> None:
+    def create_tables(self, conn: psycopg.Connection) -> None:
         """procrastinate's tables, applied once (``procrastinate schema --apply``)."""
-        if conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.procrastinate_jobs",)).fetchone() != (None,):
-            return
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            if conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.procrastinate_jobs",)).fetchone() != (None,):
+        with self.converting("connect to", unavailable=(psycopg.Error,)):  # reported as the connection's failure
+            if self.has_table(conn, self.task_table):
                 return
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
-            conn.execute(procrastinate.schema.SchemaManager.get_schema())
-
-    def _one(self, query: str, queue: str, doing: str) -> int:
-        with self.converting(doing):
-            row = self.admin.execute(query, (queue,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def declare(self, queue: str) -> None:
-        """Nothing per queue: a queue is a column of procrastinate's jobs table."""
-        self.connect()
-
-    def depth(self, queue: str) -> int:
-        return self._one("SELECT count(*) FROM procrastinate_jobs WHERE queue_name = %s AND status IN ('todo', 'doing')",
-                         queue, "measure a queue on")
-
-    def purge(self, queue: str) -> int:
-        return self._one("WITH gone AS (DELETE FROM procrastinate_jobs WHERE queue_name = %s AND status = 'todo' "
-                         "RETURNING 1) SELECT count(*) FROM gone", queue, "purge a queue on")
-
-    def delete(self, queue: str) -> None:
-        with self.deleting(queue):
-            self.admin.execute("DELETE FROM procrastinate_jobs WHERE queue_name = %s", (queue,))
-
-    def list_queues(self, namespace: str) -> list[str]:
-        pattern = namespace.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".%"
-        with self.converting("list the queues on"):
-            rows = self.admin.execute("SELECT DISTINCT queue_name FROM procrastinate_jobs WHERE queue_name LIKE %s "
-                                      "ORDER BY 1", (pattern,)).fetchall()
-        return [row[0] for row in rows]
+            with self.schema_locked(conn):
+                if not self.has_table(conn, self.task_table):  # another run applied it meanwhile
+                    conn.execute(procrastinate.schema.SchemaManager.get_schema())
 
     def dead_letters(self, queue: str) -> list[bytes]:
         with self.converting("read the dead letters on"):
@@ -185,11 +107,7 @@ class ProcrastinateBackend(LibraryBackend):
         return _ProcrastinateConsumer(self, queue)
 
     def environment(self) -> dict[str, Any]:
-        with self.converting("read the settings of"):
-            version = self.admin.execute("SHOW server_version").fetchone()
-            sync = self.admin.execute("SHOW synchronous_commit").fetchone()
-        return {"server": "postgresql", "server_version": version[0] if version else None, "url": self.describe_url(),
-                "synchronous_commit": sync[0] if sync else None, "library": "procrastinate",
+        return {**self.server_environment("synchronous_commit"), "library": "procrastinate",
                 "library_version": procrastinate.__version__, "batch_api": self.batch_api}
 
 
