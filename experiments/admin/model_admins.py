@@ -4,7 +4,9 @@ export their runs; follow a series.
 Thin: an action filters the queryset and calls a service (``launches``, ``services``,
 ``compare``, ``export``), and answers with an admin message; an action on a row in the wrong
 state says why nothing happened and changes nothing. The pages' data shaping lives in
-``admin_pages``; forms in ``forms``. A page (a GET) only reads: it shows the runs as stored, and stale
+``admin_pages``; forms in ``forms``. Who may use an action or a button is decided in
+``experiments.permissions`` (the live page follows it too): the admin offers a user only the
+controls the user may use. A page (a GET) only reads: it shows the runs as stored, and stale
 runs are found by the executors, ``cleanup`` and the cluster's schedule (``services.cleanup``).
 """
 
@@ -21,6 +23,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
+from experiments import permissions
 from experiments.admin import presenters as admin_pages
 from experiments.admin.forms import BaselineForm, ExperimentForm, LaunchForm, SweepForm
 from experiments.hosts.heartbeat import hosts_alive
@@ -75,6 +78,13 @@ class ExperimentAdmin(admin.ModelAdmin):
     )
     actions = ("launch", "clone", "sweep")
 
+    # the actions' ``permissions``: Django offers an action only if has_<name>_permission says yes
+    def has_launch_permission(self, request: HttpRequest) -> bool:
+        return permissions.user_may(request.user, permissions.LAUNCH)
+
+    def has_clone_permission(self, request: HttpRequest) -> bool:
+        return permissions.user_may(request.user, permissions.CLONE)
+
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).annotate(run_count=Count("runs"), latest_run=Max("runs__id"))
 
@@ -97,7 +107,7 @@ class ExperimentAdmin(admin.ModelAdmin):
         url = reverse("dashboard:run", args=[latest]) if latest else reverse("dashboard:overview")
         return format_html('<a href="{}">live</a>', url)
 
-    @admin.action(description="Launch the selected experiments (K runs each)")
+    @admin.action(description="Launch the selected experiments (K runs each)", permissions=["launch"])
     def launch(self, request: HttpRequest, queryset):
         form = LaunchForm(request.POST if "apply" in request.POST else None)
         if not form.is_valid():
@@ -112,7 +122,7 @@ class ExperimentAdmin(admin.ModelAdmin):
             self.message_user(request, admin_pages.launched_message(experiment, runs), messages.SUCCESS)
         return None
 
-    @admin.action(description="Clone the selected experiments")
+    @admin.action(description="Clone the selected experiments", permissions=["clone"])
     def clone(self, request: HttpRequest, queryset) -> None:
         for experiment in queryset:
             copy = experiment_clone(experiment=experiment)
@@ -120,7 +130,7 @@ class ExperimentAdmin(admin.ModelAdmin):
                 'Cloned {} as <a href="{}">{}</a> (without its runs).', experiment, _url("experiment_change", copy.pk), copy
             ), messages.SUCCESS)
 
-    @admin.action(description="Sweep one knob of the selected experiment")
+    @admin.action(description="Sweep one knob of the selected experiment", permissions=["launch"])
     def sweep(self, request: HttpRequest, queryset):
         if queryset.count() != 1:
             self.message_user(request, "A sweep varies one experiment: select exactly one; nothing was launched.",
@@ -187,11 +197,18 @@ class RunAdmin(admin.ModelAdmin):
         return False  # runs are launched, not typed in
 
     def has_change_permission(self, request: HttpRequest, obj: Run | None = None) -> bool:
-        # a run's page is read-only (history); the change permission gates its actions
+        # a run's page is read-only (history); its actions have permissions of their own
         return False if obj is not None else super().has_change_permission(request)
 
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return permissions.user_may(request.user, permissions.CANCEL_RUN)
+
+    def has_launch_permission(self, request: HttpRequest) -> bool:
+        return permissions.user_may(request.user, permissions.LAUNCH)
+
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
-        extra = {**(extra_context or {}), "can_act": super().has_change_permission(request),
+        extra = {**(extra_context or {}), "can_cancel": self.has_cancel_permission(request),
+                 "can_rerun": self.has_launch_permission(request),
                  "live": Run.objects.filter(pk=object_id, status__in=admin_pages.LIVE).exists()}
         return super().change_view(request, object_id, form_url, extra)
 
@@ -239,13 +256,13 @@ class RunAdmin(admin.ModelAdmin):
 
     # -- actions ------------------------------------------------------------------------------
 
-    @admin.action(description="Cancel the selected runs", permissions=["change"])
+    @admin.action(description="Cancel the selected runs", permissions=["cancel"])
     def cancel(self, request: HttpRequest, queryset) -> None:
         for run in queryset:
             done, message = run_stop(run=run)
             self.message_user(request, message, messages.SUCCESS if done else messages.WARNING)
 
-    @admin.action(description="Re-run the selected runs (their own spec)", permissions=["change"])
+    @admin.action(description="Re-run the selected runs (their own spec)", permissions=["launch"])
     def rerun(self, request: HttpRequest, queryset) -> None:
         for run in queryset:
             self._rerun(request, run)
@@ -332,14 +349,14 @@ class RunAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(_url("run_changelist"))
 
     def cancel_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
-        if not super().has_change_permission(request):
+        if not self.has_cancel_permission(request):
             raise PermissionDenied
         done, message = run_stop(run=get_object_or_404(Run, pk=run_id))
         self.message_user(request, message, messages.SUCCESS if done else messages.WARNING)
         return HttpResponseRedirect(_url("run_change", run_id))
 
     def rerun_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
-        if not super().has_change_permission(request):
+        if not self.has_launch_permission(request):
             raise PermissionDenied
         new = self._rerun(request, get_object_or_404(Run, pk=run_id))
         return HttpResponseRedirect(_url("run_change", new.pk if new else run_id))
@@ -362,6 +379,9 @@ class RunSeriesAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: RunSeries | None = None) -> bool:
         return False if obj is not None else super().has_change_permission(request)
 
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return permissions.user_may(request.user, permissions.CANCEL_SERIES)
+
     def get_urls(self):
         view = self.admin_site.admin_view
         return [path("scorecard/", view(self.scorecard_view), name="experiments_runseries_scorecard"),
@@ -381,7 +401,7 @@ class RunSeriesAdmin(admin.ModelAdmin):
         extra = {**(extra_context or {}), **admin_pages.series_context(series)}
         return super().change_view(request, object_id, form_url, extra)
 
-    @admin.action(description="Cancel the selected series", permissions=["change"])
+    @admin.action(description="Cancel the selected series", permissions=["cancel"])
     def cancel_series(self, request: HttpRequest, queryset) -> None:
         for series in queryset:
             if series_cancel(series=series):

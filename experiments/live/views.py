@@ -1,16 +1,19 @@
-"""Staff-only views. Thin: they parse the request and call selectors."""
+"""Staff-only views. Thin: they parse the request and call selectors (the pages, which only
+read: a GET writes nothing) or services (the controls, POSTs that need the permissions of
+``experiments.permissions``, as in the admin)."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from experiments import selectors
+from experiments import permissions, selectors
 from experiments.live import source as live
 from experiments.models import Run
 from experiments.services import launches
@@ -44,7 +47,8 @@ def run_samples(request: HttpRequest, run_id: int) -> JsonResponse | HttpRespons
 
 # -- the live dashboard ------------------------------------------------------------------------
 # Pages only: their figures come over the websockets (consumers.py). Staff only, like the
-# websockets; the controls are POSTs, CSRF-protected by the middleware.
+# websockets; the controls are POSTs, CSRF-protected by the middleware, and each needs its
+# permissions (a staff user without them gets a 403 and the page does not show the control).
 
 @require_GET
 @staff_member_required
@@ -62,11 +66,15 @@ def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
     return render(request, "experiments/run_live.html", {
         "run": run, "spec_summary": selectors.run_spec_summary(spec=run.spec or {}),
         "steady": (run.spec or {}).get("rate_eps") is not None,
+        "in_flight": run.status in (Run.Status.QUEUED, Run.Status.RUNNING),
+        "can_cancel": permissions.user_may(request.user, permissions.CANCEL_RUN),
+        "can_launch": permissions.user_may(request.user, permissions.LAUNCH),
     })
 
 
 @require_POST
 @staff_member_required
+@permission_required(permissions.LAUNCH, raise_exception=True)
 def run_launch_again(request: HttpRequest, run_id: int) -> HttpResponse:
     """Launch the run's experiment again (as it is defined now) and open the new run's page."""
     run = get_object_or_404(Run.objects.select_related("experiment"), pk=run_id)
@@ -81,6 +89,7 @@ def run_launch_again(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @require_POST
 @staff_member_required
+@permission_required(permissions.CANCEL_RUN, raise_exception=True)
 def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     """Cancel the run (``launches.run_stop``) and come back to its page, which shows the end."""
     run = get_object_or_404(Run, pk=run_id)

@@ -105,7 +105,8 @@
 
     function showEnd(run) {
       setText("verdict", run.verdict || run.status);
-      document.getElementById("cancel").disabled = true;
+      var cancel = document.getElementById("cancel");  // absent for a user who may not cancel
+      if (cancel) cancel.disabled = true;
       var summary = run.summary || {}, table = document.getElementById("summary");
       table.innerHTML = "";
       SUMMARY.forEach(function (f) {

@@ -15,6 +15,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import Permission
 from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
@@ -122,7 +123,11 @@ def test_the_pages_and_controls_are_staff_only_and_csrf_protected(client, django
     pages = [reverse("dashboard:overview"), reverse("dashboard:run", args=[run.pk])]
     for url in pages:
         assert client.get(url).status_code == 302  # to the login page
-    client.force_login(django_user_model.objects.create_user("live-staff", password="x" * 12, is_staff=True))
+    staff = django_user_model.objects.create_user("live-staff", password="x" * 12, is_staff=True)
+    # the controls' permissions (experiments/permissions.py; without them: test_control_permissions.py)
+    staff.user_permissions.set(Permission.objects.filter(content_type__app_label="experiments",
+                                                         codename__in=("add_run", "change_run")))
+    client.force_login(staff)
     overview, page = (client.get(url) for url in pages)
     assert overview.status_code == 200 and b'id="runs"' in overview.content
     for element_id in (b'id="status"', b'id="verdict"', b'id="consumed"', b'id="progress"', b'id="charts"',
