@@ -147,7 +147,7 @@ def series_context(series: RunSeries) -> dict[str, Any]:
         "pk", "status", "verdict", "throughput_eps", "latency_p50_ms", "latency_p99_ms", "lost", "duplicates",
         "series_id"))
     result = series.result or {}
-    context: dict[str, Any] = {"series": series, "series_runs": runs, "series_live": series.status == "running"}
+    context: dict[str, Any] = {"series": series, "series_runs": runs, "series_live": series.status == RunSeries.Status.RUNNING}
     if series.kind == RunSeries.Kind.SWEEP:
         points = result.get("points") or _points_so_far(series.values, runs)
         context["points"] = [{**p, "throughput": number(p.get("throughput_eps")), "p99": number(p.get("p99_ms"), "ms")}

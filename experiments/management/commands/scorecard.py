@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from experiments.execution.interrupts import Interrupts
 from experiments.execution.run_lock import one_run_at_a_time
+from experiments.models import RunSeries
 from experiments.services.scorecard import (
     BASE,
     DEFAULT_FAULTS,
@@ -70,7 +71,7 @@ class Command(BaseCommand):
         if readme is not None:
             readme_scorecard_write(markdown=markdown, path=readme)
             self.stderr.write(f"wrote the scorecard (series {series.pk}) into {readme}")
-        if series.status != "succeeded":
+        if series.status != RunSeries.Status.SUCCEEDED:
             raise CommandError(f"series {series.pk} {series.status}: {series.error}")
 
     def _progress(self, cell):
