@@ -1,5 +1,5 @@
 """The product as a user runs it, for the benchmarks: a qcluster and daphne as separate
-processes on a database of their own. (The tests have the same in ``tests/stack.py``; a
+processes on a database of their own. (The tests have the same in ``tests/support/stack.py``; a
 benchmark must not import the tests.)"""
 
 from __future__ import annotations

@@ -1,7 +1,16 @@
+"""What every suite shares: the session's checks that nothing was left behind (private servers,
+network namespaces), the ``backend`` parametrisation of the contract suite and its fixtures,
+``queue_of``, ``silent_port``, and the session fixtures; the helpers are in ``tests/support/``.
+
+A fixture here touches a server only when a test asks for it: ``pytest tests/unit`` needs none.
+"""
+
 import contextlib
 import os
 import shutil
 import signal
+import socket
+import threading
 import uuid
 
 import pytest
@@ -9,9 +18,9 @@ import pytest
 from queues.backends import BACKENDS, Backend, backend_class
 from queues.errors import BackendUnavailable
 from queues.faults import servers
-from tests import netns
-from tests.faults import CUTTERS
-from tests.services import IN_CI, backend_url, connected_backend, queue_of  # noqa: F401 - a fixture
+from tests.support import netns
+from tests.support.faults import CUTTERS
+from tests.support.servers import IN_CI, backend_url, connected_backend
 
 
 def pytest_configure(config):
@@ -20,6 +29,11 @@ def pytest_configure(config):
         "requires(*capabilities): run a contract test only on backends that declare these capabilities "
         "('processes' = workers are processes that can be killed; 'server' = the queue lives in a server "
         "that can drop the run's connections)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "stack(web=True, env={}, redis=False, hosts='', own_metrics=False): how the module's running product "
+        "is made (the ``stack`` fixture, tests/integration/conftest.py)",
     )
 
 
@@ -99,7 +113,9 @@ def pytest_generate_tests(metafunc):
 def backend(request, django_db_blocker):
     """A registered backend, connected to its real server (contract suite). The django-q2
     backends use Django's database layer (on a database alias of their own), which
-    pytest-django blocks outside ``django_db`` tests: unblocked for them."""
+    pytest-django blocks outside ``django_db`` tests: unblocked for them, their tables made first."""
+    if request.param.startswith("django-q2"):
+        request.getfixturevalue("django_q2_tables")
     with django_db_blocker.unblock() if request.param.startswith("django-q2") else contextlib.nullcontext():
         b = connected_backend(request.param)
         yield b
@@ -117,9 +133,9 @@ def queue_name(backend):
 @pytest.fixture
 def cut_connections(backend):
     """``cut_connections(backend, queue) -> int``: make the server close the run's producer and
-    consumer connections (see ``tests/faults.py``); returns how many it closed."""
+    consumer connections (see ``tests/support/faults.py``); returns how many it closed."""
     if backend.name not in CUTTERS:
-        pytest.fail(f"{backend.name} has a server but tests/faults.py has no way to cut its connections")
+        pytest.fail(f"{backend.name} has a server but tests/support/faults.py has no way to cut its connections")
 
     def cut(of: Backend, queue: str) -> int:
         return CUTTERS[of.name](of, queue)
@@ -127,12 +143,59 @@ def cut_connections(backend):
     return cut
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _django_q2_tables(django_db_setup, django_db_blocker):
+@pytest.fixture
+def queue_of():
+    """``queue_of(alias, **options)``: a connected backend and a declared queue of its own,
+    deleted afterwards."""
+    made = []
+
+    def make(alias, **options):
+        backend = connected_backend(alias, **options)
+        queue = f"{backend.namespace}.q"
+        backend.declare(queue)
+        made.append((backend, queue))
+        return backend, queue
+
+    yield make
+    for backend, queue in made:
+        backend.delete(queue)
+        backend.close()
+
+
+@pytest.fixture(scope="module")
+def silent_port():
+    """A port on loopback where connections are accepted and then left without a word."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])  # kept open, never read or written
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(timeout=5)
+    for conn in accepted:
+        conn.close()
+    listener.close()
+
+
+@pytest.fixture(scope="session")
+def django_q2_tables(django_db_setup, django_db_blocker):
     """django-q2's tables, made as a fresh machine's first use makes them (its migrations, on a
-    database alias of its own), before any test. The admin's backend list connects every backend
-    from a thread, and on a fresh database that first connection of ``django-q2-orm`` migrates:
-    pytest-django forbids that alias inside a test (an installation migrates in the request)."""
+    database alias of its own), before any test that needs them: every test of the django suite
+    (``tests/django/conftest.py``), and the ``backend`` fixture's django-q2 backends. The admin's
+    backend list connects every backend from a thread, and on a fresh database that first
+    connection of ``django-q2-orm`` migrates: pytest-django forbids that alias inside a test (an
+    installation migrates in the request). Not autouse: a run of ``tests/unit`` touches no
+    server, not even the test database's."""
     with django_db_blocker.unblock():
         try:
             backend = backend_class("django-q2-orm")(url=backend_url("django-q2-orm"), namespace="imqtest-setup")
@@ -146,7 +209,7 @@ def _django_q2_tables(django_db_setup, django_db_blocker):
 def _runs_lock_of_the_tests(tmp_path_factory):
     """The suite's runs take a lock of their own (``IMQ_RUN_LOCK_PATH``), not the machine's: a
     developer's run or a scorecard in progress must not hold the suite up (the processes a test
-    starts, ``tests/stack.py``, get one of their own too)."""
+    starts, ``tests/support/stack.py``, get one of their own too)."""
     from django.conf import settings
 
     settings.IMQ_RUN_LOCK_PATH = str(tmp_path_factory.mktemp("lock") / "runs.lock")

@@ -2,18 +2,11 @@
 one line per reap or reclaim, naming how many messages went back."""
 
 import logging
-import time
 
-from tests.services import receive_batches
+from tests.support.messages import receive_batches
+from tests.support.waiting import wait_until
 
 MESSAGES = [b"m%d" % i for i in range(5)]
-
-
-def wait_until(condition, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def fill(backend, queue):
@@ -31,7 +24,7 @@ def test_a_reap_is_logged(queue_of, caplog):
     fill(backend, queue)
     silent = backend.consumer(queue)
     assert len(silent.receive_batch(10, 1.0)) == len(MESSAGES)  # then it stops beating
-    wait_until(lambda: not backend.client.exists(silent.hb))
+    wait_until(lambda: not backend.client.exists(silent.hb), 10.0, "the silent consumer's heartbeat key to expire")
     survivor = backend.consumer(queue)
     with caplog.at_level(logging.INFO, logger="queues"):
         got = receive_batches(survivor, len(MESSAGES))

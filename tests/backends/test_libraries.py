@@ -17,7 +17,7 @@ from queues.errors import BackendUnavailable
 from queues.run.result import RunStatus
 from queues.run.runner import Runner
 from queues.workload.spec import WorkloadSpec
-from tests.services import connected_backend
+from tests.support.servers import connected_backend
 
 
 def test_a_missing_library_is_one_line_naming_the_extra(monkeypatch):

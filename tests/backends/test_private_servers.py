@@ -18,7 +18,9 @@ from queues.backends import backend_class
 from queues.errors import BackendUnavailable, NotSupported, UnknownBackend
 from queues.faults import servers
 from queues.faults.servers import group_members, private_server, private_server_kinds, stale_private_servers_cleanup
-from tests.services import bodies, unavailable, wait_until
+from tests.support.messages import bodies
+from tests.support.servers import unavailable
+from tests.support.waiting import wait_until
 
 KINDS = [(alias, persistence) for alias in ("redis-list", "postgres", "mysql")
          for persistence in private_server_kinds()[alias]]

@@ -12,8 +12,10 @@ from queues.errors import BackendUnavailable
 from queues.run.launch import build_backend
 from queues.workers.consumer import settle
 from queues.workload.events import decode_bodies
-from tests.backends.helpers import kill_run, run
-from tests.services import bodies, connected_backend, receive_batches, wait_until
+from tests.support.messages import bodies, receive_batches
+from tests.support.runs import kill_run, run
+from tests.support.servers import connected_backend
+from tests.support.waiting import wait_until
 
 
 def test_a_killed_consumer_of_a_quorum_queue_loses_nothing():

@@ -12,8 +12,10 @@ import pytest
 from queues.errors import BackendUnavailable
 from queues.workers.consumer import settle
 from queues.workload.events import decode_bodies
-from tests.faults import cut_redis
-from tests.services import bodies, connected_backend, receive_batches, wait_until
+from tests.support.faults import cut_redis
+from tests.support.messages import bodies, receive_batches
+from tests.support.servers import connected_backend
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.parametrize("alias, options", [("redis-list-noack", {}), ("redis-list", {"ack": "false"})])

@@ -24,7 +24,8 @@ from queues.run.result import RunStatus
 from queues.run.runner import Runner
 from queues.workload.events import encode_events, split_messages
 from queues.workload.spec import WorkloadSpec
-from tests.services import backend_url, connected_backend, wait_until
+from tests.support.servers import backend_url, connected_backend
+from tests.support.waiting import wait_until
 
 SQL_BACKENDS = ["postgres", "postgres-notify", "mysql"]
 

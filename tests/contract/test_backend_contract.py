@@ -16,7 +16,8 @@ from queues.errors import BackendUnavailable, NotSupported
 from queues.run.result import RunStatus
 from queues.run.runner import Faults, Runner
 from queues.workload.spec import WorkloadSpec
-from tests.services import bodies, closed_port_url, receive_batches, scaled
+from tests.support.messages import bodies, receive_batches, scaled
+from tests.support.servers import closed_port_url
 
 
 def flat(batches: list[Batch]) -> list[bytes]:

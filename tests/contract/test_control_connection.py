@@ -2,7 +2,7 @@
 mid-run, on every server backend: it is replaced, the run keeps its counts and its verdict,
 and the queue is still removed at the end.
 
-The server itself ends the control connection (``tests/faults.py``, ``CONTROL_CUTTERS``),
+The server itself ends the control connection (``tests/support/faults.py``, ``CONTROL_CUTTERS``),
 found by the name the backend gives it; the workers' connections are left alone.
 """
 
@@ -18,9 +18,11 @@ from queues.backends.libraries.base import LibraryBackend
 from queues.backends.sqlfiles import table_name
 from queues.errors import OperationFailed
 from queues.run.result import RunStatus
-from tests.contract.test_faults import bounded_runner
-from tests.faults import CONTROL_CUTTERS
-from tests.services import SIZE_FACTOR, bodies, connected_backend, scaled, wait_until
+from tests.support.faults import CONTROL_CUTTERS
+from tests.support.messages import SIZE_FACTOR, bodies, scaled
+from tests.support.runs import bounded_runner
+from tests.support.servers import connected_backend
+from tests.support.waiting import wait_until
 
 RECONNECT_LINE = "the control connection was lost"
 
@@ -35,7 +37,7 @@ def cut_control(backend) -> int:
     """End ``backend``'s control connection on the server, waiting until the server has seen it
     (``rabbitmqctl`` lists a new connection after a moment)."""
     if backend.name not in CONTROL_CUTTERS:
-        pytest.fail(f"{backend.name} has a server but tests/faults.py has no way to cut its control connection")
+        pytest.fail(f"{backend.name} has a server but tests/support/faults.py has no way to cut its control connection")
     return wait_until(lambda: CONTROL_CUTTERS[backend.name](backend), 30, f"{backend.name}'s control connection")
 
 

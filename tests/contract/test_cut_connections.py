@@ -9,7 +9,9 @@ import pytest
 
 from queues.backends import BACKENDS, backend_class
 from queues.errors import NotSupported, QueueError
-from tests.services import bodies, connected_backend, wait_until
+from tests.support.messages import bodies
+from tests.support.servers import connected_backend
+from tests.support.waiting import wait_until
 
 #: Worker connections of one producer and one consumer, by backend (a ``postgres-notify``
 #: consumer listens on a second one). MariaDB sessions have no name: only those running a

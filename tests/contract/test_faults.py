@@ -18,7 +18,9 @@ from queues.errors import QueueError
 from queues.run.result import RunStatus
 from queues.run.runner import Faults, Runner
 from queues.workload.spec import WorkloadSpec
-from tests.services import SIZE_FACTOR, bodies, count_deliveries, receive_batches, scaled, wait_until
+from tests.support.messages import SIZE_FACTOR, bodies, count_deliveries, receive_batches, scaled
+from tests.support.runs import RUN_BOUND_S, bounded_runner
+from tests.support.waiting import wait_until
 
 #: Findings, not failures: backends that bring back tasks already counted after a SIGKILL.
 #: Celery with its default early acks on RabbitMQ, although it does not declare redelivery
@@ -27,9 +29,6 @@ from tests.services import SIZE_FACTOR, bodies, count_deliveries, receive_batche
 #: and the summary lists the contradiction with its declared guarantee.
 DUPLICATES_AFTER_FAULTS = {"celery-rabbitmq"}
 
-#: No fault test may hang: past this the run is cancelled, and the test fails on its status.
-RUN_BOUND_S = 180
-
 
 def value_sums(counts: np.ndarray) -> tuple[int, int]:
     """(sum of the values of the event ids counted at least once, the same with every extra
@@ -37,14 +36,6 @@ def value_sums(counts: np.ndarray) -> tuple[int, int]:
     carries the integer ``i + 1``."""
     values = np.arange(1, counts.size + 1, dtype=np.int64)
     return int(values[counts > 0].sum()), int((values * counts).sum())
-
-
-def bounded_runner(backend, *, faults=None, on_progress=None, **fields) -> Runner:
-    began = time.monotonic()
-    return Runner(
-        WorkloadSpec(backend=backend.name, **fields), backend, run_id=uuid.uuid4().hex[:8], faults=faults,
-        on_progress=on_progress, should_cancel=lambda: time.monotonic() - began > RUN_BOUND_S,
-    )
 
 
 @pytest.mark.requires("processes")

@@ -14,7 +14,7 @@ from queues.faults.injectors import DuplicateAtEnd, PauseConsumer, SendCorrupt, 
 from queues.run.result import RunStatus
 from queues.run.runner import Runner
 from queues.workload.spec import WorkloadSpec
-from tests.services import scaled
+from tests.support.messages import scaled
 
 #: No run here may hang: past this it is cancelled, and the test fails on its status.
 RUN_BOUND_S = 120

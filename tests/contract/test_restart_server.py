@@ -18,7 +18,7 @@ from queues.faults.servers import owner_pid, private_server, private_server_dirs
 from queues.run.launch import run_spec
 from queues.run.result import RunStatus
 from queues.workload.spec import WorkloadSpec
-from tests.services import unavailable
+from tests.support.servers import unavailable
 
 FAULTS = ("pause-consumer@0.5:2:0", "pause-consumer@0.5:2:1")
 RUN = {"rate_eps": 1_000, "duration_s": 4, "consumers": 2, "batch": 100, "idle_timeout_s": 2, "replace_after_s": 0.3}

@@ -9,8 +9,7 @@ import json
 import pytest
 
 from queues.backends import BACKENDS, backend_class
-from tests.django.test_commands import cli_db, manage  # noqa: F401 - cli_db is a fixture
-from tests.unit.test_silent_server import silent_port  # noqa: F401 - a fixture
+from tests.support.commands import manage
 
 MALFORMED = {
     "IMQ_AMQP_URL": "rabbitmq",
@@ -27,14 +26,14 @@ def one_line(stderr: str) -> str:
 
 
 @pytest.mark.parametrize("setting,alias", sorted(MALFORMED.items()))
-def test_a_malformed_url_fails_the_run_in_one_line_naming_the_setting(cli_db, setting, alias):  # noqa: F811
+def test_a_malformed_url_fails_the_run_in_one_line_naming_the_setting(cli_db, setting, alias):
     out = manage({**cli_db, setting: "nonsense"}, "runexperiment", "--backend", alias, "--events", "100")
     assert out.returncode == 1
     line = one_line(out.stderr)
     assert f"{alias}: malformed URL nonsense" in line and f"set {setting} to a URL like" in line
 
 
-def test_listbackends_with_a_malformed_url_still_lists_the_others_with_their_guarantees(cli_db):  # noqa: F811
+def test_listbackends_with_a_malformed_url_still_lists_the_others_with_their_guarantees(cli_db):
     out = manage({**cli_db, "IMQ_AMQP_URL": "nonsense"}, "listbackends", "--json")
     assert out.returncode == 0, out.stderr
     rows = {row["alias"]: row for row in json.loads(out.stdout)}
@@ -52,7 +51,7 @@ def test_listbackends_with_a_malformed_url_still_lists_the_others_with_their_gua
     assert "rabbitmq: malformed URL nonsense" in text
 
 
-def test_a_silent_broker_is_one_line_without_pikas_own(cli_db, silent_port):  # noqa: F811
+def test_a_silent_broker_is_one_line_without_pikas_own(cli_db, silent_port):
     """pika logs the failed handshake itself (the logging settings keep it quiet unless DEBUG)."""
     env = {**cli_db, "IMQ_AMQP_URL": f"amqp://guest:pw@127.0.0.1:{silent_port}/%2F"}
     out = manage(env, "runexperiment", "--backend", "rabbitmq", "--events", "100", "--option", "connect_timeout_s=1")

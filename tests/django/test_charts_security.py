@@ -4,8 +4,6 @@
 import json
 import os
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from django.urls import reverse
 
 from experiments import selectors
 from experiments.models import Experiment, Run, Sample
+from tests.support.commands import manage
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -126,14 +125,10 @@ def test_the_vendored_chart_library_names_its_version_and_license():
     assert "MIT License" in (ROOT / "static/vendor/uplot/LICENSE").read_text()
 
 
-def manage(*args, **environ):
-    """``manage.py`` in a fresh process with only the given DJANGO_* variables (settings are
-    read once at import, so production settings need a process of their own)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-    env.update(environ)
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
+def only_django(**environ) -> dict[str, str]:
+    """The environment with only the given DJANGO_* variables, for ``manage()`` in a fresh
+    process (settings are read once at import, so production settings need a process of their own)."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}, **environ}
 
 
 # The deploy checks that the production settings silence, each justified in the README
@@ -143,17 +138,19 @@ JUSTIFIED = {"security.W021"}
 
 def test_check_deploy_with_production_settings_reports_nothing_unjustified():
     result = manage(
+        only_django(DJANGO_DEBUG="false", DJANGO_SECRET_KEY=secrets.token_urlsafe(48),
+                    DJANGO_ALLOWED_HOSTS="imq.example.org"),
         "check", "--deploy", "--fail-level", "WARNING",
-        DJANGO_DEBUG="false", DJANGO_SECRET_KEY=secrets.token_urlsafe(48), DJANGO_ALLOWED_HOSTS="imq.example.org",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "WARNINGS" not in result.stdout + result.stderr
     assert f"no issues ({len(JUSTIFIED)} silenced)" in result.stdout
     shown = manage(
+        only_django(DJANGO_DEBUG="false", DJANGO_SECRET_KEY=secrets.token_urlsafe(48),
+                    DJANGO_ALLOWED_HOSTS="imq.example.org"),
         "shell", "-c", "from django.conf import settings as s; import json; print(json.dumps("
         "[s.SILENCED_SYSTEM_CHECKS, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_SSL_REDIRECT,"
         " s.SECURE_HSTS_SECONDS > 0, s.DEBUG]))",
-        DJANGO_DEBUG="false", DJANGO_SECRET_KEY=secrets.token_urlsafe(48), DJANGO_ALLOWED_HOSTS="imq.example.org",
     )
     assert json.loads(shown.stdout.strip().splitlines()[-1]) == [sorted(JUSTIFIED), True, True, True, True, False], shown.stderr
 
@@ -161,6 +158,6 @@ def test_check_deploy_with_production_settings_reports_nothing_unjustified():
 @pytest.mark.parametrize("key", [None, "imqueue-dev-only-not-secret"])
 def test_production_refuses_to_start_without_a_secret_key_of_its_own(key):
     environ = {"DJANGO_DEBUG": "false", **({"DJANGO_SECRET_KEY": key} if key else {})}
-    result = manage("check", **environ)
+    result = manage(only_django(**environ), "check")
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr and "DJANGO_SECRET_KEY" in result.stderr

@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from experiments.models import Experiment, Run
 from experiments.services.cleanup import STALE_ERROR, executor_alive, leftovers_remove
-from tests.services import bodies, connected_backend
+from tests.support.messages import bodies
+from tests.support.servers import connected_backend
 
 SERVER_BACKENDS = ["postgres", "postgres-notify", "mysql", "redis-list", "redis-stream", "rabbitmq"]
 

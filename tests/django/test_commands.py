@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from experiments.models import Experiment, Run
-from tests.stack import migrated_database
+from tests.support.commands import manage
 
-ROOT = Path(__file__).resolve().parents[2]
 JSON_KEYS = {
     "run_id", "backend", "events", "producers", "consumers", "duration_s", "throughput_eps", "sum",
     "expected_sum", "unique", "duplicates", "lost", "verdict", "latency_ms", "environment",
@@ -25,23 +20,10 @@ JSON_KEYS = {
 }
 
 
-@pytest.fixture(scope="module")
-def cli_db(tmp_path_factory):
-    """A migrated SQLite database of its own for the command subprocesses."""
-    path = migrated_database(tmp_path_factory.mktemp("db") / "cli.sqlite3")
-    return dict(os.environ, DATABASE_URL=f"sqlite:///{path}")
-
-
 def stored_runs(env) -> int:
     """The runs in the command's database, read directly (a ``manage.py shell`` costs 2 s)."""
     with sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///")) as conn:
         return conn.execute("SELECT COUNT(*) FROM experiments_run").fetchone()[0]
-
-
-def manage(env, *args, timeout=120):
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def test_json_prints_exactly_one_object_with_the_documented_keys(cli_db):
@@ -145,8 +127,8 @@ def test_a_run_that_fails_midway_is_stored_as_failed_with_its_error(monkeypatch)
 
     monkeypatch.setattr(link, "RECONNECT_GIVE_UP_S", 0.3)  # the server stays gone: stop reconnecting soon
 
-    # a backend whose producer loses its server after a few batches (tests/unit/test_runner.py)
-    monkeypatch.setitem(BACKENDS, "server-lost", "tests.unit.test_runner.ServerLostBackend")
+    # a backend whose producer loses its server after a few batches (tests/support/doubles.py)
+    monkeypatch.setitem(BACKENDS, "server-lost", "tests.support.doubles.ServerLostBackend")
     with pytest.raises(CommandError, match="failed: .*connection lost"):
         call_command("runexperiment", "--backend", "server-lost", "--events", "10000", "--batch", "100")
     run = Run.objects.get()

@@ -15,20 +15,12 @@ import pytest
 
 from queues.errors import BackendUnavailable
 from queues.run.launch import build_backend
-from tests.support.commands import migrated_database
 from tests.support.servers import unavailable
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 # A steady run long enough to be interrupted whatever the machine's load.
 STEADY = ("--rate", "2000", "--duration", "120", "--consumers", "2", "--json")
-
-
-@pytest.fixture(scope="module")
-def cli_db(tmp_path_factory):
-    """A migrated SQLite database of its own for the command subprocesses."""
-    path = migrated_database(tmp_path_factory.mktemp("db") / "interrupts.sqlite3")
-    return dict(os.environ, DATABASE_URL=f"sqlite:///{path}"), path
 
 
 def server(alias):
@@ -98,8 +90,9 @@ def alive(pid):
         ("redis-list", signal.SIGTERM, False, 143),
     ],
 )
-def test_an_interrupt_cancels_the_run_with_its_counts_and_leaves_nothing(cli_db, alias, signum, to_group, status):
-    env, path = cli_db
+def test_an_interrupt_cancels_the_run_with_its_counts_and_leaves_nothing(cli_db, cli_db_path, alias, signum, to_group,
+                                                                          status):
+    env, path = cli_db, cli_db_path
     backend = server(alias) if alias != "memory-mp" else None
     experiment = f"interrupt-{alias}-{signum}-{to_group}"
     proc = start(env, "--backend", alias, "--experiment", experiment, *STEADY)
@@ -128,8 +121,8 @@ def test_an_interrupt_cancels_the_run_with_its_counts_and_leaves_nothing(cli_db,
         backend.close()
 
 
-def test_the_workers_of_a_killed_runner_die_and_cleanup_removes_what_it_left(cli_db):
-    env, path = cli_db
+def test_the_workers_of_a_killed_runner_die_and_cleanup_removes_what_it_left(cli_db, cli_db_path):
+    env, path = cli_db, cli_db_path
     backend = server("postgres")
     experiment = "killed-runner"
     proc = start(env, "--backend", "postgres", "--experiment", experiment, *STEADY)

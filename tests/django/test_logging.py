@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import re
 
-from tests.django.test_commands import cli_db, manage  # noqa: F401 - cli_db is a fixture
+from tests.support.commands import manage
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO MainProcess\[\d+\] queues\.launch: run \S+: memory ")
 
 
-def test_info_shows_the_runs_lines_on_stderr(cli_db):  # noqa: F811
+def test_info_shows_the_runs_lines_on_stderr(cli_db):
     out = manage({**cli_db, "IMQ_LOG_LEVEL": "info"}, "runexperiment", "--backend", "memory", "--events", "1000", "--json")
     assert out.returncode == 0, out.stderr
     assert any(LINE.match(line) for line in out.stderr.splitlines()), out.stderr
     assert out.stdout.lstrip().startswith("{")  # the log never goes to stdout
 
 
-def test_a_refused_broker_connection_is_one_line_without_pikas_own(cli_db):  # noqa: F811
+def test_a_refused_broker_connection_is_one_line_without_pikas_own(cli_db):
     env = {**cli_db, "IMQ_AMQP_URL": "amqp://guest:pw@127.0.0.1:1/%2F"}
     out = manage(env, "runexperiment", "--backend", "rabbitmq", "--events", "100")
     assert out.returncode == 1

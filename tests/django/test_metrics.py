@@ -25,7 +25,7 @@ from experiments.models import Experiment, Run
 from experiments.prometheus import metrics
 from experiments.services.runs import run_fail
 from queues.measurement.histograms import LATENCY_BUCKETS_US, IntervalSample, bucket_counts, new_histogram, record_many
-from tests.services import wait_until
+from tests.support.waiting import wait_until
 
 
 def label() -> str:

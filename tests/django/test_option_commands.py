@@ -4,30 +4,11 @@ force are recorded; listbackends shows the declarations. Real processes, real st
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.stack import migrated_database
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def cli_db(tmp_path_factory):
-    """A migrated SQLite database of its own for the command subprocesses."""
-    path = migrated_database(tmp_path_factory.mktemp("db") / "options.sqlite3")
-    return dict(os.environ, DATABASE_URL=f"sqlite:///{path}"), path
-
-
-def manage(env, *args, timeout=120):
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+from tests.support.commands import manage
 
 
 def stored(path) -> tuple[int, int]:
@@ -50,8 +31,8 @@ def stored(path) -> tuple[int, int]:
         (["--backend", "futures", "--option", "prefetch=10"], "the futures approach takes no options (got prefetch)"),
     ],
 )
-def test_a_bad_option_or_an_ignored_knob_is_one_line_exit_1_and_stores_nothing(cli_db, args, expected):
-    env, path = cli_db
+def test_a_bad_option_or_an_ignored_knob_is_one_line_exit_1_and_stores_nothing(cli_db, cli_db_path, args, expected):
+    env, path = cli_db, cli_db_path
     before = stored(path)
     out = manage(env, "runexperiment", "--experiment", "bad-option", *args)
     assert out.returncode == 1
@@ -62,7 +43,7 @@ def test_a_bad_option_or_an_ignored_knob_is_one_line_exit_1_and_stores_nothing(c
 
 
 def test_the_run_records_every_option_in_force_defaults_included(cli_db):
-    env, _ = cli_db
+    env = cli_db
     out = manage(env, "runexperiment", "--events", "2000", "--option", "max_depth=5000", "--json", "--experiment", "opts")
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
@@ -75,7 +56,7 @@ def test_the_run_records_every_option_in_force_defaults_included(cli_db):
 
 
 def test_listbackends_shows_each_backends_options(cli_db):
-    env, _ = cli_db
+    env = cli_db
     out = manage(env, "listbackends", "--json")
     assert out.returncode == 0, out.stderr
     rows = {row["alias"]: row for row in json.loads(out.stdout)}

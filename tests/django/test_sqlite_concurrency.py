@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.stack import migrated_database
+from tests.support.commands import migrated_database
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS_AT_ONCE = 4

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import unavailable, wait_until
-from tests.stack import PASSWORD, Stack
+from tests.support.commands import PASSWORD
+from tests.support.servers import unavailable
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,15 +37,6 @@ def browser():
         ])
         yield browser
         browser.close()
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("browser"), web=True)
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
 
 
 def number(text: str) -> float:

@@ -9,46 +9,16 @@ import time
 
 import pytest
 
-from tests.services import backend_url, unavailable, wait_until
-from tests.stack import Stack, descendants, wait_for_run
+from tests.support.servers import backend_url, unavailable
+from tests.support.stack import define, descendants, launch_from_admin, wait_for_run
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """One stack for the module (starting one takes seconds); each test defines its own
-    experiment, and a test that kills the cluster starts a new one."""
-    stack = Stack(tmp_path_factory.mktemp("stack"), web=True)
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
 
 
 #: Polling the database from here adds up to this much to a measured time (the 0.1 s interval
 #: of ``wait_for_run`` and a loaded machine's scheduling): not the run's own time to stop.
 SLACK_S = 0.5
-
-
-def define(stack: Stack, name: str, **fields) -> int:
-    """Store an experiment (as the admin's add form would) and return its id."""
-    values = ", ".join(f"{k}={v!r}" for k, v in {"name": name, **fields}.items())
-    out = stack.manage("shell", "-c", f"from experiments.models import Experiment; "
-                                      f"print(Experiment.objects.create({values}).pk)")
-    return int(out.stdout.strip().splitlines()[-1])
-
-
-def launch_from_admin(stack: Stack, experiment_id: int, *, repeat: int = 1) -> list[int]:
-    """Select the experiment in the admin's list, choose Launch, confirm with ``repeat``: the
-    ids of the runs it queued."""
-    before = {r[0] for r in stack.query("SELECT id FROM experiments_run WHERE experiment_id = ?", experiment_id)}
-    page = stack.post("/admin/experiments/experiment/", [
-        ("action", "launch"), ("_selected_action", str(experiment_id)), ("apply", "1"), ("repeat", str(repeat)),
-    ], form_path="/admin/experiments/experiment/")
-    assert "queued" in page or "launched" in page.lower(), page[-3000:]
-    after = {r[0] for r in stack.query("SELECT id FROM experiments_run WHERE experiment_id = ?", experiment_id)}
-    return sorted(after - before)
 
 
 def test_a_run_launched_from_the_admin_executes_in_the_cluster_and_is_exact(stack):

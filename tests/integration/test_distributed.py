@@ -12,37 +12,10 @@ import pytest
 
 from queues.distributed.reports import union_histogram
 from queues.measurement.histograms import percentiles_ms
-from tests.integration.test_cluster import define
-from tests.services import backend_url, unavailable, wait_until
-from tests.stack import Stack, wait_for_run
+from tests.support.stack import FAST, define, launch, wait_for_run
+from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.timeout(180)
-
-FAST = {"IMQ_HOST_BEAT_S": "0.5", "IMQ_HOST_ALIVE_S": "3", "IMQ_HOST_JOIN_TIMEOUT_S": "20"}
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    redis = pytest.importorskip("redis")
-    try:
-        redis.Redis.from_url(backend_url("redis-list")).ping()
-    except redis.RedisError as exc:
-        unavailable(f"redis-list: server not reachable: {exc}")
-    stack = Stack(tmp_path_factory.mktemp("hosts"), web=False)
-    stack.env.update(FAST)
-    try:
-        stack.start()
-        for name in "abc":
-            stack.start_host(name)
-        wait_until(lambda: len(stack.query("SELECT name FROM experiments_host WHERE clock_offset_s IS NOT NULL")) == 3,
-                   60, "three hosts to answer", interval_s=0.1)
-        yield stack
-    finally:
-        stack.stop()
-
-
-def launch(stack: Stack, name: str) -> int:
-    return json.loads(stack.manage("launchrun", name, "--json").stdout)["run_ids"][0]
+pytestmark = [pytest.mark.timeout(180), pytest.mark.stack(web=False, env=FAST, redis=True, hosts="abc")]
 
 
 def test_a_run_split_over_three_hosts_is_exact_and_its_histogram_is_the_hosts_union(stack):

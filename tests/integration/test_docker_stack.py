@@ -18,7 +18,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_metrics_scrape import promtool
+from tests.support.servers import promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"

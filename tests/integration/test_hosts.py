@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.services import wait_until
-from tests.stack import Stack, migrated_database
+from tests.support.stack import Stack, running
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,13 +21,11 @@ BEAT = {"IMQ_HOST_BEAT_S": "0.3", "IMQ_HOST_ALIVE_S": "1.5"}
 
 @pytest.fixture
 def stack(tmp_path):
+    """A stack of the test's own, not started (its database migrated): each test starts its hosts."""
     stack = Stack(tmp_path, web=False)
     stack.env.update(BEAT)  # the hosts beat fast, and every process judges them by it
-    migrated_database(stack.db_path)
-    try:
-        yield stack
-    finally:
-        stack.stop()
+    with running(stack, start=False) as stopped_at_the_end:
+        yield stopped_at_the_end
 
 
 def listed(stack: Stack, *args: str) -> dict[str, dict]:

@@ -14,11 +14,10 @@ import pytest
 
 from queues.errors import NotSupported
 from queues.faults.servers import private_server
-from tests import netns
-from tests.integration.test_cluster import define
-from tests.integration.test_distributed import FAST, launch
-from tests.services import unavailable, wait_until
-from tests.stack import Stack, wait_for_run
+from tests.support import netns
+from tests.support.servers import unavailable
+from tests.support.stack import FAST, Stack, define, launch, running, wait_for_run
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,17 +45,14 @@ def redis_server(namespaces):
 
 @pytest.fixture
 def stack(tmp_path, namespaces, redis_server):
+    """A stack of the test's own: its namespaces and its private Redis are the test's own too."""
     stack = Stack(tmp_path, web=False)
     stack.env.update(FAST, IMQ_REDIS_URL=redis_server.url)  # the coordinator's, on loopback
-    try:
-        stack.start()
-        for name, pair in namespaces.items():
-            stack.start_host(name, prefix=pair.prefix, IMQ_REDIS_URL=redis_server.url_on(pair.root_address))
-        wait_until(lambda: len(stack.query("SELECT name FROM experiments_host WHERE clock_offset_s IS NOT NULL"))
-                   == len(HOSTS), 60, "the hosts in their namespaces to answer", interval_s=0.1)
-        yield stack
-    finally:
-        stack.stop()  # before the namespaces go: a namespace with a process in it outlives its name
+    hosts = {name: {"prefix": pair.prefix, "IMQ_REDIS_URL": redis_server.url_on(pair.root_address)}
+             for name, pair in namespaces.items()}
+    # stopped at the end before the namespaces go: a namespace with a process in it outlives its name
+    with running(stack, hosts=hosts, what="the hosts in their namespaces to answer") as started:
+        yield started
 
 
 def reaches(pair: netns.Pair, url: str) -> bool:

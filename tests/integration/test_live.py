@@ -11,37 +11,20 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
 import redis
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.integration.test_cluster import define, launch_from_admin
-from tests.services import backend_url, unavailable
-from tests.stack import Stack, wait_for_run
+from tests.support.stack import Stack, define, launch_from_admin, wait_for_run
 
-pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(scope="module", params=["database", "redis"])
-def stack(request, tmp_path_factory):
-    """The product with each live path: following the stored samples (embedded default), or
-    channels-redis (the executor publishes each sample to the run's group)."""
-    stack = Stack(tmp_path_factory.mktemp("live"), web=True)
-    if request.param == "redis":
-        url = backend_url("redis-list")
-        try:
-            redis.Redis.from_url(url, socket_connect_timeout=3).ping()
-        except redis.RedisError as exc:
-            unavailable(f"channels-redis: Redis not reachable at {url}: {exc}")
-        stack.env.update(IMQ_CHANNEL_REDIS_URL=url, IMQ_CHANNEL_PREFIX=f"imq-live-test-{uuid.uuid4().hex[:8]}")
-    stack.live_path = request.param
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
+pytestmark = [
+    pytest.mark.timeout(240),
+    # the product with each live path: following the stored samples (embedded default), or
+    # channels-redis (the executor publishes each sample to the run's group)
+    pytest.mark.parametrize("stack", ["database", "redis"], indirect=True, scope="module"),
+]
 
 
 def session_cookie(stack: Stack) -> str:

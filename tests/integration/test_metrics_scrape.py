@@ -4,7 +4,6 @@ metrics folder; the output passes ``promtool check metrics``, and the README's P
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -13,11 +12,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_cluster import define, launch_from_admin
-from tests.services import unavailable, wait_until
-from tests.stack import Stack, free_port, wait_for_run
+from tests.support.servers import promtool
+from tests.support.stack import define, launch_from_admin, wait_for_run
+from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.stack(own_metrics=True)]
 
 BACKEND = "memory-mp"
 #: The README's PromQL for the classic graphs.
@@ -26,25 +25,6 @@ PROMQL = {
     "e2e_p99": "histogram_quantile(0.99, sum by (le, backend) (rate(imqueue_latency_seconds_bucket[1m])))",
     "queue_depth": "imqueue_queue_depth",
 }
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("metrics-stack"), web=True)
-    stack.env["IMQ_METRICS_DIR"] = str(stack.folder / "metrics")  # the stack's own figures only
-    stack.env["IMQ_CLUSTER_METRICS_PORT"] = str(free_port())
-    try:
-        stack.manage("metrics_reset")
-        yield stack.start()
-    finally:
-        stack.stop()
-
-
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if not path:
-        unavailable("promtool is missing: apt-get install prometheus (Debian; python3 dev.py test does, as root)")
-    return path
 
 
 def figures(text: str) -> dict[tuple[str, tuple], float]:

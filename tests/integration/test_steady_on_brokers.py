@@ -10,7 +10,7 @@ import pytest
 from queues.run.result import RunStatus
 from queues.run.runner import Runner
 from queues.workload.spec import WorkloadSpec
-from tests.services import connected_backend
+from tests.support.servers import connected_backend
 
 
 @pytest.mark.parametrize("alias", ["redis-stream", "rabbitmq"])

@@ -13,7 +13,8 @@ from queues.errors import QueueNotFound
 from queues.run.result import RunStatus
 from queues.run.runner import Faults, Runner
 from queues.workload.spec import WorkloadSpec
-from tests.services import receive_batches, wait_until
+from tests.support.messages import receive_batches
+from tests.support.waiting import wait_until
 
 POISON = [b"poison-1", b"poison-2", b"poison-3"]
 GOOD = [b"good-1", b"good-2"]

@@ -4,8 +4,6 @@ a listener thread on loopback plays the silent one."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
 import pytest
@@ -22,31 +20,6 @@ SILENT_URLS = {
     "IMQ_REDIS_URL": "redis://imq:s3cret@127.0.0.1:{port}/0",
     "IMQ_AMQP_URL": "amqp://imq:s3cret@127.0.0.1:{port}/%2F",
 }
-
-
-@pytest.fixture(scope="module")
-def silent_port():
-    """A port on loopback where connections are accepted and then left without a word."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])  # kept open, never read or written
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join(timeout=5)
-    for conn in accepted:
-        conn.close()
-    listener.close()
 
 
 def silent_urls(port: int) -> dict[str, str]:

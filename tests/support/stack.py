@@ -1,54 +1,35 @@
 """The product as a user runs it, for end-to-end tests: a SQLite database file of its own, a
 ``qcluster`` and a daphne web server as separate processes, and a logged-in staff session over
 real HTTP. Nothing is mocked; every process is stopped at the end and checked gone.
+
+``running()`` starts a stack (and its load hosts) and stops it, whatever happens: the one way the
+``stack`` fixtures (``tests/integration/conftest.py``) make one. ``define``, ``launch_from_admin``
+and ``launch`` store and launch experiments on it as a user does.
 """
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import http.cookiejar
+import json
 import os
 import re
-import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
-from tests.services import wait_until
+from tests.support.commands import PASSWORD, ROOT, manage, migrated_database
+from tests.support.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
-PASSWORD = "imq-e2e-password"
-
-
-_template: Path | None = None
-
-
-def migrated_database(dest: Path) -> Path:
-    """A migrated SQLite database at ``dest``, with the staff user ``staff`` (password
-    ``PASSWORD``): a copy of one migrated once per test session, since migrating takes seconds
-    and a dozen tests need a database file of their own."""
-    global _template
-    if _template is None:
-        folder = Path(tempfile.mkdtemp(prefix="imq-test-template-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        template = folder / "template.sqlite3"
-        env = dict(os.environ, DATABASE_URL=f"sqlite:///{template}", DJANGO_SUPERUSER_PASSWORD=PASSWORD)
-        for args in (["migrate", "-v0"], ["createsuperuser", "--noinput", "--username", "staff", "--email",
-                                          "staff@example.org"]):
-            subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True)
-        with sqlite3.connect(template) as conn:  # everything into the main file: the copy needs no -wal
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        _template = template
-    shutil.copyfile(_template, dest)
-    return dest
-
+#: Load hosts that beat, are judged alive and join a run fast (the distributed tests).
+FAST = {"IMQ_HOST_BEAT_S": "0.5", "IMQ_HOST_ALIVE_S": "3", "IMQ_HOST_JOIN_TIMEOUT_S": "20"}
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -91,12 +72,7 @@ class Stack:
 
     # -- processes ---------------------------------------------------------------------------
     def manage(self, *args: str, check: bool = True, timeout_s: float = 120) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
-                              text=True, timeout=timeout_s)
-        assert not check or done.returncode == 0, (
-            f"manage.py {' '.join(args)} exited {done.returncode}\n{done.stderr[-3000:]}\n{done.stdout[-2000:]}"
-        )
-        return done
+        return manage(self.env, *args, timeout=timeout_s, check=check)
 
     def start(self) -> Stack:
         migrated_database(self.db_path)
@@ -242,3 +218,49 @@ def wait_for_run(stack: Stack, run_id: int, *, timeout_s: float, what: str = "th
     return wait_until(lambda: (row := stack.run_row(run_id)).get("finished_at") and row, timeout_s,
                       f"run {run_id}: {what}", interval_s=0.1)
 
+
+
+@contextlib.contextmanager
+def running(stack: Stack, *, start: bool = True, hosts: dict[str, dict] | None = None,
+            what: str = "the hosts to answer") -> Iterator[Stack]:
+    """``stack`` started (with ``start`` false: only its database migrated), then a load host
+    for each name of ``hosts`` (its value: ``start_host``'s keywords) and, if any, until every
+    one of them answered; stopped at the end, whatever happened."""
+    try:
+        if start:
+            stack.start()
+        else:
+            migrated_database(stack.db_path)
+        for name, options in (hosts or {}).items():
+            stack.start_host(name, **options)
+        if hosts:
+            wait_until(lambda: len(stack.query("SELECT name FROM experiments_host WHERE clock_offset_s IS NOT NULL"))
+                       == len(hosts), 60, what, interval_s=0.1)
+        yield stack
+    finally:
+        stack.stop()
+
+
+def define(stack: Stack, name: str, **fields) -> int:
+    """Store an experiment (as the admin's add form would) and return its id."""
+    values = ", ".join(f"{k}={v!r}" for k, v in {"name": name, **fields}.items())
+    out = stack.manage("shell", "-c", f"from experiments.models import Experiment; "
+                                      f"print(Experiment.objects.create({values}).pk)")
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def launch_from_admin(stack: Stack, experiment_id: int, *, repeat: int = 1) -> list[int]:
+    """Select the experiment in the admin's list, choose Launch, confirm with ``repeat``: the
+    ids of the runs it queued."""
+    before = {r[0] for r in stack.query("SELECT id FROM experiments_run WHERE experiment_id = ?", experiment_id)}
+    page = stack.post("/admin/experiments/experiment/", [
+        ("action", "launch"), ("_selected_action", str(experiment_id)), ("apply", "1"), ("repeat", str(repeat)),
+    ], form_path="/admin/experiments/experiment/")
+    assert "queued" in page or "launched" in page.lower(), page[-3000:]
+    after = {r[0] for r in stack.query("SELECT id FROM experiments_run WHERE experiment_id = ?", experiment_id)}
+    return sorted(after - before)
+
+
+def launch(stack: Stack, name: str) -> int:
+    """Launch the experiment ``name`` with ``manage.py launchrun``: its run's id."""
+    return json.loads(stack.manage("launchrun", name, "--json").stdout)["run_ids"][0]
