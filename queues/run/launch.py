@@ -11,13 +11,14 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from queues.backends import BACKENDS, Backend, backend_class, suggest
+from queues.backends import BACKENDS, Backend, backend_class
 from queues.backends.options import OptionValue, options_resolve
 from queues.errors import InvalidSpec, UnknownBackend
 from queues.faults.servers import private_server
 from queues.measurement.histograms import IntervalSample
 from queues.run.approaches import APPROACHES, run_approach
 from queues.run.runner import Faults, Runner, RunResult
+from queues.text import suggest
 from queues.workload.faults import RESTART_SERVER
 from queues.workload.spec import WorkloadSpec
 
