@@ -25,7 +25,7 @@ from experiments.live import publisher
 from experiments.live import source as live
 from experiments.models import Experiment, Run, Sample
 from imqueue_site.asgi import application
-from tests.services import unavailable
+from tests.support.servers import unavailable
 
 ORIGIN = (b"origin", b"http://testserver")
 pytestmark = pytest.mark.django_db(transaction=True)  # the consumers read through their own calls
