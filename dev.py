@@ -2,7 +2,7 @@
 """Set up and run imqueue from a fresh clone with nothing but Python 3.11+.
 
     python3 dev.py run [runexperiment options]   # sum 1e6 integers on the embedded default
-    python3 dev.py test [pytest options]         # lint, type check, checks and the whole test suite
+    python3 dev.py test [pytest options]         # lint, type check, import contract, checks, the tests
                                                  # (installs chromium and promtool with apt where it can)
 
 Both create ``.venv`` and install the project into it when ``pyproject.toml`` changed since the
@@ -86,6 +86,7 @@ def test(args: list[str]) -> int:
         os.environ["IMQ_METRICS_DIR"] = metrics_dir
         sh(PYTHON, "-m", "ruff", "check", ".")
         sh(PYTHON, "-m", "mypy")  # queues/, as configured in pyproject.toml
+        sh(VENV / "bin" / "lint-imports")  # the layering: [tool.importlinter] in pyproject.toml
         sh(PYTHON, "manage.py", "check")
         sh(PYTHON, "manage.py", "makemigrations", "--check", "--dry-run", "--verbosity", "0")
         env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -141,16 +141,16 @@ def test_the_cancel_probe_stays_off_the_database_at_the_start_and_still_notices_
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from experiments.services import runs as services
+    from experiments.services.runs import CANCEL_CHECK_S, _CancelProbe, run_cancel, run_prepare
     from queues.workload.spec import WorkloadSpec
 
-    run = services.run_prepare(spec=WorkloadSpec(backend="memory-mp", events=10), experiment_name="probe")
-    probe = services._CancelProbe(run.pk, None)
+    run = run_prepare(spec=WorkloadSpec(backend="memory-mp", events=10), experiment_name="probe")
+    probe = _CancelProbe(run.pk, None)
     with CaptureQueriesContext(connection) as queries:
         assert probe() is False  # the start signal: the first query after fork would fault the heap
     assert len(queries) == 0
-    assert services.run_cancel(run=run)
-    deadline = time.monotonic() + 10 * services.CANCEL_CHECK_S
+    assert run_cancel(run=run)
+    deadline = time.monotonic() + 10 * CANCEL_CHECK_S
     while not probe():
         assert time.monotonic() < deadline, "the cancel was not noticed"
         time.sleep(0.01)
