@@ -24,8 +24,8 @@ def stack(tmp_path):
     """A stack of the test's own, not started (its database migrated): each test starts its hosts."""
     stack = Stack(tmp_path, web=False)
     stack.env.update(BEAT)  # the hosts beat fast, and every process judges them by it
-    with running(stack, start=False) as stopped_at_the_end:
-        yield stopped_at_the_end
+    with running(stack, start=False) as migrated:  # and stopped at the end
+        yield migrated
 
 
 def listed(stack: Stack, *args: str) -> dict[str, dict]:
