@@ -7,7 +7,7 @@ import re
 
 from tests.support.commands import manage
 
-LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO MainProcess\[\d+\] queues\.launch: run \S+: memory ")
+LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO MainProcess\[\d+\] queues\.run\.launch: run \S+: memory ")
 
 
 def test_info_shows_the_runs_lines_on_stderr(cli_db):
