@@ -64,8 +64,11 @@ def ensure_system_tools() -> None:
         return
     sudo = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
     if sudo is None or not shutil.which("apt-get"):
-        print(f"note: {', '.join(missing)} not installed and cannot be installed here (needs apt-get as root): "
-              "the tests that need them skip (and fail under CI=true)", flush=True)
+        print(
+            f"note: {', '.join(missing)} not installed and cannot be installed here (needs apt-get as root): "
+            "the tests that need them skip (and fail under CI=true)",
+            flush=True,
+        )
         return
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:

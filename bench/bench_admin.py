@@ -66,16 +66,34 @@ def build_history(runs: int, samples: int) -> dict:
 
     if Run.objects.count() < runs:
         began = time.perf_counter()
-        model = services.run_execute(run=services.run_prepare(
-            spec=WorkloadSpec(backend="memory-mp", events=20_000), experiment_name="bench-model"))
-        experiments = [Experiment.objects.create(name=f"bench-{i}", backend=("memory-mp", "redis-list", "postgres")[i % 3])
-                       for i in range(EXPERIMENTS)]
+        model = services.run_execute(
+            run=services.run_prepare(
+                spec=WorkloadSpec(backend="memory-mp", events=20_000), experiment_name="bench-model"
+            )
+        )
+        experiments = [
+            Experiment.objects.create(name=f"bench-{i}", backend=("memory-mp", "redis-list", "postgres")[i % 3])
+            for i in range(EXPERIMENTS)
+        ]
         rows = [
-            Run(experiment=experiments[i % EXPERIMENTS], backend=experiments[i % EXPERIMENTS].backend, status="succeeded",
-                spec=model.spec, environment=model.environment, summary=model.summary, verdict="exact",
-                duration_s=model.duration_s, throughput_eps=model.throughput_eps * (0.8 + (i % 40) / 100),
-                latency_p50_ms=model.latency_p50_ms, latency_p99_ms=model.latency_p99_ms, unique=model.unique,
-                duplicates=0, lost=0, started_at=model.started_at, finished_at=model.finished_at)
+            Run(
+                experiment=experiments[i % EXPERIMENTS],
+                backend=experiments[i % EXPERIMENTS].backend,
+                status="succeeded",
+                spec=model.spec,
+                environment=model.environment,
+                summary=model.summary,
+                verdict="exact",
+                duration_s=model.duration_s,
+                throughput_eps=model.throughput_eps * (0.8 + (i % 40) / 100),
+                latency_p50_ms=model.latency_p50_ms,
+                latency_p99_ms=model.latency_p99_ms,
+                unique=model.unique,
+                duplicates=0,
+                lost=0,
+                started_at=model.started_at,
+                finished_at=model.finished_at,
+            )
             for i in range(runs - Run.objects.count())
         ]
         Run.objects.bulk_create(rows, batch_size=2_000)
@@ -85,10 +103,26 @@ def build_history(runs: int, samples: int) -> dict:
         batch: list = []
         for run_id, count in [(hour_run, HOUR_SAMPLES)] + [(r, per_run + (i < extra)) for i, r in enumerate(rest)]:
             for t in range(count):
-                batch.append(Sample(run_id=run_id, t_s=t + 1.0, produced=1000 * t, consumed=1000 * t, unique=1000 * t,
-                                    produce_eps=1000.0, consume_eps=990.0 + t % 20, depth=t % 50, backlog=t % 70,
-                                    p50_ms=1.0 + t % 7, p90_ms=2.0, p99_ms=5.0 + t % 11, p999_ms=9.0, max_ms=12.0,
-                                    offered_eps=1000.0, due=1000 * t))
+                batch.append(
+                    Sample(
+                        run_id=run_id,
+                        t_s=t + 1.0,
+                        produced=1000 * t,
+                        consumed=1000 * t,
+                        unique=1000 * t,
+                        produce_eps=1000.0,
+                        consume_eps=990.0 + t % 20,
+                        depth=t % 50,
+                        backlog=t % 70,
+                        p50_ms=1.0 + t % 7,
+                        p90_ms=2.0,
+                        p99_ms=5.0 + t % 11,
+                        p999_ms=9.0,
+                        max_ms=12.0,
+                        offered_eps=1000.0,
+                        due=1000 * t,
+                    )
+                )
             if len(batch) >= 20_000:
                 Sample.objects.bulk_create(batch)
                 batch = []
@@ -96,8 +130,11 @@ def build_history(runs: int, samples: int) -> dict:
         experiment = Experiment.objects.get(name="bench-0")
         series = series_launch_sweep(experiment=experiment, knob="consumers", values=[1, 2, 4, 8])
         Run.objects.filter(series=series).update(status="succeeded", throughput_eps=100_000.0, latency_p99_ms=3.0)
-        print(f"built {Run.objects.count():,} runs and {Sample.objects.count():,} samples in "
-              f"{time.perf_counter() - began:.0f} s", flush=True)
+        print(
+            f"built {Run.objects.count():,} runs and {Sample.objects.count():,} samples in "
+            f"{time.perf_counter() - began:.0f} s",
+            flush=True,
+        )
     from experiments.services.launches import series_refresh
 
     series = RunSeries.objects.filter(kind="sweep").latest("pk")
@@ -132,10 +169,21 @@ def time_pages(repeat: int, ids: dict) -> list[dict]:
                 times.append((time.perf_counter() - began) * 1000)
             if response.status_code != 200:
                 raise SystemExit(f"{path}: HTTP {response.status_code}")
-        rows.append({"page": label, "path": path, "median_ms": statistics.median(times), "max_ms": max(times),
-                     "queries": len(queries), "bytes": len(response.content)})
-        print(f"  {label:<36} median {rows[-1]['median_ms']:7.1f} ms  slowest {rows[-1]['max_ms']:7.1f} ms  "
-              f"{rows[-1]['queries']:3d} queries  {rows[-1]['bytes'] / 1024:6.0f} KiB", flush=True)
+        rows.append(
+            {
+                "page": label,
+                "path": path,
+                "median_ms": statistics.median(times),
+                "max_ms": max(times),
+                "queries": len(queries),
+                "bytes": len(response.content),
+            }
+        )
+        print(
+            f"  {label:<36} median {rows[-1]['median_ms']:7.1f} ms  slowest {rows[-1]['max_ms']:7.1f} ms  "
+            f"{rows[-1]['queries']:3d} queries  {rows[-1]['bytes'] / 1024:6.0f} KiB",
+            flush=True,
+        )
     return rows
 
 
@@ -145,14 +193,21 @@ def time_launches(repeat: int, product: Product) -> list[dict]:
     from experiments.models import Experiment, Run, Sample
 
     client = staff_client()
-    experiment = Experiment.objects.create(name="bench-launch", backend="memory-mp", rate_eps=1000.0,
-                                           duration_s=3.0, warmup_s=0.0)
+    experiment = Experiment.objects.create(
+        name="bench-launch", backend="memory-mp", rate_eps=1000.0, duration_s=3.0, warmup_s=0.0
+    )
     rows = []
     for _ in range(repeat):
         began = time.perf_counter()
-        response = client.post("/admin/experiments/experiment/", {
-            "action": "launch", "_selected_action": [experiment.pk], "repeat": "1", "apply": "Launch",
-        })
+        response = client.post(
+            "/admin/experiments/experiment/",
+            {
+                "action": "launch",
+                "_selected_action": [experiment.pk],
+                "repeat": "1",
+                "apply": "Launch",
+            },
+        )
         clicked = time.perf_counter()
         assert response.status_code in (200, 302), response.status_code
         run = Run.objects.filter(experiment=experiment).latest("pk")  # the click stored it
@@ -165,10 +220,18 @@ def time_launches(repeat: int, product: Product) -> list[dict]:
             time.sleep(0.005)
         while not Run.objects.filter(pk=run.pk, finished_at__isnull=False).exists():
             time.sleep(0.05)
-        rows.append({"click_ms": (clicked - began) * 1000, "to_running_s": (started or first) - began,
-                     "to_first_sample_s": first - began})
-        print(f"  click answered in {rows[-1]['click_ms']:.0f} ms, running after {rows[-1]['to_running_s']:.2f} s, "
-              f"first sample after {rows[-1]['to_first_sample_s']:.2f} s", flush=True)
+        rows.append(
+            {
+                "click_ms": (clicked - began) * 1000,
+                "to_running_s": (started or first) - began,
+                "to_first_sample_s": first - began,
+            }
+        )
+        print(
+            f"  click answered in {rows[-1]['click_ms']:.0f} ms, running after {rows[-1]['to_running_s']:.2f} s, "
+            f"first sample after {rows[-1]['to_first_sample_s']:.2f} s",
+            flush=True,
+        )
     return rows
 
 

@@ -52,10 +52,14 @@ def backend_url(alias: str) -> str:
 
 # -- references ----------------------------------------------------------------------------
 
+
 def _timed(produce, consume, n: int) -> float:
     ctx = multiprocessing.get_context("fork")
     start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=produce, args=(start, n)), ctx.Process(target=lambda s, n: out.put(consume(s, n)), args=(start, n))]
+    procs = [
+        ctx.Process(target=produce, args=(start, n)),
+        ctx.Process(target=lambda s, n: out.put(consume(s, n)), args=(start, n)),
+    ]
     for p in procs:
         p.start()
     time.sleep(0.3)
@@ -192,17 +196,31 @@ def engine(alias: str, events: int, *, epm: int = 1, batch: int = BATCH, **optio
     if PROFILE_DIR:
         profile_dir = Path(PROFILE_DIR) / f"{alias}-epm{epm}-b{batch}-{uuid.uuid4().hex[:6]}"
         profile_dir.mkdir(parents=True, exist_ok=True)
-    result = Runner(spec, backend, run_id=uuid.uuid4().hex[:8], profile_dir=str(profile_dir) if profile_dir else None).run()
+    result = Runner(
+        spec, backend, run_id=uuid.uuid4().hex[:8], profile_dir=str(profile_dir) if profile_dir else None
+    ).run()
     s = result.summary
-    return {"seconds": s["duration_s"], "events_per_s": s["throughput_eps"], "status": result.status,
-            "verdict": s["verdict"], "lost": s["lost"], "duplicates": s["duplicates"], "error": result.error,
-            "publish_p50_ms": s["publish_ms"]["p50"], "latency_p50_ms": s["latency_ms"]["p50"]}
+    return {
+        "seconds": s["duration_s"],
+        "events_per_s": s["throughput_eps"],
+        "status": result.status,
+        "verdict": s["verdict"],
+        "lost": s["lost"],
+        "duplicates": s["duplicates"],
+        "error": result.error,
+        "publish_p50_ms": s["publish_ms"]["p50"],
+        "latency_p50_ms": s["latency_ms"]["p50"],
+    }
 
 
 def median_of(fn, repeat: int) -> dict:
     runs = [fn() for _ in range(repeat)]
     seconds = statistics.median(r["seconds"] for r in runs)
-    return {"median_seconds": round(seconds, 4), "median_events_per_s": round(statistics.median(r["events_per_s"] for r in runs)), "runs": runs}
+    return {
+        "median_seconds": round(seconds, 4),
+        "median_events_per_s": round(statistics.median(r["events_per_s"] for r in runs)),
+        "runs": runs,
+    }
 
 
 def reference(alias: str, events: int) -> dict:
@@ -213,15 +231,27 @@ def reference(alias: str, events: int) -> dict:
 def cases(args) -> list[tuple[str, str, callable]]:
     n, rabbit_n = int(args.events), int(args.rabbit_events)
     out = []
-    for alias, ref, count in (("redis-list", "redis-list", n), ("redis-list-noack", None, n),
-                              ("redis-stream", "redis-stream", n), ("rabbitmq", "rabbitmq", rabbit_n)):
+    for alias, ref, count in (
+        ("redis-list", "redis-list", n),
+        ("redis-list-noack", None, n),
+        ("redis-stream", "redis-stream", n),
+        ("rabbitmq", "rabbitmq", rabbit_n),
+    ):
         if ref:
             out.append((f"reference {ref}", f"epm=1 n={count}", lambda r=ref, c=count: reference(r, c)))
         out.append((alias, f"epm=1 n={count}", lambda a=alias, c=count: engine(a, c)))
     for confirms in ("batch", "message"):
         c = rabbit_n if confirms == "batch" else args.batch1_events
-        out.append((f"rabbitmq confirms={confirms}", f"epm=1 n={c}", lambda cf=confirms, c=c: engine("rabbitmq", c, confirms=cf)))
-    out.append(("rabbitmq queue_type=quorum", f"epm=1 n={rabbit_n}", lambda: engine("rabbitmq", rabbit_n, queue_type="quorum")))
+        out.append(
+            (
+                f"rabbitmq confirms={confirms}",
+                f"epm=1 n={c}",
+                lambda cf=confirms, c=c: engine("rabbitmq", c, confirms=cf),
+            )
+        )
+    out.append(
+        ("rabbitmq queue_type=quorum", f"epm=1 n={rabbit_n}", lambda: engine("rabbitmq", rabbit_n, queue_type="quorum"))
+    )
     for alias in ("redis-list", "redis-list-noack", "redis-stream", "rabbitmq"):
         out.append((alias, f"epm=1000 n={n}", lambda a=alias: engine(a, n, epm=1000, batch=10)))
     for alias in ("redis-list", "redis-list-noack", "redis-stream", "rabbitmq"):
@@ -239,8 +269,13 @@ def main() -> None:
     parser.add_argument("--only", default="", help="substring of the case names to run")
     parser.add_argument("--workload", default="", help="substring of the workloads to run (epm=1 n, batch=1 ...)")
     parser.add_argument("--profile-dir", default="", help="write a cProfile of each engine worker under this folder")
-    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                        help="a backend option for every engine run (repeatable), e.g. prefetch=false")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a backend option for every engine run (repeatable), e.g. prefetch=false",
+    )
     args = parser.parse_args()
     global PROFILE_DIR
     PROFILE_DIR = args.profile_dir or None
@@ -256,9 +291,13 @@ def main() -> None:
         if "batch=1 " in workload:
             row["round_trips_per_event"] = ROUND_TRIPS_BATCH1.get(name)
         results.append(row)
-        runs = ", ".join(f"{r['events_per_s']:.0f}" + ("" if r.get("verdict", "exact") == "exact" else f" ({r['verdict']})")
-                         for r in row["runs"])
-        print(f"{name:34} {workload:20} {row['median_seconds']:9.3f} {row['median_events_per_s']:11,}  {runs}", flush=True)
+        runs = ", ".join(
+            f"{r['events_per_s']:.0f}" + ("" if r.get("verdict", "exact") == "exact" else f" ({r['verdict']})")
+            for r in row["runs"]
+        )
+        print(
+            f"{name:34} {workload:20} {row['median_seconds']:9.3f} {row['median_events_per_s']:11,}  {runs}", flush=True
+        )
     out = Path(__file__).parent / "results" / f"brokers-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=1))

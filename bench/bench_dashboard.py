@@ -72,15 +72,17 @@ def overhead(product: Product, repeat: int) -> dict:
     product.define("bench-watch", backend="memory-mp", events=1_000_000)
     rows: dict[str, list[dict]] = {"alone": [], "watched": []}
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         page = browser.new_page()
         page.goto(product.url("/admin/login/"))
         page.fill("#id_username", "bench")
         page.fill("#id_password", PASSWORD)
         page.click("input[type=submit]")
         for i in range(repeat):
-            for mode in (("alone", "watched") if i % 2 == 0 else ("watched", "alone")):
+            for mode in ("alone", "watched") if i % 2 == 0 else ("watched", "alone"):
                 scraper = None
                 run_id = product.launch("bench-watch")
                 if mode == "watched":
@@ -94,9 +96,18 @@ def overhead(product: Product, repeat: int) -> dict:
                     scraper.join()
                 summary = json.loads(row["summary"])
                 assert summary["verdict"] == "exact", summary
-                rows[mode].append({"run_id": run_id, "drain_s": summary["duration_s"], "wall_s": wall_s(row),
-                                   "scrapes": scraper.scrapes if scraper else 0})
-                print(f"  {mode:<8} run {run_id}: drain {summary['duration_s']:.3f} s, wall {wall_s(row):.3f} s", flush=True)
+                rows[mode].append(
+                    {
+                        "run_id": run_id,
+                        "drain_s": summary["duration_s"],
+                        "wall_s": wall_s(row),
+                        "scrapes": scraper.scrapes if scraper else 0,
+                    }
+                )
+                print(
+                    f"  {mode:<8} run {run_id}: drain {summary['duration_s']:.3f} s, wall {wall_s(row):.3f} s",
+                    flush=True,
+                )
         browser.close()
     result = {"rows": rows}
     for key in ("drain_s", "wall_s"):
@@ -113,8 +124,11 @@ async def _viewers(product: Product, run_id: int, count: int, cookie: str) -> li
 
     async def view() -> list[tuple[float, float]]:
         got: list[tuple[float, float]] = []
-        async with connect(f"ws://127.0.0.1:{product.port}/ws/runs/{run_id}/", max_size=2**24,
-                           additional_headers={"Cookie": cookie, "Origin": product.url("")}) as ws:
+        async with connect(
+            f"ws://127.0.0.1:{product.port}/ws/runs/{run_id}/",
+            max_size=2**24,
+            additional_headers={"Cookie": cookie, "Origin": product.url("")},
+        ) as ws:
             async for raw in ws:
                 arrival = time.time()
                 message = json.loads(raw)
@@ -134,8 +148,11 @@ def login_cookie(product: Product) -> str:
     page = opener.open(product.url("/admin/login/")).read().decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
     body = urllib.parse.urlencode({"username": "bench", "password": PASSWORD, "csrfmiddlewaretoken": token}).encode()
-    opener.open(urllib.request.Request(product.url("/admin/login/?next=/admin/"), data=body,
-                                       headers={"Referer": product.url("/admin/login/")})).read()
+    opener.open(
+        urllib.request.Request(
+            product.url("/admin/login/?next=/admin/"), data=body, headers={"Referer": product.url("/admin/login/")}
+        )
+    ).read()
     return "; ".join(f"{c.name}={c.value}" for c in jar)
 
 
@@ -144,7 +161,7 @@ def viewers(product: Product, repeat: int, count: int, duration_s: float) -> dic
     cookie = login_cookie(product)
     rows: dict[str, list[dict]] = {"alone": [], "viewed": []}
     for i in range(repeat):
-        for mode in (("alone", "viewed") if i % 2 == 0 else ("viewed", "alone")):
+        for mode in ("alone", "viewed") if i % 2 == 0 else ("viewed", "alone"):
             run_id = product.launch("bench-viewers")
             delays: list[float] = []
             missing = 0
@@ -155,22 +172,37 @@ def viewers(product: Product, repeat: int, count: int, duration_s: float) -> dic
             if mode == "viewed":
                 start = parse_time(row["started_at"])
                 with sqlite3.connect(product.db) as conn:
-                    stored = [r[0] for r in conn.execute(
-                        "SELECT t_s FROM experiments_sample WHERE run_id = ? ORDER BY t_s", (run_id,))]
+                    stored = [
+                        r[0]
+                        for r in conn.execute(
+                            "SELECT t_s FROM experiments_sample WHERE run_id = ? ORDER BY t_s", (run_id,)
+                        )
+                    ]
                 for got in seen:
                     missing += len(set(stored) - {t for t, _ in got})
                     delays += [arrival - (start + t) for t, arrival in got]
-            rows[mode].append({
-                "run_id": run_id, "consume_eps": summary["consume_eps"], "p99_ms": summary["latency_ms"]["p99"],
-                "verdict": summary["verdict"], "max_delay_s": max(delays) if delays else None,
-                "p99_delay_s": statistics.quantiles(delays, n=100)[98] if len(delays) > 100 else None,
-                "missing": missing,
-            })
+            rows[mode].append(
+                {
+                    "run_id": run_id,
+                    "consume_eps": summary["consume_eps"],
+                    "p99_ms": summary["latency_ms"]["p99"],
+                    "verdict": summary["verdict"],
+                    "max_delay_s": max(delays) if delays else None,
+                    "p99_delay_s": statistics.quantiles(delays, n=100)[98] if len(delays) > 100 else None,
+                    "missing": missing,
+                }
+            )
             r = rows[mode][-1]
-            extra = (f", delay max {r['max_delay_s']:.3f} s p99 {r['p99_delay_s']:.3f} s, {missing} missing"
-                     if mode == "viewed" else "")
-            print(f"  {mode:<7} run {run_id}: consumed {r['consume_eps']:,.0f}/s, p99 {r['p99_ms']:.3f} ms, "
-                  f"{r['verdict']}{extra}", flush=True)
+            extra = (
+                f", delay max {r['max_delay_s']:.3f} s p99 {r['p99_delay_s']:.3f} s, {missing} missing"
+                if mode == "viewed"
+                else ""
+            )
+            print(
+                f"  {mode:<7} run {run_id}: consumed {r['consume_eps']:,.0f}/s, p99 {r['p99_ms']:.3f} ms, "
+                f"{r['verdict']}{extra}",
+                flush=True,
+            )
     return {"rows": rows}
 
 

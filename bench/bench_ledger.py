@@ -33,8 +33,13 @@ EVENTS, CALL = 1_000_000, 1_000
 
 def ledger_at(revision: str) -> Any:
     """The ``Ledger`` class of ``queues/measurement/ledger.py`` at a git revision."""
-    source = subprocess.run(["git", "show", f"{revision}:queues/measurement/ledger.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
+    source = subprocess.run(
+        ["git", "show", f"{revision}:queues/measurement/ledger.py"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "reference_ledger.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("reference_ledger", path)
@@ -74,8 +79,10 @@ def main() -> None:
     for case, batches in (("sorted", in_order), ("shuffled", shuffled)):
         for name, cls in ledgers.items():
             add_s, result_s = timed(cls, batches)
-            print(f"  {case:9s} {name:10s} add_indices x{len(batches)}: {add_s * 1e3:7.1f} ms "
-                  f"({add_s * 1e6 / len(batches):6.1f} us a call); result(): {result_s * 1e3:6.1f} ms")
+            print(
+                f"  {case:9s} {name:10s} add_indices x{len(batches)}: {add_s * 1e3:7.1f} ms "
+                f"({add_s * 1e6 / len(batches):6.1f} us a call); result(): {result_s * 1e3:6.1f} ms"
+            )
 
 
 if __name__ == "__main__":

@@ -37,9 +37,15 @@ from queues.workload.spec import WorkloadSpec
 
 #: library backend -> the raw backend on the same server
 RAW = {
-    "celery-redis": "redis-list", "celery-rabbitmq": "rabbitmq", "dramatiq-redis": "redis-list",
-    "dramatiq-rabbitmq": "rabbitmq", "rq": "redis-list", "huey": "redis-list", "procrastinate": "postgres",
-    "django-q2-orm": "postgres", "django-q2-redis": "redis-list",
+    "celery-redis": "redis-list",
+    "celery-rabbitmq": "rabbitmq",
+    "dramatiq-redis": "redis-list",
+    "dramatiq-rabbitmq": "rabbitmq",
+    "rq": "redis-list",
+    "huey": "redis-list",
+    "procrastinate": "postgres",
+    "django-q2-orm": "postgres",
+    "django-q2-redis": "redis-list",
 }
 #: Below about 500 tasks/s here: ``--slow-events`` of them per run; django-q2's ORM broker
 #: (about 50 tasks/s): ``--orm-events``.
@@ -49,15 +55,24 @@ BATCH = 100  # messages per send call (the engine's producer enqueues them one t
 KILL_EVENTS = 2_000
 
 
-def engine(alias: str, events: int, workers: int, faults: Faults | None = None,
-           options: dict[str, Any] | None = None) -> dict[str, Any]:
+def engine(
+    alias: str, events: int, workers: int, faults: Faults | None = None, options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     backend = build_backend(alias, urls=os.environ, namespace="imqbench", options=options)
     spec = WorkloadSpec(backend=alias, events=events, consumers=workers, batch=BATCH, idle_timeout_s=10)
     result = Runner(spec, backend, run_id=uuid.uuid4().hex[:8], faults=faults).run()
     s = result.summary
-    return {"seconds": s["duration_s"], "events_per_s": s["throughput_eps"], "status": result.status,
-            "verdict": s["verdict"], "lost": s["lost"], "duplicates": s["duplicates"], "error": result.error,
-            "p50_ms": s["latency_ms"]["p50"], "p99_ms": s["latency_ms"]["p99"]}
+    return {
+        "seconds": s["duration_s"],
+        "events_per_s": s["throughput_eps"],
+        "status": result.status,
+        "verdict": s["verdict"],
+        "lost": s["lost"],
+        "duplicates": s["duplicates"],
+        "error": result.error,
+        "p50_ms": s["latency_ms"]["p50"],
+        "p99_ms": s["latency_ms"]["p99"],
+    }
 
 
 def median(runs: list[dict[str, Any]], key: str) -> float:
@@ -72,10 +87,18 @@ def measure(alias: str, events: int, workers: int, repeat: int, options: dict[st
         ref.append(run_reference(alias, url, events, workers, options))
         raw.append(engine(RAW[alias], events, workers))
     row = {
-        "library": alias, "workers": workers, "events": events, "options": options,
-        "eps": median(imq, "events_per_s"), "p50_ms": median(imq, "p50_ms"), "p99_ms": median(imq, "p99_ms"),
-        "ref_eps": median(ref, "events_per_s"), "raw": RAW[alias], "raw_eps": median(raw, "events_per_s"),
-        "verdicts": sorted({r["verdict"] for r in imq}), "runs": {"engine": imq, "reference": ref, "raw": raw},
+        "library": alias,
+        "workers": workers,
+        "events": events,
+        "options": options,
+        "eps": median(imq, "events_per_s"),
+        "p50_ms": median(imq, "p50_ms"),
+        "p99_ms": median(imq, "p99_ms"),
+        "ref_eps": median(ref, "events_per_s"),
+        "raw": RAW[alias],
+        "raw_eps": median(raw, "events_per_s"),
+        "verdicts": sorted({r["verdict"] for r in imq}),
+        "runs": {"engine": imq, "reference": ref, "raw": raw},
     }
     row["overhead"] = round(row["ref_eps"] / row["eps"] - 1, 3) if row["eps"] else None
     row["ratio_to_raw"] = round(row["eps"] / row["raw_eps"], 4) if row["raw_eps"] else None
@@ -117,8 +140,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--only", default="", help="comma-separated library backends")
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="a backend option for the engine and the minimal script, e.g. prompt_hub=false")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a backend option for the engine and the minimal script, e.g. prompt_hub=false",
+    )
     parser.add_argument("--table", type=Path, help="print the table of this results file, and run nothing")
     args = parser.parse_args()
     options = options_from_pairs(args.option)
@@ -133,10 +161,12 @@ def main() -> None:
         for workers in (int(w) for w in args.workers.split(",")):
             row = measure(alias, events, workers, args.repeat, options)
             rows.append(row)
-            print(f"{alias:18} w={workers} n={events:>6}  {row['eps']:>8.0f} ev/s  p50 {row['p50_ms']:>8.1f} ms  "
-                  f"p99 {row['p99_ms']:>8.1f} ms  ref {row['ref_eps']:>8.0f} ev/s  overhead {row['overhead']:+.1%}  "
-                  f"{row['raw']} {row['raw_eps']:>9.0f} ev/s  ratio {row['ratio_to_raw']:.4f}  {row['verdicts']}",
-                  flush=True)
+            print(
+                f"{alias:18} w={workers} n={events:>6}  {row['eps']:>8.0f} ev/s  p50 {row['p50_ms']:>8.1f} ms  "
+                f"p99 {row['p99_ms']:>8.1f} ms  ref {row['ref_eps']:>8.0f} ev/s  overhead {row['overhead']:+.1%}  "
+                f"{row['raw']} {row['raw_eps']:>9.0f} ev/s  ratio {row['ratio_to_raw']:.4f}  {row['verdicts']}",
+                flush=True,
+            )
         kills.append(kill_verdict(alias, options))
         print(f"{alias:18} SIGKILL of consumer 0: {kills[-1]}", flush=True)
     out = Path(__file__).parent / "results" / f"libraries-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -78,7 +78,11 @@ def command_run(events: int, env: dict, *, sample_memory: bool = True) -> dict:
     began = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "runexperiment", "--events", str(events), "--json", "--experiment", "bench"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     peak = [0]
 
@@ -99,8 +103,10 @@ def command_run(events: int, env: dict, *, sample_memory: bool = True) -> dict:
     summary = json.loads(out)
     assert summary["verdict"] == "exact", summary
     return {
-        "wall_s": round(wall, 3), "peak_mb": round(peak[0] / 1024, 1) if sample_memory else None,
-        "drain_s": summary["duration_s"], "verdict": summary["verdict"],
+        "wall_s": round(wall, 3),
+        "peak_mb": round(peak[0] / 1024, 1) if sample_memory else None,
+        "drain_s": summary["duration_s"],
+        "verdict": summary["verdict"],
     }
 
 
@@ -114,7 +120,11 @@ def profile_one_event_a_call(events: int) -> dict:
             total = stats.total_tt
             rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:6]
             tops[role] = [
-                {"function": f"{Path(f).name}:{line}({name})", "self_s": round(st[2], 3), "share": round(st[2] / total, 3)}
+                {
+                    "function": f"{Path(f).name}:{line}({name})",
+                    "self_s": round(st[2], 3),
+                    "share": round(st[2] / total, 3),
+                }
                 for (f, line, name), st in rows
             ]
     return {"events": events, "events_per_s": result.summary["throughput_eps"], "profile": tops}
@@ -146,10 +156,17 @@ def main() -> None:
 
     results = {
         "events": events,
-        "reference_s": reference, "engine_drain_s": engine,
-        "reference_median_s": ref_s, "engine_median_s": eng_s, "ratio": round(eng_s / ref_s, 2),
-        "command_drain_s": command, "command_drain_median_s": cmd_s, "command_ratio": round(cmd_s / ref_s, 2),
-        "command": commands, "command_wall_median_s": wall, "command_peak_mb": peak,
+        "reference_s": reference,
+        "engine_drain_s": engine,
+        "reference_median_s": ref_s,
+        "engine_median_s": eng_s,
+        "ratio": round(eng_s / ref_s, 2),
+        "command_drain_s": command,
+        "command_drain_median_s": cmd_s,
+        "command_ratio": round(cmd_s / ref_s, 2),
+        "command": commands,
+        "command_wall_median_s": wall,
+        "command_peak_mb": peak,
         "one_event_a_call": {"events_per_s": one_unprofiled, "profiled": one},
     }
     out_dir = ROOT / "bench" / "results"
@@ -158,9 +175,15 @@ def main() -> None:
 
     print(f"memory-mp, {events:,} events, 1 producer -> 1 consumer, median of {args.repeat}")
     print(f"  reference (mp.Queue, lists of 1000, plain sum)  {ref_s:.3f} s")
-    print(f"  engine drain (ledger + latency on)              {eng_s:.3f} s   ratio {eng_s / ref_s:.2f}x (target <= 2x)")
-    print(f"  runexperiment --json drain (duration_s)         {cmd_s:.3f} s   ratio {cmd_s / ref_s:.2f}x (target <= 2x)")
-    print(f"  runexperiment --json, whole command             {wall:.2f} s wall (target < 3 s), peak {peak:.0f} MB PSS (target < 300)")
+    print(
+        f"  engine drain (ledger + latency on)              {eng_s:.3f} s   ratio {eng_s / ref_s:.2f}x (target <= 2x)"
+    )
+    print(
+        f"  runexperiment --json drain (duration_s)         {cmd_s:.3f} s   ratio {cmd_s / ref_s:.2f}x (target <= 2x)"
+    )
+    print(
+        f"  runexperiment --json, whole command             {wall:.2f} s wall (target < 3 s), peak {peak:.0f} MB PSS (target < 300)"
+    )
     print(f"  one event a call (batch=1), {int(args.one_a_call_events):,} events      {one_unprofiled:,.0f} events/s")
     for role, rows in one["profile"].items():
         print(f"    {role} self time, top functions (profiled run):")

@@ -58,7 +58,9 @@ def engine_run(alias: str, **fields) -> dict:
 def reference(events: int) -> dict:
     out = subprocess.run(
         [sys.executable, str(HERE / "reference_postgres.py"), "--events", str(events)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout)
 
@@ -91,6 +93,7 @@ def insert_rate(alias: str, events: int, **options) -> float:
 
 
 # -- round trips (strace) ------------------------------------------------------------------
+
 
 def count_round_trips_child(alias: str, role: str) -> None:
     """Runs under strace: sends or receives+acks ``ROUND_TRIP_EVENTS`` events one at a time,
@@ -126,9 +129,22 @@ def round_trips(alias: str, role: str) -> float | None:
         return None
     with tempfile.NamedTemporaryFile("r", suffix=".strace") as trace:
         subprocess.run(
-            ["strace", "-f", "-e", "trace=sendto,write", "-o", trace.name,
-             sys.executable, __file__, "--count-round-trips", alias, role],
-            check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)},
+            [
+                "strace",
+                "-f",
+                "-e",
+                "trace=sendto,write",
+                "-o",
+                trace.name,
+                sys.executable,
+                __file__,
+                "--count-round-trips",
+                alias,
+                role,
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHONPATH": str(HERE.parent)},
         )
         inside, sends = False, 0
         for line in trace:
@@ -142,6 +158,7 @@ def round_trips(alias: str, role: str) -> float | None:
 
 
 # -- sections ------------------------------------------------------------------------------
+
 
 def section_throughput(args) -> dict:
     rows: dict[str, list] = {"reference": [], "postgres": [], "postgres-notify": [], "mysql": []}
@@ -166,7 +183,9 @@ def section_insert(args) -> dict:
     figures: dict[str, list] = {}
     for _ in range(args.repeat):
         for method in ("copy", "unnest", "executemany"):
-            figures.setdefault(f"postgres insert={method}", []).append(insert_rate("postgres", args.insert_events, insert=method))
+            figures.setdefault(f"postgres insert={method}", []).append(
+                insert_rate("postgres", args.insert_events, insert=method)
+            )
         figures.setdefault("mysql multi-row INSERT", []).append(insert_rate("mysql", args.insert_events))
     return {name: {"rows_per_s": [round(v) for v in values]} for name, values in figures.items()}
 
@@ -175,12 +194,14 @@ def section_batch1(args) -> dict:
     figures = {}
     for alias in ("postgres", "mysql"):
         runs = [
-            engine_run(alias, events=args.batch1_events, producers=1, consumers=2, batch=1)
-            for _ in range(args.repeat)
+            engine_run(alias, events=args.batch1_events, producers=1, consumers=2, batch=1) for _ in range(args.repeat)
         ]
         figures[alias] = {
             "events_per_s": [r["throughput_eps"] for r in runs],
-            "round_trips_per_event": {"produce": round_trips(alias, "produce"), "consume+ack": round_trips(alias, "consume")},
+            "round_trips_per_event": {
+                "produce": round_trips(alias, "produce"),
+                "consume+ack": round_trips(alias, "consume"),
+            },
         }
     return figures
 
@@ -225,6 +246,7 @@ def section_latency(args) -> dict:
 
 # -- report --------------------------------------------------------------------------------
 
+
 def med(values: list) -> float:
     return statistics.median(values)
 
@@ -232,25 +254,35 @@ def med(values: list) -> float:
 def print_table(results: dict) -> None:
     t = results.get("throughput")
     if t:
-        print(f"\nthroughput: 1 producer, 2 consumers, {results['args']['events']:.0f} events, batch 1000 (median of {results['args']['repeat']})")
+        print(
+            f"\nthroughput: 1 producer, 2 consumers, {results['args']['events']:.0f} events, batch 1000 (median of {results['args']['repeat']})"
+        )
         print(f"  {'reference_postgres.py':24} {med(t['reference']['events_per_s']):>10,.0f} ev/s")
         for alias in ("postgres", "postgres-notify", "mysql"):
             f = t[alias]
-            print(f"  {alias:24} {med(f['events_per_s']):>10,.0f} ev/s  {med(f['vs_reference']):.2f}x reference  p50 {med(f['p50_ms']):.0f} ms")
+            print(
+                f"  {alias:24} {med(f['events_per_s']):>10,.0f} ev/s  {med(f['vs_reference']):.2f}x reference  p50 {med(f['p50_ms']):.0f} ms"
+            )
     if results.get("insert"):
         print(f"\ninsert, producer alone, {results['args']['insert_events']:.0f} rows in batches of 1000")
         for name, f in results["insert"].items():
             print(f"  {name:32} {med(f['rows_per_s']):>10,.0f} rows/s")
     if results.get("batch1"):
-        print(f"\nbatch=1 (one event per call and per transaction), {results['args']['batch1_events']:.0f} events, 2 consumers")
+        print(
+            f"\nbatch=1 (one event per call and per transaction), {results['args']['batch1_events']:.0f} events, 2 consumers"
+        )
         for alias, f in results["batch1"].items():
             rt = f["round_trips_per_event"]
-            print(f"  {alias:16} {med(f['events_per_s']):>8,.0f} ev/s  round trips/event: produce {rt['produce']}, consume+ack {rt['consume+ack']}")
+            print(
+                f"  {alias:16} {med(f['events_per_s']):>8,.0f} ev/s  round trips/event: produce {rt['produce']}, consume+ack {rt['consume+ack']}"
+            )
     if results.get("latency"):
         print("\nslow steady flow: 200 events/s for 10 s, 1 consumer (end-to-end latency, ms)")
         for alias, f in results["latency"].items():
-            print(f"  {alias:16} p50 {med(f['p50_ms']):7.2f}  p99 {med(f['p99_ms']):7.2f}  max {med(f['max_ms']):7.2f}  "
-                  f"server CPU {med(f['server_cpu_share']):.1%} of a core  {f['wait']}")
+            print(
+                f"  {alias:16} p50 {med(f['p50_ms']):7.2f}  p99 {med(f['p99_ms']):7.2f}  max {med(f['max_ms']):7.2f}  "
+                f"server CPU {med(f['server_cpu_share']):.1%} of a core  {f['wait']}"
+            )
 
 
 def main() -> None:
@@ -265,7 +297,11 @@ def main() -> None:
     if args.count_round_trips:
         count_round_trips_child(*args.count_round_trips)
         return
-    args.events, args.insert_events, args.batch1_events = int(args.events), int(args.insert_events), int(args.batch1_events)
+    args.events, args.insert_events, args.batch1_events = (
+        int(args.events),
+        int(args.insert_events),
+        int(args.batch1_events),
+    )
     results: dict = {"args": vars(args), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu_count": os.cpu_count()}
     for name in args.only.split(","):
         results[name] = globals()[f"section_{name}"](args)

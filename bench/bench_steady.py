@@ -59,21 +59,43 @@ def main() -> None:
     results: dict = {}
 
     s, _ = steady(50_000, 20 * scale)
-    results["50k_for_20s"] = {k: s[k] for k in ("rate_eps", "send_eps", "rate_error", "consume_eps", "kept_up",
-                                                "latency_ms", "latency_from_send_ms", "send_delay_ms")}
-    print(f"50,000 events/s for {20 * scale:.0f} s: sent {s['send_eps']:,.1f}/s ({s['rate_error']:+.3%}), "
-          f"kept up {s['kept_up']}, p50 {s['latency_ms']['p50']} ms, p99 {s['latency_ms']['p99']} ms, "
-          f"max {s['latency_ms']['max']} ms")
+    results["50k_for_20s"] = {
+        k: s[k]
+        for k in (
+            "rate_eps",
+            "send_eps",
+            "rate_error",
+            "consume_eps",
+            "kept_up",
+            "latency_ms",
+            "latency_from_send_ms",
+            "send_delay_ms",
+        )
+    }
+    print(
+        f"50,000 events/s for {20 * scale:.0f} s: sent {s['send_eps']:,.1f}/s ({s['rate_error']:+.3%}), "
+        f"kept up {s['kept_up']}, p50 {s['latency_ms']['p50']} ms, p99 {s['latency_ms']['p99']} ms, "
+        f"max {s['latency_ms']['max']} ms"
+    )
 
     results["rate_error"] = []
     print("rate keeping (achieved vs offered, measured window):")
     for rate, duration in ((100, 20), (1_000, 10), (10_000, 10), (50_000, 10), (100_000, 10)):
         s, cpu = steady(rate, duration * scale)
-        row = {"rate_eps": rate, "send_eps": s["send_eps"], "rate_error": s["rate_error"], "kept_up": s["kept_up"],
-               "p99_ms": s["latency_ms"]["p99"], "cpu_cores": round(cpu, 3), "warnings": s["warnings"]}
+        row = {
+            "rate_eps": rate,
+            "send_eps": s["send_eps"],
+            "rate_error": s["rate_error"],
+            "kept_up": s["kept_up"],
+            "p99_ms": s["latency_ms"]["p99"],
+            "cpu_cores": round(cpu, 3),
+            "warnings": s["warnings"],
+        }
         results["rate_error"].append(row)
-        print(f"  {rate:>8,}/s  sent {s['send_eps']:>11,.1f}/s  error {s['rate_error']:+.3%}  kept up {s['kept_up']}  "
-              f"p99 {s['latency_ms']['p99']:>8} ms  CPU {cpu:.1%} of a core" + ("  WARNING" if s["warnings"] else ""))
+        print(
+            f"  {rate:>8,}/s  sent {s['send_eps']:>11,.1f}/s  error {s['rate_error']:+.3%}  kept up {s['kept_up']}  "
+            f"p99 {s['latency_ms']['p99']:>8} ms  CPU {cpu:.1%} of a core" + ("  WARNING" if s["warnings"] else "")
+        )
 
     def step(rate: float) -> dict:
         return steady(rate, 3 * scale, warmup=0.5)[0]
@@ -82,7 +104,9 @@ def main() -> None:
     results["harness_ceiling"] = {"max_rate_eps": best, "slo_p99_ms": 5.0, "curve": [p.as_dict() for p in curve]}
     print(f"harness ceiling (memory-mp, p99 <= 5 ms): {best:,.0f} events/s")
     for p in curve:
-        print(f"  {p.rate_eps:>10,.0f}/s  sent {p.send_eps:>11,.1f}/s  p99 {p.p99_ms} ms  kept up {p.kept_up}  ok {p.ok}")
+        print(
+            f"  {p.rate_eps:>10,.0f}/s  sent {p.send_eps:>11,.1f}/s  p99 {p.p99_ms} ms  kept up {p.kept_up}  ok {p.ok}"
+        )
 
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)

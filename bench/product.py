@@ -30,15 +30,22 @@ class Product:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.env = dict(os.environ, DATABASE_URL=f"sqlite:///{self.db}", IMQ_RUN_LOCK_PATH=str(self.folder / "lock"),
-                        IMQ_METRICS_DIR=str(self.folder / "metrics"), DJANGO_SUPERUSER_PASSWORD=PASSWORD,
-                        PYTHONPATH=str(ROOT))
+        self.env = dict(
+            os.environ,
+            DATABASE_URL=f"sqlite:///{self.db}",
+            IMQ_RUN_LOCK_PATH=str(self.folder / "lock"),
+            IMQ_METRICS_DIR=str(self.folder / "metrics"),
+            DJANGO_SUPERUSER_PASSWORD=PASSWORD,
+            PYTHONPATH=str(ROOT),
+        )
         self.manage("migrate", "-v0")
         self.manage("createsuperuser", "--noinput", "--username", "bench", "--email", "bench@example.org")
         self.procs = [self._spawn("manage.py", "qcluster")]
         if not web:
             return
-        self.procs.append(self._spawn("-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "imqueue_site.asgi:application"))
+        self.procs.append(
+            self._spawn("-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "imqueue_site.asgi:application")
+        )
         deadline = time.monotonic() + 60
         while not self._answers():
             if time.monotonic() > deadline:
@@ -46,12 +53,19 @@ class Product:
             time.sleep(0.2)
 
     def manage(self, *args: str) -> str:
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True,
-                              capture_output=True, text=True).stdout
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True
+        ).stdout
 
     def _spawn(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def _answers(self) -> bool:
         try:

@@ -38,13 +38,19 @@ def rq_add(x: int) -> None:  # importable by path, as RQ wants
 
 # -- each library: app(url, queue) -> (enqueue(x), close()), work(url, queue, ready) ----------------
 
+
 def celery_app(url: str, queue: str) -> Any:
     import celery
 
     app = celery.Celery("ref", broker=url, set_as_current=False)
     options = {"global_keyprefix": f"{queue}:"} if url.startswith("redis") else {}
-    app.conf.update(task_default_queue=queue, broker_transport_options=options, worker_hijack_root_logger=False,
-                    worker_enable_remote_control=False, task_ignore_result=True)
+    app.conf.update(
+        task_default_queue=queue,
+        broker_transport_options=options,
+        worker_hijack_root_logger=False,
+        worker_enable_remote_control=False,
+        task_ignore_result=True,
+    )
     app.task(name="ref_add", shared=False)(add)
     return app
 
@@ -71,8 +77,19 @@ def celery_work(url: str, queue: str, ready: Any) -> None:
 
     worker_ready.connect(on_ready, weak=False)
     app.set_current()
-    app.worker_main(["worker", "--pool=solo", "-Q", queue, "--without-mingle", "--without-gossip",
-                     "--without-heartbeat", "-l", "WARNING"])
+    app.worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            "-Q",
+            queue,
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+            "-l",
+            "WARNING",
+        ]
+    )
 
 
 def dramatiq_broker(url: str, queue: str) -> Any:
@@ -80,10 +97,10 @@ def dramatiq_broker(url: str, queue: str) -> Any:
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
     from dramatiq.brokers.redis import RedisBroker
 
-    broker = (RedisBroker(url=url, namespace=f"dramatiq:{queue}") if url.startswith("redis")
-              else RabbitmqBroker(url=url))
-    actor = dramatiq.Actor(add, broker=broker, actor_name="ref_add", queue_name=queue, priority=0,
-                           options={"max_retries": 0})
+    broker = RedisBroker(url=url, namespace=f"dramatiq:{queue}") if url.startswith("redis") else RabbitmqBroker(url=url)
+    actor = dramatiq.Actor(
+        add, broker=broker, actor_name="ref_add", queue_name=queue, priority=0, options={"max_retries": 0}
+    )
     return broker, actor
 
 
@@ -155,7 +172,11 @@ def procrastinate_app(url: str, sync: bool) -> tuple[Any, Any]:
     from queues.backends.libraries.procrastinate_backend import SCHEMA
 
     conninfo = f"{url}?options=-c%20search_path%3D{SCHEMA}"
-    connector = procrastinate.SyncPsycopgConnector(conninfo=conninfo) if sync else procrastinate.PsycopgConnector(conninfo=conninfo)
+    connector = (
+        procrastinate.SyncPsycopgConnector(conninfo=conninfo)
+        if sync
+        else procrastinate.PsycopgConnector(conninfo=conninfo)
+    )
     app = procrastinate.App(connector=connector)
 
     def ref_add(x: int) -> None:
@@ -192,8 +213,10 @@ def djangoq_producer_for(alias: str) -> Any:
         from django_q.tasks import async_task
 
         broker = backend.broker(queue)
-        return (lambda x: async_task("bench.reference_libraries.add", x, q_options={"broker": broker, "save": False})), (
-            lambda: None)
+        return (
+            lambda x: async_task("bench.reference_libraries.add", x, q_options={"broker": broker, "save": False})
+        ), (lambda: None)
+
     return make
 
 
@@ -223,10 +246,14 @@ LIBRARIES = {
     "rq": (rq_producer, rq_work),
     "huey": (huey_producer, huey_work),
     "procrastinate": (procrastinate_producer, procrastinate_work),
-    "django-q2-orm": (djangoq_producer_for("django-q2-orm"),
-                      lambda url, queue, ready: djangoq_work(url, queue, ready, "django-q2-orm")),
-    "django-q2-redis": (djangoq_producer_for("django-q2-redis"),
-                        lambda url, queue, ready: djangoq_work(url, queue, ready, "django-q2-redis")),
+    "django-q2-orm": (
+        djangoq_producer_for("django-q2-orm"),
+        lambda url, queue, ready: djangoq_work(url, queue, ready, "django-q2-orm"),
+    ),
+    "django-q2-redis": (
+        djangoq_producer_for("django-q2-redis"),
+        lambda url, queue, ready: djangoq_work(url, queue, ready, "django-q2-redis"),
+    ),
 }
 
 
@@ -237,8 +264,9 @@ def _worker_main(work: Any, url: str, queue: str, ready: Any) -> None:
     work(url, queue, ready)
 
 
-def run_reference(alias: str, url: str, events: int, workers: int,
-                  options: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_reference(
+    alias: str, url: str, events: int, workers: int, options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Enqueue ``events`` tasks, wait until ``workers`` worker processes counted them all, with the
     worker configured as the backend with ``options`` configures it (only Celery's ``prompt_hub``
     changes the script)."""

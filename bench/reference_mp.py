@@ -43,7 +43,12 @@ def run(n: int) -> dict:
     for p in procs:
         p.join()
     seconds = finished - began
-    return {"events": n, "seconds": round(seconds, 4), "events_per_s": round(n / seconds), "sum_ok": total == n * (n + 1) // 2}
+    return {
+        "events": n,
+        "seconds": round(seconds, 4),
+        "events_per_s": round(n / seconds),
+        "sum_ok": total == n * (n + 1) // 2,
+    }
 
 
 if __name__ == "__main__":

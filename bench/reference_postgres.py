@@ -60,7 +60,9 @@ def consume(table: str, start, remaining, out) -> None:
 def run(n: int) -> dict:
     table = f"imq_reference_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE TABLE {} (id bigserial PRIMARY KEY, value bigint NOT NULL)").format(sql.Identifier(table)))
+        admin.execute(
+            sql.SQL("CREATE TABLE {} (id bigserial PRIMARY KEY, value bigint NOT NULL)").format(sql.Identifier(table))
+        )
         try:
             return _timed(table, n)
         finally:
@@ -82,7 +84,12 @@ def _timed(table: str, n: int) -> dict:
         p.join()
     seconds = max(t for t, _ in results) - began
     total = sum(s for _, s in results)
-    return {"events": n, "seconds": round(seconds, 4), "events_per_s": round(n / seconds), "sum_ok": total == n * (n + 1) // 2}
+    return {
+        "events": n,
+        "seconds": round(seconds, 4),
+        "events_per_s": round(n / seconds),
+        "sum_ok": total == n * (n + 1) // 2,
+    }
 
 
 if __name__ == "__main__":

@@ -25,26 +25,35 @@ class Experiment(models.Model):
     batch = models.PositiveIntegerField(default=SPEC["batch"], help_text="messages per send or receive call")
     idle_timeout_s = models.FloatField(default=SPEC["idle_timeout_s"])
     rate_eps = models.FloatField(
-        null=True, blank=True, default=SPEC["rate_eps"],
+        null=True,
+        blank=True,
+        default=SPEC["rate_eps"],
         help_text="events/s for a steady run (total over producers); empty for a burst",
     )
-    duration_s = models.FloatField(default=SPEC["duration_s"], help_text="steady run: measured seconds after the warm-up")
-    warmup_s = models.FloatField(default=SPEC["warmup_s"], help_text="steady run: seconds recorded but left out of the summary")
+    duration_s = models.FloatField(
+        default=SPEC["duration_s"], help_text="steady run: measured seconds after the warm-up"
+    )
+    warmup_s = models.FloatField(
+        default=SPEC["warmup_s"], help_text="steady run: seconds recorded but left out of the summary"
+    )
     arrival = models.CharField(max_length=10, default=SPEC["arrival"], choices=[(a, a) for a in ARRIVALS])
     seed = models.PositiveIntegerField(default=SPEC["seed"], help_text="seed of the poisson arrival times")
     faults = models.JSONField(
-        default=list, blank=True,
+        default=list,
+        blank=True,
         help_text="steady run: faults as KIND@T[:ARG], e.g. kill-consumer@3, pause-consumer@2:1.5, "
-                  "cut-connections@4, restart-server@4:aof-always, poison@2:10, kill-producer@3",
+        "cut-connections@4, restart-server@4:aof-always, poison@2:10, kill-producer@3",
     )
     replace_after_s = models.FloatField(
-        default=SPEC["replace_after_s"], help_text="a killed worker's replacement starts this many seconds later",
+        default=SPEC["replace_after_s"],
+        help_text="a killed worker's replacement starts this many seconds later",
     )
-    options = models.JSONField(default=dict, blank=True, help_text="backend options, e.g. {\"prefetch\": 500}")
+    options = models.JSONField(default=dict, blank=True, help_text='backend options, e.g. {"prefetch": 500}')
     placement = models.JSONField(
-        default=dict, blank=True,
+        default=dict,
+        blank=True,
         help_text='run the workers on load hosts, e.g. {"producers": {"a": 2}, "consumers": {"b": 2, "c": 2}}; '
-                  "empty: on the machine that executes the run",
+        "empty: on the machine that executes the run",
     )
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -185,7 +194,9 @@ class Host(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     last_seen = models.DateTimeField(db_index=True)
     clock_offset_s = models.FloatField(null=True, blank=True, help_text="reference clock minus this host's clock")
-    clock_uncertainty_s = models.FloatField(null=True, blank=True, help_text="the offset is true within this, either way")
+    clock_uncertainty_s = models.FloatField(
+        null=True, blank=True, help_text="the offset is true within this, either way"
+    )
     clock_measured_at = models.DateTimeField(null=True, blank=True)
     clock_reference = models.CharField(max_length=50, blank=True, help_text="whose clock the offset is against")
 

@@ -11,8 +11,23 @@ from experiments.models import Run, RunSeries, Sample
 
 #: The columns of a run's samples, in this order (``run_samples_columns``, the charts, exports).
 SAMPLE_COLUMNS = (
-    "t_s", "produce_eps", "consume_eps", "offered_eps", "depth", "backlog", "p50_ms", "p90_ms", "p99_ms",
-    "p999_ms", "max_ms", "produced", "consumed", "unique", "due", "send_delay_p99_ms", "markers",
+    "t_s",
+    "produce_eps",
+    "consume_eps",
+    "offered_eps",
+    "depth",
+    "backlog",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "p999_ms",
+    "max_ms",
+    "produced",
+    "consumed",
+    "unique",
+    "due",
+    "send_delay_p99_ms",
+    "markers",
 )
 
 
@@ -75,13 +90,16 @@ def series_spreads(*, series_ids: Iterable[int], fields: Sequence[str]) -> dict[
         Run.objects.filter(
             series_id__in=set(series_ids), series__kind=RunSeries.Kind.REPEAT, status=Run.Status.SUCCEEDED
         )
-        .values("series_id").annotate(succeeded=Count("id"), **aggregates).order_by()
+        .values("series_id")
+        .annotate(succeeded=Count("id"), **aggregates)
+        .order_by()
     )
     return {
         row["series_id"]: {
             name: (row[f"{name}__min"], row[f"{name}__max"]) for name in fields if row[f"{name}__min"] is not None
         }
-        for row in rows if row["succeeded"] >= 2
+        for row in rows
+        if row["succeeded"] >= 2
     }
 
 
@@ -137,7 +155,10 @@ def run_live_state(*, run: Run, last: tuple[float, int, int] | None = None) -> d
     t_s, consumed, unique = last or (0.0, 0, 0)
     ended = run.status not in IN_FLIGHT
     state = {
-        "id": run.pk, "status": run.status, "ended": ended, "error": run.error or None,
+        "id": run.pk,
+        "status": run.status,
+        "ended": ended,
+        "error": run.error or None,
         "progress": progress_of(spec=run.spec or {}, status=run.status, t_s=t_s, unique=unique),
         # while it runs, duplicates are the deliveries beyond the unique events; lost is known
         # only at the end (after the final drain)
@@ -169,8 +190,10 @@ def run_spec_summary(*, spec: dict) -> str:
         shape = f"steady {spec['rate_eps']:g} events/s for {spec.get('duration_s', 0):g} s (+{spec.get('warmup_s', 0):g} s warm-up)"
     else:
         shape = f"burst of {spec.get('events')} events"
-    return (f"{shape}, {spec.get('producers')} producers x {spec.get('consumers')} consumers, "
-            f"batch {spec.get('batch')}, {spec.get('events_per_message')} event/message")
+    return (
+        f"{shape}, {spec.get('producers')} producers x {spec.get('consumers')} consumers, "
+        f"batch {spec.get('batch')}, {spec.get('events_per_message')} event/message"
+    )
 
 
 def runs_overview(*, recent: int = OVERVIEW_RECENT) -> list[dict[str, Any]]:
@@ -183,14 +206,22 @@ def runs_overview(*, recent: int = OVERVIEW_RECENT) -> list[dict[str, Any]]:
     rows = []
     for r in in_flight + ended:
         last = lasts.get(r["id"])
-        rows.append({
-            "id": r["id"], "experiment": r["experiment__name"], "backend": r["backend"], "status": r["status"],
-            "progress": progress_of(spec=r["spec"] or {}, status=r["status"], t_s=last["t_s"], unique=last["unique"])
-            if last else (1.0 if r["status"] == Run.Status.SUCCEEDED else None),  # an ended run's last sample is not read
-            "events_s": last["consume_eps"] if last else r["throughput_eps"],
-            "p99_ms": last["p99_ms"] if last else r["latency_p99_ms"],
-            "verdict": r["verdict"] or None,
-        })
+        rows.append(
+            {
+                "id": r["id"],
+                "experiment": r["experiment__name"],
+                "backend": r["backend"],
+                "status": r["status"],
+                "progress": progress_of(
+                    spec=r["spec"] or {}, status=r["status"], t_s=last["t_s"], unique=last["unique"]
+                )
+                if last
+                else (1.0 if r["status"] == Run.Status.SUCCEEDED else None),  # an ended run's last sample is not read
+                "events_s": last["consume_eps"] if last else r["throughput_eps"],
+                "p99_ms": last["p99_ms"] if last else r["latency_p99_ms"],
+                "verdict": r["verdict"] or None,
+            }
+        )
     return rows
 
 
@@ -200,7 +231,8 @@ def _last_samples(*, run_ids: list[int]) -> dict[int, dict[str, Any]]:
         return {}
     latest = Sample.objects.filter(run_id=OuterRef("run_id")).order_by("-t_s").values("pk")[:1]
     rows = Sample.objects.filter(run_id__in=run_ids, pk=Subquery(latest)).values(
-        "run_id", "t_s", "unique", "consume_eps", "p99_ms")
+        "run_id", "t_s", "unique", "consume_eps", "p99_ms"
+    )
     return {row["run_id"]: row for row in rows}
 
 

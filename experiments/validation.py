@@ -62,8 +62,11 @@ def placement_validate(*, spec: WorkloadSpec, placement: Mapping[str, Any]) -> N
     that do not add up to the spec's, or a backend whose queue is not on a server that every
     host reaches (the in-memory ones, the in-process approaches)."""
     if check_alias(spec.backend) != "backend" or not backend_class(spec.backend).default_url:
-        raise InvalidSpec(f"{spec.backend} keeps its queue in one machine's memory: a run placed on load hosts "
-                          "needs a backend with a server", field="placement")
+        raise InvalidSpec(
+            f"{spec.backend} keeps its queue in one machine's memory: a run placed on load hosts "
+            "needs a backend with a server",
+            field="placement",
+        )
     plan_shares(spec, placement)
 
 

@@ -14,9 +14,11 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from experiments.live.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter({
-    "http": django_asgi_app,
-    # The Origin header must name one of ALLOWED_HOSTS (a page of another site cannot open a
-    # socket with the user's cookie); the session cookie then gives scope["user"].
-    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-})
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        # The Origin header must name one of ALLOWED_HOSTS (a page of another site cannot open a
+        # socket with the user's cookie); the session cookie then gives scope["user"].
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    }
+)

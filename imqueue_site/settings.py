@@ -135,9 +135,7 @@ TEMPLATES = [
     },
 ]
 
-_database = dj_database_url.parse(
-    env.str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=0
-)
+_database = dj_database_url.parse(env.str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=0)
 # django-prometheus wraps the database backend so that /metrics shows query figures
 _engine = _database["ENGINE"].rsplit(".", 1)[-1]
 if _engine in {"sqlite3", "postgresql", "mysql"}:
@@ -224,19 +222,24 @@ IMQ_RUN_LOCK_PATH = env.str("IMQ_RUN_LOCK_PATH", "/tmp/imqueue-runs.lock")
 # each sample to the run's group ``run-<id>`` through channels-redis.
 IMQ_CHANNEL_REDIS_URL = env.str("IMQ_CHANNEL_REDIS_URL")
 if IMQ_CHANNEL_REDIS_URL:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {
-        "hosts": [IMQ_CHANNEL_REDIS_URL],
-        "prefix": env.str("IMQ_CHANNEL_PREFIX", "imq-live"),
-        # A group membership expires group_expiry seconds after the consumer joined (channels-redis
-        # drops it without a word): a day, far beyond the longest run (IMQ_RUN_TIMEOUT_S), so a
-        # page left open for a whole run keeps receiving; the page also re-joins every hour.
-        "group_expiry": max(86400, 2 * IMQ_RUN_TIMEOUT_S),
-        # Messages waiting for one consumer: a full channel drops new ones silently. A run sends
-        # about one a second, so 1,000 covers a browser tab stalled for ~15 minutes; a gap that
-        # still happens is filled from the database (each message names the sample before it).
-        "capacity": 1000,
-        "expiry": 120,  # seconds an undelivered message is kept
-    }}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [IMQ_CHANNEL_REDIS_URL],
+                "prefix": env.str("IMQ_CHANNEL_PREFIX", "imq-live"),
+                # A group membership expires group_expiry seconds after the consumer joined (channels-redis
+                # drops it without a word): a day, far beyond the longest run (IMQ_RUN_TIMEOUT_S), so a
+                # page left open for a whole run keeps receiving; the page also re-joins every hour.
+                "group_expiry": max(86400, 2 * IMQ_RUN_TIMEOUT_S),
+                # Messages waiting for one consumer: a full channel drops new ones silently. A run sends
+                # about one a second, so 1,000 covers a browser tab stalled for ~15 minutes; a gap that
+                # still happens is filled from the database (each message names the sample before it).
+                "capacity": 1000,
+                "expiry": 120,  # seconds an undelivered message is kept
+            },
+        }
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

@@ -50,13 +50,19 @@ def pytest_sessionfinish(session, exitstatus):
     if namespaces := netns.leftovers_remove():
         _fail_session(session, f"network namespaces left behind (now removed with their veth pairs): {namespaces}")
     before = session.stash.get(SERVERS_BEFORE, set())
-    ours = {d for d in servers.private_server_dirs() if d not in before
-            and (not servers.owner_alive(d) or servers.owner_pid(d) == os.getpid())}
+    ours = {
+        d
+        for d in servers.private_server_dirs()
+        if d not in before and (not servers.owner_alive(d) or servers.owner_pid(d) == os.getpid())
+    }
     # a server may rename itself (redis-server shows "127.0.0.1:<port>"): its group, from the
     # directory's pid file, and any process that names a directory of ours or a removed one
     processes = {pid: d for d in ours for pid in servers.server_group(d)}
-    processes.update((pid, d) for pid, d in servers.private_server_processes().items()
-                     if d in ours or (d not in before and not os.path.exists(d)))
+    processes.update(
+        (pid, d)
+        for pid, d in servers.private_server_processes().items()
+        if d in ours or (d not in before and not os.path.exists(d))
+    )
     if not ours and not processes:
         return
     for directory in ours:  # each server leads a session of its own: its whole group goes
@@ -67,8 +73,9 @@ def pytest_sessionfinish(session, exitstatus):
             os.kill(pid, signal.SIGKILL)
     for directory in ours:
         shutil.rmtree(directory, ignore_errors=True)
-    _fail_session(session, f"private servers left behind (now removed): directories {sorted(ours)}, "
-                           f"processes {sorted(processes)}")
+    _fail_session(
+        session, f"private servers left behind (now removed): directories {sorted(ours)}, processes {sorted(processes)}"
+    )
 
 
 def _fail_session(session, what: str) -> None:

@@ -33,8 +33,11 @@ def backend_label(status: dict[str, Any]) -> str:
         return f"{status['alias']}: in-process approach, {status['description']}"
     flags = ", ".join(name for name, on in status["capabilities"].items() if on)
     guarantee = f"{status['guarantee']} ({flags})" if status["guarantee"] else "guarantees unknown"
-    state = {"reachable": "server answers now", "unreachable": "server does not answer now",
-             "ready": "in process, ready"}.get(status["state"], f"{status['state']}: {status['detail']}")
+    state = {
+        "reachable": "server answers now",
+        "unreachable": "server does not answer now",
+        "ready": "in process, ready",
+    }.get(status["state"], f"{status['state']}: {status['detail']}")
     return f"{status['alias']}: {guarantee}; {state}"
 
 
@@ -43,13 +46,17 @@ def options_help(status: dict[str, Any] | None) -> str:
     if status is None or not status["options"]:
         return "A JSON object of NAME: VALUE. This backend declares no options: leave it {}."
     items = format_html_join(
-        "", "<li><code>{}</code> ({}, default <code>{}</code>): {}. {}</li>",
+        "",
+        "<li><code>{}</code> ({}, default <code>{}</code>): {}. {}</li>",
         ((o["name"], o["type"], o["default"], o["allowed"], o["help"]) for o in status["options"]),
     )
     return format_html(
         'A JSON object of NAME: VALUE, e.g. <code>{{"{}": {}}}</code>. Options of <b>{}</b> '
         "(save with another backend to see its own):<ul>{}</ul>",
-        status["options"][0]["name"], json.dumps(status["options"][0]["default"]), status["alias"], items,
+        status["options"][0]["name"],
+        json.dumps(status["options"][0]["default"]),
+        status["alias"],
+        items,
     )
 
 
@@ -73,8 +80,9 @@ class FaultsField(forms.CharField):
 
 
 def faults_help() -> str:
-    items = format_html_join("", "<li><code>{}</code>: {}</li>",
-                             (usage.split("  ", 1) for usage in FAULT_KINDS.values()))
+    items = format_html_join(
+        "", "<li><code>{}</code>: {}</li>", (usage.split("  ", 1) for usage in FAULT_KINDS.values())
+    )
     return format_html("One fault a line, at T seconds into a steady run:<ul>{}</ul>", items)
 
 
@@ -104,7 +112,10 @@ class ExperimentForm(forms.ModelForm):
 
 class LaunchForm(forms.Form):
     repeat = forms.IntegerField(
-        min_value=1, max_value=MAX_REPEAT, initial=1, label="runs per experiment (K)",
+        min_value=1,
+        max_value=MAX_REPEAT,
+        initial=1,
+        label="runs per experiment (K)",
         help_text="K > 1 stores the K runs as one repeat series, with their median and spread",
     )
 
@@ -114,7 +125,8 @@ class SweepForm(forms.Form):
 
     knob = forms.ChoiceField(help_text="a workload field, or option:NAME for one of the backend's options")
     values = forms.CharField(
-        initial="1, 2, 4, 8", help_text="comma-separated, run in this order, e.g. 1, 2, 4, 8",
+        initial="1, 2, 4, 8",
+        help_text="comma-separated, run in this order, e.g. 1, 2, 4, 8",
         widget=forms.TextInput(attrs={"size": 40}),
     )
 

@@ -54,26 +54,46 @@ def _url(name: str, *args: object) -> str:
 @admin.register(Experiment)
 class ExperimentAdmin(admin.ModelAdmin):
     form = ExperimentForm
-    list_display = ("name", "backend", "shape", "events", "producers", "consumers", "events_per_message", "batch",
-                    "runs_link", "live_link", "created_at")
+    list_display = (
+        "name",
+        "backend",
+        "shape",
+        "events",
+        "producers",
+        "consumers",
+        "events_per_message",
+        "batch",
+        "runs_link",
+        "live_link",
+        "created_at",
+    )
     list_filter = ("backend",)
     search_fields = ("name", "notes")
     readonly_fields = ("runs_link",)
     fieldsets = (
         (None, {"fields": ("name", "backend", "notes", "runs_link")}),
-        ("Workload (burst)", {
-            "fields": ("events", "producers", "consumers", "events_per_message", "batch", "idle_timeout_s"),
-            "description": "A burst sends the integers 1..events as fast as it can; leave the rate empty.",
-        }),
-        ("Steady workload", {
-            "fields": ("rate_eps", "duration_s", "warmup_s", "arrival", "seed"),
-            "description": "Set a rate for a steady run: events is then rate x (warm-up + duration).",
-        }),
-        ("Faults", {
-            "fields": ("faults", "replace_after_s"),
-            "description": "Steady runs only: what goes wrong, and when (seconds into the run). Each fault is a "
-                           "marker on the run's charts, with its outcome and the time to recover.",
-        }),
+        (
+            "Workload (burst)",
+            {
+                "fields": ("events", "producers", "consumers", "events_per_message", "batch", "idle_timeout_s"),
+                "description": "A burst sends the integers 1..events as fast as it can; leave the rate empty.",
+            },
+        ),
+        (
+            "Steady workload",
+            {
+                "fields": ("rate_eps", "duration_s", "warmup_s", "arrival", "seed"),
+                "description": "Set a rate for a steady run: events is then rate x (warm-up + duration).",
+            },
+        ),
+        (
+            "Faults",
+            {
+                "fields": ("faults", "replace_after_s"),
+                "description": "Steady runs only: what goes wrong, and when (seconds into the run). Each fault is a "
+                "marker on the run's charts, with its outcome and the time to recover.",
+            },
+        ),
         ("Backend options", {"fields": ("options",)}),
     )
     actions = ("launch", "clone", "sweep")
@@ -126,15 +146,23 @@ class ExperimentAdmin(admin.ModelAdmin):
     def clone(self, request: HttpRequest, queryset) -> None:
         for experiment in queryset:
             copy = experiment_clone(experiment=experiment)
-            self.message_user(request, format_html(
-                'Cloned {} as <a href="{}">{}</a> (without its runs).', experiment, _url("experiment_change", copy.pk), copy
-            ), messages.SUCCESS)
+            self.message_user(
+                request,
+                format_html(
+                    'Cloned {} as <a href="{}">{}</a> (without its runs).',
+                    experiment,
+                    _url("experiment_change", copy.pk),
+                    copy,
+                ),
+                messages.SUCCESS,
+            )
 
     @admin.action(description="Sweep one knob of the selected experiment", permissions=["launch"])
     def sweep(self, request: HttpRequest, queryset):
         if queryset.count() != 1:
-            self.message_user(request, "A sweep varies one experiment: select exactly one; nothing was launched.",
-                              messages.WARNING)
+            self.message_user(
+                request, "A sweep varies one experiment: select exactly one; nothing was launched.", messages.WARNING
+            )
             return None
         experiment = queryset.get()
         form = SweepForm(request.POST if "apply" in request.POST else None, experiment=experiment)
@@ -146,11 +174,18 @@ class ExperimentAdmin(admin.ModelAdmin):
                 form.add_error("values", exc)
                 self.message_user(request, f"Sweep not launched: {' '.join(exc.messages)}", messages.ERROR)
             else:
-                self.message_user(request, format_html(
-                    'Sweep of {} over {} launched: <a href="{}">series {}</a>, {} queued runs, executed one after another.',
-                    form.cleaned_data["knob"], ", ".join(map(str, values)), _url("runseries_change", series.pk),
-                    series.pk, len(values),
-                ), messages.SUCCESS)
+                self.message_user(
+                    request,
+                    format_html(
+                        'Sweep of {} over {} launched: <a href="{}">series {}</a>, {} queued runs, executed one after another.',
+                        form.cleaned_data["knob"],
+                        ", ".join(map(str, values)),
+                        _url("runseries_change", series.pk),
+                        series.pk,
+                        len(values),
+                    ),
+                    messages.SUCCESS,
+                )
                 return HttpResponseRedirect(_url("runseries_change", series.pk))
         return self._action_page(request, queryset, form, action="sweep", title=f"Sweep {experiment}")
 
@@ -158,30 +193,79 @@ class ExperimentAdmin(admin.ModelAdmin):
         """An action's intermediate page: the selected rows, the form, and the POST that comes
         back to the same action with ``apply``."""
         context = {
-            **self.admin_site.each_context(request), "title": title, "opts": self.model._meta, "form": form,
-            "action": action, "objects": queryset, "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            **self.admin_site.each_context(request),
+            "title": title,
+            "opts": self.model._meta,
+            "form": form,
+            "action": action,
+            "objects": queryset,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         }
         return TemplateResponse(request, "admin/experiments/experiment/action_form.html", context)
 
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ("id", "experiment", "backend", "status", "started_at", "duration", "events_s", "p50", "p99",
-                    "verdict", "lost", "duplicates", "live_link")
+    list_display = (
+        "id",
+        "experiment",
+        "backend",
+        "status",
+        "started_at",
+        "duration",
+        "events_s",
+        "p50",
+        "p99",
+        "verdict",
+        "lost",
+        "duplicates",
+        "live_link",
+    )
     list_filter = ("backend", "status", "verdict", "experiment", ("created_at", admin.DateFieldListFilter))
     search_fields = ("experiment__name",)
     list_select_related = ("experiment",)
     list_per_page = 50  # a page renders in under 300 ms with 10,000 runs (bench/bench_admin.py)
     actions = ("cancel", "rerun", "compare", "export_csv", "export_json")
     change_form_template = "admin/experiments/run/change_form.html"
-    readonly_fields = ("experiment", "series_link", "status", "verdict", "error", "created_at", "started_at",
-                       "finished_at", "executor", "summary_table", "spec_pretty", "environment_pretty")
+    readonly_fields = (
+        "experiment",
+        "series_link",
+        "status",
+        "verdict",
+        "error",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "executor",
+        "summary_table",
+        "spec_pretty",
+        "environment_pretty",
+    )
     fieldsets = (
-        (None, {"fields": ("experiment", "series_link", "status", "verdict", "error", "created_at", "started_at",
-                           "finished_at", "executor")}),
+        (
+            None,
+            {
+                "fields": (
+                    "experiment",
+                    "series_link",
+                    "status",
+                    "verdict",
+                    "error",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "executor",
+                )
+            },
+        ),
         ("Result", {"fields": ("summary_table",)}),
-        ("The spec as it ran", {"fields": ("spec_pretty",),
-                                "description": "The run's own copy: editing the experiment later does not change it."}),
+        (
+            "The spec as it ran",
+            {
+                "fields": ("spec_pretty",),
+                "description": "The run's own copy: editing the experiment later does not change it.",
+            },
+        ),
         ("Environment", {"fields": ("environment_pretty",)}),
     )
 
@@ -207,9 +291,12 @@ class RunAdmin(admin.ModelAdmin):
         return permissions.user_may(request.user, permissions.LAUNCH)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
-        extra = {**(extra_context or {}), "can_cancel": self.has_cancel_permission(request),
-                 "can_rerun": self.has_launch_permission(request),
-                 "live": Run.objects.filter(pk=object_id, status__in=admin_pages.LIVE).exists()}
+        extra = {
+            **(extra_context or {}),
+            "can_cancel": self.has_cancel_permission(request),
+            "can_rerun": self.has_launch_permission(request),
+            "live": Run.objects.filter(pk=object_id, status__in=admin_pages.LIVE).exists(),
+        }
         return super().change_view(request, object_id, form_url, extra)
 
     @admin.display(description="live")
@@ -277,13 +364,15 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export the selected runs and their samples as CSV")
     def export_csv(self, request: HttpRequest, queryset):
-        return self._export(request, admin_pages.selected_ids(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
-                                                              queryset), "csv")
+        return self._export(
+            request, admin_pages.selected_ids(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME), queryset), "csv"
+        )
 
     @admin.action(description="Export the selected runs and their samples as JSON")
     def export_json(self, request: HttpRequest, queryset):
-        return self._export(request, admin_pages.selected_ids(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
-                                                              queryset), "json")
+        return self._export(
+            request, admin_pages.selected_ids(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME), queryset), "json"
+        )
 
     def _rerun(self, request: HttpRequest, run: Run) -> Run | None:
         try:
@@ -291,9 +380,16 @@ class RunAdmin(admin.ModelAdmin):
         except ValidationError as exc:
             self.message_user(request, f"Run {run.pk} not re-run: {' '.join(exc.messages)}", messages.ERROR)
             return None
-        self.message_user(request, format_html(
-            'Run {} queued again as <a href="{}">run {}</a> with the spec it ran.', run.pk, _url("run_change", new.pk),
-            new.pk), messages.SUCCESS)
+        self.message_user(
+            request,
+            format_html(
+                'Run {} queued again as <a href="{}">run {}</a> with the spec it ran.',
+                run.pk,
+                _url("run_change", new.pk),
+                new.pk,
+            ),
+            messages.SUCCESS,
+        )
         return new
 
     def _export(self, request: HttpRequest, ids: list[int], fmt: str) -> HttpResponse:
@@ -329,9 +425,14 @@ class RunAdmin(admin.ModelAdmin):
             self.message_user(request, f"Cannot compare: {exc}", messages.ERROR)
             return HttpResponseRedirect(_url("run_changelist"))
         context = {
-            **self.admin_site.each_context(request), "title": f"Compare runs {', '.join(map(str, ids))}",
-            "opts": self.model._meta, "form": form, "comparison": comparison, "runs": runs,
-            "rows": admin_pages.compare_rows(comparison), "chart_data": comparison_chart_data(runs=runs),
+            **self.admin_site.each_context(request),
+            "title": f"Compare runs {', '.join(map(str, ids))}",
+            "opts": self.model._meta,
+            "form": form,
+            "comparison": comparison,
+            "runs": runs,
+            "rows": admin_pages.compare_rows(comparison),
+            "chart_data": comparison_chart_data(runs=runs),
         }
         return TemplateResponse(request, "admin/experiments/run/compare.html", context)
 
@@ -384,15 +485,21 @@ class RunSeriesAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         view = self.admin_site.admin_view
-        return [path("scorecard/", view(self.scorecard_view), name="experiments_runseries_scorecard"),
-                *super().get_urls()]
+        return [
+            path("scorecard/", view(self.scorecard_view), name="experiments_runseries_scorecard"),
+            *super().get_urls(),
+        ]
 
     def scorecard_view(self, request: HttpRequest) -> HttpResponse:
         """The latest scorecard's page, or where it would be, with how to make one."""
         latest = scorecard_latest()
         if latest is None:
-            self.message_user(request, "No scorecard yet: run `python manage.py scorecard` (a few minutes; "
-                                       "--backends and --faults choose the cells).", messages.WARNING)
+            self.message_user(
+                request,
+                "No scorecard yet: run `python manage.py scorecard` (a few minutes; "
+                "--backends and --faults choose the cells).",
+                messages.WARNING,
+            )
             return redirect("admin:experiments_runseries_changelist")
         return redirect("admin:experiments_runseries_change", latest.pk)
 
@@ -405,11 +512,17 @@ class RunSeriesAdmin(admin.ModelAdmin):
     def cancel_series(self, request: HttpRequest, queryset) -> None:
         for series in queryset:
             if series_cancel(series=series):
-                self.message_user(request, f"Series {series.pk} cancelled: its queued runs will not start, a running "
-                                           "one stops within 2 s.", messages.SUCCESS)
+                self.message_user(
+                    request,
+                    f"Series {series.pk} cancelled: its queued runs will not start, a running one stops within 2 s.",
+                    messages.SUCCESS,
+                )
             else:
-                self.message_user(request, f"Series {series.pk} is {series.status}: only a running series can be "
-                                           "cancelled; nothing changed.", messages.WARNING)
+                self.message_user(
+                    request,
+                    f"Series {series.pk} is {series.status}: only a running series can be cancelled; nothing changed.",
+                    messages.WARNING,
+                )
 
 
 @admin.register(Host)

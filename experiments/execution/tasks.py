@@ -35,8 +35,11 @@ def run_task(run_id: int) -> str:
     if run is None:
         return f"run {run_id}: deleted"
     if run.status == Run.Status.RUNNING:  # killed or crashed before it could store its end
-        run = run_fail(run=run, error=f"its executor process ended with status {completed.returncode} "
-                                      "before the run could store its end; launch it again")
+        run = run_fail(
+            run=run,
+            error=f"its executor process ended with status {completed.returncode} "
+            "before the run could store its end; launch it again",
+        )
     outcome = f"run {run_id} {run.status}" + (f" ({run.verdict})" if run.verdict else "")
     if completed.returncode not in (0, 1):  # 1: the run failed or was cancelled, and says so
         outcome += f"; its executor exited with status {completed.returncode}"
@@ -47,10 +50,16 @@ def host_share_task(share_id: int) -> str:
     """On a load host: run its share ``share_id`` of a distributed run, in a process of its own
     (``manage.py hostshare``) for the same reasons as ``run_task``; it dies with this worker."""
     command = [sys.executable, str(settings.BASE_DIR / "manage.py"), "hostshare", str(share_id)]
-    completed = subprocess.run(command, preexec_fn=die_with_parent, check=False,  # noqa: PLW1509
-                               capture_output=True, text=True)
+    completed = subprocess.run(
+        command,
+        preexec_fn=die_with_parent,
+        check=False,  # noqa: PLW1509
+        capture_output=True,
+        text=True,
+    )
     return (completed.stdout.strip() or f"share {share_id}") + (
-        f"; exited with status {completed.returncode}: {completed.stderr[-500:]}" if completed.returncode else "")
+        f"; exited with status {completed.returncode}: {completed.stderr[-500:]}" if completed.returncode else ""
+    )
 
 
 def stale_runs_task() -> str:

@@ -50,25 +50,37 @@ class DatabaseHostLink:
         alive = {h.name: h for h in hosts_alive(names=list(shares))}
         if missing := sorted(set(shares) - set(alive)):
             seen = {h.name: h.last_seen for h in Host.objects.filter(name__in=missing)}
-            raise QueueError("load host(s) not answering: " + ", ".join(
-                f"{h} (last heartbeat {timezone.now() - seen[h]} ago)" if h in seen else f"{h} (never seen)"
-                for h in missing))
+            raise QueueError(
+                "load host(s) not answering: "
+                + ", ".join(
+                    f"{h} (last heartbeat {timezone.now() - seen[h]} ago)" if h in seen else f"{h} (never seen)"
+                    for h in missing
+                )
+            )
         if full := sorted(h for h, host in alive.items() if host.busy >= host.workers):
             raise QueueError("load host(s) with no free worker (busy with another run): " + ", ".join(full))
         offset = clock_offset_measure()
         for name, share in shares.items():
-            row = HostShare.objects.create(run=self.run, host=name, producers=list(share.producers),
-                                           consumers=list(share.consumers))
-            async_task("experiments.execution.tasks.host_share_task", row.pk, cluster=host_queue(name),
-                       task_name=f"run {self.run.pk} on {name}")
+            row = HostShare.objects.create(
+                run=self.run, host=name, producers=list(share.producers), consumers=list(share.consumers)
+            )
+            async_task(
+                "experiments.execution.tasks.host_share_task",
+                row.pk,
+                cluster=host_queue(name),
+                task_name=f"run {self.run.pk} on {name}",
+            )
         return offset.offset_s
 
     def _shares(self) -> Any:
         return HostShare.objects.filter(run=self.run)
 
     def joined(self) -> dict[str, float]:
-        return dict(self._shares().filter(status__in=[HostShare.Status.JOINED, HostShare.Status.RUNNING])
-                    .values_list("host", "clock_offset_s"))
+        return dict(
+            self._shares()
+            .filter(status__in=[HostShare.Status.JOINED, HostShare.Status.RUNNING])
+            .values_list("host", "clock_offset_s")
+        )
 
     def failed(self) -> dict[str, str]:
         return dict(self._shares().filter(status=HostShare.Status.FAILED).values_list("host", "error"))
@@ -78,8 +90,11 @@ class DatabaseHostLink:
             self._shares().filter(host=host).update(start_ns=start_ns, latency_shifts=shift)
 
     def reports(self) -> list[tuple[str, bytes]]:
-        rows = list(HostReport.objects.filter(share__run=self.run, pk__gt=self.last_report_pk)
-                    .order_by("pk").values_list("pk", "share__host", "payload"))
+        rows = list(
+            HostReport.objects.filter(share__run=self.run, pk__gt=self.last_report_pk)
+            .order_by("pk")
+            .values_list("pk", "share__host", "payload")
+        )
         if rows:
             self.last_report_pk = rows[-1][0]
             HostReport.objects.filter(share__run=self.run, pk__lte=self.last_report_pk).delete()
@@ -90,16 +105,30 @@ class DatabaseHostLink:
 
 
 def run_distributed(
-    *, run: Run, spec: WorkloadSpec, run_id: str, options: Mapping[str, Any], placement: Mapping[str, Any],
-    on_sample: Callable[[IntervalSample], None], on_progress: Callable[[int, int], None] | None,
+    *,
+    run: Run,
+    spec: WorkloadSpec,
+    run_id: str,
+    options: Mapping[str, Any],
+    placement: Mapping[str, Any],
+    on_sample: Callable[[IntervalSample], None],
+    on_progress: Callable[[int, int], None] | None,
     should_cancel: Callable[[], bool],
 ) -> RunResult:
     """Coordinate ``run`` over its load hosts (``run_execute`` calls it for a placed run)."""
     shares = plan_shares(spec, placement)
     backend = build_backend(spec.backend, urls=settings.IMQ_URLS, options=options)
-    runner = DistributedRunner(spec, backend, run_id=run_id, link=DatabaseHostLink(run), shares=shares,
-                               join_timeout_s=settings.IMQ_HOST_JOIN_TIMEOUT_S, on_sample=on_sample,
-                               on_progress=on_progress, should_cancel=should_cancel)
+    runner = DistributedRunner(
+        spec,
+        backend,
+        run_id=run_id,
+        link=DatabaseHostLink(run),
+        shares=shares,
+        join_timeout_s=settings.IMQ_HOST_JOIN_TIMEOUT_S,
+        on_sample=on_sample,
+        on_progress=on_progress,
+        should_cancel=should_cancel,
+    )
     result = runner.run()
     result.environment["options"] = dict(backend.option_values)
     result.summary["options"] = dict(backend.option_values)
@@ -115,7 +144,8 @@ class DatabaseShareChannel:
 
     def joined(self, offset: ClockOffset) -> None:
         HostShare.objects.filter(pk=self.share.pk).update(
-            status=HostShare.Status.JOINED, clock_offset_s=offset.offset_s, clock_uncertainty_s=offset.uncertainty_s)
+            status=HostShare.Status.JOINED, clock_offset_s=offset.offset_s, clock_uncertainty_s=offset.uncertainty_s
+        )
 
     def start_signal(self) -> tuple[int, list[int]] | None:
         start_ns, shifts = HostShare.objects.values_list("start_ns", "latency_shifts").get(pk=self.share.pk)
@@ -132,7 +162,8 @@ class DatabaseShareChannel:
         HostReport.objects.create(share_id=self.share.pk, seq=report.seq, payload=report.encode())
         if report.final:
             HostShare.objects.filter(pk=self.share.pk).update(
-                status=HostShare.Status.FAILED if report.error else HostShare.Status.DONE, error=report.error or "")
+                status=HostShare.Status.FAILED if report.error else HostShare.Status.DONE, error=report.error or ""
+            )
 
 
 def share_execute(*, share_id: int) -> str:
@@ -148,13 +179,18 @@ def share_execute(*, share_id: int) -> str:
         spec = WorkloadSpec.from_mapping({k: v for k, v in run.spec.items() if k not in ("options", "placement")})
         backend = build_backend(spec.backend, urls=settings.IMQ_URLS, options=run.spec.get("options") or {})
         outcome = run_share(
-            spec, backend, queue=run.queue_name,
+            spec,
+            backend,
+            queue=run.queue_name,
             share=Share(share.host, tuple(share.producers), tuple(share.consumers)),
-            channel=DatabaseShareChannel(share), offset=clock_offset_measure(),
+            channel=DatabaseShareChannel(share),
+            offset=clock_offset_measure(),
             mp_context=multiprocessing.get_context("fork"),
         )
     except Exception as exc:  # the coordinator learns it at once instead of at the join timeout
-        HostShare.objects.filter(pk=share_id).update(status=HostShare.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        HostShare.objects.filter(pk=share_id).update(
+            status=HostShare.Status.FAILED, error=f"{type(exc).__name__}: {exc}"
+        )
         raise
     finally:
         host.update(busy=F("busy") - 1)

@@ -100,14 +100,22 @@ def host_beat(*, name: str, offset: ClockOffset | None = None, busy: int | None 
     """Write host ``name``'s heartbeat (this process), with a fresh clock ``offset`` if given."""
     now = timezone.now()
     values: dict = {
-        "queue": host_queue(name), "machine": socket.gethostname(), "pid": os.getpid(),
-        "cpus": os.cpu_count() or 1, "workers": settings.Q_CLUSTER["workers"], "last_seen": now,
+        "queue": host_queue(name),
+        "machine": socket.gethostname(),
+        "pid": os.getpid(),
+        "cpus": os.cpu_count() or 1,
+        "workers": settings.Q_CLUSTER["workers"],
+        "last_seen": now,
     }
     if busy is not None:
         values["busy"] = busy
     if offset is not None:
-        values.update(clock_offset_s=offset.offset_s, clock_uncertainty_s=offset.uncertainty_s,
-                      clock_measured_at=now, clock_reference=f"database ({connection.vendor})")
+        values.update(
+            clock_offset_s=offset.offset_s,
+            clock_uncertainty_s=offset.uncertainty_s,
+            clock_measured_at=now,
+            clock_reference=f"database ({connection.vendor})",
+        )
     with transaction.atomic():
         before = Host.objects.filter(name=name).values_list("pid", flat=True).first()
         if before != os.getpid():  # a host (re)started: it runs no share yet
@@ -158,8 +166,9 @@ def host_beat_start() -> HostBeat | None:
     if not settings.IMQ_HOST_NAME or getattr(host_beat_start, "started", None):
         return None
     beat = HostBeat(settings.IMQ_HOST_NAME)
-    os.register_at_fork(before=HostBeat.lock.acquire, after_in_parent=HostBeat.lock.release,
-                        after_in_child=_release_in_child)
+    os.register_at_fork(
+        before=HostBeat.lock.acquire, after_in_parent=HostBeat.lock.release, after_in_child=_release_in_child
+    )
     host_beat_start.started = beat  # type: ignore[attr-defined]
     beat.start()
     return beat

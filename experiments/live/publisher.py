@@ -129,9 +129,12 @@ def sample_published(*, run: Run, sample: Sample) -> None:
         return
     columns = {name: [getattr(sample, name)] for name in selectors.SAMPLE_COLUMNS}
     state = {
-        "id": run.pk, "status": Run.Status.RUNNING, "ended": False,
-        "progress": selectors.progress_of(spec=run.spec or {}, status=Run.Status.RUNNING, t_s=sample.t_s,
-                                          unique=sample.unique),
+        "id": run.pk,
+        "status": Run.Status.RUNNING,
+        "ended": False,
+        "progress": selectors.progress_of(
+            spec=run.spec or {}, status=Run.Status.RUNNING, t_s=sample.t_s, unique=sample.unique
+        ),
         "ledger": {"unique": sample.unique, "duplicates": max(0, sample.consumed - sample.unique), "lost": None},
     }
     message = {"type": "run.published", "run": state, "columns": columns, "prev_t_s": _last_t_s.get(run.pk)}
@@ -145,8 +148,12 @@ def run_ended(*, run_id: int) -> None:
     if not live.uses_channel_layer():
         return
     run = Run.objects.get(pk=run_id)
-    message = {"type": "run.published", "run": selectors.run_live_state(run=run), "columns": {},
-               "prev_t_s": _last_t_s.pop(run.pk, None)}
+    message = {
+        "type": "run.published",
+        "run": selectors.run_live_state(run=run),
+        "columns": {},
+        "prev_t_s": _last_t_s.pop(run.pk, None),
+    }
     _publisher.publish(live.run_group(run.pk), message)
     _publisher.close()
 

@@ -32,23 +32,26 @@ def run_samples(request: HttpRequest, run_id: int) -> JsonResponse | HttpRespons
         after_t_s = live.after_t_s_parse(request.GET.get("after"))
     except ValueError:
         return HttpResponseBadRequest("after must be a finite number of seconds (a sample's t_s)")
-    return JsonResponse({
-        "run": {
-            "id": run.pk,
-            "status": run.status,
-            "verdict": run.verdict,
-            "events": (run.spec or {}).get("events"),
-            "progress": selectors.run_progress(run=run),
-            "error": run.error,
-        },
-        "columns": selectors.run_samples_columns(run_id=run.pk, after_t_s=after_t_s),
-    })
+    return JsonResponse(
+        {
+            "run": {
+                "id": run.pk,
+                "status": run.status,
+                "verdict": run.verdict,
+                "events": (run.spec or {}).get("events"),
+                "progress": selectors.run_progress(run=run),
+                "error": run.error,
+            },
+            "columns": selectors.run_samples_columns(run_id=run.pk, after_t_s=after_t_s),
+        }
+    )
 
 
 # -- the live dashboard ------------------------------------------------------------------------
 # Pages only: their figures come over the websockets (consumers.py). Staff only, like the
 # websockets; the controls are POSTs, CSRF-protected by the middleware, and each needs its
 # permissions (a staff user without them gets a 403 and the page does not show the control).
+
 
 @require_GET
 @staff_member_required
@@ -63,13 +66,18 @@ def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
     """A run's page, live over ``ws/runs/<id>/`` while it runs, its full history once it ended
     (the same page: the socket sends the history first)."""
     run = get_object_or_404(Run.objects.select_related("experiment"), pk=run_id)
-    return render(request, "experiments/run_live.html", {
-        "run": run, "spec_summary": selectors.run_spec_summary(spec=run.spec or {}),
-        "steady": (run.spec or {}).get("rate_eps") is not None,
-        "in_flight": run.status in (Run.Status.QUEUED, Run.Status.RUNNING),
-        "can_cancel": permissions.user_may(request.user, permissions.CANCEL_RUN),
-        "can_launch": permissions.user_may(request.user, permissions.LAUNCH),
-    })
+    return render(
+        request,
+        "experiments/run_live.html",
+        {
+            "run": run,
+            "spec_summary": selectors.run_spec_summary(spec=run.spec or {}),
+            "steady": (run.spec or {}).get("rate_eps") is not None,
+            "in_flight": run.status in (Run.Status.QUEUED, Run.Status.RUNNING),
+            "can_cancel": permissions.user_may(request.user, permissions.CANCEL_RUN),
+            "can_launch": permissions.user_may(request.user, permissions.LAUNCH),
+        },
+    )
 
 
 @require_POST

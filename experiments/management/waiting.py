@@ -28,7 +28,9 @@ def runs_wait(*, run_ids: Sequence[int], on_end: Callable[[Run], None], on_note:
         if not hinted and time.monotonic() - began > NO_CLUSTER_HINT_S:
             if Run.objects.filter(pk__in=pending, status=Run.Status.RUNNING).count() == 0:
                 hinted = True
-                on_note(f"run {pending[0]} is still queued: is a cluster running? Start one with "
-                        "`python manage.py qcluster` (the runs wait for it; Ctrl-C stops waiting, not the runs)")
+                on_note(
+                    f"run {pending[0]} is still queued: is a cluster running? Start one with "
+                    "`python manage.py qcluster` (the runs wait for it; Ctrl-C stops waiting, not the runs)"
+                )
         time.sleep(POLL_S)
     return [ended[pk] for pk in run_ids]

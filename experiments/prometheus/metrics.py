@@ -33,8 +33,10 @@ EVENTS_CONSUMED = Counter(
     "imqueue_events_consumed", "Events the consumers received (deliveries: duplicates included).", ["backend"]
 )
 LATENCY = Histogram(
-    "imqueue_latency_seconds", "End-to-end latency of the events received, from their intended send time.",
-    ["backend"], buckets=LATENCY_BUCKETS_S,
+    "imqueue_latency_seconds",
+    "End-to-end latency of the events received, from their intended send time.",
+    ["backend"],
+    buckets=LATENCY_BUCKETS_S,
 )
 RUNS = Counter("imqueue_runs", "Runs ended, by the status they ended with.", ["backend", "status"])
 DUPLICATES = Counter("imqueue_duplicates", "Events received more than once, counted when their run ends.", ["backend"])
@@ -43,16 +45,22 @@ LOST = Counter("imqueue_lost", "Events never received, counted when their run en
 # sum over live processes is that run's figure; an ended executor drops out instead of leaving
 # its last reading behind; were two runs ever to run at once, their rates and depths would add.
 QUEUE_DEPTH = Gauge(
-    "imqueue_queue_depth", "Messages in the running run's queue, not yet acked, as the backend reports them.",
-    ["backend"], multiprocess_mode="livesum",
+    "imqueue_queue_depth",
+    "Messages in the running run's queue, not yet acked, as the backend reports them.",
+    ["backend"],
+    multiprocess_mode="livesum",
 )
 OFFERED_RATE = Gauge(
-    "imqueue_offered_events_per_second", "Rate the running steady run's schedule offers.",
-    ["backend"], multiprocess_mode="livesum",
+    "imqueue_offered_events_per_second",
+    "Rate the running steady run's schedule offers.",
+    ["backend"],
+    multiprocess_mode="livesum",
 )
 ACHIEVED_RATE = Gauge(
-    "imqueue_achieved_events_per_second", "Rate the running run's consumers received in its last interval.",
-    ["backend"], multiprocess_mode="livesum",
+    "imqueue_achieved_events_per_second",
+    "Rate the running run's consumers received in its last interval.",
+    ["backend"],
+    multiprocess_mode="livesum",
 )
 
 
@@ -116,7 +124,6 @@ def run_ended(*, run_id: int, backend: str, status: str, duplicates: int | None,
     LOST.labels(backend).inc(lost or 0)
     for gauge in (QUEUE_DEPTH, OFFERED_RATE, ACHIEVED_RATE):
         gauge.labels(backend).set(0)
-
 
 
 # -- receivers of ``experiments.signals`` (connected in ``ExperimentsConfig.ready``) -----------

@@ -101,10 +101,18 @@ def runs_compare(*, runs: Sequence[Run], baseline_id: int | None = None) -> Comp
     run_spreads = {run.pk: spreads.get(run.series_id, {}) for run in runs}
     columns = tuple(
         RunColumn(
-            run_id=run.pk, series_id=run.series_id, is_baseline=run.pk == baseline_id,
+            run_id=run.pk,
+            series_id=run.series_id,
+            is_baseline=run.pk == baseline_id,
             cells={
-                f.key: _cell(f, values[run.pk][f.key], values[baseline_id][f.key], run_spreads[run.pk].get(f.key),
-                             run_spreads[baseline_id].get(f.key), is_baseline=run.pk == baseline_id)
+                f.key: _cell(
+                    f,
+                    values[run.pk][f.key],
+                    values[baseline_id][f.key],
+                    run_spreads[run.pk].get(f.key),
+                    run_spreads[baseline_id].get(f.key),
+                    is_baseline=run.pk == baseline_id,
+                )
                 for f in FIGURES
             },
         )
@@ -117,9 +125,14 @@ def _values(run: Run) -> dict[str, Any]:
     """The figures of one run: measured ones from its columns, inputs from its spec snapshot."""
     spec = run.spec or {}
     return {
-        "experiment": run.experiment.name, "backend": run.backend, "status": run.status, "verdict": run.verdict or None,
+        "experiment": run.experiment.name,
+        "backend": run.backend,
+        "status": run.status,
+        "verdict": run.verdict or None,
         **{key: getattr(run, key) for key in MEASURED},
-        "events": spec.get("events"), "producers": spec.get("producers"), "consumers": spec.get("consumers"),
+        "events": spec.get("events"),
+        "producers": spec.get("producers"),
+        "consumers": spec.get("consumers"),
         "rate_eps": spec.get("rate_eps"),
     }
 
@@ -155,14 +168,24 @@ def comparison_as_dict(c: Comparison) -> dict[str, Any]:
     spread: {min, max} or null, outcome}``."""
     return {
         "baseline_id": c.baseline_id,
-        "figures": [{"key": f.key, "label": f.label, "unit": f.unit, "higher_is_better": f.higher_is_better}
-                    for f in c.figures],
+        "figures": [
+            {"key": f.key, "label": f.label, "unit": f.unit, "higher_is_better": f.higher_is_better} for f in c.figures
+        ],
         "runs": [
-            {"run_id": col.run_id, "series_id": col.series_id, "baseline": col.is_baseline, "figures": {
-                key: {"value": cell.value, "ratio": cell.ratio, "outcome": cell.outcome,
-                      "spread": {"min": cell.spread[0], "max": cell.spread[1]} if cell.spread else None}
-                for key, cell in col.cells.items()
-            }}
+            {
+                "run_id": col.run_id,
+                "series_id": col.series_id,
+                "baseline": col.is_baseline,
+                "figures": {
+                    key: {
+                        "value": cell.value,
+                        "ratio": cell.ratio,
+                        "outcome": cell.outcome,
+                        "spread": {"min": cell.spread[0], "max": cell.spread[1]} if cell.spread else None,
+                    }
+                    for key, cell in col.cells.items()
+                },
+            }
             for col in c.runs
         ],
     }
@@ -222,9 +245,13 @@ def comparison_chart_data(*, runs: Sequence[Run]) -> dict[str, Any]:
     them). One samples query per run."""
     per_run = [(run, run_samples_columns(run_id=run.pk)) for run in runs]
     return {
-        key: {"label": label, "unit": unit, "series": [
-            {"name": f"run {run.pk} ({run.backend})", "run_id": run.pk, "t_s": cols["t_s"], "values": cols[column]}
-            for run, cols in per_run
-        ]}
+        key: {
+            "label": label,
+            "unit": unit,
+            "series": [
+                {"name": f"run {run.pk} ({run.backend})", "run_id": run.pk, "t_s": cols["t_s"], "values": cols[column]}
+                for run, cols in per_run
+            ],
+        }
         for key, (column, label, unit) in CHARTS.items()
     }

@@ -15,7 +15,14 @@ from experiments.selectors import SAMPLE_COLUMNS, run_json_summary, run_samples_
 
 #: The leading CSV columns, the same on every row of a run: which run and its headline figures.
 RUN_COLUMNS = (
-    "run_id", "experiment", "backend", "status", "verdict", "throughput_eps", "latency_p50_ms", "latency_p99_ms",
+    "run_id",
+    "experiment",
+    "backend",
+    "status",
+    "verdict",
+    "throughput_eps",
+    "latency_p50_ms",
+    "latency_p99_ms",
 )
 CSV_HEADER = (*RUN_COLUMNS, *SAMPLE_COLUMNS)
 
@@ -52,8 +59,16 @@ def runs_export_csv_chunks(*, runs: Sequence[Run]) -> Iterator[str]:
     writer.writerow(CSV_HEADER)
     yield _drain(buffer)
     for run in runs:
-        lead = [run.pk, run.experiment.name, run.backend, run.status, run.verdict, run.throughput_eps,
-                run.latency_p50_ms, run.latency_p99_ms]
+        lead = [
+            run.pk,
+            run.experiment.name,
+            run.backend,
+            run.status,
+            run.verdict,
+            run.throughput_eps,
+            run.latency_p50_ms,
+            run.latency_p99_ms,
+        ]
         columns = run_samples_columns(run_id=run.pk)
         columns["markers"] = [json.dumps(m) if m else None for m in columns["markers"]]  # one cell: JSON text
         rows = list(zip(*columns.values(), strict=True)) or [(None,) * len(SAMPLE_COLUMNS)]

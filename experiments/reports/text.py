@@ -33,8 +33,11 @@ def format_report(run: Run) -> str:
         *_fault_lines(s),
         _latency_line("end-to-end latency", s.get("latency_ms")),
         _latency_line("publish call", s.get("publish_ms")),
-        *([f"  measures               {run.environment['backend']['approach']}"]
-          if (run.environment.get("backend") or {}).get("approach") else []),
+        *(
+            [f"  measures               {run.environment['backend']['approach']}"]
+            if (run.environment.get("backend") or {}).get("approach")
+            else []
+        ),
         f"  environment            Python {run.environment.get('python')}, {run.environment.get('cpu_count')} CPUs, "
         f"git {str(run.environment.get('git_revision') or 'unknown')[:10]}",
     ]
@@ -46,7 +49,9 @@ def _end_lines(s: dict) -> list[str]:
     lines = [f"  {'':<22} {reason}" for reason in s.get("verdict_reasons", [])]
     if s.get("stuck") is not None or s.get("recovered_at_end"):  # a queue was drained (not an approach)
         stuck = "unknown" if s.get("stuck") is None else f"{s['stuck']:,}"
-        lines.append(f"  final drain            {s['recovered_at_end']:,} recovered at the end, {stuck} stuck in the queue")
+        lines.append(
+            f"  final drain            {s['recovered_at_end']:,} recovered at the end, {stuck} stuck in the queue"
+        )
     lines += [
         f"  killed                 {w['role']} {w['index']}: {w['reason']} ({w['reported']:,} events reported, "
         f"{w['new_after_kill']:,} new after the kill)"
@@ -65,8 +70,11 @@ def _fault_lines(s: dict) -> list[str]:
     for fault in s.get("faults", []):
         applied = fault.get("applied_at_s")
         recovered = fault.get("recovered_after_s")
-        after = "" if applied is None else (
-            "; not recovered within the run" if recovered is None else f"; recovered after {recovered:g} s")
+        after = (
+            ""
+            if applied is None
+            else ("; not recovered within the run" if recovered is None else f"; recovered after {recovered:g} s")
+        )
         when = "not reached" if applied is None else f"at {applied:.2f} s"
         lines.append(f"  fault                  {fault['fault']} {when}: {fault.get('outcome') or '-'}{after}")
     lines.append(
@@ -88,7 +96,9 @@ def _steady_lines(s: dict) -> list[str]:
         f"kept up: {'yes' if s['kept_up'] else 'NO'}, backlog at the window's end {s['backlog_at_window_end']:,}",
         f"  drain after sending    {s['drain_s']:.3f} s",
         _latency_line("latency from send", s.get("latency_from_send_ms")),
-        _latency_line("send delay", s.get("send_delay_ms") if (s.get("send_delay_ms") or {}).get("p50") is not None else None),
+        _latency_line(
+            "send delay", s.get("send_delay_ms") if (s.get("send_delay_ms") or {}).get("p50") is not None else None
+        ),
     ]
     lines += [f"  warning                {w}" for w in s.get("warnings", [])]
     return lines
@@ -99,8 +109,12 @@ def format_spread(series) -> str:
     result = series.result
     med, lo, hi = result["median"], result["min"], result["max"]
     lines = [f"series {series.pk}: {len(result['runs'])} runs of '{series.experiment.name}'"]
-    for key, label in (("duration_s", "drain time s"), ("throughput_eps", "throughput events/s"),
-                       ("send_eps", "send events/s"), ("consume_eps", "consume events/s")):
+    for key, label in (
+        ("duration_s", "drain time s"),
+        ("throughput_eps", "throughput events/s"),
+        ("send_eps", "send events/s"),
+        ("consume_eps", "consume events/s"),
+    ):
         if key in med:
             lines.append(f"  {label:<22} median {med[key]:,.3f}  min {lo[key]:,.3f}  max {hi[key]:,.3f}")
     for key in ("p50", "p99", "max"):

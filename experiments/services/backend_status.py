@@ -19,8 +19,17 @@ def backend_statuses(*, urls: Mapping[str, str]) -> list[dict[str, Any]]:
     with ThreadPoolExecutor(max_workers=len(aliases), thread_name_prefix="probe") as pool:
         rows = list(pool.map(lambda alias: _backend_status(alias, urls), aliases))
     rows += [
-        {"alias": alias, "kind": "approach", "state": "in-process", "url": "-", "capabilities": {},
-         "guarantee": None, "options": [], "description": DESCRIPTIONS[alias], "detail": ""}
+        {
+            "alias": alias,
+            "kind": "approach",
+            "state": "in-process",
+            "url": "-",
+            "capabilities": {},
+            "guarantee": None,
+            "options": [],
+            "description": DESCRIPTIONS[alias],
+            "detail": "",
+        }
         for alias in sorted(APPROACHES)
     ]
     return rows
@@ -30,14 +39,20 @@ def _backend_status(alias: str, urls: Mapping[str, str]) -> dict[str, Any]:
     row: dict[str, Any] = {"alias": alias, "kind": "backend", "options": [], "description": "", "detail": ""}
     try:
         cls = backend_class(alias)
-        row.update(options=[option.describe() for option in cls.options], capabilities=cls.capabilities.as_dict(),
-                   guarantee=cls.capabilities.guarantee())
+        row.update(
+            options=[option.describe() for option in cls.options],
+            capabilities=cls.capabilities.as_dict(),
+            guarantee=cls.capabilities.guarantee(),
+        )
         backend = build_backend(alias, urls=urls)
     except QueueError as exc:
         return {"capabilities": {}, "guarantee": None, **row, "state": "unavailable", "url": "-", "detail": str(exc)}
     # an instance may declare other guarantees than its class (redis-list with ack=false)
-    row.update(url=backend.describe_url() if backend.url else "(in process)", capabilities=backend.capabilities.as_dict(),
-               guarantee=backend.capabilities.guarantee())
+    row.update(
+        url=backend.describe_url() if backend.url else "(in process)",
+        capabilities=backend.capabilities.as_dict(),
+        guarantee=backend.capabilities.guarantee(),
+    )
     if not backend.url:
         return {**row, "state": "ready"}
     try:

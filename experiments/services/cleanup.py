@@ -97,7 +97,9 @@ def _runs_without_executor(*, dry_run: bool) -> list[int]:
     # in flight: running, or cancelled and not yet stopped (``status`` is indexed; 10,000 ended
     # runs cost nothing here, and this runs before every run and every minute)
     in_flight = Run.objects.filter(
-        status__in=(Run.Status.RUNNING, Run.Status.CANCELLED), finished_at__isnull=True, executor_host=host,
+        status__in=(Run.Status.RUNNING, Run.Status.CANCELLED),
+        finished_at__isnull=True,
+        executor_host=host,
         executor_pid__isnull=False,
     )
     for run in in_flight.only("pk", "executor_pid", "started_at"):
@@ -117,8 +119,12 @@ def executor_alive(*, pid: int, started_at: datetime | None) -> bool:
 
 
 def leftovers_remove(
-    *, backends: Iterable[str] | None = None, urls: Mapping[str, str] | None = None, namespace: str = NAMESPACE,
-    dry_run: bool = False, quiet: bool = False,
+    *,
+    backends: Iterable[str] | None = None,
+    urls: Mapping[str, str] | None = None,
+    namespace: str = NAMESPACE,
+    dry_run: bool = False,
+    quiet: bool = False,
 ) -> CleanupReport:
     """Mark stale runs failed, then remove the queues of ended runs on ``backends`` (every
     registered one by default). A backend whose server does not answer is reported in
@@ -131,8 +137,9 @@ def leftovers_remove(
     for alias in backends or sorted(BACKENDS):
         ended = {
             run.queue_name: run
-            for run in Run.objects.filter(ended_q, queue_removed=False, spec__backend=alias)
-            .filter(queue_name__startswith=f"{namespace}.")
+            for run in Run.objects.filter(ended_q, queue_removed=False, spec__backend=alias).filter(
+                queue_name__startswith=f"{namespace}."
+            )
         }
         try:
             backend = build_backend(alias, urls=urls, namespace=namespace)
@@ -149,8 +156,15 @@ def leftovers_remove(
 
 
 def _clean_backend(
-    backend: Backend, alias: str, namespace: str, ended: dict[str, Run], in_flight: dict[str, int], ended_q: Q,
-    report: CleanupReport, *, dry_run: bool,
+    backend: Backend,
+    alias: str,
+    namespace: str,
+    ended: dict[str, Run],
+    in_flight: dict[str, int],
+    ended_q: Q,
+    report: CleanupReport,
+    *,
+    dry_run: bool,
 ) -> None:
     try:
         found = backend.list_queues(namespace)
@@ -172,4 +186,3 @@ def _clean_backend(
             report.left_alone[name] = "no run of this database has it"
     if gone and not dry_run:
         Run.objects.filter(pk__in=gone).update(queue_removed=True)
-

@@ -50,8 +50,10 @@ def experiment_launch(*, experiment: Experiment, repeat: int = 1) -> list[Run]:
     spec = experiment_validate(experiment=experiment)
     with transaction.atomic():
         series = RunSeries.objects.create(experiment=experiment, kind=RunSeries.Kind.REPEAT) if repeat > 1 else None
-        return [run_launch(experiment=experiment, spec=spec, options=experiment.options, series=series)
-                for _ in range(repeat)]
+        return [
+            run_launch(experiment=experiment, spec=spec, options=experiment.options, series=series)
+            for _ in range(repeat)
+        ]
 
 
 def run_launch(
@@ -69,8 +71,10 @@ def run_enqueue(*, run_id: int) -> None:
     try:
         async_task(TASK, run_id, task_name=f"imqueue run {run_id}", group="imqueue-runs")
     except Exception as exc:  # noqa: BLE001 - any broker error: the run must not stay queued
-        error = (f"could not hand the run to the django-q2 cluster: {type(exc).__name__}: {exc}; "
-                 "check the Q_CLUSTER broker settings and launch it again")
+        error = (
+            f"could not hand the run to the django-q2 cluster: {type(exc).__name__}: {exc}; "
+            "check the Q_CLUSTER broker settings and launch it again"
+        )
         log.error("run %s: %s", run_id, error)
         Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(
             status=Run.Status.FAILED, error=error, finished_at=timezone.now()
@@ -92,10 +96,13 @@ def experiment_clone(*, experiment: Experiment) -> Experiment:
     without its runs."""
     base = re.sub(r" \(copy(?: \d+)?\)$", "", experiment.name)
     taken = set(Experiment.objects.filter(name__startswith=base).values_list("name", flat=True))
-    name = next(n for n in (f"{base} (copy)", *(f"{base} (copy {i})" for i in range(2, len(taken) + 3)))
-                if n not in taken)
+    name = next(
+        n for n in (f"{base} (copy)", *(f"{base} (copy {i})" for i in range(2, len(taken) + 3))) if n not in taken
+    )
     copy = Experiment(
-        name=name, notes=experiment.notes, options=dict(experiment.options or {}),
+        name=name,
+        notes=experiment.notes,
+        options=dict(experiment.options or {}),
         **{f: getattr(experiment, f) for f in SPEC_FIELDS},
     )
     copy.save()
@@ -177,7 +184,8 @@ def series_refresh(*, series: RunSeries) -> RunSeries:
     if stopped is not None:
         queued = [r.pk for r in runs if r.status == Run.Status.QUEUED]
         Run.objects.filter(pk__in=queued, status=Run.Status.QUEUED).update(
-            status=Run.Status.CANCELLED, finished_at=timezone.now(),
+            status=Run.Status.CANCELLED,
+            finished_at=timezone.now(),
             error=f"not started: run {stopped.pk} of its series {stopped.status}",
         )
         runs = list(series.runs.order_by("pk"))
@@ -187,8 +195,10 @@ def series_refresh(*, series: RunSeries) -> RunSeries:
         series.refresh_from_db()
         return series
     return series_end(
-        series=series, status=stopped.status if stopped else RunSeries.Status.SUCCEEDED,
-        error=f"run {stopped.pk} {stopped.status}: {stopped.error}" if stopped else "", result=result,
+        series=series,
+        status=stopped.status if stopped else RunSeries.Status.SUCCEEDED,
+        error=f"run {stopped.pk} {stopped.status}: {stopped.error}" if stopped else "",
+        result=result,
     )
 
 
@@ -196,9 +206,9 @@ def _series_result(*, series: RunSeries, runs: list[Run]) -> dict[str, Any]:
     summaries = [run_json_summary(run=r) for r in runs]
     result: dict[str, Any] = {"series_id": series.pk, "runs": summaries}
     if series.kind == RunSeries.Kind.SWEEP:
-        result.update(knob=series.knob, points=[
-            _sweep_point(value, run) for value, run in zip(series.values, runs, strict=False)
-        ])
+        result.update(
+            knob=series.knob, points=[_sweep_point(value, run) for value, run in zip(series.values, runs, strict=False)]
+        )
     succeeded = [s for s in summaries if s["status"] == Run.Status.SUCCEEDED]
     if succeeded:
         result.update(spread(succeeded))
@@ -208,9 +218,16 @@ def _series_result(*, series: RunSeries, runs: list[Run]) -> dict[str, Any]:
 def _sweep_point(value: Any, run: Run) -> dict[str, Any]:
     """One value of a sweep and the figures its run measured (``None`` while it has none)."""
     return {
-        "value": value, "run_id": run.pk, "status": run.status, "verdict": run.verdict or None,
-        "throughput_eps": run.throughput_eps, "p50_ms": run.latency_p50_ms, "p99_ms": run.latency_p99_ms,
-        "consume_eps": (run.summary or {}).get("consume_eps"), "lost": run.lost, "duplicates": run.duplicates,
+        "value": value,
+        "run_id": run.pk,
+        "status": run.status,
+        "verdict": run.verdict or None,
+        "throughput_eps": run.throughput_eps,
+        "p50_ms": run.latency_p50_ms,
+        "p99_ms": run.latency_p99_ms,
+        "consume_eps": (run.summary or {}).get("consume_eps"),
+        "lost": run.lost,
+        "duplicates": run.duplicates,
     }
 
 

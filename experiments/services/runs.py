@@ -46,20 +46,28 @@ def experiment_get_or_create(*, name: str, spec: WorkloadSpec, options: Mapping[
 
 
 def run_create(
-    *, experiment: Experiment, spec: WorkloadSpec, options: Mapping[str, Any] | None = None,
+    *,
+    experiment: Experiment,
+    spec: WorkloadSpec,
+    options: Mapping[str, Any] | None = None,
     series: RunSeries | None = None,
 ) -> Run:
     """A queued run of ``spec``: the run keeps its own copy, so that editing the experiment
     later never rewrites what this run ran."""
     placement = {"placement": experiment.placement} if experiment.placement else {}  # on load hosts
     return Run.objects.create(
-        experiment=experiment, series=series, backend=spec.backend,
+        experiment=experiment,
+        series=series,
+        backend=spec.backend,
         spec={**spec.as_dict(), "options": dict(options or {}), **placement},
     )
 
 
 def run_execute(
-    *, run: Run, on_progress: Callable[[int, int], None] | None = None, faults: Faults | None = None,
+    *,
+    run: Run,
+    on_progress: Callable[[int, int], None] | None = None,
+    faults: Faults | None = None,
     interrupted: Callable[[], str | None] | None = None,
 ) -> Run:
     """Run ``run`` to the end and store everything: samples as they come, then the result.
@@ -93,15 +101,25 @@ def run_execute(
             leftovers_remove(backends=[spec.backend], urls=settings.IMQ_URLS, quiet=True)
         if run.spec.get("placement"):  # its workers run on load hosts
             result = run_distributed(
-                run=run, spec=spec, run_id=run_id, options=options, placement=run.spec["placement"],
+                run=run,
+                spec=spec,
+                run_id=run_id,
+                options=options,
+                placement=run.spec["placement"],
                 on_sample=lambda sample: sample_create(run=run, sample=sample),
-                on_progress=on_progress, should_cancel=probe,
+                on_progress=on_progress,
+                should_cancel=probe,
             )
         else:
             result = run_spec(
-                spec, run_id=run_id, urls=settings.IMQ_URLS, options=options,
+                spec,
+                run_id=run_id,
+                urls=settings.IMQ_URLS,
+                options=options,
                 on_sample=lambda sample: sample_create(run=run, sample=sample),
-                on_progress=on_progress, should_cancel=probe, faults=faults,
+                on_progress=on_progress,
+                should_cancel=probe,
+                faults=faults,
             )
     except QueueError as exc:
         return run_fail(run=run, error=str(exc))
@@ -120,8 +138,12 @@ def _run_start(*, run: Run, queue_name: str) -> bool:
     """``queued -> running``, recording the queue and the executor (this process on this
     host); False (and nothing written) if the run was not queued."""
     started = {
-        "status": Run.Status.RUNNING, "started_at": timezone.now(), "queue_name": queue_name,
-        "executor_host": socket.gethostname(), "executor_pid": os.getpid(), "heartbeat_at": timezone.now(),
+        "status": Run.Status.RUNNING,
+        "started_at": timezone.now(),
+        "queue_name": queue_name,
+        "executor_host": socket.gethostname(),
+        "executor_pid": os.getpid(),
+        "heartbeat_at": timezone.now(),
     }
     if not Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(**started):
         return False
@@ -191,12 +213,25 @@ def sample_create(*, run: Run, sample: IntervalSample) -> Sample:
     Prometheus."""
     latency = sample.latency_ms or {}
     row = Sample.objects.create(
-        run=run, t_s=sample.t_s, produced=sample.produced, consumed=sample.consumed, unique=sample.unique,
-        produce_eps=sample.produce_eps, consume_eps=sample.consume_eps, depth=sample.depth,
-        backlog=sample.backlog, p50_ms=latency.get("p50"), p90_ms=latency.get("p90"),
-        p99_ms=latency.get("p99"), p999_ms=latency.get("p999"), max_ms=latency.get("max"),
-        offered_eps=sample.offered_eps, send_delay_p99_ms=sample.send_delay_p99_ms, due=sample.due,
-        depth_detail=sample.depth_detail, markers=sample.markers,
+        run=run,
+        t_s=sample.t_s,
+        produced=sample.produced,
+        consumed=sample.consumed,
+        unique=sample.unique,
+        produce_eps=sample.produce_eps,
+        consume_eps=sample.consume_eps,
+        depth=sample.depth,
+        backlog=sample.backlog,
+        p50_ms=latency.get("p50"),
+        p90_ms=latency.get("p90"),
+        p99_ms=latency.get("p99"),
+        p999_ms=latency.get("p999"),
+        max_ms=latency.get("max"),
+        offered_eps=sample.offered_eps,
+        send_delay_p99_ms=sample.send_delay_p99_ms,
+        due=sample.due,
+        depth_detail=sample.depth_detail,
+        markers=sample.markers,
     )
     signals.sample_stored.send(sender=Run, run=run, row=row, sample=sample)  # stored first: a viewer may read it back
     return row
@@ -206,19 +241,35 @@ def run_finish(*, run: Run, result: RunResult) -> Run:
     """Store the runner's result on a running run (see ``_run_end`` for a cancel meanwhile)."""
     summary = dict(result.summary, run_id=run.pk, environment=result.environment)
     latency = summary.get("latency_ms") or {}
-    return _run_end(run=run, status=result.status, error=result.error or "", fields={
-        "environment": result.environment, "summary": summary, "verdict": summary["verdict"],
-        "duration_s": summary["duration_s"], "throughput_eps": summary["throughput_eps"],
-        "latency_p50_ms": latency.get("p50"), "latency_p99_ms": latency.get("p99"),
-        "unique": summary["unique"], "duplicates": summary["duplicates"], "lost": summary["lost"],
-    })
+    return _run_end(
+        run=run,
+        status=result.status,
+        error=result.error or "",
+        fields={
+            "environment": result.environment,
+            "summary": summary,
+            "verdict": summary["verdict"],
+            "duration_s": summary["duration_s"],
+            "throughput_eps": summary["throughput_eps"],
+            "latency_p50_ms": latency.get("p50"),
+            "latency_p99_ms": latency.get("p99"),
+            "unique": summary["unique"],
+            "duplicates": summary["duplicates"],
+            "lost": summary["lost"],
+        },
+    )
 
 
 def run_fail(*, run: Run, error: str) -> Run:
     """End a running run as failed with ``error``, keeping what it stored until then."""
-    return _run_end(run=run, status=Run.Status.FAILED, error=error, fields={
-        "environment": run.environment or environment.collect(),
-    })
+    return _run_end(
+        run=run,
+        status=Run.Status.FAILED,
+        error=error,
+        fields={
+            "environment": run.environment or environment.collect(),
+        },
+    )
 
 
 def _run_end(*, run: Run, status: str, error: str, fields: dict[str, Any]) -> Run:
@@ -261,7 +312,11 @@ def run_cancel(*, run: Run) -> bool:
 
 @transaction.atomic
 def run_prepare(
-    *, spec: WorkloadSpec, experiment_name: str, options: Mapping[str, Any] | None = None, series: RunSeries | None = None
+    *,
+    spec: WorkloadSpec,
+    experiment_name: str,
+    options: Mapping[str, Any] | None = None,
+    series: RunSeries | None = None,
 ) -> Run:
     """The experiment (created if missing) and a queued run of ``spec``, in one transaction."""
     experiment = experiment_get_or_create(name=experiment_name, spec=spec, options=options)

@@ -33,11 +33,21 @@ EXPERIMENT = "scorecard"
 #: The matrix's faults by default: each at 2 s into a run of ``BASE["duration_s"]`` seconds,
 #: which leaves time to measure the recovery (3 s within 10% of the offered rate).
 DEFAULT_FAULTS = (
-    "kill-consumer@2", "kill-producer@2", "pause-consumer@2:2", "cut-connections@2", "restart-server@2",
-    "restart-server@2:aof-always", "poison@2:10",
+    "kill-consumer@2",
+    "kill-producer@2",
+    "pause-consumer@2:2",
+    "cut-connections@2",
+    "restart-server@2",
+    "restart-server@2:aof-always",
+    "poison@2:10",
 )
 BASE: dict[str, Any] = {
-    "rate_eps": 1000.0, "duration_s": 8.0, "producers": 1, "consumers": 2, "batch": 100, "idle_timeout_s": 5.0,
+    "rate_eps": 1000.0,
+    "duration_s": 8.0,
+    "producers": 1,
+    "consumers": 2,
+    "batch": 100,
+    "idle_timeout_s": 5.0,
     "replace_after_s": 0.5,
 }
 #: A restart only shows what a server keeps when its queue holds something: both consumers are
@@ -55,8 +65,9 @@ def default_backends() -> list[str]:
     return [alias for alias in known_aliases() if check_alias(alias) == "backend" and alias not in LIBRARY_BACKENDS]
 
 
-def scorecard_plan(*, backends: Sequence[str], faults: Sequence[str], rate_eps: float, duration_s: float
-                   ) -> list[dict[str, Any]]:
+def scorecard_plan(
+    *, backends: Sequence[str], faults: Sequence[str], rate_eps: float, duration_s: float
+) -> list[dict[str, Any]]:
     """The cells, in order: each with its spec (as a dict) or, for a fault the backend cannot
     take, the one-line reason. Raises ``InvalidSpec`` for an unknown backend or a fault text
     that does not parse, before anything runs."""
@@ -67,8 +78,13 @@ def scorecard_plan(*, backends: Sequence[str], faults: Sequence[str], rate_eps: 
         check_alias(backend)
         for fault in faults:
             backlog = list(RESTART_BACKLOG) if fault_parse(fault).kind == "restart-server" else []
-            values = {**BASE, "rate_eps": rate_eps, "duration_s": duration_s, "backend": backend,
-                      "faults": [fault, *backlog]}
+            values = {
+                **BASE,
+                "rate_eps": rate_eps,
+                "duration_s": duration_s,
+                "backend": backend,
+                "faults": [fault, *backlog],
+            }
             try:
                 spec = spec_validate(values=values)
             except InvalidSpec as exc:
@@ -86,8 +102,13 @@ def _plain(reason: str) -> str:
 
 
 def scorecard_run(
-    *, backends: Sequence[str], faults: Sequence[str], repeats: int = 1, rate_eps: float = BASE["rate_eps"],
-    duration_s: float = BASE["duration_s"], on_cell: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    backends: Sequence[str],
+    faults: Sequence[str],
+    repeats: int = 1,
+    rate_eps: float = BASE["rate_eps"],
+    duration_s: float = BASE["duration_s"],
+    on_cell: Callable[[dict[str, Any]], None] | None = None,
     interrupted: Callable[[], str | None] | None = None,
 ) -> RunSeries:
     """Run the matrix now, in this process, one run at a time; store it as a series and return
@@ -100,7 +121,9 @@ def scorecard_run(
     spec = WorkloadSpec.from_mapping(first) if first else WorkloadSpec(**{**BASE, "backend": backends[0]})
     experiment = experiment_get_or_create(name=EXPERIMENT, spec=spec)
     series = RunSeries.objects.create(
-        experiment=experiment, kind=RunSeries.Kind.SCORECARD, knob="backend x fault",
+        experiment=experiment,
+        kind=RunSeries.Kind.SCORECARD,
+        knob="backend x fault",
         values=[f"{c['backend']} {c['fault']}" for c in cells],
     )
     done: list[dict[str, Any]] = []
@@ -109,8 +132,9 @@ def scorecard_run(
         if cell["spec"] is not None:
             runs = []
             for _ in range(repeats):
-                run = run_prepare(spec=WorkloadSpec.from_mapping(cell["spec"]), experiment_name=EXPERIMENT,
-                                           series=series)
+                run = run_prepare(
+                    spec=WorkloadSpec.from_mapping(cell["spec"]), experiment_name=EXPERIMENT, series=series
+                )
                 runs.append(run_execute(run=run, interrupted=interrupted))
                 if runs[-1].status == Run.Status.CANCELLED:
                     break
@@ -122,8 +146,13 @@ def scorecard_run(
             status, error = RunSeries.Status.CANCELLED, "the scorecard was interrupted"
             break
     result = {
-        "series_id": series.pk, "repeats": repeats, "rate_eps": rate_eps, "duration_s": duration_s,
-        "backends": list(backends), "faults": [fault_parse(f).text() for f in faults], "cells": done,
+        "series_id": series.pk,
+        "repeats": repeats,
+        "rate_eps": rate_eps,
+        "duration_s": duration_s,
+        "backends": list(backends),
+        "faults": [fault_parse(f).text() for f in faults],
+        "cells": done,
     }
     return series_end(series=series, status=status, error=error, result=result)
 
@@ -142,7 +171,9 @@ def cell_figures(summaries: Sequence[dict[str, Any]], *, fault: str) -> dict[str
         "outcome": next((f.get("outcome") for f in fault_reports if f.get("outcome")), None),
         "errors": sorted({s["error"] for s in summaries if s.get("error")}),
         "contradictions": sorted({c for s in summaries for c in s.get("contradictions") or []}),
-        "recovered_after_s": None if any(r is None for r in recovered) or not recovered else statistics.median(recovered),
+        "recovered_after_s": None
+        if any(r is None for r in recovered) or not recovered
+        else statistics.median(recovered),
         "cancelled": any(s.get("status") == Run.Status.CANCELLED for s in summaries),
     }
     for name in COUNTS:
@@ -173,8 +204,10 @@ def scorecard_markdown(result: dict[str, Any]) -> str:
         recovered = "not within the run" if cell["recovered_after_s"] is None else f"{cell['recovered_after_s']:g} s"
         consistent = "yes" if not cell["contradictions"] else "**no**: " + "; ".join(cell["contradictions"])
         counts = " | ".join(_count(cell.get(name)) for name in ("lost", "duplicates", "redelivered", "poison"))
-        lines.append(f"| `{cell['backend']}` | `{cell['fault']}` | {cell['guarantee'] or ''} | {verdict} | {counts} | "
-                     f"{recovered} | {_count(cell.get('reconnects'))} | {consistent} |")
+        lines.append(
+            f"| `{cell['backend']}` | `{cell['fault']}` | {cell['guarantee'] or ''} | {verdict} | {counts} | "
+            f"{recovered} | {_count(cell.get('reconnects'))} | {consistent} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -194,4 +227,3 @@ def readme_scorecard_write(*, markdown: str, path: Path | None = None) -> Path:
         raise QueueError(f"{path} has no {README_BEGIN} ... {README_END} lines to write the scorecard between")
     path.write_text(text[: begin + len(README_BEGIN)] + "\n" + markdown + text[end:])
     return path
-

@@ -16,8 +16,13 @@ from queues.workload.spec import WorkloadSpec
 
 
 def series_repeat(
-    *, spec: WorkloadSpec, experiment_name: str, repeat: int, options: Mapping[str, Any] | None = None,
-    on_progress: Callable[[int, int], None] | None = None, interrupted: Callable[[], str | None] | None = None,
+    *,
+    spec: WorkloadSpec,
+    experiment_name: str,
+    repeat: int,
+    options: Mapping[str, Any] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    interrupted: Callable[[], str | None] | None = None,
 ) -> RunSeries:
     """Run ``spec`` ``repeat`` times, each stored as a run; store their median and spread.
     A run that does not succeed, or a cancel of the series (or ``interrupted``, see
@@ -33,7 +38,8 @@ def series_repeat(
     summaries = [run_json_summary(run=r) for r in runs]
     stopped = next((r for r in runs if r.status != Run.Status.SUCCEEDED), None)
     return series_end(
-        series=series, status=stopped.status if stopped else RunSeries.Status.SUCCEEDED,
+        series=series,
+        status=stopped.status if stopped else RunSeries.Status.SUCCEEDED,
         error=f"run {stopped.pk} {stopped.status}: {stopped.error}" if stopped else "",
         result={"runs": summaries, **spread(summaries), "series_id": series.pk},
     )
@@ -48,9 +54,15 @@ class _SearchStopped(Exception):
 
 
 def series_find_max(
-    *, spec: WorkloadSpec, experiment_name: str, slo_p99_ms: float, start_rate_eps: float,
-    options: Mapping[str, Any] | None = None, on_step: Callable[[CurvePoint], None] | None = None,
-    on_progress: Callable[[int, int], None] | None = None, interrupted: Callable[[], str | None] | None = None,
+    *,
+    spec: WorkloadSpec,
+    experiment_name: str,
+    slo_p99_ms: float,
+    start_rate_eps: float,
+    options: Mapping[str, Any] | None = None,
+    on_step: Callable[[CurvePoint], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    interrupted: Callable[[], str | None] | None = None,
 ) -> RunSeries:
     """A saturation search (``queues.measurement.saturation``) stored as a series of kind find-max.
 
@@ -75,8 +87,15 @@ def series_find_max(
         return run_json_summary(run=run)
 
     def record(point: CurvePoint) -> None:
-        curve.append({"rate_eps": point.rate_eps, "p99_ms": point.p99_ms, "kept_up": point.kept_up, "ok": point.ok,
-                      "run_id": step_runs[len(curve)]})
+        curve.append(
+            {
+                "rate_eps": point.rate_eps,
+                "p99_ms": point.p99_ms,
+                "kept_up": point.kept_up,
+                "ok": point.ok,
+                "run_id": step_runs[len(curve)],
+            }
+        )
         if on_step:
             on_step(point)
 
@@ -86,11 +105,18 @@ def series_find_max(
     except _SearchStopped as stop:
         status, error = stop.run.status, str(stop)
     good = [p["rate_eps"] for p in curve if p["ok"]]
-    return series_end(series=series, status=status, error=error, result={
-        "series_id": series.pk, "backend": spec.backend, "slo_p99_ms": slo_p99_ms,
-        "max_rate_eps": round(max(good), 1) if good else None,
-        "curve": sorted(curve, key=lambda p: p["rate_eps"]),
-    })
+    return series_end(
+        series=series,
+        status=status,
+        error=error,
+        result={
+            "series_id": series.pk,
+            "backend": spec.backend,
+            "slo_p99_ms": slo_p99_ms,
+            "max_rate_eps": round(max(good), 1) if good else None,
+            "curve": sorted(curve, key=lambda p: p["rate_eps"]),
+        },
+    )
 
 
 def series_cancel(*, series: RunSeries) -> bool:

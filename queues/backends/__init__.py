@@ -46,10 +46,19 @@ BACKENDS: dict[str, str] = {
     "dramatiq-rabbitmq": "queues.backends.libraries.dramatiq_backend.DramatiqRabbitMQBackend",
 }
 #: The task-library backends (README "Task libraries"), known without importing their libraries.
-LIBRARY_BACKENDS = frozenset({
-    "celery-redis", "celery-rabbitmq", "rq", "huey", "procrastinate", "django-q2-orm", "django-q2-redis",
-    "dramatiq-redis", "dramatiq-rabbitmq",
-})
+LIBRARY_BACKENDS = frozenset(
+    {
+        "celery-redis",
+        "celery-rabbitmq",
+        "rq",
+        "huey",
+        "procrastinate",
+        "django-q2-orm",
+        "django-q2-redis",
+        "dramatiq-redis",
+        "dramatiq-rabbitmq",
+    }
+)
 
 
 def backend_class(alias: str) -> type[Backend]:
@@ -74,4 +83,3 @@ def backend_class(alias: str) -> type[Backend]:
             f"install the project with `pip install -e .`"
         ) from exc
     return getattr(module, class_name)
-

@@ -178,8 +178,11 @@ class RedisBase(Backend):
     def environment(self) -> dict[str, Any]:
         with self.converting("read the settings of"):
             info = self.client.info("server")
-            config = {**self.client.config_get("appendonly"), **self.client.config_get("appendfsync"),
-                      **self.client.config_get("save")}
+            config = {
+                **self.client.config_get("appendonly"),
+                **self.client.config_get("appendfsync"),
+                **self.client.config_get("save"),
+            }
         return {
             "server": "redis",
             "server_version": info.get("redis_version"),

@@ -33,9 +33,13 @@ T = TypeVar("T")
 #: and answer its first command (the handshake). A server that accepts TCP and then says
 #: nothing is reported after this, not after a driver's default of 10-30 s.
 CONNECT_TIMEOUT = Option(
-    "connect_timeout_s", float, 3.0,
+    "connect_timeout_s",
+    float,
+    3.0,
     "longest wait for the server to accept a connection and answer its handshake",
-    minimum=0.1, maximum=600, unit="s",
+    minimum=0.1,
+    maximum=600,
+    unit="s",
 )
 
 
@@ -209,8 +213,9 @@ class Backend:
         """Close the control connection. Idempotent, and quiet on a connection already lost
         (``reconnecting`` closes a dead one before opening the next)."""
 
-    def reconnecting(self, operation: Callable[..., T], *args: Any, attempts: int = 2, pause_s: float = 0.0,
-                     **kwargs: Any) -> T:
+    def reconnecting(
+        self, operation: Callable[..., T], *args: Any, attempts: int = 2, pause_s: float = 0.0, **kwargs: Any
+    ) -> T:
         """``operation(*args, **kwargs)``: a control operation of this backend (``declare``,
         ``purge``, ``delete``, ``depth``, ``environment``: idempotent), tried up to ``attempts``
         times. When the control connection turns out lost (``BackendUnavailable``: a broker

@@ -69,9 +69,15 @@ class MemoryBackend(Backend):
     name = "memory"
     capabilities = Capabilities(durable=False, native_batch=True, push=True, processes=False)
     options = (
-        Option("max_backlog_mb", float, DEFAULT_MAX_BACKLOG_MB,
-               "producers wait while the queue holds this many MB of messages (0: unbounded)",
-               minimum=0, maximum=1e6, unit="MB"),
+        Option(
+            "max_backlog_mb",
+            float,
+            DEFAULT_MAX_BACKLOG_MB,
+            "producers wait while the queue holds this many MB of messages (0: unbounded)",
+            minimum=0,
+            maximum=1e6,
+            unit="MB",
+        ),
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -204,19 +210,45 @@ class MultiprocessBackend(Backend):
 
     name = "memory-mp"
     # a put returns before the feeder thread wrote it: a killed producer loses what it buffered
-    capabilities = Capabilities(acks=False, redelivers_on_crash=False, durable=False, native_batch=True, push=True,
-                                confirmed_sends=False)
+    capabilities = Capabilities(
+        acks=False, redelivers_on_crash=False, durable=False, native_batch=True, push=True, confirmed_sends=False
+    )
     options = (
-        Option("consume_cost_us", float, 0.0, "simulated work per message in each consumer (0: none)",
-               minimum=0, maximum=1e7, unit="us"),
-        Option("stall_after", int, 0, "each consumer pauses once after receiving this many messages (0: never)",
-               minimum=0, unit="messages"),
+        Option(
+            "consume_cost_us",
+            float,
+            0.0,
+            "simulated work per message in each consumer (0: none)",
+            minimum=0,
+            maximum=1e7,
+            unit="us",
+        ),
+        Option(
+            "stall_after",
+            int,
+            0,
+            "each consumer pauses once after receiving this many messages (0: never)",
+            minimum=0,
+            unit="messages",
+        ),
         Option("stall_s", float, 0.0, "how long that pause lasts", minimum=0, maximum=3600, unit="s"),
-        Option("max_depth", int, 0, "producers wait while the queue holds this many messages (0: unbounded)",
-               minimum=0, unit="messages"),
-        Option("max_backlog_mb", float, DEFAULT_MAX_BACKLOG_MB,
-               "producers wait while the queue holds this many MB of messages (0: unbounded)",
-               minimum=0, maximum=1e6, unit="MB"),
+        Option(
+            "max_depth",
+            int,
+            0,
+            "producers wait while the queue holds this many messages (0: unbounded)",
+            minimum=0,
+            unit="messages",
+        ),
+        Option(
+            "max_backlog_mb",
+            float,
+            DEFAULT_MAX_BACKLOG_MB,
+            "producers wait while the queue holds this many MB of messages (0: unbounded)",
+            minimum=0,
+            maximum=1e6,
+            unit="MB",
+        ),
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -286,7 +318,9 @@ class MultiprocessBackend(Backend):
     def consumer(self, queue: str, *, group: str = "default") -> Consumer:
         return _PipeConsumer(
             self._get(queue),
-            cost_us=self.consume_cost_us, stall_after=self.stall_after, stall_s=self.stall_s,
+            cost_us=self.consume_cost_us,
+            stall_after=self.stall_after,
+            stall_s=self.stall_s,
         )
 
 
@@ -370,8 +404,10 @@ class _PipeQueue:
                 self.dead_read.extend(self.dead.get(timeout=max(0.0, deadline - time.monotonic())))
             except std_queue.Empty:
                 # counted by a consumer killed before its feeder thread wrote them: lost with it
-                log.warning("memory-mp: %d dead letter(s) counted but never received",
-                            self.dead_count.value - len(self.dead_read))
+                log.warning(
+                    "memory-mp: %d dead letter(s) counted but never received",
+                    self.dead_count.value - len(self.dead_read),
+                )
                 break
         return list(self.dead_read)
 
@@ -447,8 +483,12 @@ class _PipeConsumer(Consumer):
         lost, and the ledger says so)."""
         if not self.q.broken.value:
             self.q.broken.value = 1
-            log.warning("memory-mp: the queue's pipe was torn by a consumer killed while reading it (%s: %s); "
-                        "what it still holds is lost", type(exc).__name__, exc)
+            log.warning(
+                "memory-mp: the queue's pipe was torn by a consumer killed while reading it (%s: %s); "
+                "what it still holds is lost",
+                type(exc).__name__,
+                exc,
+            )
         return Batch()
 
     def _simulate_work(self, messages: int, was_idle: bool) -> None:

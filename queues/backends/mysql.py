@@ -339,7 +339,9 @@ class _Consumer(Consumer):
         self.held.extend(ids)
         self.unsettled.update(ids)
         if len(ids) != count or len(bodies) != count or sum(map(len, bodies)) != size:
-            raise OperationFailed(f"{self.backend.name}: a batch of {count} messages ({size} bytes) exceeds group_concat_max_len; use smaller batches")
+            raise OperationFailed(
+                f"{self.backend.name}: a batch of {count} messages ({size} bytes) exceeds group_concat_max_len; use smaller batches"
+            )
         return Batch(bodies, ids)
 
     def ack(self, batch: Batch) -> None:

@@ -55,7 +55,10 @@ class Poller:
 
 
 def receive_when_due(
-    waiter: Any, claim: Callable[[int], Batch], max_messages: int, timeout_s: float,
+    waiter: Any,
+    claim: Callable[[int], Batch],
+    max_messages: int,
+    timeout_s: float,
     wait: Callable[[float], None] | None = None,
 ) -> Batch:
     """The receive loop of a table-queue consumer: claim whenever ``waiter`` says it is due,
@@ -76,8 +79,22 @@ def receive_when_due(
 
 #: The options of a backend whose consumers wait with a ``Poller`` (postgres, mysql).
 POLL_OPTIONS = (
-    Option("poll_interval_s", float, 0.05, "wait after a partial batch; the first wait on an empty queue",
-           minimum=0.001, maximum=60, unit="s"),
-    Option("poll_max_interval_s", float, 0.5, "longest wait while the queue stays empty (the wait doubles up to it)",
-           minimum=0.001, maximum=60, unit="s"),
+    Option(
+        "poll_interval_s",
+        float,
+        0.05,
+        "wait after a partial batch; the first wait on an empty queue",
+        minimum=0.001,
+        maximum=60,
+        unit="s",
+    ),
+    Option(
+        "poll_max_interval_s",
+        float,
+        0.5,
+        "longest wait while the queue stays empty (the wait doubles up to it)",
+        minimum=0.001,
+        maximum=60,
+        unit="s",
+    ),
 )

@@ -90,7 +90,9 @@ COPY_MIN_MESSAGES = 16
 
 #: libpq, and psycopg after it, counts the connect timeout in whole seconds, at least 2.
 PG_CONNECT_TIMEOUT = replace(
-    CONNECT_TIMEOUT, minimum=2, help=f"{CONNECT_TIMEOUT.help} (libpq counts whole seconds: rounded up)",
+    CONNECT_TIMEOUT,
+    minimum=2,
+    help=f"{CONNECT_TIMEOUT.help} (libpq counts whole seconds: rounded up)",
 )
 
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
@@ -111,7 +113,7 @@ def worker_connection_name(role: str, queue: str) -> str:
     name = f"imq {role} {table}"
     if len(name) <= MAX_NAME_CHARS:
         return name
-    digest = table[-sqlfiles.DIGEST_SUFFIX_CHARS:]
+    digest = table[-sqlfiles.DIGEST_SUFFIX_CHARS :]
     return name[: MAX_NAME_CHARS - len(digest)] + digest
 
 
@@ -181,11 +183,24 @@ class PostgresBackend(Backend):
     options: ClassVar[tuple[Option, ...]] = (
         Option("insert", str, "copy", "how producers insert rows", choices=INSERT_METHODS),
         *POLL_OPTIONS,
-        Option("claim_timeout_s", float, 300.0,
-               "how long a consumer may hold a claimed batch before the server ends its session",
-               minimum=0.1, maximum=86_400, unit="s"),
-        Option("statement_timeout_s", float, 30.0, "longest a statement may run (lock waits: at most 10 s)",
-               minimum=0.1, maximum=86_400, unit="s"),
+        Option(
+            "claim_timeout_s",
+            float,
+            300.0,
+            "how long a consumer may hold a claimed batch before the server ends its session",
+            minimum=0.1,
+            maximum=86_400,
+            unit="s",
+        ),
+        Option(
+            "statement_timeout_s",
+            float,
+            30.0,
+            "longest a statement may run (lock waits: at most 10 s)",
+            minimum=0.1,
+            maximum=86_400,
+            unit="s",
+        ),
         PG_CONNECT_TIMEOUT,
     )
 
@@ -345,9 +360,15 @@ class PostgresNotifyBackend(PostgresBackend):
     capabilities = Capabilities(native_batch=True, push=True)
     options = (
         *PostgresBackend.options,
-        Option("fallback_poll_s", float, 1.0,
-               "a listening consumer still looks this often (rows a rollback returns notify nobody)",
-               minimum=0.01, maximum=3600, unit="s"),
+        Option(
+            "fallback_poll_s",
+            float,
+            1.0,
+            "a listening consumer still looks this often (rows a rollback returns notify nobody)",
+            minimum=0.01,
+            maximum=3600,
+            unit="s",
+        ),
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -458,7 +479,9 @@ class _Consumer(Consumer):
         if not batch:
             return
         with self.backend.converting("nack on"):
-            self.cur.execute(self.q_requeue if requeue else self.q_dead, {"ids": list(batch.receipts), "bodies": list(batch.bodies)})
+            self.cur.execute(
+                self.q_requeue if requeue else self.q_dead, {"ids": list(batch.receipts), "bodies": list(batch.bodies)}
+            )
         self._settled(batch.receipts)
         log_nacked(log, self.backend.name, len(batch), requeue=requeue)
 

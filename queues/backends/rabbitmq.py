@@ -69,14 +69,27 @@ class RabbitMQBackend(ControlLink):
     options = (
         Option("queue_type", str, "classic", "the queue's type", choices=QUEUE_TYPES),
         # basic_qos carries the count in a 16-bit field
-        Option("prefetch", int, 1000, "basic_qos prefetch count: unacked messages a consumer may hold",
-               minimum=1, maximum=65_535, unit="messages"),
-        Option("confirms", str, "off", "publisher confirms: wait for each message, or once per send call",
-               choices=CONFIRMS),
+        Option(
+            "prefetch",
+            int,
+            1000,
+            "basic_qos prefetch count: unacked messages a consumer may hold",
+            minimum=1,
+            maximum=65_535,
+            unit="messages",
+        ),
+        Option(
+            "confirms", str, "off", "publisher confirms: wait for each message, or once per send call", choices=CONFIRMS
+        ),
         Option("persistent", bool, False, "persistent messages (delivery mode 2)"),
-        Option("management_port", int, 15672,
-               "port of the management API, asked for unacked messages (depth = ready + unacked); 0: never asked",
-               minimum=0, maximum=65_535),
+        Option(
+            "management_port",
+            int,
+            15672,
+            "port of the management API, asked for unacked messages (depth = ready + unacked); 0: never asked",
+            minimum=0,
+            maximum=65_535,
+        ),
         CONNECT_TIMEOUT,
     )
     # the broker requeues a closed connection's unacked messages as soon as it notices the
@@ -204,7 +217,9 @@ class _Producer(Producer):
         self.published = 0
         self.nacked = 0
         if backend.confirms != "off":
-            self.link.call(self.link.channel.confirm_delivery, doing="enable confirms on", ack_nack_callback=self._on_confirm)
+            self.link.call(
+                self.link.channel.confirm_delivery, doing="enable confirms on", ack_nack_callback=self._on_confirm
+            )
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
@@ -284,7 +299,9 @@ class _Consumer(Consumer):
         else:
             self.link.raise_if_failed("receive from")
         if self.redelivered > self.redelivered_logged:  # once per batch at most, never per message
-            log.info("%s: %d redelivered message(s) received", self.backend.name, self.redelivered - self.redelivered_logged)
+            log.info(
+                "%s: %d redelivered message(s) received", self.backend.name, self.redelivered - self.redelivered_logged
+            )
             self.redelivered_logged = self.redelivered
         tags, bodies = self.tags[:max_messages], self.bodies[:max_messages]
         del self.tags[:max_messages], self.bodies[:max_messages]

@@ -53,8 +53,7 @@ class ManagementApi:
             log.debug("rabbitmq management API: %s for %s", exc.code, queue)
             return None
         except (OSError, ValueError) as exc:  # not listening (the plugin is off), or not HTTP: stop asking
-            log.info("rabbitmq management API not available at %s (%s): unacked messages not reported",
-                     self.base, exc)
+            log.info("rabbitmq management API not available at %s (%s): unacked messages not reported", self.base, exc)
             self.base = None
             return None
         return int(figure) if isinstance(figure, int) else None

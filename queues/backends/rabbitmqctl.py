@@ -39,8 +39,11 @@ def close_connections(names: set[str], reason: str, *, node: str | None = None) 
         )
     command = [ctl, "-q", *(["-n", node] if node else [])]
     listing = _output(_start([*command, "list_connections", "--no-table-headers", "pid", "client_properties"]))
-    pids = [line.split("\t", 1)[0] for line in listing.splitlines()
-            if (found := _CONNECTION_NAME.search(line)) and found[1] in names]
+    pids = [
+        line.split("\t", 1)[0]
+        for line in listing.splitlines()
+        if (found := _CONNECTION_NAME.search(line)) and found[1] in names
+    ]
     closing = [_start([*command, "close_connection", pid, reason]) for pid in pids]
     return sum(_succeeded(process) for process in closing)
 

@@ -85,10 +85,24 @@ class RedisListBackend(RedisBase):
     scripts = ("list_take", "list_settle", "list_reap", "list_depth")
     options: ClassVar[tuple[Option, ...]] = (
         Option("ack", bool, True, "true: the reliable queue (at-least-once); false: plain LPOP (at-most-once)"),
-        Option("heartbeat_s", float, 2.0, "a consumer silent this long is presumed dead and its messages requeued",
-               minimum=0.1, maximum=3600, unit="s"),
-        Option("reap_interval_s", float, 0.5, "how often each consumer returns dead consumers' messages (0: on every call)",
-               minimum=0, maximum=3600, unit="s"),
+        Option(
+            "heartbeat_s",
+            float,
+            2.0,
+            "a consumer silent this long is presumed dead and its messages requeued",
+            minimum=0.1,
+            maximum=3600,
+            unit="s",
+        ),
+        Option(
+            "reap_interval_s",
+            float,
+            0.5,
+            "how often each consumer returns dead consumers' messages (0: on every call)",
+            minimum=0,
+            maximum=3600,
+            unit="s",
+        ),
         Option("defer_acks", bool, True, "send an ack with the consumer's next take instead of on its own"),
         Option("prefetch", bool, True, "ask for the next batch before the worker needs it"),
         *RedisBase.options,
@@ -137,8 +151,13 @@ class RedisListBackend(RedisBase):
         return _PopConsumer(self, queue)
 
     def environment(self) -> dict[str, Any]:
-        return {**super().environment(), "acks": self.acks, "heartbeat_s": self.heartbeat_s,
-                "defer_acks": self.defer_acks and self.acks, "prefetch": self.prefetch and self.acks}
+        return {
+            **super().environment(),
+            "acks": self.acks,
+            "heartbeat_s": self.heartbeat_s,
+            "defer_acks": self.defer_acks and self.acks,
+            "prefetch": self.prefetch and self.acks,
+        }
 
 
 class RedisListNoAckBackend(RedisListBackend):
@@ -301,7 +320,9 @@ class _ReliableConsumer(RedisConsumer):
     def _presumed_dead(self) -> None:
         log.warning(
             "%s: consumer %s was presumed dead (no heartbeat for %.1f s); what it held went back to the queue",
-            self.backend.name, self.id, self.backend.heartbeat_s,
+            self.backend.name,
+            self.id,
+            self.backend.heartbeat_s,
         )
         self._forget()
 
@@ -319,7 +340,9 @@ class _ReliableConsumer(RedisConsumer):
         connection = self.client.connection_pool.get_connection()
         args = self._take_args(n)
         try:
-            connection.send_command("EVALSHA", self.scripts["list_take"].sha, len(self.take_keys), *self.take_keys, *args)
+            connection.send_command(
+                "EVALSHA", self.scripts["list_take"].sha, len(self.take_keys), *self.take_keys, *args
+            )
         except BaseException:
             self.client.connection_pool.release(connection)
             raise
@@ -369,7 +392,9 @@ class _ReliableConsumer(RedisConsumer):
         pipe = self.client.pipeline(transaction=False)
         # BLMOVE takes fractional seconds (Redis 6+); redis-py annotates the timeout as int
         pipe.blmove(self.keys.ready, self.proc, block_s, "LEFT", "RIGHT")  # type: ignore[arg-type]
-        self.scripts["list_take"](keys=self.take_keys, args=[max_messages - 1, self.ttl_ms, self.id, 0, -1], client=pipe)
+        self.scripts["list_take"](
+            keys=self.take_keys, args=[max_messages - 1, self.ttl_ms, self.id, 0, -1], client=pipe
+        )
         first, (_, rest) = pipe.execute()
         self.ahead = [first, *rest] if first is not None else list(rest)
 
@@ -381,7 +406,9 @@ class _ReliableConsumer(RedisConsumer):
             if reaped:
                 log.warning(
                     "%s: reaped %d message(s) of consumers with no heartbeat for %.1f s back to the queue",
-                    self.backend.name, reaped, self.backend.heartbeat_s,
+                    self.backend.name,
+                    reaped,
+                    self.backend.heartbeat_s,
                 )
 
     def ack(self, batch: Batch) -> None:
@@ -448,7 +475,9 @@ class _ReliableConsumer(RedisConsumer):
         if self.acked:
             args = ["ack", self._expected(), self.acked]
             self.scripts["list_settle"](keys=self._settle_keys(), args=args, client=pipe)
-        self.scripts["list_reap"](keys=[self.keys.ready, self.keys.consumers], args=[self.keys.prefix, self.id], client=pipe)
+        self.scripts["list_reap"](
+            keys=[self.keys.ready, self.keys.consumers], args=[self.keys.prefix, self.id], client=pipe
+        )
         self._forget()
         returned = pipe.execute()[-1]
         if returned:

@@ -58,12 +58,33 @@ class RedisStreamBackend(RedisBase):
     capabilities = Capabilities(durable=False, native_batch=True, push=True)
     scripts = ("stream_settle", "stream_release", "stream_trim", "stream_depth")
     options = (
-        Option("claim_idle_s", float, 2.0, "an entry pending this long is presumed abandoned and claimed (XAUTOCLAIM)",
-               minimum=0.01, maximum=3600, unit="s"),
-        Option("claim_interval_s", float, 0.5, "how often each consumer claims abandoned entries (0: on every call)",
-               minimum=0, maximum=3600, unit="s"),
-        Option("trim_interval_s", float, 1.0, "how often a consumer trims entries every group has acked (0: on every call)",
-               minimum=0, maximum=3600, unit="s"),
+        Option(
+            "claim_idle_s",
+            float,
+            2.0,
+            "an entry pending this long is presumed abandoned and claimed (XAUTOCLAIM)",
+            minimum=0.01,
+            maximum=3600,
+            unit="s",
+        ),
+        Option(
+            "claim_interval_s",
+            float,
+            0.5,
+            "how often each consumer claims abandoned entries (0: on every call)",
+            minimum=0,
+            maximum=3600,
+            unit="s",
+        ),
+        Option(
+            "trim_interval_s",
+            float,
+            1.0,
+            "how often a consumer trims entries every group has acked (0: on every call)",
+            minimum=0,
+            maximum=3600,
+            unit="s",
+        ),
         *RedisBase.options,
     )
 
@@ -129,7 +150,11 @@ class RedisStreamBackend(RedisBase):
         return _StreamConsumer(self, queue, group)
 
     def environment(self) -> dict[str, Any]:
-        return {**super().environment(), "claim_idle_s": self.claim_idle_s, "trim": "XTRIM MINID ~ LIMIT 0 (acked entries)"}
+        return {
+            **super().environment(),
+            "claim_idle_s": self.claim_idle_s,
+            "trim": "XTRIM MINID ~ LIMIT 0 (acked entries)",
+        }
 
 
 class _StreamProducer(Producer):
@@ -181,8 +206,11 @@ class _StreamConsumer(RedisConsumer):
                     raise
                 # the server lost the group (restarted without persistence): declare it again,
                 # from the start of what the stream holds now; what it held before is gone
-                log.warning("%s: the consumer group of %s is gone (a server restart?); creating it again",
-                            self.backend.name, self.key)
+                log.warning(
+                    "%s: the consumer group of %s is gone (a server restart?); creating it again",
+                    self.backend.name,
+                    self.key,
+                )
                 self.backend.create_group(self.client, self.queue, self.group)
                 return Batch()
         if not entries:
@@ -191,9 +219,7 @@ class _StreamConsumer(RedisConsumer):
 
     def _read(self, max_messages: int, timeout_s: float) -> list:
         block_ms = max(1, int(timeout_s * 1000))  # BLOCK 0 would wait forever
-        reply = self.client.xreadgroup(
-            self.group, self.name, {self.key: ">"}, count=max_messages, block=block_ms
-        )
+        reply = self.client.xreadgroup(self.group, self.name, {self.key: ">"}, count=max_messages, block=block_ms)
         if not reply:
             return []
         # RESP3 (redis-py's default from 8.0) answers a map {stream: entries}; RESP2 a list
@@ -213,7 +239,9 @@ class _StreamConsumer(RedisConsumer):
         if entries:
             log.warning(
                 "%s: reclaimed %d entries pending for over %.1f s (their consumer is presumed dead): redelivered",
-                self.backend.name, len(entries), self.backend.claim_idle_s,
+                self.backend.name,
+                len(entries),
+                self.backend.claim_idle_s,
             )
         return entries
 

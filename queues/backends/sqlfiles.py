@@ -72,7 +72,7 @@ def queue_of_object(name: str, namespace: str) -> str | None:
     prefix = table_prefix(namespace)
     if match is None or not match["readable"].startswith(prefix):
         return None
-    parts = match["readable"][len(prefix):].split("_")
+    parts = match["readable"][len(prefix) :].split("_")
     if len(parts) - 1 > MAX_GUESSED_SEPARATORS:
         return None
     for separators in itertools.product(_REPLACED, repeat=len(parts) - 1):

@@ -75,8 +75,16 @@ class HostLink(Protocol):
 class RemoteSupervisor:
     """What ``Runner`` asks of a ``Supervisor``, answered by the hosts (see the module)."""
 
-    def __init__(self, *, link: HostLink, shares: Mapping[str, Share], context: WorkerContext,
-                 on_message: Callable[[Message], None], stop_timeout_s: float, join_timeout_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        link: HostLink,
+        shares: Mapping[str, Share],
+        context: WorkerContext,
+        on_message: Callable[[Message], None],
+        stop_timeout_s: float,
+        join_timeout_s: float,
+    ) -> None:
         self.link, self.shares, self.context, self.on_message = link, shares, context, on_message
         self.stop_timeout_s, self.join_timeout_s = stop_timeout_s, join_timeout_s
         self.workers: list[Worker] = []  # none here: they run on the hosts
@@ -106,16 +114,19 @@ class RemoteSupervisor:
                 raise QueueError("; ".join(f"host {h}: {e}" for h, e in sorted(failed.items())))
             if time.monotonic() > deadline:
                 missing = sorted(set(self.shares) - set(joined))
-                raise QueueError(f"load host(s) {', '.join(missing)} did not join within {self.join_timeout_s:g} s "
-                                 "(their workers were not ready)")
+                raise QueueError(
+                    f"load host(s) {', '.join(missing)} did not join within {self.join_timeout_s:g} s "
+                    "(their workers were not ready)"
+                )
             time.sleep(REPORT_POLL_S)
         self.offsets_s = joined
 
     def start_at(self, t0_ns: int) -> None:
         """Start every host at ``t0_ns`` on this machine's clock."""
         offsets = {**self.offsets_s}
-        self.link.start(t0_ns + round(self.own_offset_s * 1e9),
-                        latency_shifts(self.shares, offsets, len(self.context.sent)))
+        self.link.start(
+            t0_ns + round(self.own_offset_s * 1e9), latency_shifts(self.shares, offsets, len(self.context.sent))
+        )
         now = time.monotonic()
         self.last_report = {h: now for h in self.shares}
 
@@ -189,19 +200,33 @@ class DistributedRunner:
     """A ``Runner`` whose workers run on load hosts (see the module's docstring). Call ``run()``
     once."""
 
-    def __init__(self, spec: WorkloadSpec, backend: Backend, *, run_id: str, link: HostLink,
-                 shares: Mapping[str, Share], join_timeout_s: float = JOIN_TIMEOUT_S, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        spec: WorkloadSpec,
+        backend: Backend,
+        *,
+        run_id: str,
+        link: HostLink,
+        shares: Mapping[str, Share],
+        join_timeout_s: float = JOIN_TIMEOUT_S,
+        **kwargs: Any,
+    ) -> None:
         """``kwargs``: the ``Runner``'s own (``on_sample``, ``should_cancel``, ...)."""
         self.link, self.shares, self.join_timeout_s = link, shares, join_timeout_s
         self.supervisor: RemoteSupervisor  # built by the runner, through ``_supervise``
         self.runner = Runner(spec, backend, run_id=run_id, supervise=self._supervise, start=self._start, **kwargs)
         self.runner.accounting.totals["e2e_negative"] = new_histogram()  # merged like the others
 
-    def _supervise(self, context: WorkerContext, on_message: Callable[[Message], None],
-                   stop_timeout_s: float) -> RemoteSupervisor:
+    def _supervise(
+        self, context: WorkerContext, on_message: Callable[[Message], None], stop_timeout_s: float
+    ) -> RemoteSupervisor:
         self.supervisor = RemoteSupervisor(
-            link=self.link, shares=self.shares, context=context, on_message=on_message,
-            stop_timeout_s=stop_timeout_s, join_timeout_s=self.join_timeout_s,
+            link=self.link,
+            shares=self.shares,
+            context=context,
+            on_message=on_message,
+            stop_timeout_s=stop_timeout_s,
+            join_timeout_s=self.join_timeout_s,
         )
         return self.supervisor
 
@@ -218,17 +243,25 @@ class DistributedRunner:
         supervisor = self.supervisor
         negative = self.runner.accounting.totals["e2e_negative"]
         result.summary["negative_latencies"] = {
-            "count": negative.get_total_count(), "max_ms": (percentiles_ms(negative) or {}).get("max"),
+            "count": negative.get_total_count(),
+            "max_ms": (percentiles_ms(negative) or {}).get("max"),
         }
         result.summary["hosts"] = {
-            host: {"producers": list(share.producers), "consumers": list(share.consumers),
-                   "clock_offset_ms": round(supervisor.offsets_s[host] * 1000, 3) if host in supervisor.offsets_s else None,
-                   "e2e_histogram": supervisor.host_e2e.get(host, b"").decode("ascii")}
+            host: {
+                "producers": list(share.producers),
+                "consumers": list(share.consumers),
+                "clock_offset_ms": round(supervisor.offsets_s[host] * 1000, 3)
+                if host in supervisor.offsets_s
+                else None,
+                "e2e_histogram": supervisor.host_e2e.get(host, b"").decode("ascii"),
+            }
             for host, share in self.shares.items()
         }
         result.summary["coordinator_clock_offset_ms"] = round(supervisor.own_offset_s * 1000, 3)
         if supervisor.lost and result.error and result.error.startswith(supervisor.lost):
-            result.error = (f"{result.error}; after the final drain the ledger counts {result.ledger.lost:,} event(s) "
-                            f"lost of {result.ledger.events:,}")
+            result.error = (
+                f"{result.error}; after the final drain the ledger counts {result.ledger.lost:,} event(s) "
+                f"lost of {result.ledger.events:,}"
+            )
             result.summary["error"] = result.error
         return result

@@ -48,8 +48,11 @@ class _Relay:
 
     def __call__(self, message: Message) -> None:
         self.messages.append(message)
-        encoded = message.encoded if isinstance(message, Histograms) else (
-            message.histograms if isinstance(message, BatchReport) else None)
+        encoded = (
+            message.encoded
+            if isinstance(message, Histograms)
+            else (message.histograms if isinstance(message, BatchReport) else None)
+        )
         if encoded and "e2e" in encoded:
             merge_encoded(self.e2e, encoded["e2e"])
 
@@ -58,13 +61,28 @@ class _Relay:
         return taken
 
 
-def run_share(spec: WorkloadSpec, backend: Backend, *, queue: str, share: Share, channel: ShareChannel,
-              offset: ClockOffset, mp_context: Any, report_s: float = REPORT_S) -> str:
+def run_share(
+    spec: WorkloadSpec,
+    backend: Backend,
+    *,
+    queue: str,
+    share: Share,
+    channel: ShareChannel,
+    offset: ClockOffset,
+    mp_context: Any,
+    report_s: float = REPORT_S,
+) -> str:
     """Run this host's ``share`` of a distributed run to its end; what happened, in words."""
     relay = _Relay()
     context = WorkerContext(
-        spec, backend, queue, None, SharedFlag(mp_context), SharedFlag(mp_context),  # type: ignore[arg-type]
-        mp_context.Value("q", 0, lock=False), mp_context.Array("q", spec.producers, lock=False),
+        spec,
+        backend,
+        queue,
+        None,
+        SharedFlag(mp_context),
+        SharedFlag(mp_context),  # type: ignore[arg-type]
+        mp_context.Value("q", 0, lock=False),
+        mp_context.Array("q", spec.producers, lock=False),
         latency_shift_ns=mp_context.Array("q", spec.producers, lock=False),
     )
     supervisor = Supervisor(mp_context=mp_context, context=context, threads=False, on_message=relay)
@@ -73,9 +91,16 @@ def run_share(spec: WorkloadSpec, backend: Backend, *, queue: str, share: Share,
     def report(final: bool = False) -> None:
         nonlocal seq
         seq += 1
-        channel.report(ShareReport(seq, relay.take(), {p: int(context.sent[p]) for p in share.producers},
-                                  encode(relay.e2e) if relay.e2e.get_total_count() else b"",
-                                  final, error))
+        channel.report(
+            ShareReport(
+                seq,
+                relay.take(),
+                {p: int(context.sent[p]) for p in share.producers},
+                encode(relay.e2e) if relay.e2e.get_total_count() else b"",
+                final,
+                error,
+            )
+        )
 
     try:
         for index in share.consumers:

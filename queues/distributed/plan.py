@@ -39,18 +39,23 @@ def plan_shares(spec: WorkloadSpec, placement: Mapping[str, Any]) -> dict[str, S
         if not isinstance(counts, Mapping) or not all(
             isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts.values()
         ):
-            raise InvalidSpec(f"placement's {role} must map host names to whole numbers, got {counts!r}",
-                              field="placement")
+            raise InvalidSpec(
+                f"placement's {role} must map host names to whole numbers, got {counts!r}", field="placement"
+            )
         if sum(counts.values()) != wanted:
-            raise InvalidSpec(f"placement puts {sum(counts.values())} {role} on hosts, the spec has {wanted}",
-                              field="placement")
+            raise InvalidSpec(
+                f"placement puts {sum(counts.values())} {role} on hosts, the spec has {wanted}", field="placement"
+            )
         index = 0
         for host, n in counts.items():
             share = shares.setdefault(str(host), {"producers": [], "consumers": []})
             share[role] += range(index, index + n)
             index += n
-    return {h: Share(h, tuple(s["producers"]), tuple(s["consumers"])) for h, s in shares.items()
-            if s["producers"] or s["consumers"]}
+    return {
+        h: Share(h, tuple(s["producers"]), tuple(s["consumers"]))
+        for h, s in shares.items()
+        if s["producers"] or s["consumers"]
+    }
 
 
 def latency_shifts(shares: Mapping[str, Share], offsets_s: Mapping[str, float], producers: int) -> dict[str, list[int]]:

@@ -29,16 +29,32 @@ class ShareReport:
     error: str | None = None
 
     def encode(self) -> bytes:
-        return zlib.compress(msgpack.packb({
-            "seq": self.seq, "messages": [to_wire(m) for m in self.messages], "sent": list(self.sent.items()),
-            "e2e": self.e2e, "final": self.final, "error": self.error,
-        }, use_bin_type=True), 1)
+        return zlib.compress(
+            msgpack.packb(
+                {
+                    "seq": self.seq,
+                    "messages": [to_wire(m) for m in self.messages],
+                    "sent": list(self.sent.items()),
+                    "e2e": self.e2e,
+                    "final": self.final,
+                    "error": self.error,
+                },
+                use_bin_type=True,
+            ),
+            1,
+        )
 
     @classmethod
     def decode(cls, payload: bytes) -> ShareReport:
         data = msgpack.unpackb(zlib.decompress(payload), raw=False)
-        return cls(data["seq"], [from_wire(tuple(w)) for w in data["messages"]], dict(data["sent"]), data["e2e"],
-                   data["final"], data["error"])
+        return cls(
+            data["seq"],
+            [from_wire(tuple(w)) for w in data["messages"]],
+            dict(data["sent"]),
+            data["e2e"],
+            data["final"],
+            data["error"],
+        )
 
 
 def on_clock(message: Message, shift_ns: int) -> Message:
@@ -49,8 +65,11 @@ def on_clock(message: Message, shift_ns: int) -> Message:
         case BatchReport():
             return replace(message, received_ns=message.received_ns + shift_ns)
         case Done(role=role) if role == PRODUCER:
-            return replace(message, last_send_ns=message.last_send_ns and message.last_send_ns + shift_ns,
-                           last_window_send_ns=message.last_window_send_ns and message.last_window_send_ns + shift_ns)
+            return replace(
+                message,
+                last_send_ns=message.last_send_ns and message.last_send_ns + shift_ns,
+                last_window_send_ns=message.last_window_send_ns and message.last_window_send_ns + shift_ns,
+            )
         case Reconnected():
             return replace(message, at_ns=message.at_ns + shift_ns)
     return message

@@ -154,7 +154,6 @@ class KillConsumer(SignalsAWorker):
         self.after_events = after_events
         self.done = False
 
-
     def poll(self, run: RunHandle) -> None:
         if self.done or run.accounting.ledger.received < self.after_events:
             return
@@ -176,7 +175,6 @@ class PauseProducer(SignalsAWorker):
         self.resume_at: float | None = None
         self.pid: int | None = None
         self.done = False
-
 
     def poll(self, run: RunHandle) -> None:
         if self.resume_at is not None and time.monotonic() >= self.resume_at:
@@ -207,7 +205,6 @@ class SendPoison(FaultHooks):
     def __init__(self, count: int) -> None:
         self.count = count
 
-
     def before_start(self, run: RunHandle) -> None:
         _send(run, [self.BODY] * self.count)
 
@@ -221,7 +218,6 @@ class PauseConsumer(SignalsAWorker):
     def __init__(self, after_events: int) -> None:
         self.after_events = after_events
         self.paused_pid: int | None = None
-
 
     def poll(self, run: RunHandle) -> None:
         if self.paused_pid is not None or run.accounting.ledger.received < self.after_events:
@@ -248,7 +244,6 @@ class SendCorrupt(FaultHooks):
     def __init__(self, count: int) -> None:
         self.count = count
 
-
     def before_start(self, run: RunHandle) -> None:
         _send(run, _records(0, 2) * self.count)
 
@@ -259,7 +254,6 @@ class DuplicateAtEnd(FaultHooks):
 
     def __init__(self) -> None:
         self.sent = False
-
 
     def poll(self, run: RunHandle) -> None:
         if not self.sent and run.accounting.ledger.complete:
@@ -324,8 +318,9 @@ class TimedFault(FaultHooks):
             return
         self.applied_at_s = round(run.elapsed_s(), 3)
         if self.background:
-            self._thread = threading.Thread(target=self._apply_in_background, args=(run,), daemon=True,
-                                            name=f"fault {self.spec.text()}")
+            self._thread = threading.Thread(
+                target=self._apply_in_background, args=(run,), daemon=True, name=f"fault {self.spec.text()}"
+            )
             self._thread.start()
         else:
             self._record(run, *self._attempt(run))
@@ -362,8 +357,12 @@ class TimedFault(FaultHooks):
         """The fault in the summary: what, when it was due and applied, on what, its outcome
         (``None`` and ``applied_at_s`` ``None``: the run ended before its time)."""
         return {
-            "fault": self.spec.text(), "kind": self.spec.kind, "at_s": self.spec.at_s,
-            "applied_at_s": self.applied_at_s, "target": self.spec.target_label(), "outcome": self.outcome,
+            "fault": self.spec.text(),
+            "kind": self.spec.kind,
+            "at_s": self.spec.at_s,
+            "applied_at_s": self.applied_at_s,
+            "target": self.spec.target_label(),
+            "outcome": self.outcome,
         }
 
 
@@ -457,8 +456,12 @@ class PoisonAt(TimedFault):
 
 
 _TIMED: dict[str, type[TimedFault]] = {
-    KILL_CONSUMER: KillWorkerAt, KILL_PRODUCER: KillWorkerAt, PAUSE_CONSUMER: PauseConsumerAt,
-    CUT_CONNECTIONS: CutConnectionsAt, RESTART_SERVER: RestartServerAt, POISON: PoisonAt,
+    KILL_CONSUMER: KillWorkerAt,
+    KILL_PRODUCER: KillWorkerAt,
+    PAUSE_CONSUMER: PauseConsumerAt,
+    CUT_CONNECTIONS: CutConnectionsAt,
+    RESTART_SERVER: RestartServerAt,
+    POISON: PoisonAt,
 }
 
 

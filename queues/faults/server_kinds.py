@@ -37,8 +37,20 @@ class RedisServer(PrivateServer):
         # list is the protection here: only the addresses the owner chose (veth ends) listen
         protected = "yes" if all(ipaddress.ip_address(a).is_loopback for a in self.bind) else "no"
         return [
-            self.binaries["server"], "--port", str(self.port), "--bind", *self.bind, "--dir", str(self.dir),
-            "--save", "", "--daemonize", "no", "--protected-mode", protected, *aof,
+            self.binaries["server"],
+            "--port",
+            str(self.port),
+            "--bind",
+            *self.bind,
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            protected,
+            *aof,
         ]
 
     def ping(self) -> None:
@@ -46,8 +58,13 @@ class RedisServer(PrivateServer):
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        client = redis.Redis(host=self.bind[0], port=self.port, socket_connect_timeout=PING_TIMEOUT_S, socket_timeout=PING_TIMEOUT_S,
-                             retry=Retry(NoBackoff(), 0))  # the caller asks again; redis-py's retries back off for seconds
+        client = redis.Redis(
+            host=self.bind[0],
+            port=self.port,
+            socket_connect_timeout=PING_TIMEOUT_S,
+            socket_timeout=PING_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )  # the caller asks again; redis-py's retries back off for seconds
         try:
             client.ping()  # raises BusyLoadingError while the AOF replays
         finally:
@@ -68,8 +85,10 @@ class PostgresServer(PrivateServer):
 
     def find_binaries(self) -> dict[str, str]:
         initdb = find_binary(
-            "initdb", "install PostgreSQL (Debian: apt-get install postgresql; the programs are in "
-            "/usr/lib/postgresql/<version>/bin)", search=("/usr/lib/postgresql/*/bin", "/usr/local/pgsql/bin"),
+            "initdb",
+            "install PostgreSQL (Debian: apt-get install postgresql; the programs are in "
+            "/usr/lib/postgresql/<version>/bin)",
+            search=("/usr/lib/postgresql/*/bin", "/usr/local/pgsql/bin"),
         )
         return {"initdb": initdb, "server": os.path.join(os.path.dirname(initdb), "postgres")}
 
@@ -81,13 +100,31 @@ class PostgresServer(PrivateServer):
         return os.path.join(str(self.dir), "data")
 
     def initialise(self) -> None:
-        self.run([self.binaries["initdb"], "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                  "--no-sync", "--no-instructions"], "initdb")
+        self.run(
+            [
+                self.binaries["initdb"],
+                "-D",
+                self.data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            "initdb",
+        )
 
     def command(self) -> list[str]:
         settings = {
-            "listen_addresses": ",".join(self.bind), "fsync": "on", "synchronous_commit": "on",
-            "shared_buffers": "32MB", "max_connections": "50", "logging_collector": "off",
+            "listen_addresses": ",".join(self.bind),
+            "fsync": "on",
+            "synchronous_commit": "on",
+            "shared_buffers": "32MB",
+            "max_connections": "50",
+            "logging_collector": "off",
         }
         options = [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
         return [self.binaries["server"], "-D", self.data, "-p", str(self.port), "-k", str(self.dir), *options]
@@ -95,7 +132,9 @@ class PostgresServer(PrivateServer):
     def _connect(self, database: str) -> Any:
         import psycopg
 
-        return psycopg.connect(host=self.bind[0], port=self.port, user="postgres", dbname=database, connect_timeout=2, autocommit=True)
+        return psycopg.connect(
+            host=self.bind[0], port=self.port, user="postgres", dbname=database, connect_timeout=2, autocommit=True
+        )
 
     def ping(self) -> None:
         with self._connect("postgres") as conn:  # refused while it recovers from a crash
@@ -120,7 +159,10 @@ class MariaDBServer(PrivateServer):
     SETTINGS = ("--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M", "--skip-name-resolve")
 
     def find_binaries(self) -> dict[str, str]:
-        return {"install": find_binary("mariadb-install-db", self.INSTALL), "server": find_binary("mariadbd", self.INSTALL)}
+        return {
+            "install": find_binary("mariadb-install-db", self.INSTALL),
+            "server": find_binary("mariadbd", self.INSTALL),
+        }
 
     def url_at(self, host: str) -> str:
         return f"mysql://root@{host}:{self.port}/{self.database}"
@@ -130,21 +172,43 @@ class MariaDBServer(PrivateServer):
         return os.path.join(str(self.dir), "data")
 
     def initialise(self) -> None:
-        self.run([self.binaries["install"], "--no-defaults", f"--datadir={self.data}", "--skip-test-db",
-                  "--auth-root-authentication-method=normal", *self.SETTINGS], "mariadb-install-db")
+        self.run(
+            [
+                self.binaries["install"],
+                "--no-defaults",
+                f"--datadir={self.data}",
+                "--skip-test-db",
+                "--auth-root-authentication-method=normal",
+                *self.SETTINGS,
+            ],
+            "mariadb-install-db",
+        )
 
     def command(self) -> list[str]:
         return [
-            self.binaries["server"], "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
-            f"--bind-address={','.join(self.bind)}", f"--socket={self.dir}/mariadbd.sock", f"--pid-file={self.dir}/mariadbd.pid",
-            "--innodb-flush-log-at-trx-commit=1", "--skip-log-bin", *self.SETTINGS,
+            self.binaries["server"],
+            "--no-defaults",
+            f"--datadir={self.data}",
+            f"--port={self.port}",
+            f"--bind-address={','.join(self.bind)}",
+            f"--socket={self.dir}/mariadbd.sock",
+            f"--pid-file={self.dir}/mariadbd.pid",
+            "--innodb-flush-log-at-trx-commit=1",
+            "--skip-log-bin",
+            *self.SETTINGS,
         ]
 
     def _connect(self, database: str | None) -> Any:
         import pymysql
 
-        return pymysql.connect(host=self.bind[0], port=self.port, user="root", database=database,
-                               connect_timeout=PING_TIMEOUT_S, autocommit=True)
+        return pymysql.connect(
+            host=self.bind[0],
+            port=self.port,
+            user="root",
+            database=database,
+            connect_timeout=PING_TIMEOUT_S,
+            autocommit=True,
+        )
 
     def ping(self) -> None:
         self._connect(None).close()

@@ -231,8 +231,13 @@ class PrivateServer:
         user = self._run_as()
         as_user: dict[str, Any] = {"user": user, "group": user, "extra_groups": []} if user else {}
         return subprocess.Popen(
-            command, cwd=self.dir, stdin=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=functools.partial(die_with_parent, signal.SIGKILL), **as_user, **kwargs,
+            command,
+            cwd=self.dir,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=functools.partial(die_with_parent, signal.SIGKILL),
+            **as_user,
+            **kwargs,
         )
 
     def run(self, command: list[str], what: str) -> None:
@@ -383,7 +388,8 @@ def stale_private_servers() -> list[str]:
     """The private server directories whose owner is gone (killed before ``close``). A directory
     without an owner file yet (being created) counts as live for a minute."""
     return [
-        directory for directory in private_server_dirs()
+        directory
+        for directory in private_server_dirs()
         if not owner_alive(directory)
         and not (_younger_than(directory, 60.0) and not _read(os.path.join(directory, OWNER_FILE)))
     ]
@@ -458,7 +464,9 @@ def private_server_class(alias: str) -> type[PrivateServer]:
     return cls
 
 
-def private_server(alias: str, *, persistence: str | None = None, bind: Sequence[str] = ("127.0.0.1",)) -> PrivateServer:
+def private_server(
+    alias: str, *, persistence: str | None = None, bind: Sequence[str] = ("127.0.0.1",)
+) -> PrivateServer:
     """A private server (not started yet) for backend ``alias``, listening on ``bind``. Raises as
     ``private_server_class``, ``NotSupported`` for a persistence its kind does not have or a
     program that is not installed, naming it and how to install it, and ``ValueError`` for a

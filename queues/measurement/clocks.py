@@ -41,7 +41,10 @@ def from_exchange(t1: float, server: float, t3: float, *, resolution_s: float = 
 
 
 def measure(
-    local_s: Callable[[], float], reference_s: Callable[[], float], *, exchanges: int = EXCHANGES,
+    local_s: Callable[[], float],
+    reference_s: Callable[[], float],
+    *,
+    exchanges: int = EXCHANGES,
     resolution_s: float = 0.0,
 ) -> ClockOffset:
     """The tightest of ``exchanges`` exchanges between ``local_s`` and ``reference_s``."""

@@ -85,8 +85,9 @@ def values_at_percentiles(hist: HdrHistogram, percentiles: list[float]) -> list[
             values.append(0)
             continue
         value = hist.get_value_from_index(index)
-        values.append(int(hist.get_highest_equivalent_value(value) if percentile
-                          else hist.get_lowest_equivalent_value(value)))
+        values.append(
+            int(hist.get_highest_equivalent_value(value) if percentile else hist.get_lowest_equivalent_value(value))
+        )
     return values
 
 
@@ -107,8 +108,9 @@ def bucket_counts(hist: HdrHistogram, bounds_us: tuple[int, ...] = LATENCY_BUCKE
     counts = np.ctypeslib.as_array(hist.counts)[: hist.counts_len].astype(np.int64)
     used = np.flatnonzero(counts)
     lowest, size = _slots(hist, used)
-    per_bucket = np.bincount(np.searchsorted(np.asarray(bounds_us), lowest, side="right"),
-                             weights=counts[used], minlength=len(bounds_us) + 1)
+    per_bucket = np.bincount(
+        np.searchsorted(np.asarray(bounds_us), lowest, side="right"), weights=counts[used], minlength=len(bounds_us) + 1
+    )
     # each slot's values taken at its middle, as HdrHistogram's own mean does
     total_us = int(((lowest + (size >> 1)) * counts[used]).sum())
     return [int(c) for c in per_bucket], total_us

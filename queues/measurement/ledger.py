@@ -209,4 +209,6 @@ class Ledger:
 SCAN_CHUNK_BYTES = 1 << 20
 _BIT = (1 << np.arange(8)).astype(np.uint8)
 _POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.int64)
-_BIT_POSITION_SUM = (np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little") * np.arange(8)).sum(axis=1)
+_BIT_POSITION_SUM = (
+    np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little") * np.arange(8)
+).sum(axis=1)

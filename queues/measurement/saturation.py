@@ -39,8 +39,14 @@ def step_ok(summary: dict[str, Any], slo_p99_ms: float) -> CurvePoint:
     rate_kept = rate_error >= -0.01
     ok = bool(summary.get("kept_up")) and rate_kept and p99 is not None and p99 <= slo_p99_ms
     ok = ok and summary.get("status", "succeeded") == "succeeded"
-    return CurvePoint(summary["rate_eps"], p99, bool(summary.get("kept_up")), ok, summary.get("send_eps", 0.0),
-                      summary.get("consume_eps", 0.0))
+    return CurvePoint(
+        summary["rate_eps"],
+        p99,
+        bool(summary.get("kept_up")),
+        ok,
+        summary.get("send_eps", 0.0),
+        summary.get("consume_eps", 0.0),
+    )
 
 
 def find_max_rate(

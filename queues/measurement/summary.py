@@ -22,6 +22,7 @@ SEND_DELAY_BOUND_MS = 100.0  # a schedule not followed: send delay p99 above thi
 SEND_DELAY_BOUND_GAPS = 10  # ... or above this many of a producer's inter-arrival times, whichever is larger
 SEND_CALL_BOUND_SHARE = 0.5  # producers that spent this share of their time in send calls: the backend is the limit
 
+
 def summarise(
     *,
     run_id: str,
@@ -182,7 +183,12 @@ class SteadyCounts:
 
 
 def steady_figures(
-    *, spec: WorkloadSpec, counts: SteadyCounts, samples: Sequence[IntervalSample], latency: Any, send_delay: Any,
+    *,
+    spec: WorkloadSpec,
+    counts: SteadyCounts,
+    samples: Sequence[IntervalSample],
+    latency: Any,
+    send_delay: Any,
     publish: Any | None = None,
 ) -> dict[str, Any]:
     """What a steady run adds to the summary (see the README's JSON table). ``latency`` and
@@ -275,7 +281,11 @@ def schedule_warnings(*, spec: WorkloadSpec, send_delay_p99_ms: float | None, wo
 
 
 def rate_warnings(
-    *, spec: WorkloadSpec, send_eps: float, offered_eps: float, publish: Any | None = None,
+    *,
+    spec: WorkloadSpec,
+    send_eps: float,
+    offered_eps: float,
+    publish: Any | None = None,
     counts: SteadyCounts | None = None,
 ) -> list[str]:
     """A rate the producers could not keep, compared with what the schedule offered in the same
@@ -306,9 +316,7 @@ def _send_limit(spec: WorkloadSpec, publish: Any | None, counts: SteadyCounts | 
     )
     if share >= SEND_CALL_BOUND_SHARE:
         return f"the backend's send calls are the limit: {detail}"
-    return (
-        f"the engine's producer loop (encoding, scheduling, reporting: CPU) is the limit, not the backend: {detail}"
-    )
+    return f"the engine's producer loop (encoding, scheduling, reporting: CPU) is the limit, not the backend: {detail}"
 
 
 def recovery_s(samples: Sequence[IntervalSample], *, fault_s: float, offered_eps: float) -> float | None:
@@ -340,8 +348,14 @@ def recovery_s(samples: Sequence[IntervalSample], *, fault_s: float, offered_eps
 
 
 def fault_figures(
-    *, faults: Sequence[dict[str, Any]], samples: Sequence[IntervalSample], offered_eps: float | None, reconnects: int,
-    replaced: int, resend_bound: int, markers: Sequence[dict[str, Any]],
+    *,
+    faults: Sequence[dict[str, Any]],
+    samples: Sequence[IntervalSample],
+    offered_eps: float | None,
+    reconnects: int,
+    replaced: int,
+    resend_bound: int,
+    markers: Sequence[dict[str, Any]],
 ) -> dict[str, Any]:
     """What a run with faults adds to its summary: each fault (``queues.faults.injectors.TimedFault.report``)
     with its time to recover, the reconnects and replaced workers, an upper bound of the events
@@ -352,17 +366,26 @@ def fault_figures(
         applied = fault.get("applied_at_s")
         recovered = (
             recovery_s(samples, fault_s=applied, offered_eps=offered_eps)
-            if applied is not None and offered_eps else None
+            if applied is not None and offered_eps
+            else None
         )
         reported.append({**fault, "recovered_after_s": recovered})
     return {
-        "faults": reported, "reconnects": reconnects, "replaced_workers": replaced,
-        "resend_bound": resend_bound, "markers": list(markers),
+        "faults": reported,
+        "reconnects": reconnects,
+        "replaced_workers": replaced,
+        "resend_bound": resend_bound,
+        "markers": list(markers),
     }
 
 
 def guarantee_contradictions(
-    *, guarantee: str, lost: int, duplicates: int, resend_bound: int, redelivery_causes: int,
+    *,
+    guarantee: str,
+    lost: int,
+    duplicates: int,
+    resend_bound: int,
+    redelivery_causes: int,
     loss_explained: bool = False,
 ) -> list[str]:
     """How a run's outcome contradicts the delivery guarantee its backend declares (empty: it

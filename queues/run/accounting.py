@@ -124,8 +124,9 @@ class Accounting:
                 self.producers_disrupted += message.role == PRODUCER
                 self.resend_bound += message.resent
                 t_s = (message.at_ns - self.t0_ns) / 1e9 if self.t0_ns else 0.0
-                self.mark(t_s, "reconnect", f"{message.role} {message.index}",
-                          f"connection reopened after: {message.detail}")
+                self.mark(
+                    t_s, "reconnect", f"{message.role} {message.index}", f"connection reopened after: {message.detail}"
+                )
             case Done() | Ready() | WorkerFailed():
                 pass  # nothing to count
 
@@ -176,8 +177,13 @@ class Accounting:
         at most what it held, plus what the queue still had)."""
         unique = self.ledger.unique
         return [
-            {"role": k.role, "index": k.index, "reason": k.reason, "reported": k.reported,
-             "new_after_kill": unique - k.unique_at_kill}
+            {
+                "role": k.role,
+                "index": k.index,
+                "reason": k.reason,
+                "reported": k.reported,
+                "new_after_kill": unique - k.unique_at_kill,
+            }
             for k in self.kills
         ]
 
@@ -196,7 +202,12 @@ class Accounting:
         return sum(schedule.due(elapsed_ns) for schedule in self.schedules)
 
     def take_sample(
-        self, *, elapsed_s: float, produced: int, depth: int | None, due: int | None = None,
+        self,
+        *,
+        elapsed_s: float,
+        produced: int,
+        depth: int | None,
+        due: int | None = None,
         depth_detail: dict[str, int | None] | None = None,
     ) -> IntervalSample:
         """Close the current interval at ``elapsed_s`` seconds into the run: a sample of the
@@ -222,10 +233,12 @@ class Accounting:
             backlog=max(0, due - self.ledger.unique),
             due=due,
             depth_detail=depth_detail,
-            latency_ms=percentiles_ms(e2e), latency_buckets=buckets, latency_sum_us=sum_us,
+            latency_ms=percentiles_ms(e2e),
+            latency_buckets=buckets,
+            latency_sum_us=sum_us,
             offered_eps=offered_eps(self.spec, elapsed_s - span, elapsed_s),
             send_delay_p99_ms=(percentiles_ms(self._interval("send_delay")) or {}).get("p99"),
-            markers=[m.as_dict() for m in self.markers[len(self.markers) - self._unsampled_markers:]] or None,
+            markers=[m.as_dict() for m in self.markers[len(self.markers) - self._unsampled_markers :]] or None,
         )
         self._unsampled_markers = 0
         self.interval = {name: new_histogram() for name in INTERVAL_HISTOGRAMS}
@@ -246,11 +259,16 @@ class Accounting:
         begin_ns, end_ns = (t - t0_ns for t in window_ns)
         due_at_end = self.due_by(end_ns - 1)  # the window is [begin, end) of intended times
         return SteadyCounts(
-            t0_ns=t0_ns, window_ns=window_ns, offered=due_at_end - self.due_by(begin_ns - 1),
+            t0_ns=t0_ns,
+            window_ns=window_ns,
+            offered=due_at_end - self.due_by(begin_ns - 1),
             due_at_window_end=due_at_end,
             unique_by_window_end=tally.unique_by_window_end,
-            measured_sent=tally.measured_sent, last_window_send_ns=tally.last_window_send_ns,
-            window_received=tally.window_received, last_window_receipt_ns=tally.last_window_receipt_ns,
-            last_send_ns=tally.last_send_ns, last_new_ns=tally.last_new_ns,
+            measured_sent=tally.measured_sent,
+            last_window_send_ns=tally.last_window_send_ns,
+            window_received=tally.window_received,
+            last_window_receipt_ns=tally.last_window_receipt_ns,
+            last_send_ns=tally.last_send_ns,
+            last_new_ns=tally.last_new_ns,
             sent_total=sent_total,
         )

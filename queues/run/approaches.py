@@ -47,7 +47,9 @@ class _Accountant:
     """Collects consumed ``(value, sent_ns)`` pairs and accounts them in chunks (thread-safe)."""
 
     def __init__(
-        self, spec: WorkloadSpec, on_progress: Callable[[int, int], None] | None,
+        self,
+        spec: WorkloadSpec,
+        on_progress: Callable[[int, int], None] | None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> None:
         self.spec, self.on_progress = spec, on_progress
@@ -197,9 +199,15 @@ def run_approach(
     elapsed = time.monotonic() - began
     ledger = acc.ledger.result()
     sample = IntervalSample(
-        t_s=round(elapsed, 3), produced=spec.events, consumed=ledger.received, unique=ledger.unique,
-        produce_eps=round(spec.events / elapsed, 1), consume_eps=round(ledger.received / elapsed, 1),
-        depth=None, backlog=0, latency_ms=percentiles_ms(acc.latency),
+        t_s=round(elapsed, 3),
+        produced=spec.events,
+        consumed=ledger.received,
+        unique=ledger.unique,
+        produce_eps=round(spec.events / elapsed, 1),
+        consume_eps=round(ledger.received / elapsed, 1),
+        depth=None,
+        backlog=0,
+        latency_ms=percentiles_ms(acc.latency),
     )
     sample.latency_buckets, sample.latency_sum_us = bucket_counts(acc.latency)
     if on_sample:
@@ -207,8 +215,16 @@ def run_approach(
     drain_s = (acc.last_ns - began_ns) / 1e9
     status, error = (RunStatus.CANCELLED, "cancelled by the user") if acc.stopped else (RunStatus.SUCCEEDED, None)
     summary = summarise(
-        run_id=run_id, spec=spec, status=status, error=error, ledger=ledger, drain_s=drain_s,
-        latency=acc.latency, latency_from_send=acc.latency, publish=None, poison=0,
+        run_id=run_id,
+        spec=spec,
+        status=status,
+        error=error,
+        ledger=ledger,
+        drain_s=drain_s,
+        latency=acc.latency,
+        latency_from_send=acc.latency,
+        publish=None,
+        poison=0,
     )
     env = environment.collect({"approach": DESCRIPTIONS[spec.backend]})
     return RunResult(run_id, spec, status, error, summary, [sample], env, ledger)

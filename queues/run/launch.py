@@ -62,7 +62,10 @@ def resolve_options(alias: str, options: Mapping[str, Any] | None = None) -> dic
 
 
 def build_backend(
-    alias: str, *, urls: Mapping[str, str] | None = None, options: Mapping[str, Any] | None = None,
+    alias: str,
+    *,
+    urls: Mapping[str, str] | None = None,
+    options: Mapping[str, Any] | None = None,
     namespace: str = NAMESPACE,
 ) -> Backend:
     """The backend ``alias`` pointed at ``urls[cls.url_setting]``, or its default URL (no I/O
@@ -124,18 +127,31 @@ def run_spec(
             backend = build_backend(spec.backend, urls=urls, options=options)
             resolved = dict(backend.option_values)
             runner = Runner(
-                spec, backend, run_id=run_id, on_sample=on_sample, on_progress=on_progress,
-                should_cancel=should_cancel, faults=faults, server=server,
+                spec,
+                backend,
+                run_id=run_id,
+                on_sample=on_sample,
+                on_progress=on_progress,
+                should_cancel=should_cancel,
+                faults=faults,
+                server=server,
             )
             log.info(
                 "run %s: %s at %s, %d events, %d producer(s) -> %d consumer(s)",
-                run_id, spec.backend, backend.describe_url(), spec.events, spec.producers, spec.consumers,
+                run_id,
+                spec.backend,
+                backend.describe_url(),
+                spec.events,
+                spec.producers,
+                spec.consumers,
             )
             result = runner.run()
             log.info("run %s %s%s", run_id, result.status, f": {result.error}" if result.error else "")
             if server is not None:
                 result.environment["private_server"] = {
-                    "kind": server.kind, "persistence": server.persistence, "durable": server.durable,
+                    "kind": server.kind,
+                    "persistence": server.persistence,
+                    "durable": server.durable,
                 }
     result.environment["options"] = resolved
     result.summary["options"] = dict(resolved)

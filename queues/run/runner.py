@@ -117,19 +117,31 @@ class Runner:
         self.start_event: Any = threading.Event() if threads else SharedFlag(mp_context)
         self.stop_event: Any = threading.Event() if threads else SharedFlag(mp_context)
         self.worker_ctx = WorkerContext(
-            spec, backend, self.queue, None,  # type: ignore[arg-type]  # each worker gets its own channel
-            self.start_event, self.stop_event,
+            spec,
+            backend,
+            self.queue,
+            None,  # type: ignore[arg-type]  # each worker gets its own channel
+            self.start_event,
+            self.stop_event,
             _Box(0) if threads else mp_context.Value("q", 0, lock=False),
             [0] * spec.producers if threads else mp_context.Array("q", spec.producers, lock=False),
             profile_dir,
         )
         self.start_at = start
-        self.supervisor: RunSupervisor = supervise(self.worker_ctx, self.accounting.apply, stop_timeout_s) \
-            if supervise else Supervisor(
-                mp_context=mp_context, context=self.worker_ctx, threads=threads, on_message=self.accounting.apply,
-                on_kill=self._note_kill, on_replace=self._note_replace, stop_timeout_s=stop_timeout_s,
+        self.supervisor: RunSupervisor = (
+            supervise(self.worker_ctx, self.accounting.apply, stop_timeout_s)
+            if supervise
+            else Supervisor(
+                mp_context=mp_context,
+                context=self.worker_ctx,
+                threads=threads,
+                on_message=self.accounting.apply,
+                on_kill=self._note_kill,
+                on_replace=self._note_replace,
+                stop_timeout_s=stop_timeout_s,
                 replace_after_s=spec.replace_after_s,
             )
+        )
         self.handle = RunHandle(backend, self.queue, self.supervisor, self.accounting, server, self._elapsed_s)
         self.clock: _Clock | None = None  # set when the producers are told to start
         self.drain: DrainResult | None = None  # set by the final drain, if the server answered it
@@ -227,7 +239,9 @@ class Runner:
 
     def _note_replace(self, dead: Worker, replacement: Worker) -> None:
         self.accounting.mark(
-            self._elapsed_s(), "replaced", f"{dead.role} {dead.index}",
+            self._elapsed_s(),
+            "replaced",
+            f"{dead.role} {dead.index}",
             f"{replacement.role} {replacement.index} started in its place",
         )
 
@@ -299,7 +313,9 @@ class Runner:
         due = self.accounting.due_by(time.time_ns() - self.clock.t0_ns)
         detail = self._depth_detail()
         sample = self.accounting.take_sample(
-            elapsed_s=time.monotonic() - self.clock.t0, produced=produced, due=due,
+            elapsed_s=time.monotonic() - self.clock.t0,
+            produced=produced,
+            due=due,
             depth=detail.get("total") if detail else None,
             depth_detail=detail if detail and len(detail) > 1 else None,
         )
@@ -322,11 +338,16 @@ class Runner:
         restarted = any(f.spec.kind == "restart-server" and f.outcome for f in self.timed_faults)
         durable = self.server.durable if self.server is not None else caps.durable
         explained = (
-            LOST_IN_RESTART if restarted and not durable
-            else LOST_UNCONFIRMED if accounting.producers_disrupted and not caps.confirmed_sends else None
+            LOST_IN_RESTART
+            if restarted and not durable
+            else LOST_UNCONFIRMED
+            if accounting.producers_disrupted and not caps.confirmed_sends
+            else None
         )
         loss_error, finding = loss_judgement(
-            lost=ledger.lost, at_least_once=caps.acks and caps.redelivers_on_crash, backend=self.backend.name,
+            lost=ledger.lost,
+            at_least_once=caps.acks and caps.redelivers_on_crash,
+            backend=self.backend.name,
             explained=explained,
         )
         if status == RunStatus.SUCCEEDED and loss_error:
@@ -335,38 +356,59 @@ class Runner:
             t0_ns=clock.t0_ns if clock else 0, last_new_ns=accounting.tally.last_new_ns, unique=ledger.unique
         )
         summary = summarise(
-            run_id=self.run_id, spec=self.spec, status=status, error=error, ledger=ledger, drain_s=drain_s,
-            latency=accounting.totals["e2e"], latency_from_send=accounting.totals["from_send"],
-            publish=accounting.totals["publish"], poison=accounting.tally.poison,
+            run_id=self.run_id,
+            spec=self.spec,
+            status=status,
+            error=error,
+            ledger=ledger,
+            drain_s=drain_s,
+            latency=accounting.totals["e2e"],
+            latency_from_send=accounting.totals["from_send"],
+            publish=accounting.totals["publish"],
+            poison=accounting.tally.poison,
             injected_poison=sum(f.spec.count for f in self.timed_faults if f.spec.kind == "poison" and f.outcome),
-            killed_workers=accounting.killed_workers(), recovered_at_end=accounting.tally.recovered_at_end,
+            killed_workers=accounting.killed_workers(),
+            recovered_at_end=accounting.tally.recovered_at_end,
             stuck=self.drain.stuck if self.drain else None,
             findings=[text for text in (finding, self.drain_error) if text and text != error],
         )
         if self.timed_faults or accounting.markers:
-            summary.update(fault_figures(
-                faults=[f.report() for f in self.timed_faults], samples=accounting.samples,
-                offered_eps=self.spec.rate_eps, reconnects=accounting.reconnects,
-                replaced=self.supervisor.replaced, resend_bound=accounting.resend_bound,
-                markers=[m.as_dict() for m in accounting.markers],
-            ))
+            summary.update(
+                fault_figures(
+                    faults=[f.report() for f in self.timed_faults],
+                    samples=accounting.samples,
+                    offered_eps=self.spec.rate_eps,
+                    reconnects=accounting.reconnects,
+                    replaced=self.supervisor.replaced,
+                    resend_bound=accounting.resend_bound,
+                    markers=[m.as_dict() for m in accounting.markers],
+                )
+            )
             summary["guarantee"] = caps.guarantee()
             summary["redelivered"] = max(0, ledger.duplicates - accounting.resend_bound)
             summary["contradictions"] = guarantee_contradictions(
-                guarantee=caps.guarantee(), lost=ledger.lost, duplicates=ledger.duplicates,
-                resend_bound=accounting.resend_bound, loss_explained=explained is not None,
-                redelivery_causes=accounting.reconnects + len(accounting.kills) + sum(
-                    1 for f in self.timed_faults if f.outcome and f.spec.kind in REDELIVERY_CAUSES
-                ),
+                guarantee=caps.guarantee(),
+                lost=ledger.lost,
+                duplicates=ledger.duplicates,
+                resend_bound=accounting.resend_bound,
+                loss_explained=explained is not None,
+                redelivery_causes=accounting.reconnects
+                + len(accounting.kills)
+                + sum(1 for f in self.timed_faults if f.outcome and f.spec.kind in REDELIVERY_CAUSES),
             )
         if self.spec.steady and clock is not None:
-            summary.update(steady_figures(
-                spec=self.spec, samples=accounting.samples, latency=accounting.totals["e2e"],
-                counts=accounting.steady_counts(
-                    t0_ns=clock.t0_ns, window_ns=clock.window_ns, sent_total=sum(self.worker_ctx.sent)
-                ),
-                send_delay=accounting.totals["send_delay"], publish=accounting.totals["publish"],
-            ))
+            summary.update(
+                steady_figures(
+                    spec=self.spec,
+                    samples=accounting.samples,
+                    latency=accounting.totals["e2e"],
+                    counts=accounting.steady_counts(
+                        t0_ns=clock.t0_ns, window_ns=clock.window_ns, sent_total=sum(self.worker_ctx.sent)
+                    ),
+                    send_delay=accounting.totals["send_delay"],
+                    publish=accounting.totals["publish"],
+                )
+            )
         env = environment.collect(backend_env)
         env["capabilities"] = self.backend.capabilities.as_dict()
         return RunResult(self.run_id, self.spec, status, error, summary, accounting.samples, env, ledger)

@@ -79,7 +79,13 @@ class _PendingReport:
         self.since = 0.0
 
     def add(
-        self, batch: Any, poison: list[int], flat: np.ndarray, raw_sum: int, corrupt: int, received_ns: int,
+        self,
+        batch: Any,
+        poison: list[int],
+        flat: np.ndarray,
+        raw_sum: int,
+        corrupt: int,
+        received_ns: int,
         window_events: int,
     ) -> None:
         if not self.batches:
@@ -106,7 +112,13 @@ class _PendingReport:
             flat = self.flats[0] if len(self.flats) == 1 else np.concatenate(self.flats)
             self.channel.send(
                 BatchReport(
-                    self.index, flat.tobytes(), self.raw_sum, self.corrupt, self.poison, self.received_ns, hists,
+                    self.index,
+                    flat.tobytes(),
+                    self.raw_sum,
+                    self.corrupt,
+                    self.poison,
+                    self.received_ns,
+                    hists,
                     self.window_events,
                 )
             )

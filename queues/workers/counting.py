@@ -53,8 +53,9 @@ class HistBuffer:
             self.add(f"{name}_warmup", values_us[~measured])
 
     def due(self) -> bool:
-        return (any(self.parts.values()) or any(self.singles.values())) and \
-            time.monotonic() - self.last_flush >= HIST_FLUSH_S
+        return (
+            any(self.parts.values()) or any(self.singles.values())
+        ) and time.monotonic() - self.last_flush >= HIST_FLUSH_S
 
     def flush(self) -> dict[str, bytes]:
         """Encoded histograms of everything added since the last flush, by name."""
@@ -79,7 +80,11 @@ class HistBuffer:
 
 
 def count_bodies(
-    bodies: Any, shares: Shares, hists: HistBuffer, window: tuple[int, int], steady: bool,
+    bodies: Any,
+    shares: Shares,
+    hists: HistBuffer,
+    window: tuple[int, int],
+    steady: bool,
     shift: np.ndarray | None = None,
 ) -> tuple[list[int], np.ndarray, int, int, int, int]:
     """What a consumer reports of ``bodies`` received now: the poison messages' indices, the
@@ -95,7 +100,11 @@ def count_bodies(
 
 
 def count_one(
-    body: bytes, shares: Shares, hists: HistBuffer, window: tuple[int, int], steady: bool,
+    body: bytes,
+    shares: Shares,
+    hists: HistBuffer,
+    window: tuple[int, int],
+    steady: bool,
     shift: np.ndarray | None = None,
 ) -> tuple[bytes, int, int, int, int, int]:
     """What ``count_bodies([body])`` reports, as a ``BatchReport``'s fields (flat indices as
@@ -132,7 +141,11 @@ FLAT_INDEX = struct.Struct("=I")
 
 
 def record_latency(
-    hists: HistBuffer, received_ns: int, records: np.ndarray, window_start: int, steady: bool,
+    hists: HistBuffer,
+    received_ns: int,
+    records: np.ndarray,
+    window_start: int,
+    steady: bool,
     shift: np.ndarray | None = None,
 ) -> None:
     """``shift``: see ``WorkerContext.latency_shift_ns``. A latency that comes out negative

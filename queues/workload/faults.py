@@ -91,7 +91,9 @@ def fault_parse(text: str) -> FaultSpec:
         )
     kind, at_s, arg, arg2 = match["kind"], float(match["at"]), match["arg"], match["arg2"]
     if kind not in FAULT_KINDS:
-        raise InvalidSpec(f"unknown fault kind {kind!r} in {text!r}; the kinds: {', '.join(FAULT_KINDS)}", field="faults")
+        raise InvalidSpec(
+            f"unknown fault kind {kind!r} in {text!r}; the kinds: {', '.join(FAULT_KINDS)}", field="faults"
+        )
     usage = FAULT_KINDS[kind].split("  ", 1)[0]
     if arg2 is not None and kind != PAUSE_CONSUMER:
         raise InvalidSpec(f"fault {text!r} has one argument too many: {usage}", field="faults")
@@ -115,9 +117,7 @@ def fault_parse(text: str) -> FaultSpec:
     return FaultSpec(kind, at_s)
 
 
-def faults_check(
-    faults: tuple[FaultSpec, ...], *, end_s: float | None, producers: int, consumers: int
-) -> None:
+def faults_check(faults: tuple[FaultSpec, ...], *, end_s: float | None, producers: int, consumers: int) -> None:
     """Raise ``InvalidSpec`` for a fault the spec cannot take: any fault in a burst (``end_s``
     ``None``: its end is not known in advance, and recovery is measured against the offered
     rate), a time at or past the run's end, a worker index the run does not start."""
@@ -169,6 +169,7 @@ def _seconds(value: str, text: str, usage: str) -> float:
     except ValueError:
         raise InvalidSpec(f"fault {text!r}: {value!r} is not a number of seconds: {usage}", field="faults") from None
     if not 0 < seconds <= MAX_PAUSE_S:
-        raise InvalidSpec(f"fault {text!r}: the pause must be over 0 and at most {MAX_PAUSE_S:g} s: {usage}",
-                          field="faults")
+        raise InvalidSpec(
+            f"fault {text!r}: the pause must be over 0 and at most {MAX_PAUSE_S:g} s: {usage}", field="faults"
+        )
     return seconds

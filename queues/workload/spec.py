@@ -82,8 +82,10 @@ class WorkloadSpec:
         object.__setattr__(self, "replace_after_s", _number("replace_after_s", self.replace_after_s, 0.0, 3600))
         object.__setattr__(self, "faults", faults_normalise(self.faults))
         faults_check(
-            self.fault_specs, end_s=self.warmup_s + self.duration_s if self.steady else None,
-            producers=self.producers, consumers=self.consumers,
+            self.fault_specs,
+            end_s=self.warmup_s + self.duration_s if self.steady else None,
+            producers=self.producers,
+            consumers=self.consumers,
         )
 
     @classmethod

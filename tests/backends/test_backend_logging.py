@@ -46,6 +46,8 @@ def test_a_reclaim_is_logged(queue_of, caplog):
     assert sorted(b for batch in got for b in batch.bodies) == MESSAGES
     claims = records(caplog, "queues.backends.redis_stream")
     assert any(r.levelno == logging.WARNING and "reclaimed" in r.getMessage() for r in claims), caplog.text
-    assert sum(int(r.getMessage().split("reclaimed ")[1].split()[0]) for r in claims if "reclaimed" in r.getMessage()) == 5
+    assert (
+        sum(int(r.getMessage().split("reclaimed ")[1].split()[0]) for r in claims if "reclaimed" in r.getMessage()) == 5
+    )
     survivor.close()
     silent.client.close()

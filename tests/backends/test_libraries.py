@@ -59,7 +59,9 @@ def test_a_run_cancelled_midway_leaves_no_worker_behind():
     backend = connected_backend("huey")
     began = time.monotonic()
     runner = Runner(
-        WorkloadSpec(backend="huey", rate_eps=200, duration_s=30, consumers=2), backend, run_id=uuid.uuid4().hex[:8],
+        WorkloadSpec(backend="huey", rate_eps=200, duration_s=30, consumers=2),
+        backend,
+        run_id=uuid.uuid4().hex[:8],
         should_cancel=lambda: runner.ledger.unique >= 50 or time.monotonic() - began > 60,
     )
     result = runner.run()
@@ -75,8 +77,15 @@ def test_an_experiments_faults_on_a_task_library_are_applied_and_judged(alias):
     allows (huey at-most-once, Dramatiq on RabbitMQ at-least-once), never a contradiction."""
     backend = connected_backend(alias)
     began = time.monotonic()
-    spec = WorkloadSpec(backend=alias, rate_eps=200, duration_s=4, consumers=2, idle_timeout_s=3, replace_after_s=0.3,
-                        faults=("poison@0.5:1", "kill-consumer@1", "kill-producer@1.5", "pause-consumer@2.5:0.5:1"))
+    spec = WorkloadSpec(
+        backend=alias,
+        rate_eps=200,
+        duration_s=4,
+        consumers=2,
+        idle_timeout_s=3,
+        replace_after_s=0.3,
+        faults=("poison@0.5:1", "kill-consumer@1", "kill-producer@1.5", "pause-consumer@2.5:0.5:1"),
+    )
     runner = Runner(spec, backend, run_id=uuid.uuid4().hex[:8], should_cancel=lambda: time.monotonic() - began > 120)
     result = runner.run()
     s = result.summary

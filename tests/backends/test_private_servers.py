@@ -22,8 +22,11 @@ from tests.support.messages import bodies
 from tests.support.servers import unavailable
 from tests.support.waiting import wait_until
 
-KINDS = [(alias, persistence) for alias in ("redis-list", "postgres", "mysql")
-         for persistence in private_server_kinds()[alias]]
+KINDS = [
+    (alias, persistence)
+    for alias in ("redis-list", "postgres", "mysql")
+    for persistence in private_server_kinds()[alias]
+]
 
 
 def started(alias: str, persistence: str | None = None) -> servers.PrivateServer:
@@ -109,6 +112,7 @@ def test_bind_takes_ip_addresses_and_urls_name_only_those():
 def test_redis_drops_its_protected_mode_only_when_bound_off_loopback():
     """Protected mode refuses every client off loopback without a password: a server bound to a
     veth end must accept the namespace's clients, and one on loopback keeps the default."""
+
     def protected(bind: list[str]) -> str:
         command = private_server("redis-list", bind=bind).command()
         return command[command.index("--protected-mode") + 1]
@@ -142,8 +146,13 @@ def test_servers_die_with_a_sigkilled_owner_and_cleanup_removes_their_directorie
             private_server(alias)
         except NotSupported as exc:
             unavailable(str(exc))
-    owner = subprocess.Popen([sys.executable, "-c", OWNER, "redis-list", "postgres"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, "redis-list", "postgres"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     try:
         made = [json.loads(owner.stdout.readline() or "{}") for _ in range(2)]
     finally:
@@ -185,16 +194,21 @@ def test_a_server_that_cannot_start_says_why_from_its_log(monkeypatch):
             server = private_server("redis-list")
         except NotSupported as exc:
             unavailable(str(exc))
-        with pytest.raises(BackendUnavailable, match=f"^private redis server exited at start: .*port {taken.getsockname()[1]}") as failed:
+        with pytest.raises(
+            BackendUnavailable, match=f"^private redis server exited at start: .*port {taken.getsockname()[1]}"
+        ) as failed:
             server.start()
         assert "\n" not in str(failed.value)
         assert server.dir is None and not server.running  # a failed first start leaves nothing
 
 
-@pytest.mark.parametrize("alias, error, words", [
-    ("memory", NotSupported, "memory has no private server to restart; restart-server takes: mysql, postgres"),
-    ("memroy-mp", UnknownBackend, "did you mean 'memory-mp'"),
-])
+@pytest.mark.parametrize(
+    "alias, error, words",
+    [
+        ("memory", NotSupported, "memory has no private server to restart; restart-server takes: mysql, postgres"),
+        ("memroy-mp", UnknownBackend, "did you mean 'memory-mp'"),
+    ],
+)
 def test_an_alias_without_a_private_server_is_one_line(alias, error, words):
     with pytest.raises(error) as refused:
         private_server(alias)
@@ -202,14 +216,18 @@ def test_an_alias_without_a_private_server_is_one_line(alias, error, words):
 
 
 def test_a_persistence_the_kind_has_not_is_one_line():
-    with pytest.raises(NotSupported, match=r"^a private redis server has no persistence 'fsync'; choose one of: none, aof-always$"):
+    with pytest.raises(
+        NotSupported, match=r"^a private redis server has no persistence 'fsync'; choose one of: none, aof-always$"
+    ):
         private_server("redis-stream", persistence="fsync")
 
 
 @pytest.mark.parametrize("alias, program", [("redis-list", "redis-server"), ("mysql", "mariadb-install-db")])
 def test_a_missing_program_is_named_with_how_to_install_it(alias, program, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")  # both are in /usr/bin, which find_binary searches only on PATH
-    with pytest.raises(NotSupported, match=rf"^a private server needs {program}, which is not installed here: install ") as missing:
+    with pytest.raises(
+        NotSupported, match=rf"^a private server needs {program}, which is not installed here: install "
+    ) as missing:
         private_server(alias)
     assert "apt-get install" in str(missing.value) and "\n" not in str(missing.value)
 

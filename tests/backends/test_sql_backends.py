@@ -65,8 +65,12 @@ def timed_claims(consumer, batches: int) -> list[float]:
 def run(backend, *, faults=None, on_progress=None, should_cancel=None, run_id=None, **fields):
     spec = WorkloadSpec(backend=backend.name, **fields)
     runner = Runner(
-        spec, backend, run_id=run_id or uuid.uuid4().hex[:8], faults=faults,
-        on_progress=on_progress, should_cancel=should_cancel,
+        spec,
+        backend,
+        run_id=run_id or uuid.uuid4().hex[:8],
+        faults=faults,
+        on_progress=on_progress,
+        should_cancel=should_cancel,
     )
     return spec, runner.run()
 
@@ -150,7 +154,9 @@ def test_dequeue_stays_fast_on_a_large_table_after_claims_on_an_empty_one(sql_ba
             fresh = statistics.median(timed_claims(control, 40))
         finally:
             control.close()
-        assert after_empty < 3 * fresh + 0.005, f"median claim+ack {after_empty * 1000:.1f} ms, {fresh * 1000:.1f} fresh"
+        assert after_empty < 3 * fresh + 0.005, (
+            f"median claim+ack {after_empty * 1000:.1f} ms, {fresh * 1000:.1f} fresh"
+        )
         assert backend.depth(queue) == 120_000
     finally:
         consumer.close()

@@ -171,8 +171,13 @@ def test_a_small_run_through_the_engine_is_exact(backend):
 
 
 def test_poison_messages_are_counted_and_set_aside(backend):
-    spec, result = run(backend, events=scaled(backend, 2_000, at_least=100), batch=100, faults=Faults(poison_messages=3),
-                       idle_timeout_s=3)
+    spec, result = run(
+        backend,
+        events=scaled(backend, 2_000, at_least=100),
+        batch=100,
+        faults=Faults(poison_messages=3),
+        idle_timeout_s=3,
+    )
     assert result.status == RunStatus.SUCCEEDED, result.error
     assert result.summary["poison"] == 3 and result.summary["lost"] == result.summary["duplicates"] == 0
     assert result.summary["verdict"] == "corrupt"  # something that is not an event arrived

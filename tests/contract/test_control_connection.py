@@ -95,8 +95,14 @@ def test_the_control_connection_cut_mid_run_keeps_the_run_exact_and_removes_the_
             cut_at.append(time.monotonic())
 
     duration_s = 1.5 if backend.name in SIZE_FACTOR else 3  # a task library's run: its workers take a second to stop
-    runner = bounded_runner(backend, rate_eps=scaled(backend, 5_000), duration_s=duration_s, batch=100, idle_timeout_s=5,
-                            on_progress=on_progress)
+    runner = bounded_runner(
+        backend,
+        rate_eps=scaled(backend, 5_000),
+        duration_s=duration_s,
+        batch=100,
+        idle_timeout_s=5,
+        on_progress=on_progress,
+    )
     with caplog.at_level(logging.INFO, logger="queues"):
         result = runner.run()
     s = result.summary

@@ -42,9 +42,13 @@ def value_sums(counts: np.ndarray) -> tuple[int, int]:
 def test_a_consumer_killed_mid_run_loses_nothing_where_redelivery_is_declared(backend):
     kill_after = scaled(backend, 5_000)
     runner = bounded_runner(
-        backend, events=scaled(backend, 30_000), consumers=2, batch=100,
+        backend,
+        events=scaled(backend, 30_000),
+        consumers=2,
+        batch=100,
         # a library that loses the killed worker's task ends on the idle timeout: keep it short
-        idle_timeout_s=2 if backend.name in SIZE_FACTOR else 5, faults=Faults(kill_consumer_after=kill_after),
+        idle_timeout_s=2 if backend.name in SIZE_FACTOR else 5,
+        faults=Faults(kill_consumer_after=kill_after),
     )
     deliveries = count_deliveries(runner.ledger)
     result = runner.run()
@@ -52,7 +56,11 @@ def test_a_consumer_killed_mid_run_loses_nothing_where_redelivery_is_declared(ba
     assert result.status == RunStatus.SUCCEEDED, f"{result.status}: {result.error}"
     assert s["killed_consumers"] == 1 and s["corrupt"] == 0
     [killed] = s["killed_workers"]
-    assert (killed["role"], killed["index"], killed["reason"]) == ("consumer", 0, f"fault: kill after {kill_after:,} events")
+    assert (killed["role"], killed["index"], killed["reason"]) == (
+        "consumer",
+        0,
+        f"fault: kill after {kill_after:,} events",
+    )
     unique_values, delivered_values = value_sums(deliveries)
     assert s["sum"] == delivered_values  # the integers received are the ids counted, duplicates included
     if backend.capabilities.redelivers_on_crash:
@@ -76,15 +84,22 @@ def test_a_consumer_killed_mid_run_loses_nothing_where_redelivery_is_declared(ba
 #: is what was counted, and the outcome is what the backend's guarantee allows.
 #: The cut comes first: ``rabbitmqctl`` starts an Erlang VM a call, seconds on a loaded machine.
 EVERY_FAULT = ("poison@0.5:2", "cut-connections@1", "kill-consumer@2.5", "kill-producer@3", "pause-consumer@4:0.5:1")
-EVERY_FAULT_RUN = {"rate_eps": 2_000, "duration_s": 6, "consumers": 2, "batch": 100, "idle_timeout_s": 5,
-                   "replace_after_s": 0.3}
+EVERY_FAULT_RUN = {
+    "rate_eps": 2_000,
+    "duration_s": 6,
+    "consumers": 2,
+    "batch": 100,
+    "idle_timeout_s": 5,
+    "replace_after_s": 0.3,
+}
 
 
 def fault_run(backend, faults, **fields) -> tuple[Runner, np.ndarray]:
     began = time.monotonic()
     spec = WorkloadSpec(backend=backend.name, faults=faults, **{**EVERY_FAULT_RUN, **fields})
-    runner = Runner(spec, backend, run_id=uuid.uuid4().hex[:8],
-                    should_cancel=lambda: time.monotonic() - began > RUN_BOUND_S)
+    runner = Runner(
+        spec, backend, run_id=uuid.uuid4().hex[:8], should_cancel=lambda: time.monotonic() - began > RUN_BOUND_S
+    )
     return runner, count_deliveries(runner.ledger)
 
 
@@ -99,8 +114,12 @@ def test_every_fault_of_an_experiment_leaves_the_run_whole_and_within_its_guaran
     for fault in s["faults"]:
         assert fault["applied_at_s"] is not None and not fault["outcome"].startswith("could not"), fault
     kinds = [(m["kind"], m["target"]) for m in s["markers"]]
-    for expected in [("replaced", "consumer 0"), ("replaced", "producer 0"), ("resume", "consumer 1"),
-                     ("cut-connections", "connections")]:
+    for expected in [
+        ("replaced", "consumer 0"),
+        ("replaced", "producer 0"),
+        ("resume", "consumer 1"),
+        ("cut-connections", "connections"),
+    ]:
         assert expected in kinds, kinds
     assert s["reconnects"] == sum(1 for kind, _ in kinds if kind == "reconnect")
     assert s["poison"] == 2 and s["corrupt"] == 0 and s["verdict"] != "corrupt"  # the injected poison, set aside

@@ -23,8 +23,12 @@ RUN_BOUND_S = 120
 def bounded_run(backend, faults, *, stop_timeout_s: float = 10.0, **fields):
     began = time.monotonic()
     runner = Runner(
-        WorkloadSpec(backend=backend.name, **fields), backend, run_id=uuid.uuid4().hex[:8], faults=faults,
-        should_cancel=lambda: time.monotonic() - began > RUN_BOUND_S, stop_timeout_s=stop_timeout_s,
+        WorkloadSpec(backend=backend.name, **fields),
+        backend,
+        run_id=uuid.uuid4().hex[:8],
+        faults=faults,
+        should_cancel=lambda: time.monotonic() - began > RUN_BOUND_S,
+        stop_timeout_s=stop_timeout_s,
     )
     return runner, runner.run()
 
@@ -36,8 +40,13 @@ def test_a_consumer_frozen_mid_run_loses_nothing_after_the_final_drain(backend):
     # what the frozen consumer held (prefetched, claimed, in its open transaction) comes back
     # only if killing it released it
     runner, result = bounded_run(
-        backend, [PauseConsumer(after_events=scaled(backend, 500))], stop_timeout_s=0.5,
-        rate_eps=scaled(backend, 2_000), duration_s=1.5, batch=50, idle_timeout_s=0.5,
+        backend,
+        [PauseConsumer(after_events=scaled(backend, 500))],
+        stop_timeout_s=0.5,
+        rate_eps=scaled(backend, 2_000),
+        duration_s=1.5,
+        batch=50,
+        idle_timeout_s=0.5,
     )
     s = result.summary
     assert result.status == RunStatus.SUCCEEDED, f"{result.status}: {result.error}; {s}"
@@ -53,8 +62,14 @@ def test_a_consumer_frozen_mid_run_loses_nothing_after_the_final_drain(backend):
 
 
 def test_a_duplicate_sent_at_the_very_end_is_counted(backend):
-    _, result = bounded_run(backend, [DuplicateAtEnd()], events=scaled(backend, 2_000, at_least=50), consumers=2,
-                            batch=100, idle_timeout_s=3)
+    _, result = bounded_run(
+        backend,
+        [DuplicateAtEnd()],
+        events=scaled(backend, 2_000, at_least=50),
+        consumers=2,
+        batch=100,
+        idle_timeout_s=3,
+    )
     s = result.summary
     assert result.status == RunStatus.SUCCEEDED, f"{result.status}: {result.error}"
     assert s["duplicates"] == 1 and s["verdict"] == "duplicated" and s["lost"] == 0 and s["stuck"] in (0, None)
@@ -62,8 +77,13 @@ def test_a_duplicate_sent_at_the_very_end_is_counted(backend):
 
 
 def test_a_corrupt_record_and_poison_make_the_verdict_say_so(backend):
-    _, result = bounded_run(backend, [SendCorrupt(1), SendPoison(2)], events=scaled(backend, 2_000, at_least=50),
-                            batch=100, idle_timeout_s=3)
+    _, result = bounded_run(
+        backend,
+        [SendCorrupt(1), SendPoison(2)],
+        events=scaled(backend, 2_000, at_least=50),
+        batch=100,
+        idle_timeout_s=3,
+    )
     s = result.summary
     assert (s["corrupt"], s["poison"], s["lost"], s["duplicates"]) == (1, 2, 0, 0), s
     assert s["verdict"] == "corrupt" and len(s["verdict_reasons"]) == 2

@@ -24,16 +24,19 @@ FAULTS = ("pause-consumer@0.5:2:0", "pause-consumer@0.5:2:1")
 RUN = {"rate_eps": 1_000, "duration_s": 4, "consumers": 2, "batch": 100, "idle_timeout_s": 2, "replace_after_s": 0.3}
 
 
-@pytest.mark.parametrize(("alias", "persistence", "durable"), [
-    ("redis-list", "none", False),
-    ("redis-list", "aof-always", True),
-    ("redis-list-noack", "none", False),
-    ("redis-stream", "none", False),
-    ("redis-stream", "aof-always", True),
-    ("postgres", None, True),
-    ("postgres-notify", None, True),
-    ("mysql", None, True),
-])
+@pytest.mark.parametrize(
+    ("alias", "persistence", "durable"),
+    [
+        ("redis-list", "none", False),
+        ("redis-list", "aof-always", True),
+        ("redis-list-noack", "none", False),
+        ("redis-stream", "none", False),
+        ("redis-stream", "aof-always", True),
+        ("postgres", None, True),
+        ("postgres-notify", None, True),
+        ("mysql", None, True),
+    ],
+)
 def test_a_restarted_private_server_keeps_exactly_what_its_persistence_keeps(alias, persistence, durable):
     try:
         private_server(alias, persistence=persistence)  # finds its programs; starts nothing

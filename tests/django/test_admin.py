@@ -30,27 +30,71 @@ def make_experiment(name, **fields):
 
 
 def make_run(experiment, *, status="succeeded", throughput_eps=10_000.0, p99_ms=8.0, series=None, samples=0):
-    spec = {"backend": experiment.backend, "events": 1000, "producers": 1, "consumers": 1, "events_per_message": 1,
-            "batch": 100, "idle_timeout_s": 10.0, "rate_eps": None, "duration_s": 10.0, "warmup_s": 0.0,
-            "arrival": "uniform", "seed": 1, "faults": [], "replace_after_s": 1.0, "options": {}}
+    spec = {
+        "backend": experiment.backend,
+        "events": 1000,
+        "producers": 1,
+        "consumers": 1,
+        "events_per_message": 1,
+        "batch": 100,
+        "idle_timeout_s": 10.0,
+        "rate_eps": None,
+        "duration_s": 10.0,
+        "warmup_s": 0.0,
+        "arrival": "uniform",
+        "seed": 1,
+        "faults": [],
+        "replace_after_s": 1.0,
+        "options": {},
+    }
     finished = status in ("succeeded", "failed")
     run = Run.objects.create(
-        experiment=experiment, series=series, status=status, backend=experiment.backend, spec=spec,
-        environment={"python": "3.12-secret-env-marker"}, verdict="exact" if finished else "",
-        throughput_eps=throughput_eps if finished else None, latency_p50_ms=p99_ms / 4 if finished else None,
-        latency_p99_ms=p99_ms if finished else None, duration_s=0.1 if finished else None,
-        lost=0 if finished else None, duplicates=0 if finished else None, unique=1000 if finished else None,
+        experiment=experiment,
+        series=series,
+        status=status,
+        backend=experiment.backend,
+        spec=spec,
+        environment={"python": "3.12-secret-env-marker"},
+        verdict="exact" if finished else "",
+        throughput_eps=throughput_eps if finished else None,
+        latency_p50_ms=p99_ms / 4 if finished else None,
+        latency_p99_ms=p99_ms if finished else None,
+        duration_s=0.1 if finished else None,
+        lost=0 if finished else None,
+        duplicates=0 if finished else None,
+        unique=1000 if finished else None,
     )
     if finished:
-        run.summary = {"run_id": run.pk, "backend": experiment.backend, "events": 1000, "verdict": "exact",
-                       "throughput_eps": throughput_eps, "duration_s": 0.1, "unique": 1000, "lost": 0,
-                       "duplicates": 0, "latency_ms": {"p50": p99_ms / 4, "p90": p99_ms / 2, "p99": p99_ms}}
+        run.summary = {
+            "run_id": run.pk,
+            "backend": experiment.backend,
+            "events": 1000,
+            "verdict": "exact",
+            "throughput_eps": throughput_eps,
+            "duration_s": 0.1,
+            "unique": 1000,
+            "lost": 0,
+            "duplicates": 0,
+            "latency_ms": {"p50": p99_ms / 4, "p90": p99_ms / 2, "p99": p99_ms},
+        }
         run.save(update_fields=["summary"])
-    Sample.objects.bulk_create([
-        Sample(run=run, t_s=float(t), produced=t, consumed=t, unique=t, produce_eps=1.0, consume_eps=throughput_eps,
-               depth=t, backlog=0, p99_ms=p99_ms)
-        for t in range(1, samples + 1)
-    ])
+    Sample.objects.bulk_create(
+        [
+            Sample(
+                run=run,
+                t_s=float(t),
+                produced=t,
+                consumed=t,
+                unique=t,
+                produce_eps=1.0,
+                consume_eps=throughput_eps,
+                depth=t,
+                backlog=0,
+                p99_ms=p99_ms,
+            )
+            for t in range(1, samples + 1)
+        ]
+    )
     return run
 
 
@@ -64,20 +108,41 @@ def texts(response):
 
 
 def form_data(experiment_name="form-exp", **changes):
-    data = {"name": experiment_name, "backend": "memory", "events": 1000, "producers": 1, "consumers": 1,
-            "events_per_message": 1, "batch": 100, "idle_timeout_s": 10.0, "rate_eps": "", "duration_s": 10.0,
-            "warmup_s": 0.0, "arrival": "uniform", "seed": 1, "faults": "", "replace_after_s": 1.0, "options": "{}",
-            "notes": ""}
+    data = {
+        "name": experiment_name,
+        "backend": "memory",
+        "events": 1000,
+        "producers": 1,
+        "consumers": 1,
+        "events_per_message": 1,
+        "batch": 100,
+        "idle_timeout_s": 10.0,
+        "rate_eps": "",
+        "duration_s": 10.0,
+        "warmup_s": 0.0,
+        "arrival": "uniform",
+        "seed": 1,
+        "faults": "",
+        "replace_after_s": 1.0,
+        "options": "{}",
+        "notes": "",
+    }
     return {**data, **changes}
 
 
 # -- security ------------------------------------------------------------------------------------
 
+
 def every_page(run, series, experiment, other):
     return [
-        CHANGELIST["experiment"], url("experiment_change", experiment.pk), CHANGELIST["run"],
-        url("run_change", run.pk), CHANGELIST["runseries"], url("runseries_change", series.pk),
-        f"{url('run_compare')}?ids={run.pk},{other.pk}", f"{url('run_export')}?ids={run.pk}&format=json",
+        CHANGELIST["experiment"],
+        url("experiment_change", experiment.pk),
+        CHANGELIST["run"],
+        url("run_change", run.pk),
+        CHANGELIST["runseries"],
+        url("runseries_change", series.pk),
+        f"{url('run_compare')}?ids={run.pk},{other.pk}",
+        f"{url('run_export')}?ids={run.pk}&format=json",
         f"{url('run_export')}?ids={run.pk}&format=csv",
     ]
 
@@ -107,6 +172,7 @@ def test_object_tools_refuse_get(admin_client):
 
 # -- the experiment form -------------------------------------------------------------------------
 
+
 def test_experiment_form_lists_backends_with_guarantees_and_the_chosen_backends_options(admin_client):
     page = admin_client.get(reverse("admin:experiments_experiment_add")).content.decode()
     assert "redis-list: at-least-once" in page and "memory: " in page
@@ -116,15 +182,18 @@ def test_experiment_form_lists_backends_with_guarantees_and_the_chosen_backends_
     assert "prefetch" in page and "queue_type" in page
 
 
-@pytest.mark.parametrize("changes, field, words", [
-    ({"producers": 0}, "producers", "producers"),
-    ({"backend": "rabbitmq", "options": '{"prefech": 10}'}, "options", "did you mean 'prefetch'"),
-    ({"backend": "rabbitmq", "options": '{"prefetch": -5}'}, "options", "prefetch must be"),
-    ({"faults": "kill-consumer@3"}, "faults", "needs a steady run: set rate_eps"),
-    ({"rate_eps": 100, "faults": "explode@3"}, "faults", "unknown fault kind 'explode'"),
-    ({"rate_eps": 100, "faults": "kill-consumer@3"}, "faults", "memory runs its workers as threads"),
-    ({"rate_eps": 100, "backend": "memory-mp", "faults": "restart-server@3"}, "faults", "memory-mp"),
-])
+@pytest.mark.parametrize(
+    "changes, field, words",
+    [
+        ({"producers": 0}, "producers", "producers"),
+        ({"backend": "rabbitmq", "options": '{"prefech": 10}'}, "options", "did you mean 'prefetch'"),
+        ({"backend": "rabbitmq", "options": '{"prefetch": -5}'}, "options", "prefetch must be"),
+        ({"faults": "kill-consumer@3"}, "faults", "needs a steady run: set rate_eps"),
+        ({"rate_eps": 100, "faults": "explode@3"}, "faults", "unknown fault kind 'explode'"),
+        ({"rate_eps": 100, "faults": "kill-consumer@3"}, "faults", "memory runs its workers as threads"),
+        ({"rate_eps": 100, "backend": "memory-mp", "faults": "restart-server@3"}, "faults", "memory-mp"),
+    ],
+)
 def test_experiment_form_shows_the_error_next_to_its_field(admin_client, changes, field, words):
     response = admin_client.post(reverse("admin:experiments_experiment_add"), form_data(**changes))
     assert response.status_code == 200
@@ -134,8 +203,9 @@ def test_experiment_form_shows_the_error_next_to_its_field(admin_client, changes
 
 
 def test_experiment_form_saves_a_valid_definition(admin_client):
-    response = admin_client.post(reverse("admin:experiments_experiment_add"),
-                                 form_data(backend="rabbitmq", options='{"prefetch": 50}'))
+    response = admin_client.post(
+        reverse("admin:experiments_experiment_add"), form_data(backend="rabbitmq", options='{"prefetch": 50}')
+    )
     assert response.status_code == 302
     assert Experiment.objects.get(name="form-exp").options == {"prefetch": 50}
 
@@ -150,6 +220,7 @@ def test_experiment_form_takes_faults_one_a_line_and_shows_them_back(admin_clien
 
 
 # -- experiment actions --------------------------------------------------------------------------
+
 
 def test_launch_asks_for_k_first_then_queues_k_runs_as_a_series(admin_client, django_capture_on_commit_callbacks):
     experiment = make_experiment("launch-exp")
@@ -192,8 +263,9 @@ def test_sweep_with_a_bad_value_shows_why_and_stores_nothing(admin_client):
     experiment = make_experiment("sweep-bad")
     page = action(admin_client, CHANGELIST["experiment"], "sweep", [experiment])
     assert b"consumers" in page.content and b"1, 2, 4, 8" in page.content
-    response = action(admin_client, CHANGELIST["experiment"], "sweep", [experiment], apply="1", knob="producers",
-                      values="1, 0")
+    response = action(
+        admin_client, CHANGELIST["experiment"], "sweep", [experiment], apply="1", knob="producers", values="1, 0"
+    )
     assert b"producers = 0" in response.content
     assert not RunSeries.objects.filter(experiment=experiment).exists() and not experiment.runs.exists()
 
@@ -201,8 +273,9 @@ def test_sweep_with_a_bad_value_shows_why_and_stores_nothing(admin_client):
 def test_sweep_launches_one_run_per_value_and_shows_its_series(admin_client, django_capture_on_commit_callbacks):
     experiment = make_experiment("sweep-good")
     with django_capture_on_commit_callbacks(execute=True):
-        response = action(admin_client, CHANGELIST["experiment"], "sweep", [experiment], apply="1", knob="consumers",
-                          values="1, 2")
+        response = action(
+            admin_client, CHANGELIST["experiment"], "sweep", [experiment], apply="1", knob="consumers", values="1, 2"
+        )
     series = RunSeries.objects.get(experiment=experiment)
     assert series.kind == "sweep" and series.values == [1, 2]
     assert sorted(r.spec["consumers"] for r in series.runs.all()) == [1, 2]
@@ -217,6 +290,7 @@ def test_sweep_of_two_experiments_is_refused(admin_client):
 
 
 # -- run actions ---------------------------------------------------------------------------------
+
 
 def test_cancel_a_queued_run_and_a_finished_one(admin_client):
     experiment = make_experiment("cancel-exp")
@@ -279,26 +353,28 @@ def test_compare_of_one_run_says_why(admin_client):
 def test_export_actions_download_csv_and_json_with_samples(admin_client):
     experiment = make_experiment("export-exp")
     run = make_run(experiment, samples=4)
-    csv_response = admin_client.post(CHANGELIST["run"], {
-        "action": "export_csv", helpers.ACTION_CHECKBOX_NAME: [run.pk], "index": "0"})
+    csv_response = admin_client.post(
+        CHANGELIST["run"], {"action": "export_csv", helpers.ACTION_CHECKBOX_NAME: [run.pk], "index": "0"}
+    )
     assert csv_response["Content-Type"].startswith("text/csv") and "attachment" in csv_response["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(b"".join(csv_response.streaming_content).decode())))
     assert [float(r["t_s"]) for r in rows] == [1.0, 2.0, 3.0, 4.0] and {r["run_id"] for r in rows} == {str(run.pk)}
-    json_response = admin_client.post(CHANGELIST["run"], {
-        "action": "export_json", helpers.ACTION_CHECKBOX_NAME: [run.pk], "index": "0"})
+    json_response = admin_client.post(
+        CHANGELIST["run"], {"action": "export_json", helpers.ACTION_CHECKBOX_NAME: [run.pk], "index": "0"}
+    )
     [item] = json.loads(b"".join(json_response.streaming_content))
     assert item["run_id"] == run.pk and item["verdict"] == "exact" and len(item["samples"]) == 4
 
 
-def test_run_list_of_50_runs_with_samples_takes_a_fixed_number_of_queries(
-    admin_client, django_assert_max_num_queries
-):
+def test_run_list_of_50_runs_with_samples_takes_a_fixed_number_of_queries(admin_client, django_assert_max_num_queries):
     experiments = [make_experiment(f"list-exp-{i}") for i in range(5)]
     for i in range(50):
         make_run(experiments[i % 5], samples=20)
     with django_assert_max_num_queries(12) as captured:  # 12 with 5 runs too: none per row
         response = admin_client.get(CHANGELIST["run"])
-    [page_query] = [q["sql"] for q in captured.captured_queries if "INNER JOIN \"experiments_experiment\"" in q["sql"]]  # the rows
+    [page_query] = [
+        q["sql"] for q in captured.captured_queries if 'INNER JOIN "experiments_experiment"' in q["sql"]
+    ]  # the rows
     assert '"experiments_run"."summary"' not in page_query and '"experiments_run"."spec"' not in page_query
     assert not any("experiments_sample" in q["sql"] for q in captured.captured_queries)
     assert response.status_code == 200 and response.context["cl"].result_count == 50
@@ -312,7 +388,9 @@ def test_run_page_with_3600_samples_draws_charts_not_a_table(admin_client):
     assert response.status_code == 200
     assert f'id="imq-charts-{run.pk}"' in page and "samples.json" in page
     assert "sample-row" not in page and "inline-group" not in page and page.count("<tr") < 60
-    assert "latency p99" in page and '&quot;python&quot;: &quot;3.12-secret-env-marker&quot;' in page  # summary table, pretty env
+    assert (
+        "latency p99" in page and "&quot;python&quot;: &quot;3.12-secret-env-marker&quot;" in page
+    )  # summary table, pretty env
     assert url("run_cancel", run.pk) not in page  # a finished run has no cancel button
 
 
@@ -322,8 +400,9 @@ def test_stale_running_run_shows_failed_on_the_list(admin_client):
     from django.utils import timezone
 
     run = make_run(make_experiment("stale-exp"), status="running")
-    Run.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(hours=1),
-                                         heartbeat_at=timezone.now() - timedelta(hours=1))
+    Run.objects.filter(pk=run.pk).update(
+        started_at=timezone.now() - timedelta(hours=1), heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
     stale_runs_task()  # what the cluster's schedule does every minute: the page itself only reads
     page = admin_client.get(CHANGELIST["run"]).content.decode()
     assert Run.objects.get(pk=run.pk).status == "failed" and '<td class="field-status">Failed</td>' in page
@@ -331,13 +410,26 @@ def test_stale_running_run_shows_failed_on_the_list(admin_client):
 
 # -- series --------------------------------------------------------------------------------------
 
+
 def test_sweep_series_page_plots_the_figures_against_the_knob(admin_client):
     experiment = make_experiment("series-sweep")
-    series = RunSeries.objects.create(experiment=experiment, kind="sweep", knob="consumers", values=[1, 2],
-                                      status="succeeded")
+    series = RunSeries.objects.create(
+        experiment=experiment, kind="sweep", knob="consumers", values=[1, 2], status="succeeded"
+    )
     runs = [make_run(experiment, series=series, throughput_eps=t) for t in (1000.0, 1900.0)]
-    series.result = {"points": [{"value": v, "run_id": r.pk, "status": "succeeded", "verdict": "exact",
-                                 "throughput_eps": r.throughput_eps, "p99_ms": 8.0} for v, r in zip([1, 2], runs, strict=True)]}
+    series.result = {
+        "points": [
+            {
+                "value": v,
+                "run_id": r.pk,
+                "status": "succeeded",
+                "verdict": "exact",
+                "throughput_eps": r.throughput_eps,
+                "p99_ms": 8.0,
+            }
+            for v, r in zip([1, 2], runs, strict=True)
+        ]
+    }
     series.save()
     page = admin_client.get(url("runseries_change", series.pk)).content.decode()
     assert "imqXYChart" in page and "events/s and p99 against consumers" in page
@@ -346,8 +438,16 @@ def test_sweep_series_page_plots_the_figures_against_the_knob(admin_client):
 
 def test_repeat_series_page_shows_median_and_spread(admin_client):
     experiment = make_experiment("series-repeat")
-    series = RunSeries.objects.create(experiment=experiment, kind="repeat", status="succeeded", result={
-        "median": {"throughput_eps": 1500.0}, "min": {"throughput_eps": 1000.0}, "max": {"throughput_eps": 2000.0}})
+    series = RunSeries.objects.create(
+        experiment=experiment,
+        kind="repeat",
+        status="succeeded",
+        result={
+            "median": {"throughput_eps": 1500.0},
+            "min": {"throughput_eps": 1000.0},
+            "max": {"throughput_eps": 2000.0},
+        },
+    )
     page = admin_client.get(url("runseries_change", series.pk)).content.decode()
     assert "Median and spread" in page and "1,500" in page and "2,000" in page
 

@@ -25,8 +25,16 @@ def make_run(name, *, status="running", spec=None, samples=()):
     run = Run.objects.create(experiment=experiment, status=status, spec=spec or {"events": 1000})
     for t_s, unique, p99_ms in samples:
         Sample.objects.create(
-            run=run, t_s=t_s, produced=unique, consumed=unique, unique=unique, produce_eps=unique / t_s,
-            consume_eps=unique / t_s, backlog=0, depth=None, p99_ms=p99_ms,
+            run=run,
+            t_s=t_s,
+            produced=unique,
+            consumed=unique,
+            unique=unique,
+            produce_eps=unique / t_s,
+            consume_eps=unique / t_s,
+            backlog=0,
+            depth=None,
+            p99_ms=p99_ms,
         )
     return run
 
@@ -66,7 +74,12 @@ def test_staff_get_the_run_and_its_samples_as_columns_ordered_by_time(admin_clie
     assert "no-cache" in response["Cache-Control"]
     body = response.json()
     assert body["run"] == {
-        "id": run.pk, "status": "running", "verdict": "", "events": 1000, "progress": 0.9, "error": "",
+        "id": run.pk,
+        "status": "running",
+        "verdict": "",
+        "events": 1000,
+        "progress": 0.9,
+        "error": "",
     }
     columns = body["columns"]
     assert set(columns) == set(selectors.SAMPLE_COLUMNS)
@@ -93,7 +106,8 @@ def test_the_columns_are_one_query(django_assert_num_queries):
 def test_progress_of_burst_steady_succeeded_and_queued_runs():
     burst = make_run("charts-burst", spec={"events": 2000}, samples=[(1.0, 500, 1.0)])
     steady = make_run(
-        "charts-steady", spec={"events": 1200, "rate_eps": 100, "warmup_s": 2, "duration_s": 10},
+        "charts-steady",
+        spec={"events": 1200, "rate_eps": 100, "warmup_s": 2, "duration_s": 10},
         samples=[(3.0, 300, 1.0)],
     )
     done = make_run("charts-done", status="succeeded", spec={"events": 2000}, samples=[(1.0, 500, 1.0)])
@@ -138,21 +152,30 @@ JUSTIFIED = {"security.W021"}
 
 def test_check_deploy_with_production_settings_reports_nothing_unjustified():
     result = manage(
-        only_django(DJANGO_DEBUG="false", DJANGO_SECRET_KEY=secrets.token_urlsafe(48),
-                    DJANGO_ALLOWED_HOSTS="imq.example.org"),
-        "check", "--deploy", "--fail-level", "WARNING",
+        only_django(
+            DJANGO_DEBUG="false", DJANGO_SECRET_KEY=secrets.token_urlsafe(48), DJANGO_ALLOWED_HOSTS="imq.example.org"
+        ),
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "WARNINGS" not in result.stdout + result.stderr
     assert f"no issues ({len(JUSTIFIED)} silenced)" in result.stdout
     shown = manage(
-        only_django(DJANGO_DEBUG="false", DJANGO_SECRET_KEY=secrets.token_urlsafe(48),
-                    DJANGO_ALLOWED_HOSTS="imq.example.org"),
-        "shell", "-c", "from django.conf import settings as s; import json; print(json.dumps("
+        only_django(
+            DJANGO_DEBUG="false", DJANGO_SECRET_KEY=secrets.token_urlsafe(48), DJANGO_ALLOWED_HOSTS="imq.example.org"
+        ),
+        "shell",
+        "-c",
+        "from django.conf import settings as s; import json; print(json.dumps("
         "[s.SILENCED_SYSTEM_CHECKS, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_SSL_REDIRECT,"
         " s.SECURE_HSTS_SECONDS > 0, s.DEBUG]))",
     )
-    assert json.loads(shown.stdout.strip().splitlines()[-1]) == [sorted(JUSTIFIED), True, True, True, True, False], shown.stderr
+    assert json.loads(shown.stdout.strip().splitlines()[-1]) == [sorted(JUSTIFIED), True, True, True, True, False], (
+        shown.stderr
+    )
 
 
 @pytest.mark.parametrize("key", [None, "imqueue-dev-only-not-secret"])

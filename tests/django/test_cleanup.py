@@ -27,7 +27,9 @@ def reaped_pid():
 
 def make_run(alias, namespace, *, ended, pid=None):
     experiment, _ = Experiment.objects.get_or_create(name="cleanup", defaults={"backend": alias})
-    run = Run.objects.create(experiment=experiment, spec={"backend": alias}, status="running", started_at=timezone.now())
+    run = Run.objects.create(
+        experiment=experiment, spec={"backend": alias}, status="running", started_at=timezone.now()
+    )
     run.queue_name = f"{namespace}.r{run.pk}-{uuid.uuid4().hex[:6]}"
     run.executor_host, run.executor_pid = socket.gethostname(), pid or os.getpid()
     if ended:

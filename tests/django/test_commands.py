@@ -14,9 +14,29 @@ from experiments.models import Experiment, Run
 from tests.support.commands import manage
 
 JSON_KEYS = {
-    "run_id", "backend", "events", "producers", "consumers", "duration_s", "throughput_eps", "sum",
-    "expected_sum", "unique", "duplicates", "lost", "verdict", "latency_ms", "environment",
-    "verdict_reasons", "recovered_at_end", "stuck", "killed_consumers", "killed_workers", "findings", "corrupt", "poison",
+    "run_id",
+    "backend",
+    "events",
+    "producers",
+    "consumers",
+    "duration_s",
+    "throughput_eps",
+    "sum",
+    "expected_sum",
+    "unique",
+    "duplicates",
+    "lost",
+    "verdict",
+    "latency_ms",
+    "environment",
+    "verdict_reasons",
+    "recovered_at_end",
+    "stuck",
+    "killed_consumers",
+    "killed_workers",
+    "findings",
+    "corrupt",
+    "poison",
 }
 
 
@@ -27,7 +47,9 @@ def stored_runs(env) -> int:
 
 
 def test_json_prints_exactly_one_object_with_the_documented_keys(cli_db):
-    out = manage(cli_db, "runexperiment", "--events", "20000", "--consumers", "2", "--json", "--experiment", "json-contract")
+    out = manage(
+        cli_db, "runexperiment", "--events", "20000", "--consumers", "2", "--json", "--experiment", "json-contract"
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)  # the whole of stdout is one JSON document
     assert JSON_KEYS <= set(summary)
@@ -56,16 +78,39 @@ def test_readable_report_never_prints_a_mismatch_beside_an_exact_verdict():
     from experiments.reports.text import format_report
 
     summary = {
-        "backend": "postgres", "events": 4, "producers": 1, "consumers": 2, "events_per_message": 1, "batch": 10,
-        "sum": 12, "expected_sum": 10, "unique": 4, "duplicates": 0, "lost": 0, "corrupt": 1, "poison": 0,
-        "verdict": "corrupt", "verdict_reasons": ["1 corrupt record(s): well-formed events that are not the run's"],
-        "duration_s": 0.1, "throughput_eps": 40.0, "recovered_at_end": 1, "stuck": 0,
-        "killed_workers": [{"role": "consumer", "index": 0, "reason": "hung past the stop timeout (10 s)",
-                            "reported": 2, "new_after_kill": 1}],
+        "backend": "postgres",
+        "events": 4,
+        "producers": 1,
+        "consumers": 2,
+        "events_per_message": 1,
+        "batch": 10,
+        "sum": 12,
+        "expected_sum": 10,
+        "unique": 4,
+        "duplicates": 0,
+        "lost": 0,
+        "corrupt": 1,
+        "poison": 0,
+        "verdict": "corrupt",
+        "verdict_reasons": ["1 corrupt record(s): well-formed events that are not the run's"],
+        "duration_s": 0.1,
+        "throughput_eps": 40.0,
+        "recovered_at_end": 1,
+        "stuck": 0,
+        "killed_workers": [
+            {
+                "role": "consumer",
+                "index": 0,
+                "reason": "hung past the stop timeout (10 s)",
+                "reported": 2,
+                "new_after_kill": 1,
+            }
+        ],
         "findings": [],
     }
-    run = SimpleNamespace(pk=7, status="succeeded", error="", summary=summary, experiment=SimpleNamespace(name="x"),
-                          environment={})
+    run = SimpleNamespace(
+        pk=7, status="succeeded", error="", summary=summary, experiment=SimpleNamespace(name="x"), environment={}
+    )
     text = format_report(run)
     assert "sum                    12 (expected 10) MISMATCH" in text
     assert "verdict                corrupt: 4 unique, 0 duplicates, 0 lost, 1 corrupt, 0 poison" in text

@@ -31,29 +31,59 @@ def experiment():
     return Experiment.objects.create(name="cmp-redis", backend="redis-list", events=100_000, producers=2, consumers=2)
 
 
-def make_run(
-    experiment, *, throughput_eps=10_000.0, p99_ms=12.0, lost=0, status="succeeded", series=None, samples=0
-):
+def make_run(experiment, *, throughput_eps=10_000.0, p99_ms=12.0, lost=0, status="succeeded", series=None, samples=0):
     """A stored run as ``run_finish`` leaves it: columns, spec snapshot, summary; with samples."""
     duration_s = 100_000 / throughput_eps
     spec = {"backend": "redis-list", "events": 100_000, "producers": 2, "consumers": 2, "rate_eps": None}
     run = Run.objects.create(
-        experiment=experiment, series=series, status=status, spec=spec, backend="redis-list",
+        experiment=experiment,
+        series=series,
+        status=status,
+        spec=spec,
+        backend="redis-list",
         verdict="exact" if not lost else "lost",
-        environment={"python": "3.12.3"}, duration_s=duration_s, throughput_eps=throughput_eps,
-        latency_p50_ms=p99_ms / 4, latency_p99_ms=p99_ms, unique=100_000 - lost, duplicates=0, lost=lost,
+        environment={"python": "3.12.3"},
+        duration_s=duration_s,
+        throughput_eps=throughput_eps,
+        latency_p50_ms=p99_ms / 4,
+        latency_p99_ms=p99_ms,
+        unique=100_000 - lost,
+        duplicates=0,
+        lost=lost,
     )
-    run.summary = {"run_id": run.pk, "backend": "redis-list", "events": 100_000, "verdict": run.verdict,
-                   "duration_s": duration_s, "throughput_eps": throughput_eps, "lost": lost,
-                   "latency_ms": {"p50": p99_ms / 4, "p99": p99_ms}, "environment": run.environment}
+    run.summary = {
+        "run_id": run.pk,
+        "backend": "redis-list",
+        "events": 100_000,
+        "verdict": run.verdict,
+        "duration_s": duration_s,
+        "throughput_eps": throughput_eps,
+        "lost": lost,
+        "latency_ms": {"p50": p99_ms / 4, "p99": p99_ms},
+        "environment": run.environment,
+    }
     run.save(update_fields=["summary"])
     # stored newest first, to show the read orders by t_s
-    Sample.objects.bulk_create([
-        Sample(run=run, t_s=float(t), produced=t * 1000, consumed=t * 1000, unique=t * 1000, produce_eps=1000.0,
-               consume_eps=throughput_eps - t, depth=50 + t, backlog=0, p50_ms=1.0, p90_ms=2.0, p99_ms=p99_ms,
-               due=t * 1000)
-        for t in range(samples, 0, -1)
-    ])
+    Sample.objects.bulk_create(
+        [
+            Sample(
+                run=run,
+                t_s=float(t),
+                produced=t * 1000,
+                consumed=t * 1000,
+                unique=t * 1000,
+                produce_eps=1000.0,
+                consume_eps=throughput_eps - t,
+                depth=50 + t,
+                backlog=0,
+                p50_ms=1.0,
+                p90_ms=2.0,
+                p99_ms=p99_ms,
+                due=t * 1000,
+            )
+            for t in range(samples, 0, -1)
+        ]
+    )
     return run
 
 
@@ -62,8 +92,9 @@ def repeat_series(experiment, throughputs, *, failed=0):
     figures are far off (they must not widen the spread)."""
     series = RunSeries.objects.create(experiment=experiment, kind=RunSeries.Kind.REPEAT, status="succeeded")
     runs = [make_run(experiment, throughput_eps=t, series=series) for t in throughputs]
-    runs += [make_run(experiment, throughput_eps=10.0, p99_ms=9_000.0, status="failed", series=series)
-             for _ in range(failed)]
+    runs += [
+        make_run(experiment, throughput_eps=10.0, p99_ms=9_000.0, status="failed", series=series) for _ in range(failed)
+    ]
     return runs
 
 
@@ -196,8 +227,14 @@ def test_json_export_round_trips_with_the_summary_and_samples(experiment):
     assert len(items[0]["samples"]) == 3 and items[0]["samples"][0]["t_s"] == 1.0
     assert set(items[0]["samples"][0]) == set(SAMPLE_COLUMNS)
     assert items[0]["status"] == "succeeded" and items[0]["error"] is None and items[0]["latency_ms"]["p99"] == 12.0
-    assert items[1] == {"run_id": b.pk, "backend": "redis-list", "environment": {"python": "3.12.3"},
-                        "status": "failed", "error": "redis: connection refused", "samples": []}
+    assert items[1] == {
+        "run_id": b.pk,
+        "backend": "redis-list",
+        "environment": {"python": "3.12.3"},
+        "status": "failed",
+        "error": "redis: connection refused",
+        "samples": [],
+    }
 
 
 def test_csv_export_has_a_row_per_sample_and_one_for_a_run_without_samples(experiment):

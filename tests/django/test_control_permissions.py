@@ -32,22 +32,41 @@ def staff(django_user_model, name: str, codenames: tuple[str, ...]):
 def world() -> dict:
     """An experiment, a queued run, a finished run and a running series with a queued run."""
     experiment = Experiment.objects.create(name="perm-exp", backend="memory", events=1000)
-    spec = {"backend": "memory", "events": 1000, "producers": 1, "consumers": 1, "events_per_message": 1,
-            "batch": 100, "idle_timeout_s": 10.0, "rate_eps": None, "duration_s": 10.0, "warmup_s": 0.0,
-            "arrival": "uniform", "seed": 1, "faults": [], "replace_after_s": 1.0, "options": {}}
+    spec = {
+        "backend": "memory",
+        "events": 1000,
+        "producers": 1,
+        "consumers": 1,
+        "events_per_message": 1,
+        "batch": 100,
+        "idle_timeout_s": 10.0,
+        "rate_eps": None,
+        "duration_s": 10.0,
+        "warmup_s": 0.0,
+        "arrival": "uniform",
+        "seed": 1,
+        "faults": [],
+        "replace_after_s": 1.0,
+        "options": {},
+    }
     series = RunSeries.objects.create(experiment=experiment, kind=RunSeries.Kind.REPEAT)
     return {
-        "experiment": experiment, "series": series,
+        "experiment": experiment,
+        "series": series,
         "queued": Run.objects.create(experiment=experiment, backend="memory", spec=spec),
-        "finished": Run.objects.create(experiment=experiment, backend="memory", spec=spec,
-                                       status=Run.Status.SUCCEEDED, finished_at=timezone.now()),
+        "finished": Run.objects.create(
+            experiment=experiment, backend="memory", spec=spec, status=Run.Status.SUCCEEDED, finished_at=timezone.now()
+        ),
         "in_series": Run.objects.create(experiment=experiment, backend="memory", spec=spec, series=series),
     }
 
 
 def snapshot() -> tuple:
-    return (sorted(Experiment.objects.values_list("pk", "name")), sorted(Run.objects.values_list("pk", "status")),
-            sorted(RunSeries.objects.values_list("pk", "status")))
+    return (
+        sorted(Experiment.objects.values_list("pk", "name")),
+        sorted(Run.objects.values_list("pk", "status")),
+        sorted(RunSeries.objects.values_list("pk", "status")),
+    )
 
 
 def action(client, model: str, name: str, objects, **extra):

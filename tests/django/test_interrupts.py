@@ -36,8 +36,13 @@ def server(alias):
 def start(env, *args):
     """``runexperiment`` in a session (and process group) of its own, as a terminal would run it."""
     return subprocess.Popen(
-        [sys.executable, "manage.py", "runexperiment", *args], cwd=ROOT, env=env, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "manage.py", "runexperiment", *args],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -90,8 +95,9 @@ def alive(pid):
         ("redis-list", signal.SIGTERM, False, 143),
     ],
 )
-def test_an_interrupt_cancels_the_run_with_its_counts_and_leaves_nothing(cli_db, cli_db_path, alias, signum, to_group,
-                                                                          status):
+def test_an_interrupt_cancels_the_run_with_its_counts_and_leaves_nothing(
+    cli_db, cli_db_path, alias, signum, to_group, status
+):
     env, path = cli_db, cli_db_path
     backend = server(alias) if alias != "memory-mp" else None
     experiment = f"interrupt-{alias}-{signum}-{to_group}"
@@ -130,7 +136,8 @@ def test_the_workers_of_a_killed_runner_die_and_cleanup_removes_what_it_left(cli
         pk, _, _, queue, _ = wait_until(lambda: counting(path, experiment), 90, "the run to count events")
         workers = wait_until(
             lambda: (m := [p for p in group_members(proc.pid) if p != proc.pid]) and len(m) >= 3 and m,
-            30, "the three workers",
+            30,
+            "the three workers",
         )
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
@@ -141,14 +148,26 @@ def test_the_workers_of_a_killed_runner_die_and_cleanup_removes_what_it_left(cli
     assert run_row(path, experiment)[1] == "running"  # nobody stored its end
     assert backend.queue_exists(queue)  # its table is still on the server
 
-    dry = subprocess.run([sys.executable, "manage.py", "cleanup", "--dry-run", "--backend", "postgres"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    dry = subprocess.run(
+        [sys.executable, "manage.py", "cleanup", "--dry-run", "--backend", "postgres"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert dry.returncode == 0, dry.stderr
     assert f"run {pk}: would mark failed" in dry.stdout and f"would remove {queue}" in dry.stdout
     assert run_row(path, experiment)[1] == "running" and backend.queue_exists(queue)
 
-    out = subprocess.run([sys.executable, "manage.py", "cleanup", "--backend", "postgres"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "manage.py", "cleanup", "--backend", "postgres"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert f"postgres: remove {queue} (run {pk})" in out.stdout
     _, status, error, _, _ = run_row(path, experiment)

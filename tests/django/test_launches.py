@@ -36,7 +36,9 @@ def queued_tasks() -> list[int]:
     return [task.task["args"][0] for task in OrmQ.objects.order_by("id")]
 
 
-def test_a_launch_stores_queued_runs_and_enqueues_one_task_each_after_commit(experiment, django_capture_on_commit_callbacks):
+def test_a_launch_stores_queued_runs_and_enqueues_one_task_each_after_commit(
+    experiment, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         runs = launches.experiment_launch(experiment=experiment, repeat=3)
     assert len(callbacks) == 3
@@ -67,7 +69,9 @@ def test_an_invalid_experiment_or_repeat_count_launches_nothing(experiment):
     assert not Run.objects.exists() and not OrmQ.objects.exists()
 
 
-def test_a_broker_that_refuses_the_task_fails_the_run_with_what_to_do(experiment, settings, django_capture_on_commit_callbacks):
+def test_a_broker_that_refuses_the_task_fails_the_run_with_what_to_do(
+    experiment, settings, django_capture_on_commit_callbacks
+):
     settings.Q_CLUSTER = {**settings.Q_CLUSTER, "orm": None, "redis": {"host": "127.0.0.1", "port": 1}}
     from django_q.brokers import get_broker
     from django_q.conf import Conf
@@ -86,7 +90,9 @@ def test_a_broker_that_refuses_the_task_fails_the_run_with_what_to_do(experiment
     assert "launch it again" in run.error
 
 
-def test_a_sweep_validates_every_value_first_and_stores_a_series_in_order(experiment, django_capture_on_commit_callbacks):
+def test_a_sweep_validates_every_value_first_and_stores_a_series_in_order(
+    experiment, django_capture_on_commit_callbacks
+):
     with pytest.raises(ValidationError, match="consumers = 0"):
         launches.series_launch_sweep(experiment=experiment, knob="consumers", values=[1, 0])
     with pytest.raises(ValidationError, match="cannot sweep 'colour'"):
@@ -117,7 +123,11 @@ def test_clone_copies_the_definition_under_a_free_name(experiment):
     first = launches.experiment_clone(experiment=experiment)
     second = launches.experiment_clone(experiment=first)
     assert (first.name, second.name) == ("launch-me (copy)", "launch-me (copy 2)")
-    assert (second.events, second.backend, second.options) == (experiment.events, experiment.backend, experiment.options)
+    assert (second.events, second.backend, second.options) == (
+        experiment.events,
+        experiment.backend,
+        experiment.options,
+    )
     assert not second.runs.exists()
 
 
@@ -170,17 +180,31 @@ def test_a_failed_run_stops_its_series_and_cancels_the_rest(experiment, django_c
 
 def test_a_running_run_whose_heartbeat_stopped_is_failed_with_the_reason(experiment, settings):
     settings.IMQ_STALE_AFTER_S = 60
-    run = Run.objects.create(experiment=experiment, backend="memory-mp", status="running", started_at=timezone.now(),
-                             executor_host="another-host", executor_pid=1)
-    fresh = Run.objects.create(experiment=experiment, backend="memory-mp", status="running", started_at=timezone.now(),
-                               executor_host="another-host", executor_pid=1)
+    run = Run.objects.create(
+        experiment=experiment,
+        backend="memory-mp",
+        status="running",
+        started_at=timezone.now(),
+        executor_host="another-host",
+        executor_pid=1,
+    )
+    fresh = Run.objects.create(
+        experiment=experiment,
+        backend="memory-mp",
+        status="running",
+        started_at=timezone.now(),
+        executor_host="another-host",
+        executor_pid=1,
+    )
     Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=90))
     assert run_heartbeat(run_id=fresh.pk)
     queued = Run.objects.create(experiment=experiment, backend="memory-mp")
     assert runs_mark_stale() == [run.pk]
     run.refresh_from_db()
     assert run.status == "failed" and run.finished_at is not None
-    assert run.error == SILENT_ERROR.format(seconds=90) or run.error.startswith("executor stopped answering: no heartbeat for 9")
+    assert run.error == SILENT_ERROR.format(seconds=90) or run.error.startswith(
+        "executor stopped answering: no heartbeat for 9"
+    )
     assert Run.objects.get(pk=fresh.pk).status == "running" and Run.objects.get(pk=queued.pk).status == "queued"
     assert not run_heartbeat(run_id=run.pk)  # a failed run's late executor learns it must stop
 

@@ -33,19 +33,39 @@ pytestmark = pytest.mark.django_db(transaction=True)  # the consumers read throu
 
 def make_run(name: str, *, status: str = Run.Status.RUNNING, spec: dict | None = None) -> Run:
     experiment = Experiment.objects.create(name=f"{name}-{uuid.uuid4().hex[:6]}")
-    return Run.objects.create(experiment=experiment, status=status, backend="memory",
-                              spec=spec or {"events": 1000, "producers": 1, "consumers": 1})
+    return Run.objects.create(
+        experiment=experiment,
+        status=status,
+        backend="memory",
+        spec=spec or {"events": 1000, "producers": 1, "consumers": 1},
+    )
 
 
 def add_sample(run_id: int, t_s: float) -> Sample:
     unique = int(t_s * 100)
-    return Sample.objects.create(run_id=run_id, t_s=t_s, produced=unique, consumed=unique, unique=unique,
-                                 produce_eps=100.0, consume_eps=100.0, backlog=0, depth=3, p99_ms=t_s)
+    return Sample.objects.create(
+        run_id=run_id,
+        t_s=t_s,
+        produced=unique,
+        consumed=unique,
+        unique=unique,
+        produce_eps=100.0,
+        consume_eps=100.0,
+        backlog=0,
+        depth=3,
+        p99_ms=t_s,
+    )
 
 
 def end_run(run_id: int) -> None:
-    Run.objects.filter(pk=run_id).update(status=Run.Status.SUCCEEDED, verdict="exact", unique=1000, duplicates=0,
-                                         lost=0, summary={"verdict": "exact", "unique": 1000})
+    Run.objects.filter(pk=run_id).update(
+        status=Run.Status.SUCCEEDED,
+        verdict="exact",
+        unique=1000,
+        duplicates=0,
+        lost=0,
+        summary={"verdict": "exact", "unique": 1000},
+    )
 
 
 def staff_cookie(client, django_user_model, *, staff: bool = True) -> tuple[bytes, bytes]:
@@ -83,6 +103,7 @@ def ended(messages: list[dict]) -> bool:
 
 # -- who may connect ---------------------------------------------------------------------------
 
+
 def test_anonymous_non_staff_and_foreign_origins_are_refused(client, django_user_model):
     run = make_run("live-refused")
     add_sample(run.pk, 1.0)
@@ -112,9 +133,15 @@ def test_anonymous_non_staff_and_foreign_origins_are_refused(client, django_user
         return results, first
 
     results, first = async_to_sync(scenario)()
-    assert results == {"anonymous run": False, "anonymous overview": False, "non-staff run": False,
-                       "non-staff overview": False, "staff, foreign origin": False, "staff, no origin": False,
-                       "staff": True}
+    assert results == {
+        "anonymous run": False,
+        "anonymous overview": False,
+        "non-staff run": False,
+        "non-staff overview": False,
+        "staff, foreign origin": False,
+        "staff, no origin": False,
+        "staff": True,
+    }
     assert first["columns"]["t_s"] == [1.0] and first["run"]["status"] == "running"
 
 
@@ -125,13 +152,23 @@ def test_the_pages_and_controls_are_staff_only_and_csrf_protected(client, django
         assert client.get(url).status_code == 302  # to the login page
     staff = django_user_model.objects.create_user("live-staff", password="x" * 12, is_staff=True)
     # the controls' permissions (experiments/permissions.py; without them: test_control_permissions.py)
-    staff.user_permissions.set(Permission.objects.filter(content_type__app_label="experiments",
-                                                         codename__in=("add_run", "change_run")))
+    staff.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="experiments", codename__in=("add_run", "change_run"))
+    )
     client.force_login(staff)
     overview, page = (client.get(url) for url in pages)
     assert overview.status_code == 200 and b'id="runs"' in overview.content
-    for element_id in (b'id="status"', b'id="verdict"', b'id="consumed"', b'id="progress"', b'id="charts"',
-                       b'id="cancel"', b'id="launch-again"', b'data-state="loading"', b"live.js"):
+    for element_id in (
+        b'id="status"',
+        b'id="verdict"',
+        b'id="consumed"',
+        b'id="progress"',
+        b'id="charts"',
+        b'id="cancel"',
+        b'id="launch-again"',
+        b'data-state="loading"',
+        b"live.js",
+    ):
         assert element_id in page.content, element_id
 
     csrf_client = type(client)(enforce_csrf_checks=True)
@@ -148,6 +185,7 @@ def test_the_pages_and_controls_are_staff_only_and_csrf_protected(client, django
 
 
 # -- history, live, resume (embedded path: the follower) ----------------------------------------
+
 
 def test_a_late_joiner_gets_the_history_first_then_live_samples_then_the_end(client, django_user_model):
     run = make_run("live-late")
@@ -285,13 +323,21 @@ def test_the_overview_lists_running_then_recent_runs_live(client, django_user_mo
     rows = {r["id"]: r for r in first["runs"]}
     assert first["runs"][0]["id"] == running.pk  # in flight first
     assert rows[running.pk]["progress"] == 0.2 and rows[running.pk]["events_s"] == 100.0
-    assert rows[done.pk] == {"id": done.pk, "experiment": done.experiment.name, "backend": "memory",
-                                  "status": "succeeded", "progress": 1.0, "events_s": 1234.0, "p99_ms": 5.0,
-                                  "verdict": "exact"}
+    assert rows[done.pk] == {
+        "id": done.pk,
+        "experiment": done.experiment.name,
+        "backend": "memory",
+        "status": "succeeded",
+        "progress": 1.0,
+        "events_s": 1234.0,
+        "p99_ms": 5.0,
+        "verdict": "exact",
+    }
     assert changed["runs"][0]["verdict"] == "exact"
 
 
 # -- the Redis path ------------------------------------------------------------------------------
+
 
 def redis_layers() -> dict:
     import redis
@@ -301,9 +347,17 @@ def redis_layers() -> dict:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
         unavailable(f"redis for the channel layer not reachable at {url}: {exc}")
-    return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {
-        "hosts": [url], "prefix": f"imqtest-live-{uuid.uuid4().hex[:8]}", "group_expiry": 86400, "capacity": 1000,
-    }}}
+    return {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [url],
+                "prefix": f"imqtest-live-{uuid.uuid4().hex[:8]}",
+                "group_expiry": 86400,
+                "capacity": 1000,
+            },
+        }
+    }
 
 
 def test_redis_path_published_samples_reach_a_connected_viewer_with_gaps_filled(client, django_user_model):

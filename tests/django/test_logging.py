@@ -7,11 +7,15 @@ import re
 
 from tests.support.commands import manage
 
-LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO MainProcess\[\d+\] queues\.run\.launch: run \S+: memory ")
+LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO MainProcess\[\d+\] queues\.run\.launch: run \S+: memory "
+)
 
 
 def test_info_shows_the_runs_lines_on_stderr(cli_db):
-    out = manage({**cli_db, "IMQ_LOG_LEVEL": "info"}, "runexperiment", "--backend", "memory", "--events", "1000", "--json")
+    out = manage(
+        {**cli_db, "IMQ_LOG_LEVEL": "info"}, "runexperiment", "--backend", "memory", "--events", "1000", "--json"
+    )
     assert out.returncode == 0, out.stderr
     assert any(LINE.match(line) for line in out.stderr.splitlines()), out.stderr
     assert out.stdout.lstrip().startswith("{")  # the log never goes to stdout

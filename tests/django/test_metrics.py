@@ -35,10 +35,7 @@ def label() -> str:
 def scraped(folder: Path | None = None) -> dict[tuple[str, tuple], float]:
     """Every sample of the folder, by (name, sorted labels), as a scrape reads them."""
     registry = metrics.registry_create(folder=folder)
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in registry.collect() for s in family.samples
-    }
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in registry.collect() for s in family.samples}
 
 
 def latencies_us(n: int, seed: int) -> np.ndarray:
@@ -87,7 +84,10 @@ def test_a_distribution_fed_at_once_equals_each_value_observed():
         observed.labels("b").observe((int(value) + 0.5) / 1e6)
     families = {f.name: f for f in MultiProcessCollector(None, path=str(settings.IMQ_METRICS_DIR)).collect()}
     by_kind = {
-        kind: {(s.name.removeprefix(f"{name}_{kind}"), s.labels.get("le")): s.value for s in families[f"{name}_{kind}"].samples}
+        kind: {
+            (s.name.removeprefix(f"{name}_{kind}"), s.labels.get("le")): s.value
+            for s in families[f"{name}_{kind}"].samples
+        }
         for kind in ("fed", "observed")
     }
     buckets = {k: v for k, v in by_kind["fed"].items() if k[0] == "_bucket"}
@@ -103,9 +103,18 @@ def test_a_bucket_count_list_of_the_wrong_length_is_refused():
 
 
 def sample(produced: int, consumed: int, **extra) -> IntervalSample:
-    return IntervalSample(t_s=1.0, produced=produced, consumed=consumed, unique=consumed, produce_eps=0.0,
-                  consume_eps=extra.pop("consume_eps", 0.0), depth=extra.pop("depth", None), backlog=0,
-                  latency_ms=None, **extra)
+    return IntervalSample(
+        t_s=1.0,
+        produced=produced,
+        consumed=consumed,
+        unique=consumed,
+        produce_eps=0.0,
+        consume_eps=extra.pop("consume_eps", 0.0),
+        depth=extra.pop("depth", None),
+        backlog=0,
+        latency_ms=None,
+        **extra,
+    )
 
 
 def test_the_delta_between_samples_is_what_a_sample_adds_and_never_negative():
@@ -118,8 +127,9 @@ def test_the_delta_between_samples_is_what_a_sample_adds_and_never_negative():
 def test_counters_end_at_the_runs_last_counts_however_many_samples_it_had():
     backend, run_id = label(), 10_000_000 + uuid.uuid4().int % 1_000_000
     for produced, consumed in [(100, 90), (250, 240), (250, 260), (400, 400)]:
-        metrics.sample_observe(run_id=run_id, backend=backend, sample=sample(produced, consumed, depth=7,
-                                                                             consume_eps=123.0))
+        metrics.sample_observe(
+            run_id=run_id, backend=backend, sample=sample(produced, consumed, depth=7, consume_eps=123.0)
+        )
     other = label()  # a second run, on another backend, starts its own deltas from zero
     metrics.sample_observe(run_id=run_id + 1, backend=other, sample=sample(30, 20))
     figures = scraped()
@@ -135,8 +145,9 @@ def test_counters_end_at_the_runs_last_counts_however_many_samples_it_had():
 def test_a_run_is_counted_once_when_it_ends_and_its_gauges_return_to_zero():
     backend = label()
     experiment = Experiment.objects.create(name=f"metrics-{backend}", backend="memory-mp")
-    run = Run.objects.create(experiment=experiment, backend=backend, spec={"backend": "memory-mp"},
-                             status=Run.Status.RUNNING)
+    run = Run.objects.create(
+        experiment=experiment, backend=backend, spec={"backend": "memory-mp"}, status=Run.Status.RUNNING
+    )
     metrics.sample_observe(run_id=run.pk, backend=backend, sample=sample(10, 10, depth=5, consume_eps=9.0))
     run_fail(run=run, error="first")
     run_fail(run=run, error="second: the run already ended, nothing is written or counted")
@@ -167,7 +178,10 @@ def child_writer(folder: Path) -> subprocess.Popen:
 
 def test_a_killed_process_gauges_vanish_and_its_counters_stay(tmp_path):
     proc = child_writer(tmp_path)
-    depth, consumed = ("imqueue_queue_depth", (("backend", "b"),)), ("imqueue_events_consumed_total", (("backend", "b"),))
+    depth, consumed = (
+        ("imqueue_queue_depth", (("backend", "b"),)),
+        ("imqueue_events_consumed_total", (("backend", "b"),)),
+    )
     try:
         assert scraped(tmp_path)[depth] == 5  # a live process's gauge counts
     finally:
@@ -186,8 +200,11 @@ def test_metrics_reset_removes_the_files_of_processes_gone_and_spares_the_living
     try:
         assert metrics.metrics_reset(folder=tmp_path) == 2  # the dead one's counter and gauge files
         assert {p.name.rsplit("_", 1)[-1] for p in tmp_path.glob("*.db")} == {f"{alive.pid}.db"}
-        wait_until(lambda: scraped(tmp_path).get(("imqueue_queue_depth", (("backend", "b"),))) == 5, 10,
-                   "the living process's gauge to read 5")
+        wait_until(
+            lambda: scraped(tmp_path).get(("imqueue_queue_depth", (("backend", "b"),))) == 5,
+            10,
+            "the living process's gauge to read 5",
+        )
     finally:
         alive.send_signal(signal.SIGKILL)
         alive.wait(timeout=10)

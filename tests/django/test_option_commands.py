@@ -23,10 +23,19 @@ def stored(path) -> tuple[int, int]:
     [
         (["--option", "no_such_knob=3"], "memory-mp has no option 'no_such_knob'; its options: consume_cost_us, "),
         (["--option", "max_dept=3"], "memory-mp has no option 'max_dept' (did you mean 'max_depth'?)"),
-        (["--option", "max_depth=abc"], "memory-mp: option max_depth must be a whole number of at least 0 messages, got 'abc'"),
+        (
+            ["--option", "max_depth=abc"],
+            "memory-mp: option max_depth must be a whole number of at least 0 messages, got 'abc'",
+        ),
         (["--option", "stall_s=-1"], "memory-mp: option stall_s must be a number from 0 to 3600 s, got '-1'"),
-        (["--backend", "rabbitmq", "--option", "confirms=all"], "rabbitmq: option confirms must be one of off, message, batch"),
-        (["--backend", "loop", "--rate", "1000"], "the loop approach runs bursts only: a steady rate (--rate) needs a queue backend"),
+        (
+            ["--backend", "rabbitmq", "--option", "confirms=all"],
+            "rabbitmq: option confirms must be one of off, message, batch",
+        ),
+        (
+            ["--backend", "loop", "--rate", "1000"],
+            "the loop approach runs bursts only: a steady rate (--rate) needs a queue backend",
+        ),
         (["--backend", "asyncio", "--find-max", "--slo-p99-ms", "5"], "the asyncio approach runs bursts only"),
         (["--backend", "futures", "--option", "prefetch=10"], "the futures approach takes no options (got prefetch)"),
     ],
@@ -44,7 +53,9 @@ def test_a_bad_option_or_an_ignored_knob_is_one_line_exit_1_and_stores_nothing(c
 
 def test_the_run_records_every_option_in_force_defaults_included(cli_db):
     env = cli_db
-    out = manage(env, "runexperiment", "--events", "2000", "--option", "max_depth=5000", "--json", "--experiment", "opts")
+    out = manage(
+        env, "runexperiment", "--events", "2000", "--option", "max_depth=5000", "--json", "--experiment", "opts"
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     expected = {"consume_cost_us": 0.0, "stall_after": 0, "stall_s": 0.0, "max_depth": 5000, "max_backlog_mb": 256.0}
@@ -66,7 +77,11 @@ def test_listbackends_shows_each_backends_options(cli_db):
     confirms = {o["name"]: o for o in rows["rabbitmq"]["options"]}["confirms"]
     assert confirms["choices"] == ["off", "message", "batch"] and confirms["default"] == "off"
     assert [o["name"] for o in rows["memory-mp"]["options"]] == [
-        "consume_cost_us", "stall_after", "stall_s", "max_depth", "max_backlog_mb",
+        "consume_cost_us",
+        "stall_after",
+        "stall_s",
+        "max_depth",
+        "max_backlog_mb",
     ]
     assert [o["name"] for o in rows["memory"]["options"]] == ["max_backlog_mb"] and rows["loop"]["options"] == []
 

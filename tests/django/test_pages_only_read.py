@@ -46,13 +46,28 @@ def stale_run(experiment: Experiment, series: RunSeries | None = None) -> Run:
     pid and by its heartbeat alike."""
     an_hour_ago = timezone.now() - timedelta(hours=1)
     run = Run.objects.create(
-        experiment=experiment, series=series, backend=experiment.backend, spec={"backend": experiment.backend,
-                                                                               "events": 1000},
-        status=Run.Status.RUNNING, started_at=an_hour_ago, heartbeat_at=an_hour_ago,
-        executor_host=socket.gethostname(), executor_pid=reaped_pid(),
+        experiment=experiment,
+        series=series,
+        backend=experiment.backend,
+        spec={"backend": experiment.backend, "events": 1000},
+        status=Run.Status.RUNNING,
+        started_at=an_hour_ago,
+        heartbeat_at=an_hour_ago,
+        executor_host=socket.gethostname(),
+        executor_pid=reaped_pid(),
     )
-    Sample.objects.create(run=run, t_s=1.0, produced=10, consumed=10, unique=10, produce_eps=10.0,
-                          consume_eps=10.0, depth=0, backlog=0, p99_ms=1.0)
+    Sample.objects.create(
+        run=run,
+        t_s=1.0,
+        produced=10,
+        consumed=10,
+        unique=10,
+        produce_eps=10.0,
+        consume_eps=10.0,
+        depth=0,
+        backlog=0,
+        p99_ms=1.0,
+    )
     return run
 
 
@@ -78,18 +93,30 @@ def test_no_page_writes_and_a_stale_run_stays_as_stored(admin_client):
     experiment = Experiment.objects.create(name="read-only-pages", backend="memory")
     series = RunSeries.objects.create(experiment=experiment, kind=RunSeries.Kind.REPEAT)
     run = stale_run(experiment, series)
-    other = Run.objects.create(experiment=experiment, backend="memory", spec={"backend": "memory"},
-                               status=Run.Status.SUCCEEDED, finished_at=timezone.now())
+    other = Run.objects.create(
+        experiment=experiment,
+        backend="memory",
+        spec={"backend": "memory"},
+        status=Run.Status.SUCCEEDED,
+        finished_at=timezone.now(),
+    )
     Host.objects.create(name="read-only-host", last_seen=timezone.now())
     before = stored(run)
     pages = [
-        admin_url("experiment_changelist"), admin_url("experiment_change", experiment.pk), admin_url("experiment_add"),
-        admin_url("run_changelist"), admin_url("run_change", run.pk), admin_url("runseries_changelist"),
-        admin_url("runseries_change", series.pk), admin_url("runseries_scorecard"),
+        admin_url("experiment_changelist"),
+        admin_url("experiment_change", experiment.pk),
+        admin_url("experiment_add"),
+        admin_url("run_changelist"),
+        admin_url("run_change", run.pk),
+        admin_url("runseries_changelist"),
+        admin_url("runseries_change", series.pk),
+        admin_url("runseries_scorecard"),
         f"{admin_url('run_compare')}?ids={run.pk},{other.pk}",
-        f"{admin_url('run_export')}?ids={run.pk}&format=csv", f"{admin_url('run_export')}?ids={run.pk}&format=json",
+        f"{admin_url('run_export')}?ids={run.pk}&format=csv",
+        f"{admin_url('run_export')}?ids={run.pk}&format=json",
         admin_url("host_changelist"),
-        reverse("dashboard:overview"), reverse("dashboard:run", args=[run.pk]),
+        reverse("dashboard:overview"),
+        reverse("dashboard:run", args=[run.pk]),
         reverse("experiments:run_samples", args=[run.pk]),
     ]
     for page in pages:

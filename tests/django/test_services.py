@@ -56,9 +56,7 @@ def test_a_cancel_while_running_is_stored_cancelled_with_its_counts():
 
 def find_max(**kwargs):
     spec = WorkloadSpec.from_mapping({"backend": "memory-mp", "rate_eps": 400, "duration_s": 1})
-    return series_find_max(
-        spec=spec, experiment_name="svc", slo_p99_ms=100, start_rate_eps=400, options=SLOW, **kwargs
-    )
+    return series_find_max(spec=spec, experiment_name="svc", slo_p99_ms=100, start_rate_eps=400, options=SLOW, **kwargs)
 
 
 @pytest.mark.django_db

@@ -25,7 +25,11 @@ def test_four_commands_at_once_on_sqlite_all_store_their_runs(tmp_path):
         procs = [
             subprocess.Popen(
                 [sys.executable, "manage.py", "runexperiment", "--events", "5000", "--json"],
-                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for _ in range(COMMANDS_AT_ONCE)
         ]

@@ -9,7 +9,14 @@ from django.core.management.base import CommandError
 from experiments.models import Run, RunSeries
 
 STEADY_KEYS = {
-    "rate_eps", "send_eps", "consume_eps", "kept_up", "send_delay_ms", "drain_s", "latency_from_send_ms", "latency_ms",
+    "rate_eps",
+    "send_eps",
+    "consume_eps",
+    "kept_up",
+    "send_delay_ms",
+    "drain_s",
+    "latency_from_send_ms",
+    "latency_ms",
 }
 
 
@@ -39,8 +46,17 @@ def test_repeat_prints_runs_with_median_and_spread_and_stores_the_series(capsys)
 @pytest.mark.django_db
 def test_find_max_prints_the_curve_and_stores_each_step_as_a_run_of_the_series(capsys):
     call_command(
-        "runexperiment", "--find-max", "--slo-p99-ms", "100", "--rate", "400", "--duration", "1",
-        "--option", "consume_cost_us=1250", "--json",
+        "runexperiment",
+        "--find-max",
+        "--slo-p99-ms",
+        "100",
+        "--rate",
+        "400",
+        "--duration",
+        "1",
+        "--option",
+        "consume_cost_us=1250",
+        "--json",
     )
     result = json.loads(capsys.readouterr().out)
     # the consumer's capacity is 800/s: a loaded machine can lower what passes, never raise it

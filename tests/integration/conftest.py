@@ -37,8 +37,10 @@ def stack(request, tmp_path_factory):
     stack = Stack(tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2]), web=options.get("web", True))
     stack.env.update(options.get("env", {}))
     if live_path == "redis":
-        stack.env.update(IMQ_CHANNEL_REDIS_URL=redis_url("channels-redis"),
-                         IMQ_CHANNEL_PREFIX=f"imq-live-test-{uuid.uuid4().hex[:8]}")
+        stack.env.update(
+            IMQ_CHANNEL_REDIS_URL=redis_url("channels-redis"),
+            IMQ_CHANNEL_PREFIX=f"imq-live-test-{uuid.uuid4().hex[:8]}",
+        )
     stack.live_path = live_path
     if options.get("own_metrics"):
         stack.env["IMQ_METRICS_DIR"] = str(stack.folder / "metrics")  # the stack's own figures only

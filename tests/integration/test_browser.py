@@ -28,13 +28,21 @@ TIMEOUT_MS = 60_000
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra: pip install -e .[test]")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is in the test extra: pip install -e .[test]"
+    )
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         unavailable(f"no Chromium at {CHROMIUM}: apt-get install chromium (python3 dev.py test does, as root)")
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        ])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+            ],
+        )
         yield browser
         browser.close()
 
@@ -47,9 +55,13 @@ def number(text: str) -> float:
 
 def test_launch_watch_and_cancel_in_a_real_browser(stack, browser):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    out = stack.manage("shell", "-c", "from experiments.models import Experiment; print(Experiment.objects.create("
-                                      "name='browser-steady', backend='memory-mp', rate_eps=2000.0, duration_s=6.0, "
-                                      "warmup_s=0.0, faults=['poison@1:2', 'pause-consumer@2:0.5']).pk)")
+    out = stack.manage(
+        "shell",
+        "-c",
+        "from experiments.models import Experiment; print(Experiment.objects.create("
+        "name='browser-steady', backend='memory-mp', rate_eps=2000.0, duration_s=6.0, "
+        "warmup_s=0.0, faults=['poison@1:2', 'pause-consumer@2:0.5']).pk)",
+    )
     experiment = int(out.stdout.strip().splitlines()[-1])
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
     page.set_default_timeout(TIMEOUT_MS)
@@ -74,7 +86,9 @@ def test_launch_watch_and_cancel_in_a_real_browser(stack, browser):
     page.wait_for_function("() => document.querySelector('#status').dataset.state === 'running'")
     first = wait_until(lambda: number(page.inner_text("#unique")), 60, "the unique counter to move", interval_s=0.2)
     page.wait_for_selector("#charts canvas")
-    wait_until(lambda: number(page.inner_text("#unique")) > first, 30, "the unique counter to move again", interval_s=0.2)
+    wait_until(
+        lambda: number(page.inner_text("#unique")) > first, 30, "the unique counter to move again", interval_s=0.2
+    )
     points = page.evaluate("() => document.querySelectorAll('#charts canvas').length")
     assert points >= 3, "one chart per figure: throughput, latency, depth"
     page.screenshot(path=str(ARTIFACTS / "live-run-running.png"), full_page=True)

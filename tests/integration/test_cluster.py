@@ -46,12 +46,18 @@ def test_a_running_run_cancelled_from_the_admin_stops_within_2_s_and_leaves_noth
     cluster = stack.procs["cluster"].pid
     before = descendants(cluster)
     (run_id,) = launch_from_admin(stack, experiment)
-    wait_until(lambda: stack.query("SELECT COUNT(*) FROM experiments_sample WHERE run_id = ?", run_id)[0][0] > 0,
-               60, "the run's first sample", interval_s=0.1)
+    wait_until(
+        lambda: stack.query("SELECT COUNT(*) FROM experiments_sample WHERE run_id = ?", run_id)[0][0] > 0,
+        60,
+        "the run's first sample",
+        interval_s=0.1,
+    )
     queue = stack.run_row(run_id)["queue_name"]
     assert list(client.scan_iter(match="{" + queue + "}:*")), "the run's keys should exist while it runs"
     clicked = time.monotonic()
-    page = stack.post(f"/admin/experiments/run/{run_id}/cancel/", {}, form_path=f"/admin/experiments/run/{run_id}/change/")
+    page = stack.post(
+        f"/admin/experiments/run/{run_id}/cancel/", {}, form_path=f"/admin/experiments/run/{run_id}/change/"
+    )
     assert "being cancelled" in page
     row = wait_for_run(stack, run_id, timeout_s=10, what="to stop after the cancel")
     stopped_s = time.monotonic() - clicked
@@ -67,8 +73,12 @@ def test_a_killed_cluster_never_leaves_its_run_running(stack):
     define(stack, "e2e-long", backend="memory-mp", rate_eps=500.0, duration_s=120.0, warmup_s=0.0)
     out = stack.manage("launchrun", "e2e-long", "--json")
     run_id = __import__("json").loads(out.stdout)["run_ids"][0]
-    wait_until(lambda: stack.query("SELECT COUNT(*) FROM experiments_sample WHERE run_id = ?", run_id)[0][0] > 0,
-               60, "the run's first sample", interval_s=0.1)
+    wait_until(
+        lambda: stack.query("SELECT COUNT(*) FROM experiments_sample WHERE run_id = ?", run_id)[0][0] > 0,
+        60,
+        "the run's first sample",
+        interval_s=0.1,
+    )
     executor = stack.run_row(run_id)["executor_pid"]
     cluster = stack.procs.pop("cluster")
     os.killpg(cluster.pid, signal.SIGKILL)  # the whole cluster at once, executor included

@@ -33,13 +33,20 @@ def test_a_run_split_over_three_hosts_is_exact_and_its_histogram_is_the_hosts_un
     assert union.get_total_count() == summary["received"] == 20_000
     assert percentiles_ms(union) == summary["latency_ms"]
     assert summary["negative_latencies"]["count"] == 0  # one machine: the offsets are all ~0
-    samples = stack.query("SELECT COUNT(*), MAX(\"unique\") FROM experiments_sample WHERE run_id = ?", run_id)[0]
+    samples = stack.query('SELECT COUNT(*), MAX("unique") FROM experiments_sample WHERE run_id = ?', run_id)[0]
     assert samples[0] >= 1 and samples[1] == 20_000  # samples like a single machine's
 
 
 def test_a_missing_host_fails_the_run_with_its_name(stack):
-    define(stack, "missing-host", backend="redis-list", events=1_000, producers=1, consumers=1,
-           placement={"producers": {"a": 1}, "consumers": {"nowhere": 1}})
+    define(
+        stack,
+        "missing-host",
+        backend="redis-list",
+        events=1_000,
+        producers=1,
+        consumers=1,
+        placement={"producers": {"a": 1}, "consumers": {"nowhere": 1}},
+    )
     row = wait_for_run(stack, launch(stack, "missing-host"), timeout_s=60)
     assert row["status"] == "failed" and "nowhere (never seen)" in row["error"], row["error"]
 
@@ -50,10 +57,25 @@ def test_a_host_whose_clock_is_off_is_measured_and_its_events_latencies_correcte
     skew_s = 2.5
     stack.start_host("s", IMQ_CLOCK_SKEW_S=str(skew_s))
     try:
-        wait_until(lambda: stack.query("SELECT clock_offset_s FROM experiments_host WHERE name = 's' "
-                                       "AND clock_offset_s IS NOT NULL"), 60, "host s to answer", interval_s=0.1)
-        define(stack, "skewed-producer", backend="redis-list", rate_eps=1_000.0, duration_s=2.0, warmup_s=0.0,
-               producers=1, consumers=2, placement={"producers": {"s": 1}, "consumers": {"b": 1, "c": 1}})
+        wait_until(
+            lambda: stack.query(
+                "SELECT clock_offset_s FROM experiments_host WHERE name = 's' AND clock_offset_s IS NOT NULL"
+            ),
+            60,
+            "host s to answer",
+            interval_s=0.1,
+        )
+        define(
+            stack,
+            "skewed-producer",
+            backend="redis-list",
+            rate_eps=1_000.0,
+            duration_s=2.0,
+            warmup_s=0.0,
+            producers=1,
+            consumers=2,
+            placement={"producers": {"s": 1}, "consumers": {"b": 1, "c": 1}},
+        )
         run_id = launch(stack, "skewed-producer")
         row = wait_for_run(stack, run_id, timeout_s=60)
         assert row["status"] == "succeeded" and row["verdict"] == "exact", (row["error"], stack.log("host-s")[-2000:])
@@ -62,9 +84,14 @@ def test_a_host_whose_clock_is_off_is_measured_and_its_events_latencies_correcte
         host.send_signal(signal.SIGTERM)
         host.wait(timeout=20)
     summary = json.loads(row["summary"])
-    shares = {host: (offset, uncertainty, json.loads(shifts)) for host, offset, uncertainty, shifts in stack.query(
-        "SELECT host, clock_offset_s, clock_uncertainty_s, latency_shifts FROM experiments_hostshare "
-        "WHERE run_id = ?", run_id)}
+    shares = {
+        host: (offset, uncertainty, json.loads(shifts))
+        for host, offset, uncertainty, shifts in stack.query(
+            "SELECT host, clock_offset_s, clock_uncertainty_s, latency_shifts FROM experiments_hostshare "
+            "WHERE run_id = ?",
+            run_id,
+        )
+    }
     # measured: s is 2.5 s ahead (its offset to the database is -2.5 s), b and c are not
     for host, true_offset_s in (("s", -skew_s), ("b", 0.0), ("c", 0.0)):
         offset_s, uncertainty_s, _ = shares[host]
@@ -89,11 +116,24 @@ def test_a_host_whose_clock_is_off_is_measured_and_its_events_latencies_correcte
 
 
 def test_a_host_killed_mid_run_fails_the_run_cleanly_within_seconds(stack):
-    define(stack, "kill-host", backend="redis-list", rate_eps=1_000.0, duration_s=60.0, warmup_s=0.0,
-           producers=1, consumers=2, placement={"producers": {"a": 1}, "consumers": {"b": 1, "c": 1}})
+    define(
+        stack,
+        "kill-host",
+        backend="redis-list",
+        rate_eps=1_000.0,
+        duration_s=60.0,
+        warmup_s=0.0,
+        producers=1,
+        consumers=2,
+        placement={"producers": {"a": 1}, "consumers": {"b": 1, "c": 1}},
+    )
     run_id = launch(stack, "kill-host")
-    wait_until(lambda: stack.query("SELECT COUNT(*) FROM experiments_sample WHERE run_id = ?", run_id)[0][0] >= 2,
-               60, "the run's samples", interval_s=0.1)
+    wait_until(
+        lambda: stack.query("SELECT COUNT(*) FROM experiments_sample WHERE run_id = ?", run_id)[0][0] >= 2,
+        60,
+        "the run's samples",
+        interval_s=0.1,
+    )
     killed = stack.procs.pop("host-c")
     os.killpg(killed.pid, signal.SIGKILL)  # the host's whole cluster, its share's workers included
     killed.wait(timeout=10)
@@ -104,7 +144,10 @@ def test_a_host_killed_mid_run_fails_the_run_cleanly_within_seconds(stack):
     assert "lost of" in row["error"]  # what the ledger says after the final drain
     assert failed_after_s < 3.0 + 2.0, failed_after_s  # detection within 3 s, then the drain and the end
     # the surviving hosts were stopped: their shares ended and they are free again
-    wait_until(lambda: stack.query("SELECT SUM(busy) FROM experiments_host WHERE name IN ('a', 'b')")[0][0] == 0,
-               20, "hosts a and b to be free")
+    wait_until(
+        lambda: stack.query("SELECT SUM(busy) FROM experiments_host WHERE name IN ('a', 'b')")[0][0] == 0,
+        20,
+        "hosts a and b to be free",
+    )
     statuses = dict(stack.query("SELECT host, status FROM experiments_hostshare WHERE run_id = ?", run_id))
     assert statuses["a"] == statuses["b"] == "done", statuses

@@ -55,8 +55,17 @@ def dashboard() -> dict:
 
 def test_the_compose_file_validates_against_the_compose_specification():
     checked = subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
-         str(DOCKER / "compose.yaml")], capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(DOCKER / "compose.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
@@ -101,8 +110,9 @@ def test_qcluster_scales_and_serves_its_metrics_from_its_own_folder(compose):
     for name in ("web", "qcluster"):
         env = compose["services"][name]["environment"]
         assert env["IMQ_METRICS_DIR"].startswith("/tmp/")
-        assert not any(v.split(":")[-1].startswith(env["IMQ_METRICS_DIR"])
-                       for v in compose["services"][name].get("volumes", []))
+        assert not any(
+            v.split(":")[-1].startswith(env["IMQ_METRICS_DIR"]) for v in compose["services"][name].get("volumes", [])
+        )
 
 
 def test_rabbitmq_enables_its_management_and_prometheus_plugins(compose):
@@ -163,8 +173,9 @@ def test_the_readme_names_the_services_and_ports_of_the_compose_file(compose):
 
 
 def test_promtool_accepts_the_prometheus_configuration():
-    checked = subprocess.run([promtool(), "check", "config", str(DOCKER / "prometheus.yml")],
-                             capture_output=True, text=True, timeout=60)
+    checked = subprocess.run(
+        [promtool(), "check", "config", str(DOCKER / "prometheus.yml")], capture_output=True, text=True, timeout=60
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
@@ -197,8 +208,11 @@ def test_grafana_provisions_the_data_source_and_the_dashboard(compose, dashboard
 
 
 def panel_queries(dashboard: dict) -> dict[str, str]:
-    return {f"{panel['title']} {target['refId']}": target["expr"]
-            for panel in dashboard["panels"] for target in panel.get("targets", [])}
+    return {
+        f"{panel['title']} {target['refId']}": target["expr"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    }
 
 
 def concrete(expr: str) -> str:
@@ -237,10 +251,16 @@ def exposition(folder: Path) -> str:
         metrics.run_ended(run_id=1, backend="memory", status="succeeded", duplicates=0, lost=0)
         print(Client().get("/metrics").content.decode())
     """)
-    env = dict(os.environ, IMQ_METRICS_DIR=str(folder), DATABASE_URL=f"sqlite:///{folder / 'db.sqlite3'}",
-               DJANGO_SETTINGS_MODULE="imqueue_site.settings", PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120)
+    env = dict(
+        os.environ,
+        IMQ_METRICS_DIR=str(folder),
+        DATABASE_URL=f"sqlite:///{folder / 'db.sqlite3'}",
+        DJANGO_SETTINGS_MODULE="imqueue_site.settings",
+        PYTHONPATH=str(ROOT),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
@@ -257,15 +277,27 @@ def test_every_dashboard_query_uses_only_metrics_that_are_exposed(dashboard, tmp
         assert not unknown, f"{where}: {expr} uses {unknown}, which /metrics does not expose"
         used |= names
     # the classic graphs are there
-    assert {"imqueue_events_consumed_total", "imqueue_latency_seconds_bucket", "imqueue_queue_depth",
-            "imqueue_lost_total", "imqueue_duplicates_total"} <= used
+    assert {
+        "imqueue_events_consumed_total",
+        "imqueue_latency_seconds_bucket",
+        "imqueue_queue_depth",
+        "imqueue_lost_total",
+        "imqueue_duplicates_total",
+    } <= used
 
 
 def test_promtool_parses_every_dashboard_query(dashboard, tmp_path):
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"imqueue:panel_{i}", "expr": concrete(expr)}
-        for i, expr in enumerate(panel_queries(dashboard).values())
-    ]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"imqueue:panel_{i}", "expr": concrete(expr)}
+                    for i, expr in enumerate(panel_queries(dashboard).values())
+                ],
+            }
+        ]
+    }
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(yaml.safe_dump(rules))
     checked = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)

@@ -43,8 +43,12 @@ def test_hosts_answer_with_their_clock_offset_and_a_killed_one_stops_answering(s
     skew_s = 2.5  # host b's clock reads 2.5 s ahead: its offset to the database is -2.5 s
     stack.start_host("a")
     stack.start_host("b", IMQ_CLOCK_SKEW_S=str(skew_s))
-    wait_until(lambda: len(stack.query("SELECT name FROM experiments_host WHERE clock_offset_s IS NOT NULL")) == 2,
-               60, "hosts a and b to answer", interval_s=0.1)
+    wait_until(
+        lambda: len(stack.query("SELECT name FROM experiments_host WHERE clock_offset_s IS NOT NULL")) == 2,
+        60,
+        "hosts a and b to answer",
+        interval_s=0.1,
+    )
     hosts = listed(stack)
     a, b = hosts["a"], hosts["b"]
     assert a["queue"] == "imq-host-a" and b["queue"] == "imq-host-b"

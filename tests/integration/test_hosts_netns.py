@@ -48,8 +48,10 @@ def stack(tmp_path, namespaces, redis_server):
     """A stack of the test's own: its namespaces and its private Redis are the test's own too."""
     stack = Stack(tmp_path, web=False)
     stack.env.update(FAST, IMQ_REDIS_URL=redis_server.url)  # the coordinator's, on loopback
-    hosts = {name: {"prefix": pair.prefix, "IMQ_REDIS_URL": redis_server.url_on(pair.root_address)}
-             for name, pair in namespaces.items()}
+    hosts = {
+        name: {"prefix": pair.prefix, "IMQ_REDIS_URL": redis_server.url_on(pair.root_address)}
+        for name, pair in namespaces.items()
+    }
     # stopped at the end before the namespaces go: a namespace with a process in it outlives its name
     with running(stack, hosts=hosts, what="the hosts in their namespaces to answer") as started:
         yield started
@@ -58,16 +60,28 @@ def stack(tmp_path, namespaces, redis_server):
 def reaches(pair: netns.Pair, url: str) -> bool:
     """Whether a client in ``pair``'s namespace gets an answer from the Redis at ``url``."""
     ping = "import redis, sys; redis.Redis.from_url(sys.argv[1], socket_connect_timeout=2).ping()"
-    return subprocess.run([*pair.prefix, sys.executable, "-c", ping, url], capture_output=True, timeout=30).returncode == 0
+    return (
+        subprocess.run([*pair.prefix, sys.executable, "-c", ping, url], capture_output=True, timeout=30).returncode == 0
+    )
 
 
 def test_a_run_over_hosts_in_their_own_namespaces_is_exact_and_each_connects_from_its_address(
-        stack, namespaces, redis_server):
+    stack, namespaces, redis_server
+):
     a, b, c = (namespaces[name] for name in HOSTS)
     assert reaches(a, redis_server.url_on(a.root_address))
     assert not reaches(a, redis_server.url)  # the root namespace's loopback is not the host's
-    define(stack, "netns-3", backend="redis-list", rate_eps=2_000.0, duration_s=3.0, warmup_s=0.0,
-           producers=1, consumers=2, placement={"producers": {"a": 1}, "consumers": {"b": 1, "c": 1}})
+    define(
+        stack,
+        "netns-3",
+        backend="redis-list",
+        rate_eps=2_000.0,
+        duration_s=3.0,
+        warmup_s=0.0,
+        producers=1,
+        consumers=2,
+        placement={"producers": {"a": 1}, "consumers": {"b": 1, "c": 1}},
+    )
     run_id = launch(stack, "netns-3")
     queue = wait_until(lambda: stack.run_row(run_id).get("queue_name"), 30, "the run's queue name", interval_s=0.05)
     client = __import__("redis").Redis.from_url(redis_server.url)
@@ -104,8 +118,11 @@ def test_namespaces_go_with_their_pairs_and_processes_and_the_session_finds_thos
     sleeper = subprocess.Popen([*x.prefix, "sleep", "60"])
     try:
         # `ip netns exec` enters the namespace a moment after it starts (longer on a busy machine)
-        wait_until(lambda: str(sleeper.pid) in netns.ip("netns", "pids", x.namespace, check=False).stdout.split(), 10,
-                   "the sleeper inside its namespace")
+        wait_until(
+            lambda: str(sleeper.pid) in netns.ip("netns", "pids", x.namespace, check=False).stdout.split(),
+            10,
+            "the sleeper inside its namespace",
+        )
         assert netns.leftovers() == sorted([x.namespace, y.namespace])
         assert netns.leftovers_remove() == sorted([x.namespace, y.namespace])  # what the session's end calls
         assert sleeper.wait(timeout=10) == -9  # killed: a process would keep the namespace and its pair alive

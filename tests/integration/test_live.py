@@ -33,8 +33,11 @@ def session_cookie(stack: Stack) -> str:
 
 
 def open_socket(stack: Stack, path: str, *, origin: str | None = None):
-    return connect(f"ws://127.0.0.1:{stack.port}{path}", open_timeout=10, additional_headers={
-        "Cookie": session_cookie(stack), "Origin": origin or f"http://127.0.0.1:{stack.port}"})
+    return connect(
+        f"ws://127.0.0.1:{stack.port}{path}",
+        open_timeout=10,
+        additional_headers={"Cookie": session_cookie(stack), "Origin": origin or f"http://127.0.0.1:{stack.port}"},
+    )
 
 
 def receive_until(ws, done, *, timeout_s: float) -> list[dict]:
@@ -52,8 +55,9 @@ def t_s_of(messages: list[dict]) -> list[float]:
 
 
 def test_staff_watch_a_run_executing_in_the_cluster_live_and_resume_after_a_drop(stack):
-    experiment = define(stack, "live-e2e", backend="memory", rate_eps=300.0, duration_s=5.0, warmup_s=0.0,
-                        producers=1, consumers=1)
+    experiment = define(
+        stack, "live-e2e", backend="memory", rate_eps=300.0, duration_s=5.0, warmup_s=0.0, producers=1, consumers=1
+    )
     (run_id,) = launch_from_admin(stack, experiment)
     assert 'id="status"' in stack.get(f"/dashboard/runs/{run_id}/")
 
@@ -83,6 +87,9 @@ def test_the_real_server_refuses_a_foreign_origin_and_a_missing_login(stack):
         open_socket(stack, "/ws/runs/", origin="http://evil.example")
     assert foreign.value.response.status_code == 403
     with pytest.raises(InvalidStatus) as anonymous:
-        connect(f"ws://127.0.0.1:{stack.port}/ws/runs/", open_timeout=10,
-                additional_headers={"Origin": f"http://127.0.0.1:{stack.port}"})
+        connect(
+            f"ws://127.0.0.1:{stack.port}/ws/runs/",
+            open_timeout=10,
+            additional_headers={"Origin": f"http://127.0.0.1:{stack.port}"},
+        )
     assert anonymous.value.response.status_code == 403

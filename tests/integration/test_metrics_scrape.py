@@ -30,7 +30,8 @@ PROMQL = {
 def figures(text: str) -> dict[tuple[str, tuple], float]:
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text) for s in family.samples
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
     }
 
 
@@ -40,20 +41,33 @@ def of_backend(scraped: dict, name: str, **labels) -> float | None:
 
 def test_the_counters_scraped_equal_the_ledger_of_a_run_executed_in_the_cluster(stack, tmp_path):
     tool = promtool()
-    experiment = define(stack, "metrics-steady", backend=BACKEND, events=6_000, rate_eps=2_000.0, duration_s=3.0,
-                        producers=2, consumers=2)
+    experiment = define(
+        stack,
+        "metrics-steady",
+        backend=BACKEND,
+        events=6_000,
+        rate_eps=2_000.0,
+        duration_s=3.0,
+        producers=2,
+        consumers=2,
+    )
     (run_id,) = launch_from_admin(stack, experiment)
     # while it runs, the executor's gauges reach the web process's /metrics
-    live = wait_until(lambda: (f := figures(stack.get("/metrics"))) and of_backend(f, "imqueue_offered_events_per_second")
-                      and f, 60, "the running run's gauges on /metrics", interval_s=0.2)
+    live = wait_until(
+        lambda: (f := figures(stack.get("/metrics"))) and of_backend(f, "imqueue_offered_events_per_second") and f,
+        60,
+        "the running run's gauges on /metrics",
+        interval_s=0.2,
+    )
     assert of_backend(live, "imqueue_offered_events_per_second") == 2_000.0
     assert of_backend(live, "imqueue_queue_depth") is not None
     assert of_backend(live, "imqueue_achieved_events_per_second") is not None
     live_names = {name for name, _ in live}
     row = wait_for_run(stack, run_id, timeout_s=120)
     assert row["status"] == "succeeded", (row["error"], stack.log("cluster")[-3000:])
-    (produced, samples), = stack.query("SELECT MAX(produced), COUNT(*) FROM experiments_sample WHERE run_id = ?",
-                                       run_id)
+    ((produced, samples),) = stack.query(
+        "SELECT MAX(produced), COUNT(*) FROM experiments_sample WHERE run_id = ?", run_id
+    )
     assert samples >= 3  # several intervals: the counters were fed by their deltas
     received = __import__("json").loads(row["summary"])["received"]
 
@@ -65,8 +79,11 @@ def test_the_counters_scraped_equal_the_ledger_of_a_run_executed_in_the_cluster(
     assert of_backend(scraped, "imqueue_lost_total") == row["lost"]
     assert of_backend(scraped, "imqueue_runs_total", status="succeeded") == 1
     assert of_backend(scraped, "imqueue_latency_seconds_count") == received
-    buckets = sorted((float(labels[1][1]), value) for (name, labels), value in scraped.items()
-                     if name == "imqueue_latency_seconds_bucket" and dict(labels)["backend"] == BACKEND)
+    buckets = sorted(
+        (float(labels[1][1]), value)
+        for (name, labels), value in scraped.items()
+        if name == "imqueue_latency_seconds_bucket" and dict(labels)["backend"] == BACKEND
+    )
     assert buckets[-1] == (float("inf"), received)
     assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:], strict=False)), buckets
     assert of_backend(scraped, "imqueue_latency_seconds_sum") > 0
@@ -77,8 +94,9 @@ def test_the_counters_scraped_equal_the_ledger_of_a_run_executed_in_the_cluster(
 
     # the cluster's own endpoint serves the same figures, from the same folder
     port = stack.env["IMQ_CLUSTER_METRICS_PORT"]
-    stack.procs["metrics"] = stack._spawn("metrics", [sys.executable, "manage.py", "metrics_serve", "--addr",
-                                                       "127.0.0.1"])
+    stack.procs["metrics"] = stack._spawn(
+        "metrics", [sys.executable, "manage.py", "metrics_serve", "--addr", "127.0.0.1"]
+    )
     served = wait_until(lambda: _get(f"http://127.0.0.1:{port}/metrics"), 60, "metrics_serve to answer")
     cluster = figures(served)
     for name in ("imqueue_events_consumed_total", "imqueue_latency_seconds_count", "imqueue_lost_total"):
@@ -86,8 +104,10 @@ def test_the_counters_scraped_equal_the_ledger_of_a_run_executed_in_the_cluster(
 
     # the README's PromQL parses, and names only series that the exposition has
     rules = tmp_path / "readme_promql.yml"
-    rules.write_text("groups:\n  - name: readme\n    rules:\n" + "".join(
-        f"      - record: imqueue:{name}\n        expr: '{expr}'\n" for name, expr in PROMQL.items()))
+    rules.write_text(
+        "groups:\n  - name: readme\n    rules:\n"
+        + "".join(f"      - record: imqueue:{name}\n        expr: '{expr}'\n" for name, expr in PROMQL.items())
+    )
     checked = subprocess.run([tool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert {"imqueue_events_consumed_total", "imqueue_latency_seconds_bucket", "imqueue_queue_depth"} <= live_names

@@ -18,11 +18,14 @@ ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "imq-e2e-password"
 
 
-def manage(env: Mapping[str, str], *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
+def manage(
+    env: Mapping[str, str], *args: str, timeout: float = 120, check: bool = False
+) -> subprocess.CompletedProcess:
     """``manage.py *args`` in a fresh process with the environment ``env`` (exactly it), its
     output captured as text. ``check``: assert that it exited 0, showing the end of its output."""
-    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=dict(env), capture_output=True,
-                          text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=dict(env), capture_output=True, text=True, timeout=timeout
+    )
     assert not check or done.returncode == 0, (
         f"manage.py {' '.join(args)} exited {done.returncode}\n{done.stderr[-3000:]}\n{done.stdout[-2000:]}"
     )
@@ -42,8 +45,10 @@ def migrated_database(dest: Path) -> Path:
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         template = folder / "template.sqlite3"
         env = dict(os.environ, DATABASE_URL=f"sqlite:///{template}", DJANGO_SUPERUSER_PASSWORD=PASSWORD)
-        for args in (["migrate", "-v0"], ["createsuperuser", "--noinput", "--username", "staff", "--email",
-                                          "staff@example.org"]):
+        for args in (
+            ["migrate", "-v0"],
+            ["createsuperuser", "--noinput", "--username", "staff", "--email", "staff@example.org"],
+        ):
             subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True)
         with sqlite3.connect(template) as conn:  # everything into the main file: the copy needs no -wal
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

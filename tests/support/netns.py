@@ -136,8 +136,11 @@ def namespace_exists(namespace: str) -> bool:
 
 def leftovers() -> list[str]:
     """The namespaces this process created that still exist, or whose veth end still does."""
-    return sorted(ns for ns, veth in created.items()
-                  if namespace_exists(ns) or ip("link", "show", veth, check=False).returncode == 0)
+    return sorted(
+        ns
+        for ns, veth in created.items()
+        if namespace_exists(ns) or ip("link", "show", veth, check=False).returncode == 0
+    )
 
 
 def leftovers_remove() -> list[str]:
@@ -157,8 +160,11 @@ def _locked():
 
 def _free_subnet() -> ipaddress.IPv4Network:
     """A /30 of ``RANGE`` that no address of the root namespace falls in (at 10.213.<n>.0)."""
-    taken = {ipaddress.ip_interface(word).network for line in ip("-o", "-4", "address", "show").stdout.splitlines()
-             for word in line.split()[3:4]}
+    taken = {
+        ipaddress.ip_interface(word).network
+        for line in ip("-o", "-4", "address", "show").stdout.splitlines()
+        for word in line.split()[3:4]
+    }
     candidates = [ipaddress.ip_network(f"{RANGE.network_address + 256 * n}/30") for n in range(256)]
     free = [net for net in candidates if not any(net.overlaps(other) for other in taken)]
     if not free:

@@ -20,8 +20,13 @@ def run(backend, *, faults: Faults | None = None, on_progress=None, **spec_field
 def kill_run(backend, **spec_fields) -> tuple[WorkloadSpec, dict]:
     """A run whose consumer 0 is SIGKILLed mid-batch (and replaced)."""
     spec, result = run(
-        backend, events=30_000, consumers=2, batch=100, idle_timeout_s=5,
-        faults=Faults(kill_consumer_after=5_000), **spec_fields,
+        backend,
+        events=30_000,
+        consumers=2,
+        batch=100,
+        idle_timeout_s=5,
+        faults=Faults(kill_consumer_after=5_000),
+        **spec_fields,
     )
     assert result.status == "succeeded", result.error
     assert result.summary["killed_consumers"] == 1
@@ -35,6 +40,10 @@ RUN_BOUND_S = 180
 def bounded_runner(backend, *, faults=None, on_progress=None, **fields) -> Runner:
     began = time.monotonic()
     return Runner(
-        WorkloadSpec(backend=backend.name, **fields), backend, run_id=uuid.uuid4().hex[:8], faults=faults,
-        on_progress=on_progress, should_cancel=lambda: time.monotonic() - began > RUN_BOUND_S,
+        WorkloadSpec(backend=backend.name, **fields),
+        backend,
+        run_id=uuid.uuid4().hex[:8],
+        faults=faults,
+        on_progress=on_progress,
+        should_cancel=lambda: time.monotonic() - began > RUN_BOUND_S,
     )

@@ -31,6 +31,7 @@ from tests.support.waiting import wait_until
 #: Load hosts that beat, are judged alive and join a run fast (the distributed tests).
 FAST = {"IMQ_HOST_BEAT_S": "0.5", "IMQ_HOST_ALIVE_S": "3", "IMQ_HOST_JOIN_TIMEOUT_S": "20"}
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,8 +65,12 @@ class Stack:
         self.db_path = folder / "stack.sqlite3"
         self.port = free_port()
         self.env = dict(
-            os.environ, DATABASE_URL=f"sqlite:///{self.db_path}", IMQ_RUN_LOCK_PATH=str(folder / "runs.lock"),
-            DJANGO_SUPERUSER_PASSWORD=PASSWORD, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1",
+            os.environ,
+            DATABASE_URL=f"sqlite:///{self.db_path}",
+            IMQ_RUN_LOCK_PATH=str(folder / "runs.lock"),
+            DJANGO_SUPERUSER_PASSWORD=PASSWORD,
+            PYTHONPATH=str(ROOT),
+            PYTHONUNBUFFERED="1",
         )
         self.procs: dict[str, subprocess.Popen] = {}
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
@@ -78,8 +83,19 @@ class Stack:
         migrated_database(self.db_path)
         self.start_cluster()
         if self.web:
-            self.procs["web"] = self._spawn("web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
-                                                    str(self.port), "imqueue_site.asgi:application"])
+            self.procs["web"] = self._spawn(
+                "web",
+                [
+                    sys.executable,
+                    "-m",
+                    "daphne",
+                    "-b",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "imqueue_site.asgi:application",
+                ],
+            )
             wait_until(self._web_answers, 60, "the web server to answer")
             self.login()
         return self
@@ -97,8 +113,14 @@ class Stack:
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.folder / f"{name}.log", "a")  # noqa: SIM115 - closed with the process
-        return subprocess.Popen(command, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def log(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text(errors="replace")
@@ -215,14 +237,18 @@ class FormFields(HTMLParser):
 
 
 def wait_for_run(stack: Stack, run_id: int, *, timeout_s: float, what: str = "the run to end") -> dict:
-    return wait_until(lambda: (row := stack.run_row(run_id)).get("finished_at") and row, timeout_s,
-                      f"run {run_id}: {what}", interval_s=0.1)
-
+    return wait_until(
+        lambda: (row := stack.run_row(run_id)).get("finished_at") and row,
+        timeout_s,
+        f"run {run_id}: {what}",
+        interval_s=0.1,
+    )
 
 
 @contextlib.contextmanager
-def running(stack: Stack, *, start: bool = True, hosts: dict[str, dict] | None = None,
-            what: str = "the hosts to answer") -> Iterator[Stack]:
+def running(
+    stack: Stack, *, start: bool = True, hosts: dict[str, dict] | None = None, what: str = "the hosts to answer"
+) -> Iterator[Stack]:
     """``stack`` started (with ``start`` false: only its database migrated), then a load host
     for each name of ``hosts`` (its value: ``start_host``'s keywords) and, if any, until every
     one of them answered; stopped at the end, whatever happened."""
@@ -234,8 +260,14 @@ def running(stack: Stack, *, start: bool = True, hosts: dict[str, dict] | None =
         for name, options in (hosts or {}).items():
             stack.start_host(name, **options)
         if hosts:
-            wait_until(lambda: len(stack.query("SELECT name FROM experiments_host WHERE clock_offset_s IS NOT NULL"))
-                       == len(hosts), 60, what, interval_s=0.1)
+            wait_until(
+                lambda: (
+                    len(stack.query("SELECT name FROM experiments_host WHERE clock_offset_s IS NOT NULL")) == len(hosts)
+                ),
+                60,
+                what,
+                interval_s=0.1,
+            )
         yield stack
     finally:
         stack.stop()
@@ -244,8 +276,9 @@ def running(stack: Stack, *, start: bool = True, hosts: dict[str, dict] | None =
 def define(stack: Stack, name: str, **fields) -> int:
     """Store an experiment (as the admin's add form would) and return its id."""
     values = ", ".join(f"{k}={v!r}" for k, v in {"name": name, **fields}.items())
-    out = stack.manage("shell", "-c", f"from experiments.models import Experiment; "
-                                      f"print(Experiment.objects.create({values}).pk)")
+    out = stack.manage(
+        "shell", "-c", f"from experiments.models import Experiment; print(Experiment.objects.create({values}).pk)"
+    )
     return int(out.stdout.strip().splitlines()[-1])
 
 
@@ -253,9 +286,16 @@ def launch_from_admin(stack: Stack, experiment_id: int, *, repeat: int = 1) -> l
     """Select the experiment in the admin's list, choose Launch, confirm with ``repeat``: the
     ids of the runs it queued."""
     before = {r[0] for r in stack.query("SELECT id FROM experiments_run WHERE experiment_id = ?", experiment_id)}
-    page = stack.post("/admin/experiments/experiment/", [
-        ("action", "launch"), ("_selected_action", str(experiment_id)), ("apply", "1"), ("repeat", str(repeat)),
-    ], form_path="/admin/experiments/experiment/")
+    page = stack.post(
+        "/admin/experiments/experiment/",
+        [
+            ("action", "launch"),
+            ("_selected_action", str(experiment_id)),
+            ("apply", "1"),
+            ("repeat", str(repeat)),
+        ],
+        form_path="/admin/experiments/experiment/",
+    )
     assert "queued" in page or "launched" in page.lower(), page[-3000:]
     after = {r[0] for r in stack.query("SELECT id FROM experiments_run WHERE experiment_id = ?", experiment_id)}
     return sorted(after - before)

@@ -18,6 +18,12 @@ def test_a_benchmark_imports_without_pytest_or_the_tests(name):
         f"import bench.{name}\n"
         "assert not any(m == 'tests' or m.startswith('tests.') for m in sys.modules), 'imports the tests'\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr

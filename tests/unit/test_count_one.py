@@ -53,7 +53,7 @@ def test_count_one_reports_what_count_bodies_reports(case, steady, shifted):
     shares = Shares.of(SPEC)
     window = (NOW - 60 * 10**9, NOW + 60 * 10**9)
     # a shift larger than the latency makes it negative: recorded in e2e_negative by both
-    shift = np.array([-10**10, 0], dtype=np.int64) if shifted else None
+    shift = np.array([-(10**10), 0], dtype=np.int64) if shifted else None
     one, many = HistBuffer(*NAMES), HistBuffer(*NAMES)
 
     flat, raw_sum, corrupt, poison, received_ns, window_events = count_one(

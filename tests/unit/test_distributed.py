@@ -31,9 +31,18 @@ def test_latency_shift_is_the_consumers_offset_minus_the_producers():
 
 
 def test_a_report_round_trips_and_its_times_move_onto_the_coordinators_clock():
-    report = ShareReport(3, [BatchReport(1, b"\x01\x00\x00\x00", 2, 0, 0, 1_000, {"e2e": b"HIST"}, 1),
-                            Done("producer", 0, 5, 2_000, 1_500), Histograms("consumer", 1, {"e2e": b"X"})],
-                        {0: 5}, b"E2E", final=True, error=None)
+    report = ShareReport(
+        3,
+        [
+            BatchReport(1, b"\x01\x00\x00\x00", 2, 0, 0, 1_000, {"e2e": b"HIST"}, 1),
+            Done("producer", 0, 5, 2_000, 1_500),
+            Histograms("consumer", 1, {"e2e": b"X"}),
+        ],
+        {0: 5},
+        b"E2E",
+        final=True,
+        error=None,
+    )
     back = ShareReport.decode(report.encode())
     assert back == report
     assert on_clock(back.messages[0], 10).received_ns == 1_010

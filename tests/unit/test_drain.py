@@ -16,8 +16,9 @@ BACKENDS = [(MemoryBackend, "memory"), (MultiprocessBackend, "memory-mp")]
 
 def run(cls, alias, faults=(), stop_timeout_s=10.0, **fields):
     spec = WorkloadSpec(backend=alias, **fields)
-    runner = Runner(spec, cls(namespace="imqtest"), run_id=uuid.uuid4().hex[:8], faults=list(faults),
-                    stop_timeout_s=stop_timeout_s)
+    runner = Runner(
+        spec, cls(namespace="imqtest"), run_id=uuid.uuid4().hex[:8], faults=list(faults), stop_timeout_s=stop_timeout_s
+    )
     return runner, runner.run()
 
 
@@ -51,8 +52,14 @@ def test_a_corrupt_record_makes_the_verdict_say_so(cls, alias):
 def test_a_consumer_hung_past_the_stop_timeout_is_killed_and_reported_with_its_reason():
     # a steady schedule keeps sending after the pause, so the drain has something to recover
     _, result = run(
-        MultiprocessBackend, "memory-mp", faults=[PauseConsumer(after_events=300)],
-        rate_eps=3_000, duration_s=1, batch=50, idle_timeout_s=0.5, stop_timeout_s=0.5,
+        MultiprocessBackend,
+        "memory-mp",
+        faults=[PauseConsumer(after_events=300)],
+        rate_eps=3_000,
+        duration_s=1,
+        batch=50,
+        idle_timeout_s=0.5,
+        stop_timeout_s=0.5,
     )
     s = result.summary
     assert s["killed_consumers"] == 1

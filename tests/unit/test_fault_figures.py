@@ -12,8 +12,20 @@ def samples(rates, offered=1000.0, offered_until=None):
     out = []
     for i, rate in enumerate(rates, start=1):
         on = offered_until is None or i <= offered_until
-        out.append(IntervalSample(t_s=float(i), produced=0, consumed=0, unique=0, produce_eps=0, consume_eps=rate,
-                          depth=None, backlog=0, latency_ms=None, offered_eps=offered if on else 0.0))
+        out.append(
+            IntervalSample(
+                t_s=float(i),
+                produced=0,
+                consumed=0,
+                unique=0,
+                produce_eps=0,
+                consume_eps=rate,
+                depth=None,
+                backlog=0,
+                latency_ms=None,
+                offered_eps=offered if on else 0.0,
+            )
+        )
     return out
 
 
@@ -30,19 +42,37 @@ def test_a_dip_restarts_the_stretch_and_a_run_that_never_recovers_says_none():
     assert recovery_s(samples([1000, 0, 1000, 1000, 0, 0], offered_until=4), fault_s=1.0, offered_eps=1000) is None
 
 
-@pytest.mark.parametrize(("outcome", "found"), [
-    ({"guarantee": "at-least-once", "lost": 0, "duplicates": 40, "resend_bound": 0, "redelivery_causes": 1}, []),
-    ({"guarantee": "at-least-once", "lost": 3, "duplicates": 0, "resend_bound": 0, "redelivery_causes": 1},
-     ["declares at-least-once, but 3 event(s) were lost"]),
-    ({"guarantee": "at-least-once", "lost": 3, "duplicates": 0, "resend_bound": 0, "redelivery_causes": 1,
-      "loss_explained": True}, []),
-    ({"guarantee": "at-least-once", "lost": 0, "duplicates": 5, "resend_bound": 0, "redelivery_causes": 0},
-     ["without a redelivery"]),
-    ({"guarantee": "at-least-once", "lost": 0, "duplicates": 5, "resend_bound": 100, "redelivery_causes": 0}, []),
-    ({"guarantee": "at-most-once", "lost": 9, "duplicates": 0, "resend_bound": 0, "redelivery_causes": 1}, []),
-    ({"guarantee": "at-most-once", "lost": 0, "duplicates": 2, "resend_bound": 0, "redelivery_causes": 1},
-     ["declares at-most-once, but the queue delivered 2 event(s) twice"]),
-])
+@pytest.mark.parametrize(
+    ("outcome", "found"),
+    [
+        ({"guarantee": "at-least-once", "lost": 0, "duplicates": 40, "resend_bound": 0, "redelivery_causes": 1}, []),
+        (
+            {"guarantee": "at-least-once", "lost": 3, "duplicates": 0, "resend_bound": 0, "redelivery_causes": 1},
+            ["declares at-least-once, but 3 event(s) were lost"],
+        ),
+        (
+            {
+                "guarantee": "at-least-once",
+                "lost": 3,
+                "duplicates": 0,
+                "resend_bound": 0,
+                "redelivery_causes": 1,
+                "loss_explained": True,
+            },
+            [],
+        ),
+        (
+            {"guarantee": "at-least-once", "lost": 0, "duplicates": 5, "resend_bound": 0, "redelivery_causes": 0},
+            ["without a redelivery"],
+        ),
+        ({"guarantee": "at-least-once", "lost": 0, "duplicates": 5, "resend_bound": 100, "redelivery_causes": 0}, []),
+        ({"guarantee": "at-most-once", "lost": 9, "duplicates": 0, "resend_bound": 0, "redelivery_causes": 1}, []),
+        (
+            {"guarantee": "at-most-once", "lost": 0, "duplicates": 2, "resend_bound": 0, "redelivery_causes": 1},
+            ["declares at-most-once, but the queue delivered 2 event(s) twice"],
+        ),
+    ],
+)
 def test_an_outcome_that_contradicts_the_declared_guarantee_is_named(outcome, found):
     contradictions = guarantee_contradictions(**outcome)
     assert len(contradictions) == len(found)

@@ -55,8 +55,9 @@ def test_killing_a_consumer_is_refused_where_workers_are_threads():
 
 def test_a_killed_consumer_is_replaced_and_counted():
     spec = WorkloadSpec(backend="memory-mp", events=20_000, batch=100, idle_timeout_s=2)
-    result = Runner(spec, MultiprocessBackend(), run_id=uuid.uuid4().hex[:8],
-                    faults=Faults(kill_consumer_after=2_000)).run()
+    result = Runner(
+        spec, MultiprocessBackend(), run_id=uuid.uuid4().hex[:8], faults=Faults(kill_consumer_after=2_000)
+    ).run()
     assert result.status == RunStatus.SUCCEEDED and result.summary["killed_consumers"] == 1
     # memory-mp has no acks: what the victim held is lost, the replacement takes the rest
     assert result.summary["duplicates"] == 0 and 0 < result.summary["unique"] <= 20_000
@@ -73,8 +74,17 @@ from queues.workload.faults import FaultSpec  # noqa: E402
 
 
 def steady_run(faults=(), extra=(), idle_timeout_s=1, **fields):
-    spec = WorkloadSpec(backend="memory-mp", rate_eps=2_000, duration_s=4, consumers=2, batch=50,
-                        idle_timeout_s=idle_timeout_s, replace_after_s=0.2, faults=tuple(faults), **fields)
+    spec = WorkloadSpec(
+        backend="memory-mp",
+        rate_eps=2_000,
+        duration_s=4,
+        consumers=2,
+        batch=50,
+        idle_timeout_s=idle_timeout_s,
+        replace_after_s=0.2,
+        faults=tuple(faults),
+        **fields,
+    )
     return Runner(spec, MultiprocessBackend(), run_id=uuid.uuid4().hex[:8], faults=list(extra)).run()
 
 
@@ -91,8 +101,12 @@ def test_timed_faults_act_at_their_time_are_marked_and_reported():
     assert by_kind["kill-consumer"]["outcome"].startswith("SIGKILL pid ")
     assert by_kind["poison"]["outcome"] == "3 malformed message(s) sent" and s["poison"] == 3
     kinds = [(m["kind"], m["target"]) for m in s["markers"]]
-    for expected in [("kill-consumer", "consumer 0"), ("replaced", "consumer 0"),
-                     ("pause-consumer", "consumer 1"), ("resume", "consumer 1")]:
+    for expected in [
+        ("kill-consumer", "consumer 0"),
+        ("replaced", "consumer 0"),
+        ("pause-consumer", "consumer 1"),
+        ("resume", "consumer 1"),
+    ]:
         assert expected in kinds, kinds
     assert s["replaced_workers"] == 1 and [w["role"] for w in s["killed_workers"]] == ["consumer"]
     # the samples carry the same markers, each in the interval it happened in
@@ -102,8 +116,16 @@ def test_timed_faults_act_at_their_time_are_marked_and_reported():
         for m in sample.markers or []:
             assert m["t_s"] <= sample.t_s
     assert s["unique"] + s["lost"] == result.spec.events and s["corrupt"] == 0
-    assert guarantee_contradictions(guarantee="at-most-once", lost=s["lost"], duplicates=s["duplicates"],
-                                    resend_bound=s["resend_bound"], redelivery_causes=2) == []
+    assert (
+        guarantee_contradictions(
+            guarantee="at-most-once",
+            lost=s["lost"],
+            duplicates=s["duplicates"],
+            resend_bound=s["resend_bound"],
+            redelivery_causes=2,
+        )
+        == []
+    )
 
 
 class KillFromOutside(TimedFault):

@@ -61,12 +61,14 @@ def test_live_unique_count_matches_the_final_one_with_in_batch_duplicates():
 def test_records_that_fit_no_event_are_corrupt_not_counted():
     spec = WorkloadSpec(events=4, producers=2)
     shares = Shares.of(spec)
-    bad = np.concatenate([
-        records(0, [0], 0),
-        records(5, [0], 0),  # no such producer
-        records(1, [7], 2),  # sequence beyond the producer's share
-        records(0, [1], 0, value_offset=100),  # value does not match (producer, seq)
-    ])
+    bad = np.concatenate(
+        [
+            records(0, [0], 0),
+            records(5, [0], 0),  # no such producer
+            records(1, [7], 2),  # sequence beyond the producer's share
+            records(0, [1], 0, value_offset=100),  # value does not match (producer, seq)
+        ]
+    )
     flat, raw_sum, corrupt = index_records(bad, shares)
     assert flat.tolist() == [0]
     assert corrupt == 3
@@ -98,7 +100,7 @@ def batches_with_every_irregularity(events: int, rng: np.random.Generator):
     for start in range(0, len(kept), 97):
         batch = kept[start : start + 97]
         yield batch  # increasing, with gaps
-        yield rng.permutation(batch[: 40])  # the same again, out of order: duplicates across batches
+        yield rng.permutation(batch[:40])  # the same again, out of order: duplicates across batches
         yield np.repeat(batch[-3:], 2)  # copies within one batch
     for index in rng.integers(0, events, size=min(events, 50)):
         yield np.array([index])  # one event a report (a task library's), new or seen already

@@ -34,8 +34,19 @@ def test_strings_from_the_command_line_and_json_values_give_the_same_result():
     assert isinstance(resolve(poll_s=1)["poll_s"], float) and isinstance(resolve(prefetch=7.0)["prefetch"], int)
 
 
-@pytest.mark.parametrize("text,value", [("true", True), ("YES", True), ("on", True), ("1", True),
-                                        ("false", False), ("No", False), ("off", False), ("0", False)])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("true", True),
+        ("YES", True),
+        ("on", True),
+        ("1", True),
+        ("false", False),
+        ("No", False),
+        ("off", False),
+        ("0", False),
+    ],
+)
 def test_bool_parsing(text, value):
     assert resolve(ack=text)["ack"] is value
 

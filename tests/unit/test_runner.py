@@ -155,6 +155,9 @@ def test_a_loss_on_a_backend_that_declares_at_least_once_fails_the_run():
             return Dropper()
 
     result = run(LosesAcked(), events=1_000, batch=100, idle_timeout_s=0.5).run()
-    assert result.status == RunStatus.FAILED and result.error == "500 event(s) lost on an at-least-once backend (memory-mp)"
+    assert (
+        result.status == RunStatus.FAILED
+        and result.error == "500 event(s) lost on an at-least-once backend (memory-mp)"
+    )
     assert result.summary["lost"] == 500 and result.summary["findings"] == []
     assert result.summary["status"] == RunStatus.FAILED and result.summary["stuck"] == 0

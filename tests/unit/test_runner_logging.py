@@ -37,7 +37,9 @@ def test_a_queue_left_behind_fails_the_run_with_its_counts_and_is_named_in_the_l
     # a bounded retry, each on a new control connection
     assert backend.deletes == runner_module.DELETE_ATTEMPTS and backend.closes >= runner_module.DELETE_ATTEMPTS
     assert result.status == RunStatus.FAILED and "\n" not in result.error
-    assert "server gone (simulated)" in result.error and f"{runner.queue} is left for `manage.py cleanup`" in result.error
+    assert (
+        "server gone (simulated)" in result.error and f"{runner.queue} is left for `manage.py cleanup`" in result.error
+    )
     assert result.summary["unique"] == 1_000 and result.summary["verdict"] == "exact"  # the counts are kept
     (record,) = [r for r in caplog.records if r.name == "queues.run.runner"]
     assert runner.queue in record.getMessage() and "server gone (simulated)" in record.getMessage()

@@ -71,7 +71,9 @@ def test_listbackends_probes_every_backend_at_once(silent_port):
 
 
 @pytest.mark.parametrize("alias", SERVER_BACKENDS)
-@pytest.mark.parametrize("url", ["nonsense", "{scheme}://imq:s3cret@127.0.0.1:notaport/x", "{scheme}://imq:s3cret@[::1/x"])
+@pytest.mark.parametrize(
+    "url", ["nonsense", "{scheme}://imq:s3cret@127.0.0.1:notaport/x", "{scheme}://imq:s3cret@[::1/x"]
+)
 def test_a_malformed_url_is_one_line_naming_the_setting(alias, url):
     cls = backend_class(alias)
     backend = cls(url=url.format(scheme=cls.default_url.split(":")[0]), namespace="imqtest")  # no I/O yet

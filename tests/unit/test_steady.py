@@ -18,8 +18,9 @@ from queues.workload.spec import WorkloadSpec
 
 def steady(rate, duration, *, warmup=0.0, backend=None, interval=1.0, faults=None, **fields):
     spec = WorkloadSpec(backend="memory-mp", rate_eps=rate, duration_s=duration, warmup_s=warmup, **fields)
-    runner = Runner(spec, backend or MultiprocessBackend(), run_id=uuid.uuid4().hex[:8], sample_interval_s=interval,
-                    faults=faults)
+    runner = Runner(
+        spec, backend or MultiprocessBackend(), run_id=uuid.uuid4().hex[:8], sample_interval_s=interval, faults=faults
+    )
     result = runner.run()
     assert result.status == RunStatus.SUCCEEDED, result.error
     return result
@@ -169,7 +170,12 @@ def test_the_saturation_search_bisects_to_the_knee_within_the_tolerance():
 
     def step(rate):
         kept_up = rate <= knee
-        return {"rate_eps": rate, "send_eps": rate, "kept_up": kept_up, "latency_ms": {"p99": 5.0 if kept_up else 900.0}}
+        return {
+            "rate_eps": rate,
+            "send_eps": rate,
+            "kept_up": kept_up,
+            "latency_ms": {"p99": 5.0 if kept_up else 900.0},
+        }
 
     best, curve = find_max_rate(step, slo_p99_ms=100, start_rate_eps=600, tolerance=0.05)
     assert 0.95 * knee <= best <= knee

@@ -34,11 +34,22 @@ def test_summarise_gives_the_json_contract():
     ledger.add_indices(np.array([0, 1, 2], dtype=np.uint32), 6)
     ledger.add_indices(np.array([2], dtype=np.uint32), 3)
     s = summarise(
-        run_id="r1", spec=spec, status="succeeded", error=None, ledger=ledger.result(), drain_s=0.5,
-        latency=hist(1_000, 2_000), latency_from_send=hist(1_000), publish=None, poison=2,
-        killed_workers=[{"role": "consumer", "index": 0, "reason": "fault", "reported": 3, "new_after_kill": 0},
-                        {"role": "producer", "index": 0, "reason": "hung", "reported": 0, "new_after_kill": 0}],
-        recovered_at_end=1, stuck=0,
+        run_id="r1",
+        spec=spec,
+        status="succeeded",
+        error=None,
+        ledger=ledger.result(),
+        drain_s=0.5,
+        latency=hist(1_000, 2_000),
+        latency_from_send=hist(1_000),
+        publish=None,
+        poison=2,
+        killed_workers=[
+            {"role": "consumer", "index": 0, "reason": "fault", "reported": 3, "new_after_kill": 0},
+            {"role": "producer", "index": 0, "reason": "hung", "reported": 0, "new_after_kill": 0},
+        ],
+        recovered_at_end=1,
+        stuck=0,
     )
     assert (s["sum"], s["unique_sum"], s["expected_sum"]) == (9, 6, 10)
     assert (s["received"], s["unique"], s["duplicates"], s["lost"], s["verdict"]) == (4, 3, 1, 1, "lost")
@@ -46,8 +57,11 @@ def test_summarise_gives_the_json_contract():
     assert s["publish_ms"] is None and s["poison"] == 2 and s["killed_consumers"] == 1
     assert [w["role"] for w in s["killed_workers"]] == ["consumer", "producer"]
     assert (s["recovered_at_end"], s["stuck"], s["findings"]) == (1, 0, [])
-    assert s["verdict_reasons"] == ["1 event(s) never received", "2 poison message(s): bodies that are not events",
-                                    "1 duplicate deliveries"]
+    assert s["verdict_reasons"] == [
+        "1 event(s) never received",
+        "2 poison message(s): bodies that are not events",
+        "1 duplicate deliveries",
+    ]
     assert s["latency_ms"]["max"] == pytest.approx(2.0, rel=0.01)
 
 
@@ -68,14 +82,31 @@ def steady(counts_kw, samples=(), spec=None, *, latency=None, send_delay=None, p
     """The steady figures of a run offering 100 events/s for 2 s after a 1 s warm-up, whose
     producers and consumers were on time unless ``counts_kw`` says otherwise."""
     spec = spec or WorkloadSpec(rate_eps=100, duration_s=2, warmup_s=1)
-    counts = SteadyCounts(**{
-        "t0_ns": 0, "window_ns": (1 * S, 3 * S), "offered": 200, "due_at_window_end": 300,
-        "unique_by_window_end": 299, "measured_sent": 200, "last_window_send_ns": int(2.991 * S),
-        "window_received": 200, "last_window_receipt_ns": int(2.995 * S), "last_send_ns": int(2.991 * S),
-        "last_new_ns": int(3.1 * S), "sent_total": 300, **counts_kw,
-    })
-    return steady_figures(spec=spec, counts=counts, samples=list(samples), latency=latency or hist(1_000),
-                          send_delay=send_delay or hist(3, 400), publish=publish)
+    counts = SteadyCounts(
+        **{
+            "t0_ns": 0,
+            "window_ns": (1 * S, 3 * S),
+            "offered": 200,
+            "due_at_window_end": 300,
+            "unique_by_window_end": 299,
+            "measured_sent": 200,
+            "last_window_send_ns": int(2.991 * S),
+            "window_received": 200,
+            "last_window_receipt_ns": int(2.995 * S),
+            "last_send_ns": int(2.991 * S),
+            "last_new_ns": int(3.1 * S),
+            "sent_total": 300,
+            **counts_kw,
+        }
+    )
+    return steady_figures(
+        spec=spec,
+        counts=counts,
+        samples=list(samples),
+        latency=latency or hist(1_000),
+        send_delay=send_delay or hist(3, 400),
+        publish=publish,
+    )
 
 
 def test_a_run_that_took_everything_offered_kept_up():
@@ -119,8 +150,10 @@ def test_send_and_consume_rates_share_one_span_so_consumption_never_exceeds_send
 def test_the_rate_is_judged_against_what_the_realised_schedule_offered():
     # a Poisson schedule put 190 events in the window instead of 200: sending all of them on
     # time is not 5% low
-    s = steady({"offered": 190, "measured_sent": 190, "window_received": 190}, spec=WorkloadSpec(
-        rate_eps=100, duration_s=2, warmup_s=1, arrival="poisson"))
+    s = steady(
+        {"offered": 190, "measured_sent": 190, "window_received": 190},
+        spec=WorkloadSpec(rate_eps=100, duration_s=2, warmup_s=1, arrival="poisson"),
+    )
     assert s["send_eps"] == 95.0 and s["rate_error"] == 0.0 and s["warnings"] == [] and s["kept_up"] is True
 
 
@@ -141,8 +174,18 @@ def test_producers_below_the_offer_are_warned_about_naming_the_backend_when_send
 
 
 def due_sample(t_s, produced, due):
-    return IntervalSample(t_s=t_s, produced=produced, consumed=0, unique=0, produce_eps=0.0, consume_eps=0.0, depth=None,
-                  backlog=max(0, due - produced), latency_ms=None, due=due)
+    return IntervalSample(
+        t_s=t_s,
+        produced=produced,
+        consumed=0,
+        unique=0,
+        produce_eps=0.0,
+        consume_eps=0.0,
+        depth=None,
+        backlog=max(0, due - produced),
+        latency_ms=None,
+        due=due,
+    )
 
 
 def test_a_stalled_producer_is_flagged_even_when_it_caught_up():
@@ -161,11 +204,18 @@ def test_the_send_delay_bound_is_100_ms_or_ten_inter_arrival_times():
 
 
 def test_the_worst_interval_covers_the_window_only_and_skips_intervals_with_nothing_due():
-    samples = [due_sample(0.5, 0, 50), due_sample(1.5, 150, 150), due_sample(2.5, 240, 250),
-               due_sample(3.5, 300, 300), due_sample(4.0, 300, 300)]
+    samples = [
+        due_sample(0.5, 0, 50),
+        due_sample(1.5, 150, 150),
+        due_sample(2.5, 240, 250),
+        due_sample(3.5, 300, 300),
+        due_sample(4.0, 300, 300),
+    ]
     # the first interval ends before the window; the last has nothing due
     assert worst_interval_send_ratio(samples, begin_s=1.0, end_s=3.0) == 0.9
     assert worst_interval_send_ratio([], begin_s=1.0, end_s=3.0) is None
+
+
 def judged(counts: list[int], *, corrupt_values: int = 0, poison: int = 0, stuck: int | None = 0) -> tuple[str, list]:
     """The verdict of a 4-event run whose event ``i`` was received ``counts[i]`` times, plus
     ``corrupt_values`` corrupt records (each carrying the value 2)."""
@@ -186,7 +236,10 @@ def test_exact_means_the_sums_matched_and_nothing_unexplained_arrived():
     assert judged([1, 1, 1, 1], poison=2)[0] == "corrupt"
     assert judged([1, 2, 1, 1], poison=1)[0] == "corrupt"  # unexplained beats explained duplicates
     verdict, reasons = judged([1, 0, 1, 1], poison=1, stuck=3)
-    assert verdict == "lost" and reasons[0] == "1 event(s) never received; 3 message(s) still in the queue after the final drain"
+    assert (
+        verdict == "lost"
+        and reasons[0] == "1 event(s) never received; 3 message(s) still in the queue after the final drain"
+    )
 
 
 def test_a_loss_fails_an_at_least_once_run_and_is_a_finding_of_an_at_most_once_one():

@@ -36,7 +36,13 @@ def make():
         backend.declare(queue)
         ctx = multiprocessing.get_context("fork")
         context = WorkerContext(
-            spec, backend, queue, None, SharedFlag(ctx), SharedFlag(ctx), ctx.Value("q", 0, lock=False),
+            spec,
+            backend,
+            queue,
+            None,
+            SharedFlag(ctx),
+            SharedFlag(ctx),
+            ctx.Value("q", 0, lock=False),
             ctx.Array("q", spec.producers, lock=False),
         )
         messages = []
@@ -97,8 +103,7 @@ def test_a_killed_worker_is_replaced_whoever_killed_it(make):
     second.handle.join(timeout=WAIT_S)
     supervisor.check()  # killed from outside the run: replaced as well, not a failure
     assert second.killed and second.kill_reason == "killed from outside the run by SIGKILL"
-    wait_for(lambda: len(supervisor.consumers()) == 4 and all(w.ready for w in supervisor.consumers()[2:]),
-             supervisor)
+    wait_for(lambda: len(supervisor.consumers()) == 4 and all(w.ready for w in supervisor.consumers()[2:]), supervisor)
     assert [w.index for w in supervisor.consumers()] == [0, 1, 2, 3] and supervisor.replaced == 2
 
 

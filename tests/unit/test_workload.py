@@ -6,8 +6,18 @@ from queues.workload.spec import WorkloadSpec
 
 @pytest.mark.parametrize(
     "field,value",
-    [("events", 0), ("events", -5), ("events", "1.5"), ("events", "abc"), ("events", 2.5), ("events", True),
-     ("consumers", 0), ("producers", "-1"), ("batch", 0), ("events_per_message", "")],
+    [
+        ("events", 0),
+        ("events", -5),
+        ("events", "1.5"),
+        ("events", "abc"),
+        ("events", 2.5),
+        ("events", True),
+        ("consumers", 0),
+        ("producers", "-1"),
+        ("batch", 0),
+        ("events_per_message", ""),
+    ],
 )
 def test_invalid_values_say_what_is_allowed(field, value):
     with pytest.raises(InvalidSpec) as err:

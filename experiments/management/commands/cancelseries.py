@@ -22,6 +22,7 @@ class Command(BaseCommand):
         if series is None:
             raise CommandError(f"there is no series {opts['series_id']}")
         if not series_cancel(series=series):
-            raise CommandError(f"series {series.pk} is {series.status}: only a running series can be cancelled; "
-                               "nothing changed")
+            raise CommandError(
+                f"series {series.pk} is {series.status}: only a running series can be cancelled; nothing changed"
+            )
         self.stdout.write(f"series {series.pk} cancelled: its queued runs will not start")

@@ -20,9 +20,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
-        parser.add_argument("--backend", action="append", default=[], metavar="ALIAS",
-                            help="only this backend (repeatable; default: every backend)")
-        parser.add_argument("--namespace", default=NAMESPACE, help="queue name prefix of the runs (default %(default)s)")
+        parser.add_argument(
+            "--backend",
+            action="append",
+            default=[],
+            metavar="ALIAS",
+            help="only this backend (repeatable; default: every backend)",
+        )
+        parser.add_argument(
+            "--namespace", default=NAMESPACE, help="queue name prefix of the runs (default %(default)s)"
+        )
 
     def handle(self, *args, **opts):
         try:
@@ -32,7 +39,9 @@ class Command(BaseCommand):
         except QueueError as exc:
             raise CommandError(str(exc)) from None
         report = leftovers_remove(
-            backends=opts["backend"] or None, urls=settings.IMQ_URLS, namespace=opts["namespace"],
+            backends=opts["backend"] or None,
+            urls=settings.IMQ_URLS,
+            namespace=opts["namespace"],
             dry_run=opts["dry_run"],
         )
         lines = report.lines(dry_run=opts["dry_run"])
@@ -40,7 +49,8 @@ class Command(BaseCommand):
             self.stdout.write(line)
         servers = stale_private_servers() if opts["dry_run"] else stale_private_servers_cleanup()
         for directory in servers:
-            self.stdout.write(f"{'would remove' if opts['dry_run'] else 'removed'} the private server {directory} "
-                              "(its run is gone)")
+            self.stdout.write(
+                f"{'would remove' if opts['dry_run'] else 'removed'} the private server {directory} (its run is gone)"
+            )
         if not report.stale and not report.removed and not servers:
             self.stdout.write("nothing to clean up")

@@ -18,8 +18,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("ids", nargs="+", type=int, metavar="ID", help="run ids (two or more)")
-        parser.add_argument("--baseline", type=int, metavar="ID",
-                            help="the run the others are compared with (default: the first)")
+        parser.add_argument(
+            "--baseline", type=int, metavar="ID", help="the run the others are compared with (default: the first)"
+        )
         parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
 
     def handle(self, *args, **opts):

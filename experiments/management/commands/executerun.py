@@ -31,9 +31,12 @@ class Command(BaseCommand):
         if run.status != Run.Status.QUEUED:
             raise CommandError(f"run {run.pk} is {run.status}, not queued: only a queued run is executed")
         interrupts = Interrupts()
-        with interrupts.caught(), one_run_at_a_time(on_wait=lambda: self.stderr.write(
-            f"run {run.pk} waits: another run is executing on this machine"
-        )):
+        with (
+            interrupts.caught(),
+            one_run_at_a_time(
+                on_wait=lambda: self.stderr.write(f"run {run.pk} waits: another run is executing on this machine")
+            ),
+        ):
             runs_mark_stale()  # a run whose executor died before this one took the machine
             try:
                 run = run_execute(run=run, interrupted=interrupts)

@@ -11,8 +11,10 @@ from experiments.models import HostShare
 
 
 class Command(BaseCommand):
-    help = ("Run share ID of a distributed run on this load host: start its workers, join the start barrier, "
-            "report every interval until the coordinator stops the run.")
+    help = (
+        "Run share ID of a distributed run on this load host: start its workers, join the start barrier, "
+        "report every interval until the coordinator stops the run."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("share_id", type=int)

@@ -65,6 +65,7 @@ class Command(BaseCommand):
 
 def report_runs(command: BaseCommand, ids: list[int], *, as_json: bool) -> None:
     """Wait for runs ``ids`` and print each report as it ends; exit 1 if any did not succeed."""
+
     def show(run):
         if not as_json:
             command.stdout.write(format_report(run))
@@ -72,7 +73,9 @@ def report_runs(command: BaseCommand, ids: list[int], *, as_json: bool) -> None:
     try:
         runs = runs_wait(run_ids=ids, on_end=show, on_note=command.stderr.write)
     except KeyboardInterrupt:
-        raise CommandError("stopped waiting; the runs go on in the cluster (`manage.py cancelrun ID` stops one)") from None
+        raise CommandError(
+            "stopped waiting; the runs go on in the cluster (`manage.py cancelrun ID` stops one)"
+        ) from None
     if as_json:
         command.stdout.write(json.dumps([run_json_summary(run=run) for run in runs], sort_keys=True))
     failed = [run for run in runs if run.status != Run.Status.SUCCEEDED]

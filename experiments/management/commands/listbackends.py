@@ -12,8 +12,10 @@ from experiments.services.backend_status import backend_statuses
 
 
 class Command(BaseCommand):
-    help = ("List every backend with its delivery guarantee, capabilities and options, and whether its server "
-            "answers now (all probed at once, each within its connect_timeout_s).")
+    help = (
+        "List every backend with its delivery guarantee, capabilities and options, and whether its server "
+        "answers now (all probed at once, each within its connect_timeout_s)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print a JSON list")
@@ -38,5 +40,7 @@ class Command(BaseCommand):
 def _option_line(option: dict) -> str:
     """``prefetch=1000  int: a whole number from 1 to 65535 messages; basic_qos prefetch count``"""
     default = option["default"]
-    shown = str(default).lower() if isinstance(default, bool) else f"{default:g}" if isinstance(default, float) else default
+    shown = (
+        str(default).lower() if isinstance(default, bool) else f"{default:g}" if isinstance(default, float) else default
+    )
     return f"{option['name']}={shown}  {option['type']}: {option['allowed']}; {option['help']}"

@@ -21,7 +21,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("run_id", type=int)
         parser.add_argument("--wait", action="store_true", help="wait for the run and print its report")
-        parser.add_argument("--json", action="store_true", help="print the new run's id (with --wait: its --json object)")
+        parser.add_argument(
+            "--json", action="store_true", help="print the new run's id (with --wait: its --json object)"
+        )
 
     def handle(self, *args, **opts):
         run = Run.objects.filter(pk=opts["run_id"]).select_related("experiment").first()

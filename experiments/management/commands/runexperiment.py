@@ -34,31 +34,67 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--backend", default=SPEC["backend"], help=f"one of: {', '.join(known_aliases())}")
-        parser.add_argument("--events", help=f"how many integers (N) in a burst, e.g. 1000000 or 1e6 (default {SPEC['events']})")
+        parser.add_argument(
+            "--events", help=f"how many integers (N) in a burst, e.g. 1000000 or 1e6 (default {SPEC['events']})"
+        )
         parser.add_argument("--producers", default=SPEC["producers"], help="producer processes (default %(default)s)")
         parser.add_argument("--consumers", default=SPEC["consumers"], help="consumer processes (default %(default)s)")
-        parser.add_argument("--events-per-message", default=SPEC["events_per_message"],
-                            help="events packed in one queue message (default %(default)s)")
-        parser.add_argument("--batch", default=SPEC["batch"], help="messages per send or receive call (default %(default)s)")
-        parser.add_argument("--idle-timeout", default=SPEC["idle_timeout_s"],
-                            help="seconds without progress before the rest counts as lost (default %(default)s)")
-        parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                            help="backend option (repeatable; listbackends shows each backend's)")
-        parser.add_argument("--fault", action="append", default=[], metavar="KIND@T[:ARG]",
-                            help="steady run: a fault at T seconds (repeatable): " + "; ".join(
-                                usage.split("  ", 1)[0] for usage in FAULT_KINDS.values()))
-        parser.add_argument("--replace-after", default=SPEC["replace_after_s"],
-                            help="seconds before a killed worker's replacement starts (default %(default)s)")
-        parser.add_argument("--repeat", default="1", help="run the same spec K times, burst or steady; report the median and spread")
+        parser.add_argument(
+            "--events-per-message",
+            default=SPEC["events_per_message"],
+            help="events packed in one queue message (default %(default)s)",
+        )
+        parser.add_argument(
+            "--batch", default=SPEC["batch"], help="messages per send or receive call (default %(default)s)"
+        )
+        parser.add_argument(
+            "--idle-timeout",
+            default=SPEC["idle_timeout_s"],
+            help="seconds without progress before the rest counts as lost (default %(default)s)",
+        )
+        parser.add_argument(
+            "--option",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="backend option (repeatable; listbackends shows each backend's)",
+        )
+        parser.add_argument(
+            "--fault",
+            action="append",
+            default=[],
+            metavar="KIND@T[:ARG]",
+            help="steady run: a fault at T seconds (repeatable): "
+            + "; ".join(usage.split("  ", 1)[0] for usage in FAULT_KINDS.values()),
+        )
+        parser.add_argument(
+            "--replace-after",
+            default=SPEC["replace_after_s"],
+            help="seconds before a killed worker's replacement starts (default %(default)s)",
+        )
+        parser.add_argument(
+            "--repeat", default="1", help="run the same spec K times, burst or steady; report the median and spread"
+        )
         steady = parser.add_argument_group("steady flow (without --rate the run is a burst)")
         steady.add_argument("--rate", help="offered events/s, total over producers: an open-loop schedule")
-        steady.add_argument("--duration", help=f"measured seconds after the warm-up (default {SPEC['duration_s']:g}; "
-                            f"{FIND_MAX_DURATION_S} per step of --find-max)")
-        steady.add_argument("--warmup", default=SPEC["warmup_s"], help="seconds recorded but left out of the summary (default %(default)s)")
+        steady.add_argument(
+            "--duration",
+            help=f"measured seconds after the warm-up (default {SPEC['duration_s']:g}; "
+            f"{FIND_MAX_DURATION_S} per step of --find-max)",
+        )
+        steady.add_argument(
+            "--warmup",
+            default=SPEC["warmup_s"],
+            help="seconds recorded but left out of the summary (default %(default)s)",
+        )
         steady.add_argument("--arrival", default=SPEC["arrival"], help=f"{' or '.join(ARRIVALS)} (default %(default)s)")
-        steady.add_argument("--find-max", action="store_true", help="search the highest rate that keeps up within --slo-p99-ms")
+        steady.add_argument(
+            "--find-max", action="store_true", help="search the highest rate that keeps up within --slo-p99-ms"
+        )
         steady.add_argument("--slo-p99-ms", help="the p99 latency limit of --find-max, in ms")
-        parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="store the run under this experiment (created if missing)")
+        parser.add_argument(
+            "--experiment", default=DEFAULT_EXPERIMENT, help="store the run under this experiment (created if missing)"
+        )
         parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
 
     def handle(self, *args, **opts):
@@ -114,12 +150,19 @@ class Command(BaseCommand):
         def show(point):
             if not opts["json"]:
                 verdict = "ok" if point.ok else "over"
-                self.stderr.write(f"  {point.rate_eps:>12,.0f} events/s  p99 {point.p99_ms} ms  kept up {point.kept_up}  {verdict}")
+                self.stderr.write(
+                    f"  {point.rate_eps:>12,.0f} events/s  p99 {point.p99_ms} ms  kept up {point.kept_up}  {verdict}"
+                )
 
         start = spec.rate_eps or 1000.0
         series = series_find_max(
-            spec=spec, experiment_name=opts["experiment"], slo_p99_ms=slo, start_rate_eps=start, options=options,
-            on_step=show, interrupted=interrupts,
+            spec=spec,
+            experiment_name=opts["experiment"],
+            slo_p99_ms=slo,
+            start_rate_eps=start,
+            options=options,
+            on_step=show,
+            interrupted=interrupts,
         )
         if opts["json"]:
             self.stdout.write(json.dumps(series.result, sort_keys=True))
@@ -138,14 +181,22 @@ def _failed(message: str, interrupts: Interrupts) -> CommandError:
 
 def _spec_values(opts) -> dict:
     values = {
-        "backend": opts["backend"], "events": opts["events"], "producers": opts["producers"],
-        "consumers": opts["consumers"], "events_per_message": opts["events_per_message"],
-        "batch": opts["batch"], "idle_timeout_s": opts["idle_timeout"], "arrival": opts["arrival"],
-        "faults": opts["fault"], "replace_after_s": opts["replace_after"],
+        "backend": opts["backend"],
+        "events": opts["events"],
+        "producers": opts["producers"],
+        "consumers": opts["consumers"],
+        "events_per_message": opts["events_per_message"],
+        "batch": opts["batch"],
+        "idle_timeout_s": opts["idle_timeout"],
+        "arrival": opts["arrival"],
+        "faults": opts["fault"],
+        "replace_after_s": opts["replace_after"],
     }
     if opts["rate"] is not None or opts["find_max"]:
         if opts["events"] is not None:
-            raise InvalidSpec("--events and --rate exclude each other: a steady run sends rate x (warmup + duration) events")
+            raise InvalidSpec(
+                "--events and --rate exclude each other: a steady run sends rate x (warmup + duration) events"
+            )
         values.update(
             rate_eps=opts["rate"] if opts["rate"] is not None else 1000,
             duration_s=opts["duration"] or (FIND_MAX_DURATION_S if opts["find_max"] else SPEC["duration_s"]),
@@ -166,7 +217,9 @@ def _slo(opts) -> float:
     try:
         slo = float(opts["slo_p99_ms"])
     except (TypeError, ValueError):
-        raise InvalidSpec(f"--find-max needs --slo-p99-ms, a positive number of ms, got {opts['slo_p99_ms']!r}") from None
+        raise InvalidSpec(
+            f"--find-max needs --slo-p99-ms, a positive number of ms, got {opts['slo_p99_ms']!r}"
+        ) from None
     if slo <= 0:
         raise InvalidSpec(f"--slo-p99-ms must be a positive number of ms, got {opts['slo_p99_ms']!r}")
     return slo

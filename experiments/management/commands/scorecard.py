@@ -30,13 +30,24 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--backends", help=f"comma-separated (default: every queue backend: {', '.join(default_backends())})")
+        parser.add_argument(
+            "--backends", help=f"comma-separated (default: every queue backend: {', '.join(default_backends())})"
+        )
         parser.add_argument("--faults", help=f"comma-separated KIND@T[:ARG] (default: {', '.join(DEFAULT_FAULTS)})")
         parser.add_argument("--repeat", type=int, default=1, help="runs per cell; the table shows medians (default 1)")
-        parser.add_argument("--rate", type=float, default=BASE["rate_eps"], help="offered events/s (default %(default)g)")
-        parser.add_argument("--duration", type=float, default=BASE["duration_s"], help="seconds a run (default %(default)g)")
-        parser.add_argument("--write-readme", nargs="?", const="README.md", metavar="PATH",
-                            help="write the table into this README (default README.md) between its scorecard lines")
+        parser.add_argument(
+            "--rate", type=float, default=BASE["rate_eps"], help="offered events/s (default %(default)g)"
+        )
+        parser.add_argument(
+            "--duration", type=float, default=BASE["duration_s"], help="seconds a run (default %(default)g)"
+        )
+        parser.add_argument(
+            "--write-readme",
+            nargs="?",
+            const="README.md",
+            metavar="PATH",
+            help="write the table into this README (default README.md) between its scorecard lines",
+        )
         parser.add_argument("--dry-run", action="store_true", help="list the cells and what cannot run, run nothing")
         parser.add_argument("--json", action="store_true", help="print the series' result as JSON")
 
@@ -51,18 +62,28 @@ class Command(BaseCommand):
         except QueueError as exc:
             raise CommandError(str(exc)) from None
         runnable = [c for c in plan if c["spec"]]
-        self.stderr.write(f"scorecard: {len(plan)} cells, {len(runnable)} to run x {opts['repeat']} "
-                          f"(about {len(runnable) * opts['repeat'] * (opts['duration'] + 4) / 60:.0f} min)")
+        self.stderr.write(
+            f"scorecard: {len(plan)} cells, {len(runnable)} to run x {opts['repeat']} "
+            f"(about {len(runnable) * opts['repeat'] * (opts['duration'] + 4) / 60:.0f} min)"
+        )
         if opts["dry_run"]:
             for cell in plan:
                 self.stdout.write(f"  {cell['backend']:<18} {cell['fault']:<28} {cell['not_applicable'] or 'runs'}")
             return
         interrupts = Interrupts()
-        with interrupts.caught(), one_run_at_a_time(on_wait=lambda: self.stderr.write("waits for the run executing now")):
+        with (
+            interrupts.caught(),
+            one_run_at_a_time(on_wait=lambda: self.stderr.write("waits for the run executing now")),
+        ):
             try:
                 series = scorecard_run(
-                    backends=backends, faults=faults, repeats=opts["repeat"], rate_eps=opts["rate"],
-                    duration_s=opts["duration"], on_cell=self._progress, interrupted=interrupts,
+                    backends=backends,
+                    faults=faults,
+                    repeats=opts["repeat"],
+                    rate_eps=opts["rate"],
+                    duration_s=opts["duration"],
+                    on_cell=self._progress,
+                    interrupted=interrupts,
                 )
             except QueueError as exc:
                 raise CommandError(str(exc)) from None

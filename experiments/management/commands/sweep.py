@@ -34,8 +34,10 @@ class Command(BaseCommand):
             raise CommandError(f"cannot sweep {experiment.name!r}: {validation_message(exc)}") from None
         ids = list(series.runs.order_by("pk").values_list("pk", flat=True))
         if not opts["json"]:
-            self.stdout.write(f"launched sweep series {series.pk} of {experiment.name!r}: {opts['knob']} = "
-                              f"{', '.join(map(str, values))} as runs {', '.join(map(str, ids))}")
+            self.stdout.write(
+                f"launched sweep series {series.pk} of {experiment.name!r}: {opts['knob']} = "
+                f"{', '.join(map(str, values))} as runs {', '.join(map(str, ids))}"
+            )
         if opts["wait"]:
             try:
                 report_runs(self, ids, as_json=False)
@@ -51,5 +53,7 @@ def format_points(series) -> str:
     for p in series.result.get("points", []):
         eps = f"{p['throughput_eps']:,.0f} events/s" if p["throughput_eps"] is not None else "-"
         p99 = f"p99 {p['p99_ms']:,.3f} ms" if p["p99_ms"] is not None else ""
-        lines.append(f"  {p['value']!s:>12}  run {p['run_id']}  {p['status']:<9} {eps:>18}  {p99}  {p['verdict'] or ''}")
+        lines.append(
+            f"  {p['value']!s:>12}  run {p['run_id']}  {p['status']:<9} {eps:>18}  {p99}  {p['verdict'] or ''}"
+        )
     return "\n".join(lines)

@@ -33,7 +33,6 @@ class AMQPLibraryBackend(ControlLink, LibraryBackend):
     def probe(self, role: str) -> None:
         Link(self, role).close()
 
-
     def _admin(self, method: str, doing: str, **kwargs: Any) -> Any:
         link = self.link
         return link.call(getattr(link.channel, method), doing=doing, **kwargs).method

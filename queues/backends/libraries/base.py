@@ -182,8 +182,16 @@ class TaskCounter:
     returns (and the library acks it). Once ``close``d, it counts nothing more: a task handed
     over after the consumer stopped goes back to the queue."""
 
-    def __init__(self, index: int, channel: Any, shares: Any, hists: Any, window: tuple[int, int],
-                 steady: bool, shift: Any = None) -> None:
+    def __init__(
+        self,
+        index: int,
+        channel: Any,
+        shares: Any,
+        hists: Any,
+        window: tuple[int, int],
+        steady: bool,
+        shift: Any = None,
+    ) -> None:
         self.index, self.channel, self.shares, self.hists = index, channel, shares, hists
         self.window, self.steady, self.shift = window, steady, shift
         self.lock = threading.Lock()  # the final histograms are flushed by the consumer's own thread
@@ -244,8 +252,9 @@ class LibraryConsumer(Consumer):
                 self._check(starting=True)
             if time.monotonic() > deadline:
                 self.close()
-                raise BackendUnavailable(f"{self.backend.name}: the library's worker did not start within "
-                                         f"{START_TIMEOUT_S:.0f} s")
+                raise BackendUnavailable(
+                    f"{self.backend.name}: the library's worker did not start within {START_TIMEOUT_S:.0f} s"
+                )
 
     # -- the library's side (its worker's thread) --------------------------------------------
 
@@ -290,8 +299,17 @@ class LibraryConsumer(Consumer):
     calls_back = True
     counter: TaskCounter | None = None
 
-    def consume_until(self, stop: Any, index: int, channel: Any, shares: Any, hists: Any, window: tuple[int, int],
-                      steady: bool, shift: Any = None) -> None:
+    def consume_until(
+        self,
+        stop: Any,
+        index: int,
+        channel: Any,
+        shares: Any,
+        hists: Any,
+        window: tuple[int, int],
+        steady: bool,
+        shift: Any = None,
+    ) -> None:
         """A run's consumer: the library's worker counts and reports each task on its own thread
         (``TaskCounter``) until ``stop`` is set; raises what ended the worker, or ``RunnerGone``."""
         self.counter = counter = TaskCounter(index, channel, shares, hists, window, steady, shift)
@@ -391,4 +409,3 @@ class LibraryConsumer(Consumer):
 
     def after_stop(self) -> None:
         """Release what the worker's thread used (connections), once it stopped or was left."""
-

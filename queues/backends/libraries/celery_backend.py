@@ -57,7 +57,9 @@ TASK = "imq_deliver"
 STOP_CHECK_S = 0.25
 ACKS_LATE = Option("acks_late", bool, False, "Celery's task_acks_late: ack a task after it ran, not before")
 PROMPT_HUB = Option(
-    "prompt_hub", bool, True,
+    "prompt_hub",
+    bool,
+    True,
     "the worker's loop sends the acks it queued before it waits for the broker (false: kombu 5.7 as shipped, "
     "whose loop can wait for its next timer with them queued)",
 )
@@ -87,10 +89,13 @@ class CeleryBackend(LibraryBackend):
         app = celery.Celery("imqueue", broker=self.url, set_as_current=False)
         acks_late = self.acks_late
         app.conf.update(
-            task_default_queue=queue, task_acks_late=self.acks_late, broker_connection_retry_on_startup=False,
+            task_default_queue=queue,
+            task_acks_late=self.acks_late,
+            broker_connection_retry_on_startup=False,
             broker_transport_options=self.transport_options(queue, "consumer" if consumer else "producer"),
             worker_hijack_root_logger=False,
-            worker_enable_remote_control=False, task_ignore_result=True,
+            worker_enable_remote_control=False,
+            task_ignore_result=True,
         )
 
         def imq_deliver(text: str) -> None:
@@ -107,8 +112,12 @@ class CeleryBackend(LibraryBackend):
         return app, task
 
     def library_environment(self) -> dict[str, Any]:
-        return {"library": "celery", "library_version": celery.__version__, "acks_late": self.acks_late,
-                "prompt_hub": self.prompt_hub}
+        return {
+            "library": "celery",
+            "library_version": celery.__version__,
+            "acks_late": self.acks_late,
+            "prompt_hub": self.prompt_hub,
+        }
 
 
 def _nothing() -> None:
@@ -190,9 +199,16 @@ class _CeleryConsumer(LibraryConsumer):
 
     def _new_worker(self) -> Any:
         return WorkController(
-            app=self.app, concurrency=1, pool="solo", hostname=f"imq-{self.queue}-{id(self):x}", loglevel="WARNING",
-            ready_callback=self._on_ready, without_heartbeat=True, without_mingle=True,
-            without_gossip=True, queues=[self.queue],
+            app=self.app,
+            concurrency=1,
+            pool="solo",
+            hostname=f"imq-{self.queue}-{id(self):x}",
+            loglevel="WARNING",
+            ready_callback=self._on_ready,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            queues=[self.queue],
         )
 
     def _on_ready(self, consumer: Any) -> None:
@@ -312,5 +328,9 @@ class CeleryRabbitMQBackend(AMQPLibraryBackend, CeleryBackend):
         return _CeleryConsumer(self, queue)
 
     def environment(self) -> dict[str, Any]:
-        return {"server": "rabbitmq", "url": self.describe_url(), **self.library_environment(),
-                "batch_api": self.batch_api}
+        return {
+            "server": "rabbitmq",
+            "url": self.describe_url(),
+            **self.library_environment(),
+            "batch_api": self.batch_api,
+        }

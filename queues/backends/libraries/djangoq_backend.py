@@ -67,8 +67,17 @@ TASK = "queues.backends.libraries.djangoq_backend.djangoq_task"
 SCHEMA_LOCK = 0x1A51_0002
 #: django-q2's defaults for what its pipeline reads from ``Conf`` (a project's ``Q_CLUSTER``,
 #: tuned for running experiments, must not change what is measured).
-CONF_DEFAULTS = {"RETRY": 60, "TIMEOUT": None, "BULK": 1, "POLL": 0.2, "RECYCLE": 500, "MAX_RSS": None,
-                 "ACK_FAILURES": False, "SAVE_LIMIT": 250, "CATCH_UP": True}
+CONF_DEFAULTS = {
+    "RETRY": 60,
+    "TIMEOUT": None,
+    "BULK": 1,
+    "POLL": 0.2,
+    "RECYCLE": 500,
+    "MAX_RSS": None,
+    "ACK_FAILURES": False,
+    "SAVE_LIMIT": 250,
+    "CATCH_UP": True,
+}
 STOP = "STOP"
 #: The pusher's longest dequeue: the Redis broker's BLPOP waits 1 s, the ORM's poll 0.2 s.
 PUSHER_STOP_S = 2.0
@@ -88,11 +97,15 @@ def ensure_django() -> None:
     """Configure Django with the minimal settings django-q2 needs, unless it already is."""
     with _SETUP_LOCK:
         if not settings.configured:
-            settings.configure(INSTALLED_APPS=["django_q"], DATABASES={}, USE_TZ=True,
-                               SECRET_KEY="imqueue-django-q2-backend",
-                               # timeout below retry, or django-q2 warns at import; ``configure_conf``
-                               # sets what the pipeline reads
-                               Q_CLUSTER={"name": "imqueue-libraries", "timeout": 30, "retry": 60})
+            settings.configure(
+                INSTALLED_APPS=["django_q"],
+                DATABASES={},
+                USE_TZ=True,
+                SECRET_KEY="imqueue-django-q2-backend",
+                # timeout below retry, or django-q2 warns at import; ``configure_conf``
+                # sets what the pipeline reads
+                Q_CLUSTER={"name": "imqueue-libraries", "timeout": 30, "retry": 60},
+            )
             django.setup()
 
 
@@ -101,8 +114,17 @@ def configure_conf(**broker: Any) -> dict[str, Any]:
     (to restore in a process that runs a django-q2 cluster of its own, the runner's)."""
     from django_q.conf import Conf  # reads Django's settings: after ensure_django
 
-    changes = {**CONF_DEFAULTS, "ORM": None, "REDIS": {}, "DJANGO_REDIS": None, "BROKER_CLASS": None,
-               "IRON_MQ": None, "SQS": None, "MONGO": None, **broker}
+    changes = {
+        **CONF_DEFAULTS,
+        "ORM": None,
+        "REDIS": {},
+        "DJANGO_REDIS": None,
+        "BROKER_CLASS": None,
+        "IRON_MQ": None,
+        "SQS": None,
+        "MONGO": None,
+        **broker,
+    }
     previous = {name: getattr(Conf, name, None) for name in changes}
     for name, value in changes.items():
         setattr(Conf, name, value)
@@ -178,8 +200,9 @@ class _DjangoQConsumer(LibraryConsumer):
 
         broker = self.backend.broker(self.queue)
         self.helpers = [
-            threading.Thread(target=pusher, args=(self.task_queue, self.stop_event, broker), daemon=True,
-                             name="django-q2-pusher"),
+            threading.Thread(
+                target=pusher, args=(self.task_queue, self.stop_event, broker), daemon=True, name="django-q2-pusher"
+            ),
             threading.Thread(target=monitor, args=(self.result_queue, broker), daemon=True, name="django-q2-monitor"),
         ]
         for thread in self.helpers:
@@ -252,11 +275,16 @@ class DjangoQ2OrmBackend(PostgresLibraryBackend, DjangoQ2Backend):
 
 def _add_alias(params: dict[str, Any]) -> None:
     """The ``imq_djangoq`` database alias (Django's defaults filled in), for this process."""
-    options = {key: value for key, value in params.items()
-               if key not in ("host", "port", "dbname", "user", "password")}
-    config = {"ENGINE": "django.db.backends.postgresql", "NAME": params.get("dbname", ""),
-              "USER": params.get("user", ""), "PASSWORD": params.get("password", ""),
-              "HOST": params.get("host", ""), "PORT": params.get("port", ""), "OPTIONS": options}
+    options = {key: value for key, value in params.items() if key not in ("host", "port", "dbname", "user", "password")}
+    config = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": params.get("dbname", ""),
+        "USER": params.get("user", ""),
+        "PASSWORD": params.get("password", ""),
+        "HOST": params.get("host", ""),
+        "PORT": params.get("port", ""),
+        "OPTIONS": options,
+    }
     filled = connections.configure_settings({"default": config})["default"]
     if ALIAS in connections.settings:
         connections[ALIAS].close()
@@ -272,8 +300,13 @@ class DjangoQ2RedisBackend(RedisLibraryBackend, DjangoQ2Backend):
         the connection named for the role, our timeouts."""
         with self.parsing_url():
             kwargs = redis.connection.parse_url(self.url)
-        return {"REDIS": {**kwargs, "client_name": f"imq:{self.namespace}:{role}",
-                          "socket_connect_timeout": self.connect_timeout_s}}
+        return {
+            "REDIS": {
+                **kwargs,
+                "client_name": f"imq:{self.namespace}:{role}",
+                "socket_connect_timeout": self.connect_timeout_s,
+            }
+        }
 
     @staticmethod
     def key(queue: str) -> str:
@@ -301,9 +334,7 @@ class DjangoQ2RedisBackend(RedisLibraryBackend, DjangoQ2Backend):
     def list_queues(self, namespace: str) -> list[str]:
         with self.converting("list the keys on"):
             keys = self.client.scan_iter(match=f"django_q:{glob_escape(namespace)}.*:q", count=1000)
-            return sorted(key.decode()[len("django_q:"):-len(":q")] for key in keys)
+            return sorted(key.decode()[len("django_q:") : -len(":q")] for key in keys)
 
     def environment(self) -> dict[str, Any]:
         return {**super().environment(), **self.library_environment()}
-
-

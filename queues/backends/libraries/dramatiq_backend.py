@@ -75,8 +75,9 @@ def declare_actor(broker: Any, queue: str, consumer: LibraryConsumer | None = No
             assert message is not None
             message.fail()  # type: ignore[attr-defined]  # a MessageProxy: the worker nacks it, to the .XQ
 
-    actor = dramatiq.Actor(imq_deliver, broker=broker, actor_name=ACTOR, queue_name=queue, priority=0,
-                           options={"max_retries": 0})
+    actor = dramatiq.Actor(
+        imq_deliver, broker=broker, actor_name=ACTOR, queue_name=queue, priority=0, options={"max_retries": 0}
+    )
     return actor
 
 
@@ -190,8 +191,12 @@ class DramatiqRedisBackend(RedisLibraryBackend):
         return _DramatiqConsumer(self, queue)
 
     def environment(self) -> dict[str, Any]:
-        return {**super().environment(), "library": "dramatiq", "library_version": dramatiq.__version__,
-                "batch_api": self.batch_api}
+        return {
+            **super().environment(),
+            "library": "dramatiq",
+            "library_version": dramatiq.__version__,
+            "batch_api": self.batch_api,
+        }
 
 
 class DramatiqRabbitMQBackend(AMQPLibraryBackend):
@@ -234,13 +239,28 @@ class DramatiqRabbitMQBackend(AMQPLibraryBackend):
         return _DramatiqConsumer(self, queue)
 
     def environment(self) -> dict[str, Any]:
-        return {"server": "rabbitmq", "url": self.describe_url(), "library": "dramatiq",
-                "library_version": dramatiq.__version__, "batch_api": self.batch_api}
+        return {
+            "server": "rabbitmq",
+            "url": self.describe_url(),
+            "library": "dramatiq",
+            "library_version": dramatiq.__version__,
+            "batch_api": self.batch_api,
+        }
 
 
 def _as_dict(params: Any) -> dict[str, Any]:
     """pika ``URLParameters`` as the keyword arguments of ``pika.ConnectionParameters`` (what
     ``RabbitmqBroker(parameters=...)`` takes)."""
-    keys = ("host", "port", "virtual_host", "credentials", "heartbeat", "client_properties",
-            "connection_attempts", "socket_timeout", "stack_timeout", "ssl_options")
+    keys = (
+        "host",
+        "port",
+        "virtual_host",
+        "credentials",
+        "heartbeat",
+        "client_properties",
+        "connection_attempts",
+        "socket_timeout",
+        "stack_timeout",
+        "ssl_options",
+    )
     return {key: getattr(params, key) for key in keys}

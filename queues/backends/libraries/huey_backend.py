@@ -60,8 +60,9 @@ def huey_task(body: bytes) -> None:
 
 def new_huey(queue: str, client: Any) -> tuple[huey.RedisHuey, Any]:
     """A ``RedisHuey`` for ``queue`` on ``client``'s pool, and its task."""
-    app = huey.RedisHuey(name=queue, connection_pool=client.connection_pool, clean_name=False,
-                         read_timeout=READ_TIMEOUT_S)
+    app = huey.RedisHuey(
+        name=queue, connection_pool=client.connection_pool, clean_name=False, read_timeout=READ_TIMEOUT_S
+    )
     return app, app.task(name=TASK_NAME)(huey_task)
 
 
@@ -94,7 +95,7 @@ class HueyBackend(RedisLibraryBackend):
 
     def list_queues(self, namespace: str) -> list[str]:
         def extract(key: str) -> str | None:
-            kind, _, queue = key[len("huey."):].partition(".")
+            kind, _, queue = key[len("huey.") :].partition(".")
             return queue if kind in KEY_KINDS else None
 
         with self.converting("list the keys on"):

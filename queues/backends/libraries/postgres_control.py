@@ -71,8 +71,11 @@ class PostgresLibraryBackend(LibraryBackend):
         for key, value in self.connection_defaults.items():
             params.setdefault(key, value)
         params["connect_timeout"] = max(2, int(self.connect_timeout_s + 0.999))  # libpq: whole seconds
-        params["application_name"] = (control_connection_name(self.namespace, self.instance_tag) if role == "control"
-                                      else f"imq {role} {self.namespace}")[:MAX_NAME_CHARS]
+        params["application_name"] = (
+            control_connection_name(self.namespace, self.instance_tag)
+            if role == "control"
+            else f"imq {role} {self.namespace}"
+        )[:MAX_NAME_CHARS]
         params["options"] = " ".join(filter(None, [str(params.get("options") or ""), f"-c search_path={self.schema}"]))
         return params
 
@@ -129,8 +132,12 @@ class PostgresLibraryBackend(LibraryBackend):
 
     def _tasks_query(self, template: str) -> sql.Composed:
         """``template`` with ``{table}``, ``{queue}`` (the column), ``{in_queue}`` and ``{ready}``."""
-        return sql.SQL(template).format(table=sql.Identifier(self.task_table), queue=sql.Identifier(self.queue_column),
-                                        in_queue=sql.SQL(self.in_queue), ready=sql.SQL(self.ready))
+        return sql.SQL(template).format(
+            table=sql.Identifier(self.task_table),
+            queue=sql.Identifier(self.queue_column),
+            in_queue=sql.SQL(self.in_queue),
+            ready=sql.SQL(self.ready),
+        )
 
     def _count(self, template: str, queue: str, doing: str) -> int:
         with self.converting(doing):
@@ -143,11 +150,16 @@ class PostgresLibraryBackend(LibraryBackend):
         self.connect()
 
     def depth(self, queue: str) -> int:
-        return self._count("SELECT count(*) FROM {table} WHERE {queue} = %s AND {in_queue}", queue, "measure a queue on")
+        return self._count(
+            "SELECT count(*) FROM {table} WHERE {queue} = %s AND {in_queue}", queue, "measure a queue on"
+        )
 
     def purge(self, queue: str) -> int:
-        return self._count("WITH gone AS (DELETE FROM {table} WHERE {queue} = %s AND {ready} RETURNING 1) "
-                           "SELECT count(*) FROM gone", queue, "purge a queue on")
+        return self._count(
+            "WITH gone AS (DELETE FROM {table} WHERE {queue} = %s AND {ready} RETURNING 1) SELECT count(*) FROM gone",
+            queue,
+            "purge a queue on",
+        )
 
     def delete(self, queue: str) -> None:
         with self.deleting(queue):
@@ -162,8 +174,14 @@ class PostgresLibraryBackend(LibraryBackend):
     def server_environment(self, *settings: str) -> dict[str, Any]:
         """The server, its version, the URL and the values of ``settings`` (``SHOW``)."""
         with self.converting("read the settings of"):
-            values = {name: self.admin.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()
-                      for name in ("server_version", *settings)}
+            values = {
+                name: self.admin.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()
+                for name in ("server_version", *settings)
+            }
         shown = {name: row[0] if row else None for name, row in values.items()}
-        return {"server": "postgresql", "server_version": shown.pop("server_version"), "url": self.describe_url(),
-                **shown}
+        return {
+            "server": "postgresql",
+            "server_version": shown.pop("server_version"),
+            "url": self.describe_url(),
+            **shown,
+        }

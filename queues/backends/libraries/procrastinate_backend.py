@@ -77,16 +77,20 @@ class ProcrastinateBackend(PostgresLibraryBackend):
 
     def dead_letters(self, queue: str) -> list[bytes]:
         with self.converting("read the dead letters on"):
-            rows = self.admin.execute("SELECT args->>'text' FROM procrastinate_jobs WHERE queue_name = %s "
-                                      "AND status = 'failed'", (queue,)).fetchall()
+            rows = self.admin.execute(
+                "SELECT args->>'text' FROM procrastinate_jobs WHERE queue_name = %s AND status = 'failed'", (queue,)
+            ).fetchall()
         return [bytes_of(row[0]) for row in rows]
 
     def new_app(self, role: str, consumer: LibraryConsumer | None = None) -> tuple[procrastinate.App, Any]:
         """An app on a connector of its own (async for a worker, sync for a producer), and the
         run's task (a consumer's hands each job to ``consumer``)."""
         conninfo = self.conninfo(role)
-        connector: Any = (procrastinate.PsycopgConnector(conninfo=conninfo) if consumer
-                          else procrastinate.SyncPsycopgConnector(conninfo=conninfo))
+        connector: Any = (
+            procrastinate.PsycopgConnector(conninfo=conninfo)
+            if consumer
+            else procrastinate.SyncPsycopgConnector(conninfo=conninfo)
+        )
         app = procrastinate.App(connector=connector)
 
         def imq_deliver(text: str) -> None:
@@ -107,8 +111,12 @@ class ProcrastinateBackend(PostgresLibraryBackend):
         return _ProcrastinateConsumer(self, queue)
 
     def environment(self) -> dict[str, Any]:
-        return {**self.server_environment("synchronous_commit"), "library": "procrastinate",
-                "library_version": procrastinate.__version__, "batch_api": self.batch_api}
+        return {
+            **self.server_environment("synchronous_commit"),
+            "library": "procrastinate",
+            "library_version": procrastinate.__version__,
+            "batch_api": self.batch_api,
+        }
 
 
 class _ProcrastinateProducer(LibraryProducer):
@@ -150,8 +158,9 @@ class _ProcrastinateConsumer(LibraryConsumer):
         async with self.app.open_async():
             await self.app.check_connection_async()
             self.started.set()
-            await self.app.run_worker_async(queues=[self.queue], concurrency=1, install_signal_handlers=False,
-                                            wait=True, name=f"imq-{self.queue}")
+            await self.app.run_worker_async(
+                queues=[self.queue], concurrency=1, install_signal_handlers=False, wait=True, name=f"imq-{self.queue}"
+            )
 
     def run_worker(self) -> None:
         asyncio.set_event_loop(self.loop)

@@ -188,7 +188,9 @@ class _RQConsumer(LibraryConsumer):
     def __init__(self, backend: RQBackend, queue: str) -> None:
         self.client = backend.new_client("consumer")
         self.worker = _ThreadWorker(
-            [backend.queue_of(queue, self.client)], connection=self.client, name=f"{queue}.{uuid.uuid4().hex[:12]}",
+            [backend.queue_of(queue, self.client)],
+            connection=self.client,
+            name=f"{queue}.{uuid.uuid4().hex[:12]}",
         )
         super().__init__(backend, queue)
 
