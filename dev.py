@@ -88,6 +88,7 @@ def test(args: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="imqueue-test-metrics-") as metrics_dir:
         os.environ["IMQ_METRICS_DIR"] = metrics_dir
         sh(PYTHON, "-m", "ruff", "check", ".")
+        sh(PYTHON, "-m", "ruff", "format", "--check", ".")
         sh(PYTHON, "-m", "mypy")  # queues/, as configured in pyproject.toml
         sh(VENV / "bin" / "lint-imports")  # the layering: [tool.importlinter] in pyproject.toml
         sh(PYTHON, "manage.py", "check")

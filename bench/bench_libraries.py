@@ -12,9 +12,9 @@ and the verdict of one run whose consumer 0 is SIGKILLed mid-run.
 
 Usage: ``flock /tmp/imq-bench.lock env PYTHONPATH=. .venv/bin/python bench/bench_libraries.py
 [--events 20000] [--slow-events 20000] [--orm-events 20000] [--repeat 3] [--only rq]
-[--option prompt_hub=false]``: an ``--option`` goes to the engine's backend and the minimal script. Writes every measurement to
-``bench/results/libraries-<time>.json`` and prints the README's table; ``--table FILE`` prints
-the table of such a file again.
+[--option prompt_hub=false]``: an ``--option`` goes to the engine's backend and the minimal script.
+Writes every measurement to ``bench/results/libraries-<time>.json`` and prints the README's table;
+``--table FILE`` prints the table of such a file again.
 """
 
 from __future__ import annotations

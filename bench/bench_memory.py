@@ -182,7 +182,8 @@ def main() -> None:
         f"  runexperiment --json drain (duration_s)         {cmd_s:.3f} s   ratio {cmd_s / ref_s:.2f}x (target <= 2x)"
     )
     print(
-        f"  runexperiment --json, whole command             {wall:.2f} s wall (target < 3 s), peak {peak:.0f} MB PSS (target < 300)"
+        f"  runexperiment --json, whole command             {wall:.2f} s wall (target < 3 s), "
+        f"peak {peak:.0f} MB PSS (target < 300)"
     )
     print(f"  one event a call (batch=1), {int(args.one_a_call_events):,} events      {one_unprofiled:,.0f} events/s")
     for role, rows in one["profile"].items():

@@ -255,13 +255,15 @@ def print_table(results: dict) -> None:
     t = results.get("throughput")
     if t:
         print(
-            f"\nthroughput: 1 producer, 2 consumers, {results['args']['events']:.0f} events, batch 1000 (median of {results['args']['repeat']})"
+            f"\nthroughput: 1 producer, 2 consumers, {results['args']['events']:.0f} events, batch 1000 "
+            f"(median of {results['args']['repeat']})"
         )
         print(f"  {'reference_postgres.py':24} {med(t['reference']['events_per_s']):>10,.0f} ev/s")
         for alias in ("postgres", "postgres-notify", "mysql"):
             f = t[alias]
             print(
-                f"  {alias:24} {med(f['events_per_s']):>10,.0f} ev/s  {med(f['vs_reference']):.2f}x reference  p50 {med(f['p50_ms']):.0f} ms"
+                f"  {alias:24} {med(f['events_per_s']):>10,.0f} ev/s  {med(f['vs_reference']):.2f}x reference  "
+                f"p50 {med(f['p50_ms']):.0f} ms"
             )
     if results.get("insert"):
         print(f"\ninsert, producer alone, {results['args']['insert_events']:.0f} rows in batches of 1000")
@@ -269,12 +271,14 @@ def print_table(results: dict) -> None:
             print(f"  {name:32} {med(f['rows_per_s']):>10,.0f} rows/s")
     if results.get("batch1"):
         print(
-            f"\nbatch=1 (one event per call and per transaction), {results['args']['batch1_events']:.0f} events, 2 consumers"
+            f"\nbatch=1 (one event per call and per transaction), {results['args']['batch1_events']:.0f} events, "
+            "2 consumers"
         )
         for alias, f in results["batch1"].items():
             rt = f["round_trips_per_event"]
             print(
-                f"  {alias:16} {med(f['events_per_s']):>8,.0f} ev/s  round trips/event: produce {rt['produce']}, consume+ack {rt['consume+ack']}"
+                f"  {alias:16} {med(f['events_per_s']):>8,.0f} ev/s  round trips/event: "
+                f"produce {rt['produce']}, consume+ack {rt['consume+ack']}"
             )
     if results.get("latency"):
         print("\nslow steady flow: 200 events/s for 10 s, 1 consumer (end-to-end latency, ms)")

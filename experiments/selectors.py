@@ -187,7 +187,10 @@ def run_live_read(*, run_id: int, after_t_s: float | None = None) -> dict[str, A
 def run_spec_summary(*, spec: dict) -> str:
     """``"burst of 100000 events, 2 producers x 2 consumers, batch 100, 1 event/message"``."""
     if spec.get("rate_eps") is not None:
-        shape = f"steady {spec['rate_eps']:g} events/s for {spec.get('duration_s', 0):g} s (+{spec.get('warmup_s', 0):g} s warm-up)"
+        shape = (
+            f"steady {spec['rate_eps']:g} events/s for {spec.get('duration_s', 0):g} s "
+            f"(+{spec.get('warmup_s', 0):g} s warm-up)"
+        )
     else:
         shape = f"burst of {spec.get('events')} events"
     return (

@@ -177,7 +177,8 @@ class ExperimentAdmin(admin.ModelAdmin):
                 self.message_user(
                     request,
                     format_html(
-                        'Sweep of {} over {} launched: <a href="{}">series {}</a>, {} queued runs, executed one after another.',
+                        'Sweep of {} over {} launched: <a href="{}">series {}</a>, {} queued runs, '
+                        "executed one after another.",
                         form.cleaned_data["knob"],
                         ", ".join(map(str, values)),
                         _url("runseries_change", series.pk),

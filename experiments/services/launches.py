@@ -146,7 +146,8 @@ def series_launch_sweep(*, experiment: Experiment, knob: str, values: Sequence[A
         raise ValidationError(f"a sweep takes 1 to {MAX_SWEEP_VALUES} values, e.g. 1, 2, 4, 8; got {len(values)}")
     if knob not in sweep_knobs(backend=experiment.backend):
         raise ValidationError(
-            f"cannot sweep {knob!r} on {experiment.backend}; choose one of {', '.join(sweep_knobs(backend=experiment.backend))}"
+            f"cannot sweep {knob!r} on {experiment.backend}; "
+            f"choose one of {', '.join(sweep_knobs(backend=experiment.backend))}"
         )
     steps = []
     for value in values:

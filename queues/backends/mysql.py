@@ -340,7 +340,8 @@ class _Consumer(Consumer):
         self.unsettled.update(ids)
         if len(ids) != count or len(bodies) != count or sum(map(len, bodies)) != size:
             raise OperationFailed(
-                f"{self.backend.name}: a batch of {count} messages ({size} bytes) exceeds group_concat_max_len; use smaller batches"
+                f"{self.backend.name}: a batch of {count} messages ({size} bytes) exceeds group_concat_max_len; "
+                "use smaller batches"
             )
         return Batch(bodies, ids)
 

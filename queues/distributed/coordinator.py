@@ -3,16 +3,18 @@
 The coordinator is an ordinary ``Runner`` given a ``RemoteSupervisor`` in place of its
 ``Supervisor`` and a start that waits for the hosts: instead of forking workers the supervisor
 hands each host its share (``HostLink``, the transport, lives in ``experiments``), and instead of
-reading the workers' pipes it reads the hosts' reports (``queues.distributed.reports``). A report relays the host's worker messages (``queues.workers.reports``) unchanged but
-for their times, which are moved onto the coordinator's clock; so the coordinator's
+reading the workers' pipes it reads the hosts' reports (``queues.distributed.reports``). A
+report relays the host's worker messages (``queues.workers.reports``) unchanged but for their
+times, which are moved onto the coordinator's clock; so the coordinator's
 ``Accounting`` merges them exactly as it merges local workers' messages: counters summed,
 ledger indices united (duplicates across hosts are still duplicates), encoded HdrHistograms
 added, never percentiles averaged. The samples, the drain and the summary are a single
 machine's.
 
-A host runs ``run_share`` (``queues.distributed.host``): its workers, forked as the local runner forks them, wait at the start
-barrier until the coordinator sets one absolute start time (on the reference clock, converted
-with each host's measured offset); then it reports every ``REPORT_S`` until told to stop.
+A host runs ``run_share`` (``queues.distributed.host``): its workers, forked as the local runner
+forks them, wait at the start barrier until the coordinator sets one absolute start time (on the
+reference clock, converted with each host's measured offset); then it reports every ``REPORT_S``
+until told to stop.
 
 Clocks: ``reference = local + offset`` for every machine (``queues.measurement.clocks``). A consumer on host
 B measures an event of a producer on host A as ``received_B - intended_A``; the true latency is

@@ -78,9 +78,9 @@ def run_share(
         spec,
         backend,
         queue,
-        None,
+        None,  # type: ignore[arg-type]
         SharedFlag(mp_context),
-        SharedFlag(mp_context),  # type: ignore[arg-type]
+        SharedFlag(mp_context),
         mp_context.Value("q", 0, lock=False),
         mp_context.Array("q", spec.producers, lock=False),
         latency_shift_ns=mp_context.Array("q", spec.producers, lock=False),

@@ -394,8 +394,8 @@ def guarantee_contradictions(
     ``resend_bound`` what producers may have sent twice themselves.
 
     - at-least-once: no event lost (except where ``loss_explained``: a restart of a server that
-      keeps nothing on disk, a producer lost with unconfirmed sends); a duplicate beyond the producers' resends needs a cause (a
-      message acked is delivered once);
+      keeps nothing on disk, a producer lost with unconfirmed sends); a duplicate beyond the
+      producers' resends needs a cause (a message acked is delivered once);
     - at-most-once: a message is never delivered twice by the queue: any duplicate beyond the
       producers' resends contradicts it.
     """

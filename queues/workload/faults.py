@@ -23,11 +23,15 @@ POISON = "poison"
 
 #: Each kind and what its ``:ARG`` (and a second ``:ARG``) mean, as the error and the help say.
 FAULT_KINDS: dict[str, str] = {
-    KILL_CONSUMER: "kill-consumer@T[:INDEX]  SIGKILL consumer INDEX (default 0); a replacement starts after replace_after_s",
+    KILL_CONSUMER: (
+        "kill-consumer@T[:INDEX]  SIGKILL consumer INDEX (default 0); a replacement starts after replace_after_s"
+    ),
     KILL_PRODUCER: "kill-producer@T[:INDEX]  SIGKILL producer INDEX (default 0); its replacement resumes its share",
     PAUSE_CONSUMER: "pause-consumer@T:D[:INDEX]  SIGSTOP consumer INDEX (default 0) for D seconds, then SIGCONT",
     CUT_CONNECTIONS: "cut-connections@T  the server closes the run's connections; workers reconnect",
-    RESTART_SERVER: "restart-server@T[:PERSISTENCE]  crash and restart the run's private server (redis: none or aof-always)",
+    RESTART_SERVER: (
+        "restart-server@T[:PERSISTENCE]  crash and restart the run's private server (redis: none or aof-always)"
+    ),
     POISON: "poison@T[:N]  N malformed messages (default 1) into the queue",
 }
 MAX_POISON = 100_000

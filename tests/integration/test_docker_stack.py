@@ -29,10 +29,11 @@ README_CANDIDATES = (ROOT / "README.md", ROOT / "NOTES-wip-docker.md")
 
 #: Exporter metrics the dashboard may use, with where each is defined (checked by hand in the
 #: sources of the versions compose.yaml pins): no exporter runs here to ask.
+RABBITMQ_EXPORTER = "rabbitmq_prometheus (RabbitMQ 3.13), prometheus_rabbitmq_core_metrics_collector.erl"
 EXPORTER_METRICS = {
     "up": "Prometheus itself, one per scrape target",
-    "rabbitmq_queue_messages_ready": "rabbitmq_prometheus (RabbitMQ 3.13), prometheus_rabbitmq_core_metrics_collector.erl",
-    "rabbitmq_queue_messages_unacked": "rabbitmq_prometheus (RabbitMQ 3.13), prometheus_rabbitmq_core_metrics_collector.erl",
+    "rabbitmq_queue_messages_ready": RABBITMQ_EXPORTER,
+    "rabbitmq_queue_messages_unacked": RABBITMQ_EXPORTER,
     "redis_commands_processed_total": "redis_exporter v1.66.0, exporter/exporter.go (metricMapCounters)",
     "pg_stat_database_xact_commit": "postgres_exporter v0.16.0, collector/pg_stat_database.go",
 }
