@@ -199,7 +199,7 @@ def scorecard_markdown(result: dict[str, Any]) -> str:
             lines.append(f"| `{cell['backend']}` | `{cell['fault']}` | | n/a | | | | | | | {cell['not_applicable']} |")
             continue
         verdict = "/".join(cell["verdicts"])
-        if cell["statuses"] != ["succeeded"]:
+        if cell["statuses"] != [Run.Status.SUCCEEDED]:
             verdict += f" ({'/'.join(cell['statuses'])}: {'; '.join(cell['errors'])})"
         recovered = "not within the run" if cell["recovered_after_s"] is None else f"{cell['recovered_after_s']:g} s"
         consistent = "yes" if not cell["contradictions"] else "**no**: " + "; ".join(cell["contradictions"])

@@ -54,6 +54,8 @@ class RedisServer(PrivateServer):
         ]
 
     def ping(self) -> None:
+        # this kind's driver, imported when its server is first asked: a run with a private
+        # server of another kind never pays for it
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -130,7 +132,7 @@ class PostgresServer(PrivateServer):
         return [self.binaries["server"], "-D", self.data, "-p", str(self.port), "-k", str(self.dir), *options]
 
     def _connect(self, database: str) -> Any:
-        import psycopg
+        import psycopg  # this kind's driver, imported when its server is first asked (as Redis's)
 
         return psycopg.connect(
             host=self.bind[0], port=self.port, user="postgres", dbname=database, connect_timeout=2, autocommit=True
@@ -199,7 +201,7 @@ class MariaDBServer(PrivateServer):
         ]
 
     def _connect(self, database: str | None) -> Any:
-        import pymysql
+        import pymysql  # this kind's driver, imported when its server is first asked (as Redis's)
 
         return pymysql.connect(
             host=self.bind[0],

@@ -144,6 +144,7 @@ def _futures(spec: WorkloadSpec, acc: _Accountant) -> None:
 
 
 def _reactive(spec: WorkloadSpec, acc: _Accountant) -> None:
+    # the reactive approach only: reactivex costs its import to every other run otherwise
     import reactivex as rx
     from reactivex import operators as ops
 

@@ -207,7 +207,7 @@ class DramatiqRabbitMQBackend(AMQPLibraryBackend):
     extra_ready = (".DQ",)
 
     def new_broker(self, queue: str, role: str) -> RabbitmqBroker:
-        import pika
+        import pika  # dramatiq-rabbitmq only: a dramatiq-redis run does not pay for importing it
 
         with self.parsing_url():
             params = pika.URLParameters(self.url)
