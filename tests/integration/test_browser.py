@@ -4,6 +4,8 @@ for Python through ``executable_path``) against daphne and a real ``qcluster``.
 A user logs in, launches an experiment from the admin, watches its live page (the counters and
 the charts move, the markers of its faults appear, the verdict appears), launches it again from
 the page and cancels that run from the page. Screenshots are saved in ``ARTIFACTS`` (printed at the end of the test).
+With ``IMQ_DOCS_SCREENSHOTS=1`` it also writes the two pictures of the docs (the admin's run page and
+the live page) to ``docs/img/``: only when asked, so that a normal run never rewrites committed files.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.timeout(300)
 
 CHROMIUM = os.environ.get("IMQ_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(os.environ.get("IMQ_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / ".test-artifacts"))
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("IMQ_TEST_ARTIFACTS", ROOT / ".test-artifacts"))
+DOCS_IMAGES = ROOT / "docs" / "img"
 TIMEOUT_MS = 60_000
 
 
@@ -45,6 +49,25 @@ def browser():
         )
         yield browser
         browser.close()
+
+
+def docs_picture(page, name: str, down_to: str | None = None) -> None:
+    """Save the page as ``docs/img/<name>`` when ``IMQ_DOCS_SCREENSHOTS=1`` asks for the docs' pictures:
+    the whole page, or from its top down to the element ``down_to`` and a line below it (a small PNG)."""
+    if os.environ.get("IMQ_DOCS_SCREENSHOTS") != "1":
+        return
+    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+    path = str(DOCS_IMAGES / name)
+    if down_to is None:
+        page.screenshot(path=path, full_page=True)
+    else:
+        box = page.locator(down_to).bounding_box()
+        assert box is not None, f"{down_to} is not shown on {page.url}"
+        width = page.viewport_size["width"]
+        page.screenshot(
+            path=path, full_page=True, clip={"x": 0, "y": 0, "width": width, "height": box["y"] + box["height"] + 48}
+        )
+    print(f"docs picture written: {path}")
 
 
 def number(text: str) -> float:
@@ -101,10 +124,12 @@ def test_launch_watch_and_cancel_in_a_real_browser(stack, browser):
     for words in ("poison", "2 malformed message(s) sent", "pause-consumer", "consumer 0", "resume"):
         assert words in markers, markers
     page.screenshot(path=str(ARTIFACTS / "live-run-ended.png"), full_page=True)
+    docs_picture(page, "live-page.png")
     page.goto(stack.url(f"/admin/experiments/run/{run_id}/change/"))
     assert "pause-consumer@2:0.5" in page.inner_text("table.imq-faults")
     page.wait_for_selector(".imq-charts table.imq-markers")
     page.screenshot(path=str(ARTIFACTS / "admin-run-faults.png"), full_page=True)
+    docs_picture(page, "admin-run-page.png", down_to="table.imq-faults")
     page.goto(stack.url(f"/dashboard/runs/{run_id}/"))
 
     # launch it again from the page, then cancel that run from its page
