@@ -1,6 +1,6 @@
 """The whole stack in docker/, checked without a Docker engine (none runs on these machines):
-the compose file against the compose specification and against the README's table of services
-and ports, the Prometheus configuration with ``promtool``, the Grafana provisioning and
+the compose file against the compose specification and against the docs' table of services
+and ports (docs/how-to/docker.md), the Prometheus configuration with ``promtool``, the Grafana provisioning and
 dashboard against what /metrics really exposes, and the Dockerfile's instructions."""
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from tests.support.servers import promtool
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMMAND = "docker compose -f docker/compose.yaml up -d"
-SECTION = "## The whole stack in Docker"
-#: The README text lives in the branch's notes until it is moved into README.md.
-README_CANDIDATES = (ROOT / "README.md", ROOT / "NOTES-wip-docker.md")
+#: The docs page that tells how to run the stack, with its table of services and ports.
+DOCS_PAGE = ROOT / "docs" / "how-to" / "docker.md"
 
 #: Exporter metrics the dashboard may use, with where each is defined (checked by hand in the
 #: sources of the versions compose.yaml pins): no exporter runs here to ask.
@@ -125,19 +124,12 @@ def test_rabbitmq_enables_its_management_and_prometheus_plugins(compose):
     assert {"rabbitmq_management", "rabbitmq_prometheus"} <= set(plugins[1:-2].split(","))
 
 
-# -- the README's section agrees with compose.yaml ---------------------------------------------
+# -- the docs page agrees with compose.yaml ---------------------------------------------------
 
 
-def readme_section() -> str:
-    for path in README_CANDIDATES:
-        if path.is_file() and (found := re.search(rf"^{SECTION}\n(.*?)(?=^## |\Z)", path.read_text(), re.M | re.S)):
-            return found.group(1)
-    pytest.fail(f"no '{SECTION}' section in {', '.join(p.name for p in README_CANDIDATES)}")
-
-
-def readme_services(section: str) -> dict[str, dict[str, set[str] | str]]:
-    """The section's table: service -> its image, host addresses and addresses in the stack."""
-    rows = [line for line in section.splitlines() if line.startswith("| `")]
+def documented_services(page: str) -> dict[str, dict[str, set[str] | str]]:
+    """The page's table: service -> its image, host addresses and addresses in the stack."""
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
     services = {}
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
@@ -156,10 +148,10 @@ def compose_addresses(name: str, service: dict) -> tuple[set[str], set[str]]:
     return host, inside
 
 
-def test_the_readme_names_the_services_and_ports_of_the_compose_file(compose):
-    section = readme_section()
+def test_the_docs_name_the_services_and_ports_of_the_compose_file(compose):
+    section = DOCS_PAGE.read_text()
     assert COMMAND in section and "--scale qcluster=" in section
-    documented = readme_services(section)
+    documented = documented_services(section)
     assert set(documented) == set(compose["services"])
     for name, service in compose["services"].items():
         host, inside = compose_addresses(name, service)

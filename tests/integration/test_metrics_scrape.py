@@ -1,9 +1,10 @@
 """End to end: a run executed by a real ``qcluster``, its figures scraped from the web server's
 /metrics and from the cluster's own endpoint (``metrics_serve``), both reading the stack's
-metrics folder; the output passes ``promtool check metrics``, and the README's PromQL parses."""
+metrics folder; the output passes ``promtool check metrics``, and the docs' PromQL parses."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import urllib.request
@@ -19,12 +20,15 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.timeout(240), pytest.mark.stack(own_metrics=True)]
 
 BACKEND = "memory-mp"
-#: The README's PromQL for the classic graphs.
-PROMQL = {
-    "consumption_rate": "sum by (backend) (rate(imqueue_events_consumed_total[1m]))",
-    "e2e_p99": "histogram_quantile(0.99, sum by (le, backend) (rate(imqueue_latency_seconds_bucket[1m])))",
-    "queue_depth": "imqueue_queue_depth",
-}
+#: The docs page whose ``promql`` block gives the queries for the classic graphs.
+DOCS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "prometheus-grafana.md"
+
+
+def docs_promql() -> list[str]:
+    """The queries of the page's ``promql`` block, one a line, without their trailing comments."""
+    found = re.search(r"^```promql\n(.*?)^```", DOCS_PAGE.read_text(), re.M | re.S)
+    assert found, f"no promql block in {DOCS_PAGE}"
+    return [line.split("#")[0].strip() for line in found.group(1).splitlines() if line.split("#")[0].strip()]
 
 
 def figures(text: str) -> dict[tuple[str, tuple], float]:
@@ -102,11 +106,13 @@ def test_the_counters_scraped_equal_the_ledger_of_a_run_executed_in_the_cluster(
     for name in ("imqueue_events_consumed_total", "imqueue_latency_seconds_count", "imqueue_lost_total"):
         assert of_backend(cluster, name) == of_backend(scraped, name)
 
-    # the README's PromQL parses, and names only series that the exposition has
-    rules = tmp_path / "readme_promql.yml"
+    # the docs' PromQL parses, and names only series that the exposition has
+    queries = docs_promql()
+    assert len(queries) == 3, queries  # consumption rate, e2e p99, queue depth
+    rules = tmp_path / "docs_promql.yml"
     rules.write_text(
-        "groups:\n  - name: readme\n    rules:\n"
-        + "".join(f"      - record: imqueue:{name}\n        expr: '{expr}'\n" for name, expr in PROMQL.items())
+        "groups:\n  - name: docs\n    rules:\n"
+        + "".join(f"      - record: imqueue:docs_{n}\n        expr: '{expr}'\n" for n, expr in enumerate(queries))
     )
     checked = subprocess.run([tool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
