@@ -4,6 +4,7 @@
     python3 dev.py run [runexperiment options]   # sum 1e6 integers on the embedded default
     python3 dev.py test [pytest options]         # lint, type check, import contract, checks, the tests
                                                  # (installs chromium and promtool with apt where it can)
+    python3 dev.py docs [mkdocs serve options]   # serve the docs at http://127.0.0.1:8001 while editing them
 
 Both create ``.venv`` and install the project into it when ``pyproject.toml`` changed since the
 last install, so running them again is fast.
@@ -93,12 +94,29 @@ def test(args: list[str]) -> int:
         sh(VENV / "bin" / "lint-imports")  # the layering: [tool.importlinter] in pyproject.toml
         sh(PYTHON, "manage.py", "check")
         sh(PYTHON, "manage.py", "makemigrations", "--check", "--dry-run", "--verbosity", "0")
+        with tempfile.TemporaryDirectory(prefix="imqueue-docs-") as site:  # strict: a broken link fails
+            sh(VENV / "bin" / "mkdocs", "build", "--strict", "--quiet", "--site-dir", site, env=MKDOCS_ENV)
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         return subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=env).returncode
 
 
+#: Material for MkDocs prints a notice about its successor on every build; the build's own
+#: warnings (which --strict makes errors) are what a reader of the output needs.
+MKDOCS_ENV = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+
+
+def docs(args: list[str]) -> int:
+    """Serve the docs site, rebuilt on every edit, beside the control room (which takes port 8000)."""
+    ensure_venv("[test,libraries]")  # mkdocs is in the test extra; the same install as `test`
+    serve = [str(VENV / "bin" / "mkdocs"), "serve", "--dev-addr", "127.0.0.1:8001", *args]
+    try:
+        return subprocess.run(serve, cwd=ROOT, env=MKDOCS_ENV).returncode
+    except KeyboardInterrupt:  # Ctrl-C stops the server: not an error
+        return 0
+
+
 def main(argv: list[str]) -> int:
-    commands = {"run": run, "test": test}
+    commands = {"run": run, "test": test, "docs": docs}
     if not argv or argv[0] not in commands:
         print(__doc__.strip())
         return 2
