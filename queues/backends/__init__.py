@@ -2,11 +2,17 @@
 
 Importing a driver (psycopg, redis, pika) only when its backend is used keeps ``queues``
 usable on a machine that has only one broker client installed.
+
+Those imports are made one at a time, whatever the thread: Python locks each module while it is
+imported, and two threads importing modules that import each other (pika's do) can each hold the
+lock the other waits for, which Python reports as a ``_DeadlockError``. ``listbackends`` and the
+admin's backend list resolve every backend from a thread of its own, all at once.
 """
 
 from __future__ import annotations
 
 import importlib
+import threading
 
 from queues.backends.base import Backend, Batch, Capabilities, Consumer, Producer
 from queues.errors import BackendUnavailable, UnknownBackend
@@ -59,6 +65,8 @@ LIBRARY_BACKENDS = frozenset(
         "dramatiq-rabbitmq",
     }
 )
+#: Held while a backend's module is imported (re-entrant: a backend module may look up another).
+_IMPORT_LOCK = threading.RLock()
 
 
 def backend_class(alias: str) -> type[Backend]:
@@ -76,7 +84,8 @@ def backend_class(alias: str) -> type[Backend]:
         ) from None
     module_name, _, class_name = path.rpartition(".")
     try:
-        module = importlib.import_module(module_name)
+        with _IMPORT_LOCK:
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         raise BackendUnavailable(
             f"backend {alias!r} needs a driver that is not installed ({exc.name}); "
