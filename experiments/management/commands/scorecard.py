@@ -1,11 +1,12 @@
 """``python manage.py scorecard``: every backend under every fault; prints the table, stores the
-series, and with ``--write-readme`` puts the table in the README."""
+series, and with ``--write-docs`` puts the table in the docs' scorecard page."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from experiments.execution.interrupts import Interrupts
@@ -14,9 +15,10 @@ from experiments.models import RunSeries
 from experiments.services.scorecard import (
     BASE,
     DEFAULT_FAULTS,
+    SCORECARD_PAGE,
     default_backends,
-    readme_scorecard_write,
     scorecard_markdown,
+    scorecard_page_write,
     scorecard_plan,
     scorecard_run,
 )
@@ -26,7 +28,7 @@ from queues.errors import QueueError
 class Command(BaseCommand):
     help = (
         "Run the matrix of backends x faults at a steady rate (a few seconds a cell), store it as a "
-        "series, print the table; --write-readme puts it in README.md between its scorecard lines."
+        f"series, print the table; --write-docs puts it in {SCORECARD_PAGE} between its scorecard lines."
     )
 
     def add_arguments(self, parser):
@@ -42,11 +44,11 @@ class Command(BaseCommand):
             "--duration", type=float, default=BASE["duration_s"], help="seconds a run (default %(default)g)"
         )
         parser.add_argument(
-            "--write-readme",
+            "--write-docs",
             nargs="?",
-            const="README.md",
+            const="",
             metavar="PATH",
-            help="write the table into this README (default README.md) between its scorecard lines",
+            help=f"write the table into this page (default: the project's {SCORECARD_PAGE}) between its marker lines",
         )
         parser.add_argument("--dry-run", action="store_true", help="list the cells and what cannot run, run nothing")
         parser.add_argument("--json", action="store_true", help="print the series' result as JSON")
@@ -54,9 +56,11 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         backends = _split(opts["backends"]) or default_backends()
         faults = _split(opts["faults"]) or list(DEFAULT_FAULTS)
-        readme = Path(opts["write_readme"]) if opts["write_readme"] else None
-        if readme is not None and not readme.is_file():
-            raise CommandError(f"--write-readme {readme}: no such file")
+        page = None
+        if opts["write_docs"] is not None:  # "": the flag alone, the project's page wherever this runs
+            page = Path(opts["write_docs"] or Path(settings.BASE_DIR) / SCORECARD_PAGE)
+            if not page.is_file():
+                raise CommandError(f"--write-docs {page}: no such file; give the scorecard page's path")
         try:
             plan = scorecard_plan(backends=backends, faults=faults, rate_eps=opts["rate"], duration_s=opts["duration"])
         except QueueError as exc:
@@ -89,9 +93,9 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from None
         markdown = scorecard_markdown(series.result)
         self.stdout.write(json.dumps(series.result, sort_keys=True) if opts["json"] else markdown)
-        if readme is not None:
-            readme_scorecard_write(markdown=markdown, path=readme)
-            self.stderr.write(f"wrote the scorecard (series {series.pk}) into {readme}")
+        if page is not None:
+            scorecard_page_write(markdown=markdown, path=page)
+            self.stderr.write(f"wrote the scorecard (series {series.pk}) into {page}")
         if series.status != RunSeries.Status.SUCCEEDED:
             raise CommandError(f"series {series.pk} {series.status}: {series.error}")
 
