@@ -103,11 +103,17 @@ def series_spreads(*, series_ids: Iterable[int], fields: Sequence[str]) -> dict[
     }
 
 
+#: The version of the ``--json`` object (docs/reference/json.md): keys may be added within a
+#: version; a key removed or renamed, or a change of a key's meaning or unit, makes a new one.
+JSON_SCHEMA_VERSION = 1
+
+
 def run_json_summary(*, run: Run) -> dict[str, Any]:
-    """The run as ``runexperiment --json`` prints it (the README's ``--json`` object): the stored
-    summary with the run's current status and error; a run that never produced a summary (queued,
-    failed at the start) gets its id, backend and environment."""
+    """The run as ``runexperiment --json`` prints it (docs/reference/json.md): the stored summary
+    with the run's current status and error and the object's ``schema_version``; a run that never
+    produced a summary (queued, failed at the start) gets its id, backend and environment."""
     summary = dict(run.summary) if run.summary else {"run_id": run.pk, "backend": run.backend}
+    summary["schema_version"] = JSON_SCHEMA_VERSION
     summary.setdefault("environment", run.environment)
     summary["status"], summary["error"] = run.status, run.error or None
     return summary

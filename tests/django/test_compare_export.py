@@ -230,6 +230,7 @@ def test_json_export_round_trips_with_the_summary_and_samples(experiment):
     assert items[1] == {
         "run_id": b.pk,
         "backend": "redis-list",
+        "schema_version": 1,
         "environment": {"python": "3.12.3"},
         "status": "failed",
         "error": "redis: connection refused",
