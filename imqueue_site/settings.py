@@ -1,7 +1,8 @@
 """imqueue settings: the only module that reads the environment.
 
 With nothing set, the project runs on SQLite in the project folder and the in-memory backend.
-Every variable is listed in the README, section "Pointing it at real servers".
+Every variable it reads is declared in ``imqueue_site/environment.py`` (``ENVIRONMENT_VARIABLES``
+below), from which ``docs/reference/settings.md`` is generated.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+# a setting: the variables read below, as data (docs/reference/settings.md is generated from them)
+from imqueue_site.environment import VARIABLES as ENVIRONMENT_VARIABLES  # noqa: F401
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
