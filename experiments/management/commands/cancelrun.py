@@ -15,7 +15,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("run_ids", nargs="+", type=int)
+        parser.add_argument("run_ids", nargs="+", type=int, metavar="ID", help="the runs' ids")
 
     def handle(self, *args, **opts):
         refused = []

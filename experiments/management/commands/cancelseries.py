@@ -15,7 +15,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("series_id", type=int)
+        parser.add_argument("series_id", type=int, metavar="ID", help="the series' id")
 
     def handle(self, *args, **opts):
         series = RunSeries.objects.filter(pk=opts["series_id"]).first()

@@ -12,7 +12,7 @@ class Command(BaseCommand):
     help = "Copy EXPERIMENT's definition (a name or id) as 'NAME (copy)', 'NAME (copy 2)'..., without its runs."
 
     def add_arguments(self, parser):
-        parser.add_argument("experiment")
+        parser.add_argument("experiment", help="the experiment's name or id")
 
     def handle(self, *args, **opts):
         copy = experiment_clone(experiment=experiment_named(opts["experiment"]))

@@ -22,7 +22,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("run_id", type=int)
+        parser.add_argument("run_id", type=int, metavar="ID", help="the queued run's id")
 
     def handle(self, *args, **opts):
         run = Run.objects.filter(pk=opts["run_id"]).select_related("experiment").first()

@@ -17,7 +17,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("share_id", type=int)
+        parser.add_argument("share_id", type=int, metavar="ID", help="the share's id")
 
     def handle(self, *args, **opts):
         if not HostShare.objects.filter(pk=opts["share_id"]).exists():

@@ -42,7 +42,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("experiment")
+        parser.add_argument("experiment", help="the experiment's name or id")
         parser.add_argument("--repeat", type=int, default=1, help="runs to launch as one series (default 1)")
         parser.add_argument("--wait", action="store_true", help="wait for the runs to end and print their reports")
         parser.add_argument("--json", action="store_true", help="print the launched run ids (and reports) as JSON")

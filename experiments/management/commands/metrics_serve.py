@@ -18,7 +18,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--port", type=int, default=settings.IMQ_CLUSTER_METRICS_PORT)
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=settings.IMQ_CLUSTER_METRICS_PORT,
+            help="port to listen on (default: IMQ_CLUSTER_METRICS_PORT, 9108)",
+        )
         parser.add_argument("--addr", default="0.0.0.0", help="address to listen on (default: every interface)")
 
     def handle(self, *args, **opts):

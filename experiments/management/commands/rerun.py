@@ -19,7 +19,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("run_id", type=int)
+        parser.add_argument("run_id", type=int, metavar="ID", help="the id of the run whose spec runs again")
         parser.add_argument("--wait", action="store_true", help="wait for the run and print its report")
         parser.add_argument(
             "--json", action="store_true", help="print the new run's id (with --wait: its --json object)"

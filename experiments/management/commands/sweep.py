@@ -19,7 +19,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("experiment")
+        parser.add_argument("experiment", help="the experiment's name or id")
         parser.add_argument("--knob", required=True)
         parser.add_argument("--values", required=True, help="comma-separated, e.g. 1,2,4,8")
         parser.add_argument("--wait", action="store_true", help="wait for the runs and print their reports")
