@@ -139,16 +139,28 @@ def test_every_variable_settings_reads_is_declared_and_every_declared_one_is_rea
 
 
 def test_a_literal_default_in_settings_is_the_declared_one():
-    declared = {variable.name: variable for variable in VARIABLES}
-    compared = 0
-    for name, default in _env_reads().items():
-        if isinstance(default, ast.Constant) and declared[name].default is not None:
-            value = default.value
-            written = str(value).lower() if isinstance(value, bool) else str(value)
-            assert written == declared[name].default, f"{name}: settings.py says {written!r}"
-            compared += 1
-        elif isinstance(default, ast.List) and declared[name].default is not None:
-            written = ",".join(ast.literal_eval(default))
-            assert written == declared[name].default, f"{name}: settings.py says {written!r}"
-            compared += 1
-    assert compared >= 15  # most defaults are literals: a change in how settings.py reads them shows here
+    declared = {variable.name: variable.default for variable in VARIABLES}
+    literal = {
+        name: ast.literal_eval(default)
+        for name, default in _env_reads().items()
+        if isinstance(default, (ast.Constant, ast.List)) and declared[name] is not None
+    }
+    # what settings.py writes (3600, "3600", True, a list) as the environment would hold it
+    written = {
+        name: ",".join(value) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else value
+        for name, value in literal.items()
+    }
+    wrong = {name: value for name, value in written.items() if not _same(value, declared[name])}
+    assert wrong == {}, "settings.py's default differs from imqueue_site/environment.py's"
+    # today most defaults are literals; once settings.py takes them from the table, drop this line
+    assert len(written) >= 15
+
+
+def _same(value: object, declared: str | None) -> bool:
+    """``value`` is ``declared``: as text, or as the same number (``2.0`` and ``"2"``)."""
+    if str(value) == declared:
+        return True
+    try:
+        return float(str(value)) == float(str(declared))
+    except ValueError:
+        return False
