@@ -2,6 +2,7 @@
 """Set up and run imqueue from a fresh clone with nothing but Python 3.11+.
 
     python3 dev.py run [runexperiment options]   # sum 1e6 integers on the embedded default
+    python3 dev.py serve [--port 8000]           # the control room at http://127.0.0.1:8000/admin/ (below)
     python3 dev.py test [pytest options]         # lint, type check, import contract, checks, the tests
                                                  # (installs chromium and promtool with apt where it can)
     python3 dev.py docs [mkdocs serve options]   # serve the docs at http://127.0.0.1:8001 while editing them
@@ -10,6 +11,16 @@
 They create ``.venv`` and install the project into it, at the versions pinned in
 ``requirements.lock``, when ``pyproject.toml`` or the lock changed since the last install, so
 running them again is fast.
+
+``serve`` opens the control room on the embedded default (SQLite, the in-memory backends and any
+local server that answers; nothing to configure): it migrates the database, empties the metrics
+folder of the files of gone processes, creates the superuser ``admin`` on first use (asking for
+its password on a terminal, else printing a random one once: ``.venv/bin/python manage.py
+changepassword admin`` sets another; an existing user is never touched), starts the django-q2
+cluster and the daphne web server, and prints the admin's and the live dashboard's URLs once it
+answers. Ctrl-C (or SIGTERM) stops both: a run that is executing is cancelled and stored as
+cancelled, and no process of theirs is left. If one dies, the other is stopped and ``serve``
+exits 1, naming the log to read (``--log-dir``). ``dev.py serve --help`` lists its options.
 """
 
 from __future__ import annotations
@@ -94,6 +105,17 @@ def run(args: list[str]) -> int:
     return subprocess.run([str(PYTHON), "manage.py", "runexperiment", *args], cwd=ROOT).returncode
 
 
+def serve(args: list[str]) -> int:
+    """Open the control room: ``manage.py serve`` (experiments/management/commands/serve.py) in
+    the venv. This process becomes it (exec), so a Ctrl-C or a SIGTERM reaches it directly and it
+    stops the cluster and the web server in order; its exit status is the command's."""
+    ensure_venv("")
+    command = [str(PYTHON), "manage.py", "serve", *args]
+    print("+", " ".join(command), flush=True)
+    os.chdir(ROOT)
+    os.execv(PYTHON, command)
+
+
 #: Commands some tests drive, and the Debian packages that bring them: the browser test's
 #: Chromium (driven by Playwright through ``executable_path``) and ``promtool`` for /metrics.
 SYSTEM_TOOLS = {"chromium": "chromium", "promtool": "prometheus"}
@@ -158,7 +180,10 @@ def docs(args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    commands = {"run": run, "test": test, "docs": docs, "lock": lock}
+    commands = {"run": run, "test": test, "docs": docs, "lock": lock, "serve": serve}
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        return 0
     if not argv or argv[0] not in commands:
         print(__doc__.strip())
         return 2
