@@ -21,6 +21,10 @@ them by the naming convention only and never touches anything else:
   others (RabbitMQ: AMQP cannot list) the names recorded on the ended runs are looked up one by
   one (``Backend.queue_exists``). A run whose queue is found gone is marked ``queue_removed``
   so that it is not asked about again.
+
+The cleanup at the start of a run (``leftovers_before_run``) connects as the run will, within the
+run's ``connect_timeout_s``; a server that does not answer then fails the run at once, rather
+than being waited for a second time by the run's own connection.
 """
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from experiments.models import Run
-from queues.backends import BACKENDS, Backend
-from queues.errors import NotSupported, QueueError
-from queues.run.launch import NAMESPACE, build_backend
+from queues.backends import BACKENDS, Backend, backend_class
+from queues.errors import BackendUnavailable, NotSupported, QueueError
+from queues.run.launch import NAMESPACE, build_backend, resolve_options
 from queues.workers.processes import process_alive
+from queues.workload.faults import RESTART_SERVER
+from queues.workload.spec import WorkloadSpec
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +131,13 @@ def leftovers_remove(
     namespace: str = NAMESPACE,
     dry_run: bool = False,
     quiet: bool = False,
+    connect_timeout_s: float | None = None,
 ) -> CleanupReport:
     """Mark stale runs failed, then remove the queues of ended runs on ``backends`` (every
-    registered one by default). A backend whose server does not answer is reported in
-    ``unreachable`` and skipped; nothing here raises a ``QueueError``. ``quiet`` logs at DEBUG
-    (the cleanup at the start of a run) instead of INFO."""
+    registered one by default). A backend whose server does not answer (within
+    ``connect_timeout_s``, else the backend's default) is reported in ``unreachable`` and
+    skipped; nothing here raises a ``QueueError``. ``quiet`` logs at DEBUG (the cleanup at the
+    start of a run) instead of INFO."""
     report = CleanupReport(stale=runs_mark_stale(dry_run=dry_run))
     # with ``dry_run`` the stale runs are still in flight in the database: count them as ended
     ended_q = Q(finished_at__isnull=False) | Q(pk__in=report.stale)
@@ -142,7 +150,9 @@ def leftovers_remove(
             )
         }
         try:
-            backend = build_backend(alias, urls=urls, namespace=namespace)
+            backend = build_backend(
+                alias, urls=urls, namespace=namespace, options=_connect_options(alias, connect_timeout_s)
+            )
             backend.connect()
             try:
                 _clean_backend(backend, alias, namespace, ended, in_flight, ended_q, report, dry_run=dry_run)
@@ -153,6 +163,33 @@ def leftovers_remove(
     for line in report.lines(dry_run=dry_run):
         log.log(logging.DEBUG if quiet else logging.INFO, "cleanup: %s", line)
     return report
+
+
+def leftovers_before_run(*, spec: WorkloadSpec, options: Mapping[str, object], urls: Mapping[str, str]) -> None:
+    """The cleanup at the start of a run of ``spec`` with the backend ``options``: stale runs, and
+    what ended runs left on its backend, connecting within the run's ``connect_timeout_s``.
+
+    Raises ``BackendUnavailable`` (or ``InvalidSpec`` for options the backend does not take) when
+    the run's server did not answer: the run would wait for it a second time and fail the same
+    way. A run on a private server (a ``restart-server`` fault) does not use the shared one, and
+    starts whatever the shared one did."""
+    timeout_s = resolve_options(spec.backend, options).get("connect_timeout_s")
+    report = leftovers_remove(
+        backends=[spec.backend],
+        urls=urls,
+        quiet=True,
+        connect_timeout_s=None if timeout_s is None else float(timeout_s),
+    )
+    error = report.unreachable.get(spec.backend)
+    if error and not any(fault.kind == RESTART_SERVER for fault in spec.fault_specs):
+        raise BackendUnavailable(error)
+
+
+def _connect_options(alias: str, connect_timeout_s: float | None) -> dict[str, float]:
+    """``connect_timeout_s`` as an option of ``alias``, if given and the backend takes it."""
+    if connect_timeout_s is None or not any(o.name == "connect_timeout_s" for o in backend_class(alias).options):
+        return {}
+    return {"connect_timeout_s": connect_timeout_s}
 
 
 def _clean_backend(

@@ -22,7 +22,7 @@ from experiments import signals
 from experiments.hosts.distribution import run_distributed
 from experiments.models import Experiment, Run, RunSeries, Sample
 from experiments.selectors import run_is_cancelled
-from experiments.services.cleanup import leftovers_remove
+from experiments.services.cleanup import leftovers_before_run
 from experiments.validation import SPEC_FIELDS
 from queues.errors import QueueError
 from queues.measurement import environment
@@ -76,7 +76,7 @@ def run_execute(
     records the run's queue name and this process as its executor, for ``cleanup``): a run
     cancelled while queued, or one already started or ended, is returned as stored, unchanged.
     Before it starts, what earlier runs on the same backend left behind is removed
-    (``cleanup.leftovers_remove``). A backend that cannot be reached, a worker that dies or a
+    (``cleanup.leftovers_before_run``). A backend that cannot be reached, a worker that dies or a
     cancel ends the run as failed or cancelled with its error; what was counted until then is
     stored. ``interrupted`` is a second cancel probe (the command's signal handlers): it
     returns why the run must stop (``"interrupted by SIGINT"``), or ``None``; the run then ends
@@ -98,7 +98,7 @@ def run_execute(
     probe = _CancelProbe(run.pk, interrupted)
     try:
         if check_alias(spec.backend) == "backend":
-            leftovers_remove(backends=[spec.backend], urls=settings.IMQ_URLS, quiet=True)
+            leftovers_before_run(spec=spec, options=options, urls=settings.IMQ_URLS)
         if run.spec.get("placement"):  # its workers run on load hosts
             result = run_distributed(
                 run=run,
