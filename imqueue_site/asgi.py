@@ -5,7 +5,10 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from imqueue_site.typed_env import exit_on_bad_settings
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imqueue_site.settings")
+exit_on_bad_settings()  # a variable the settings cannot take: the web server stops with its one line
 django_asgi_app = get_asgi_application()  # before importing anything that touches models
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

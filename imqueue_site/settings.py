@@ -11,36 +11,18 @@ import os
 import tempfile
 from pathlib import Path
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 # a setting: the variables read below, as data (docs/reference/settings.md is generated from them)
 from imqueue_site.environment import VARIABLES as ENVIRONMENT_VARIABLES  # noqa: F401
+from imqueue_site.typed_env import Env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-class Env:
-    """Typed reads of the environment with embedded defaults."""
-
-    def __init__(self, environ: os._Environ | dict) -> None:
-        self.environ = environ
-
-    def str(self, name: str, default: str = "") -> str:
-        return self.environ.get(name, default)
-
-    def bool(self, name: str, default: bool = False) -> bool:
-        value = self.environ.get(name)
-        return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
-
-    def list(self, name: str, default: list[str]) -> list[str]:
-        value = self.environ.get(name)
-        return default if value is None else [item.strip() for item in value.split(",") if item.strip()]
-
-    def prefixed(self, prefix: str, suffix: str) -> dict[str, str]:
-        return {k: v for k, v in self.environ.items() if k.startswith(prefix) and k.endswith(suffix)}
-
-
+# Every variable is read through ``env``, which names it and what it accepts when its value is
+# wrong (``IMQ_RUN_TIMEOUT_S=1h: expected a whole number of seconds, ...``): manage.py and asgi.py
+# print that line alone and exit.
 env = Env(os.environ)
 
 # Prometheus: the imqueue_* figures are written by the run's executor (a cluster process) and
@@ -56,7 +38,7 @@ IMQ_METRICS_DIR = Path(
 IMQ_METRICS_DIR.mkdir(parents=True, exist_ok=True)  # the client writes there from its import on
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(IMQ_METRICS_DIR)
 # The cluster's own /metrics (`manage.py metrics_serve`), for a cluster in a container of its own
-IMQ_CLUSTER_METRICS_PORT = int(env.str("IMQ_CLUSTER_METRICS_PORT", "9108"))
+IMQ_CLUSTER_METRICS_PORT = env.int("IMQ_CLUSTER_METRICS_PORT", 9108, minimum=1, maximum=65535)
 
 DEV_SECRET_KEY = "imqueue-dev-only-not-secret"
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
@@ -79,7 +61,7 @@ if not DEBUG:
     # An hour by default: long enough for `check --deploy`, short enough that a wrong setting
     # (a host that must also serve plain http) locks browsers out for an hour, not a year.
     # Raise it (31536000) once https is known to work everywhere.
-    SECURE_HSTS_SECONDS = int(env.str("DJANGO_SECURE_HSTS_SECONDS", "3600"))
+    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", 3600, unit="seconds", minimum=0)
     # Covers subdomains of the host that sends it (*.imq.example.org), not its siblings.
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
     # Preloading commits a whole registrable domain to https in browsers' built-in lists, which
@@ -139,7 +121,7 @@ TEMPLATES = [
     },
 ]
 
-_database = dj_database_url.parse(env.str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=0)
+_database = env.database("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 # django-prometheus wraps the database backend so that /metrics shows query figures
 _engine = _database["ENGINE"].rsplit(".", 1)[-1]
 if _engine in {"sqlite3", "postgresql", "mysql"}:
@@ -179,7 +161,7 @@ WHITENOISE_AUTOREFRESH = DEBUG  # development: files looked up per request, no S
 # longer than that; ``max_attempts=1`` and ``ack_failures`` mean a task that failed or was
 # stopped is acknowledged, never retried. Even a task handed out twice would find its run no
 # longer queued and leave it alone (``run_execute`` starts only a queued run).
-IMQ_RUN_TIMEOUT_S = int(env.str("IMQ_RUN_TIMEOUT_S", "3600"))
+IMQ_RUN_TIMEOUT_S = env.int("IMQ_RUN_TIMEOUT_S", 3600, unit="seconds", minimum=1)
 # A load host (experiments/hosts/heartbeat.py) is a qcluster started with IMQ_HOST_NAME=<name>: it takes its
 # tasks from a queue of its own, ``imq-host-<name>`` (django-q2's ``cluster_name``, the broker's
 # queue), so that the coordinator routes a run's share to it with ``async_task(..., cluster=)``.
@@ -187,22 +169,23 @@ IMQ_RUN_TIMEOUT_S = int(env.str("IMQ_RUN_TIMEOUT_S", "3600"))
 # of one site must share it.
 IMQ_HOST_NAME = env.str("IMQ_HOST_NAME").strip()
 IMQ_HOST_QUEUE_PREFIX = "imq-host-"
-IMQ_HOST_BEAT_S = float(env.str("IMQ_HOST_BEAT_S", "2"))  # how often a host writes its heartbeat
+# how often a host writes its heartbeat
+IMQ_HOST_BEAT_S = env.float("IMQ_HOST_BEAT_S", 2, unit="seconds", positive=True)
 # A host whose heartbeat is older than this does not answer (``manage.py hosts``, placement)
-IMQ_HOST_ALIVE_S = float(env.str("IMQ_HOST_ALIVE_S", str(3 * IMQ_HOST_BEAT_S + 1)))
-IMQ_HOST_CLOCK_EVERY_S = float(env.str("IMQ_HOST_CLOCK_EVERY_S", "60"))  # clock offset measured again
+IMQ_HOST_ALIVE_S = env.float("IMQ_HOST_ALIVE_S", 3 * IMQ_HOST_BEAT_S + 1, unit="seconds", positive=True)
+IMQ_HOST_CLOCK_EVERY_S = env.float("IMQ_HOST_CLOCK_EVERY_S", 60, unit="seconds", positive=True)  # offset measured again
 # A distributed run fails, naming them, when its hosts' workers are not all ready by then
-IMQ_HOST_JOIN_TIMEOUT_S = float(env.str("IMQ_HOST_JOIN_TIMEOUT_S", "30"))
+IMQ_HOST_JOIN_TIMEOUT_S = env.float("IMQ_HOST_JOIN_TIMEOUT_S", 30, unit="seconds", positive=True)
 # Tests only, never set in production: this load host's clock reads this many seconds off, so
 # that one machine can play a host whose clock is wrong. Its heartbeat's offset measurement adds
 # it; its shares (``manage.py hostshare``) shift their whole process's time.time/time.time_ns by
 # it before forking their workers (``experiments.hosts.heartbeat.clock_skew_install``), so that the offset
 # measured and the events' timestamps are off alike and the latency correction can be checked.
-IMQ_CLOCK_SKEW_S = float(env.str("IMQ_CLOCK_SKEW_S", "0"))
+IMQ_CLOCK_SKEW_S = env.float("IMQ_CLOCK_SKEW_S", 0, unit="seconds")  # either sign
 Q_CLUSTER = {
     "name": env.str("IMQ_Q_CLUSTER_NAME", "imqueue"),
     **({"cluster_name": IMQ_HOST_QUEUE_PREFIX + IMQ_HOST_NAME} if IMQ_HOST_NAME else {}),
-    "workers": int(env.str("IMQ_Q_WORKERS", "1")),
+    "workers": env.int("IMQ_Q_WORKERS", 1, minimum=1),
     "recycle": 50,
     "timeout": IMQ_RUN_TIMEOUT_S,
     "retry": IMQ_RUN_TIMEOUT_S + 60,
@@ -215,7 +198,7 @@ Q_CLUSTER = {
 # A running run whose executor has not written its heartbeat for this long is failed as lost
 # (its cluster was killed, its machine restarted). The executor writes it every 2 s while the
 # run goes on; the final drain may pause it for up to a minute on a slow server.
-IMQ_STALE_AFTER_S = float(env.str("IMQ_STALE_AFTER_S", "120"))
+IMQ_STALE_AFTER_S = env.float("IMQ_STALE_AFTER_S", 120, unit="seconds", positive=True)
 # The lock that makes the runs of one machine execute one at a time (experiments/execution/run_lock.py).
 IMQ_RUN_LOCK_PATH = env.str("IMQ_RUN_LOCK_PATH", "/tmp/imqueue-runs.lock")
 
@@ -224,7 +207,9 @@ IMQ_RUN_LOCK_PATH = env.str("IMQ_RUN_LOCK_PATH", "/tmp/imqueue-runs.lock")
 # in-memory layer only serves Channels itself: it cannot cross from the cluster to the web
 # process. With IMQ_CHANNEL_REDIS_URL (e.g. redis://127.0.0.1:6379/1), the executor publishes
 # each sample to the run's group ``run-<id>`` through channels-redis.
-IMQ_CHANNEL_REDIS_URL = env.str("IMQ_CHANNEL_REDIS_URL")
+IMQ_CHANNEL_REDIS_URL = env.url(
+    "IMQ_CHANNEL_REDIS_URL", "", schemes=("redis", "rediss", "unix"), example="redis://127.0.0.1:6379/1"
+)
 if IMQ_CHANNEL_REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -261,9 +246,7 @@ for _short in ("REDIS_URL", "AMQP_URL", "MYSQL_URL", "POSTGRES_URL"):
 # pika logs a failed connection in 5-8 lines of its own before our one-line error: those show
 # only at DEBUG. Other libraries log at WARNING and above.
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-IMQ_LOG_LEVEL = env.str("IMQ_LOG_LEVEL", "WARNING").strip().upper()
-if IMQ_LOG_LEVEL not in LOG_LEVELS:
-    raise ImproperlyConfigured(f"IMQ_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {IMQ_LOG_LEVEL!r}")
+IMQ_LOG_LEVEL = env.choice("IMQ_LOG_LEVEL", "WARNING", LOG_LEVELS)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
