@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
-
+from experiments.management.base import BaseCommand, CommandError
 from experiments.models import RunSeries
 from experiments.services.series import series_cancel
 

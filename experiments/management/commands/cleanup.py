@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
 
+from experiments.management.base import BaseCommand, CommandError
 from experiments.services.cleanup import leftovers_remove
 from queues.errors import QueueError
 from queues.faults.servers import stale_private_servers, stale_private_servers_cleanup

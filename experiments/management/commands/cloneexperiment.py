@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
-
+from experiments.management.base import BaseCommand
 from experiments.management.commands.launchrun import experiment_named
 from experiments.services.launches import experiment_clone
 

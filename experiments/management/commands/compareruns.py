@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
-
+from experiments.management.base import BaseCommand, CommandError
 from experiments.reports.compare import CompareError, comparison_as_dict, format_comparison, runs_compare
 from experiments.selectors import RunsNotFound, runs_by_ids
 

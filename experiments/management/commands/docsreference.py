@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
 
+from experiments.management.base import BaseCommand, CommandError
 from experiments.management.reference import PAGES, REGENERATE, pages_stale, pages_write
 
 

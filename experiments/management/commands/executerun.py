@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
-
 from experiments.execution.interrupts import Interrupts
 from experiments.execution.run_lock import one_run_at_a_time
+from experiments.management.base import BaseCommand, CommandError
 from experiments.models import Run
 from experiments.reports.text import format_report
 from experiments.services.cleanup import runs_mark_stale

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
-
+from experiments.management.base import BaseCommand, CommandError
 from experiments.reports.export import runs_export_csv_chunks, runs_export_json_chunks
 from experiments.selectors import RunsNotFound, runs_by_ids
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from experiments.hosts.heartbeat import hosts_alive
+from experiments.management.base import BaseCommand
 from experiments.models import Host
 
 

@@ -3,10 +3,9 @@ worker does with the task the run's coordinator routed to it."""
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
-
 from experiments.hosts.distribution import share_execute
 from experiments.hosts.heartbeat import clock_skew_install
+from experiments.management.base import BaseCommand, CommandError
 from experiments.models import HostShare
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
 
+from experiments.management.base import BaseCommand, CommandError
 from experiments.management.waiting import runs_wait
 from experiments.models import Experiment, Run
 from experiments.reports.text import format_report

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
 
+from experiments.management.base import BaseCommand
 from experiments.services.backend_status import backend_statuses
 
 

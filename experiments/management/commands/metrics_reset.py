@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
 
+from experiments.management.base import BaseCommand
 from experiments.prometheus.metrics import metrics_reset
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
 from prometheus_client import start_http_server
 
+from experiments.management.base import BaseCommand
 from experiments.prometheus.metrics import registry_create
 
 

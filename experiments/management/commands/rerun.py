@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
 
+from experiments.management.base import BaseCommand, CommandError
 from experiments.management.commands.launchrun import report_runs, validation_message
 from experiments.models import Run
 from experiments.services.launches import run_rerun

@@ -6,10 +6,9 @@ import json
 import sys
 import time
 
-from django.core.management.base import BaseCommand, CommandError
-
 from experiments.execution.interrupts import Interrupts
 from experiments.execution.run_lock import one_run_at_a_time
+from experiments.management.base import BaseCommand, CommandError
 from experiments.models import Run, RunSeries
 from experiments.reports.text import format_report, format_spread
 from experiments.selectors import run_json_summary
@@ -99,6 +98,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         try:
+            _refuse_ignored_flags(opts)
             options = options_from_pairs(opts["option"])
             spec = spec_validate(values=_spec_values(opts), options=options)
             repeat = _positive_int("--repeat", opts["repeat"])
@@ -177,6 +177,17 @@ class Command(BaseCommand):
 def _failed(message: str, interrupts: Interrupts) -> CommandError:
     """Exit status 1, or 128 + the signal when an interrupt ended the run."""
     return CommandError(message, returncode=interrupts.exit_status if interrupts.signum else 1)
+
+
+def _refuse_ignored_flags(opts) -> None:
+    """A flag that this combination would silently ignore is an error, before anything is stored."""
+    if opts["slo_p99_ms"] is not None and not opts["find_max"]:
+        raise InvalidSpec("--slo-p99-ms is the p99 limit of --find-max: add --find-max, or leave --slo-p99-ms out")
+    if opts["duration"] is not None and opts["rate"] is None and not opts["find_max"]:
+        raise InvalidSpec(
+            "--duration is the measured time of a steady run: add --rate (or --find-max), "
+            "or leave --duration out for a burst of --events"
+        )
 
 
 def _spec_values(opts) -> dict:

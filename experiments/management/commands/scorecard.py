@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
 
 from experiments.execution.interrupts import Interrupts
 from experiments.execution.run_lock import one_run_at_a_time
+from experiments.management.base import BaseCommand, CommandError
 from experiments.models import RunSeries
 from experiments.services.scorecard import (
     BASE,
