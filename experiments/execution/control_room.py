@@ -72,6 +72,15 @@ class Server:
         return f"exited with status {code}"
 
 
+@dataclass
+class Stopped:
+    """How a stop went: the servers whose processes had to be killed (none: both stopped on
+    their own) and the runs then marked failed because their executor was killed."""
+
+    killed: list[Server]
+    failed_runs: list[int]
+
+
 def port_taken(port: int) -> bool:
     """Whether something listens on ``HOST:port`` already (a server binding it would fail)."""
     with socket.socket() as probe:
@@ -156,9 +165,9 @@ class ControlRoom:
         if dead := self.died():
             raise ServerFailed(f"{dead.title} {dead.exit_text()}; its log: {dead.log}")
 
-    def stop(self, *, on_cancel: Callable[[int, int], None] = lambda run_id, pid: None) -> list[Server]:
+    def stop(self, *, on_cancel: Callable[[int, int], None] = lambda run_id, pid: None) -> Stopped:
         """Stop both in order (the module's docstring), calling ``on_cancel(run_id, pid)`` for each
-        run cancelled. The servers that had to be killed: none when both stopped cleanly."""
+        run cancelled."""
         for server in self.servers:
             if server.alive():
                 server.proc.send_signal(signal.SIGTERM)
@@ -174,11 +183,11 @@ class ControlRoom:
             time.sleep(POLL_S)
         return self._end_groups(grace_s=GROUP_GRACE_S)
 
-    def kill(self) -> list[Server]:
+    def kill(self) -> Stopped:
         """Kill both process groups now (a second Ctrl-C); their runs are marked failed."""
         return self._end_groups(grace_s=0)
 
-    def _end_groups(self, *, grace_s: float) -> list[Server]:
+    def _end_groups(self, *, grace_s: float) -> Stopped:
         """Kill what is left of each server's process group once ``grace_s`` has passed, reap
         the main processes, and mark failed the runs whose executor was killed."""
         deadline = time.monotonic() + grace_s
@@ -190,9 +199,7 @@ class ControlRoom:
             kill_group(server.proc.pid)
         for server in started:
             server.proc.wait()
-        if killed:
-            runs_mark_stale()
-        return killed
+        return Stopped(killed=killed, failed_runs=runs_mark_stale() if killed else [])
 
 
 def _runs_executing(*, pids: list[int]) -> list[tuple[int, int]]:

@@ -107,6 +107,7 @@ def test_serve_prints_a_login_that_opens_the_admin_and_ctrl_c_stops_everything(t
     with serving(tmp_path) as (proc, stack, output):
         text = ready(proc, output)
         assert re.search(r"^login +as admin \(forgot the password\?", text, re.M) and password not in text
+        assert "Log out" in stack.post("/admin/login/?next=/admin/", {"username": user, "password": password})
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=STOP_S) == 0, output()
 
@@ -153,6 +154,19 @@ def test_a_port_in_use_is_refused_in_one_line_before_anything_is_written(tmp_pat
             assert proc.wait(timeout=READY_S) == 1
             assert f"port {port} on 127.0.0.1 is in use" in output() and "choose another with --port" in output()
             assert not stack.db_path.exists()  # not even migrated
+
+
+def test_a_user_named_admin_who_is_no_superuser_is_left_alone_and_serve_says_what_to_do(tmp_path):
+    stack = Stack(tmp_path)
+    stack.manage("migrate", "-v0", check=True)
+    create = "from django.contrib.auth.models import User; User.objects.create_user('admin', password='kept-as-is')"
+    stack.manage("shell", "-c", create, check=True)
+    users = "SELECT username, password, is_superuser FROM auth_user"
+    before = stack.query(users)
+    with serving(tmp_path) as (proc, stack, output):
+        assert proc.wait(timeout=READY_S) == 1
+        assert "the user 'admin' is not one: make one with" in output() and "createsuperuser" in output()
+    assert stack.query(users) == before and len(before) == 1  # no user made, none changed
 
 
 def test_dev_py_serve_sets_up_the_venv_then_becomes_manage_py_serve(monkeypatch):

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from experiments.execution.control_room import STOP_TIMEOUT_S, ControlRoom, ServerFailed, port_taken
 from experiments.execution.interrupts import Interrupts
+from experiments.management.base import BaseCommand, CommandError
 from experiments.prometheus.metrics import metrics_reset
 from experiments.services.accounts import LOCAL_SUPERUSER, superuser_create_local, superuser_names, user_exists
 
@@ -56,10 +56,10 @@ class Command(BaseCommand):
             try:
                 self._serve(room, interrupts)
             except KeyboardInterrupt:  # a second Ctrl-C: no waiting
-                killed = room.kill()
-                names = " and ".join(server.title for server in killed) or "nothing"
+                stopped = room.kill()
+                names = " and ".join(server.title for server in stopped.killed) or "nothing left"
                 raise CommandError(
-                    f"interrupted twice: killed {names} at once; a run they executed is stored as failed",
+                    f"interrupted twice: killed {names} at once{_failed(stopped.failed_runs)}",
                     returncode=interrupts.exit_status,
                 ) from None
 
@@ -81,16 +81,15 @@ class Command(BaseCommand):
             self.stderr.write(f"{failure}: stopping the other")
         if interrupts():
             self.stdout.write(f"stopping ({interrupts()}) ...")
-        killed = room.stop(on_cancel=self._cancelling)
-        for server in killed:
+        stopped = room.stop(on_cancel=self._cancelling)
+        for server in stopped.killed:
             self.stderr.write(
-                f"{server.title} was still running {STOP_TIMEOUT_S:g} s after SIGTERM: killed "
-                f"(its log: {server.log}); a run it executed is stored as failed"
+                f"{server.title} was still running {STOP_TIMEOUT_S:g} s after SIGTERM: killed (its log: {server.log})"
             )
         if failure:
-            raise CommandError(failure)
-        if killed:
-            raise CommandError("the control room did not stop cleanly (above)")
+            raise CommandError(failure + _failed(stopped.failed_runs))
+        if stopped.killed:
+            raise CommandError("the control room did not stop cleanly (above)" + _failed(stopped.failed_runs))
         self.stdout.write("stopped: the cluster and the web server exited, and no process of theirs is left")
 
     def _cancelling(self, run_id: int, pid: int) -> None:
@@ -123,8 +122,13 @@ class Command(BaseCommand):
         self.stdout.write(f"{label:<10} {text}")
 
 
+def _failed(run_ids: list[int]) -> str:
+    """What a message adds about the runs marked failed because their executor was killed."""
+    return f"; stored as failed: run {', '.join(map(str, run_ids))}" if run_ids else ""
+
+
 def _manage() -> str:
     """How to run ``manage.py`` from the project's folder with this Python: the venv's, as
     ``dev.py`` makes it, or whichever runs this command."""
     venv = settings.BASE_DIR / ".venv"
-    return ".venv/bin/python manage.py" if Path(sys.prefix) == venv else "python manage.py"
+    return ".venv/bin/python manage.py" if Path(sys.prefix).resolve() == venv.resolve() else "python manage.py"
