@@ -83,8 +83,12 @@ def left_alive(processes: dict[int, str]) -> list[int]:
 
 
 def command_line(pid: int) -> str:
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        return f.read().replace(b"\0", b" ").decode(errors="replace")
+    """The command line of ``pid``, or ``""`` if it has ended since it was listed."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def test_serve_prints_a_login_that_opens_the_admin_and_ctrl_c_stops_everything(tmp_path):
