@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+from django.db import DatabaseError
 
 from experiments.models import Run
 from experiments.services.cleanup import runs_mark_stale
@@ -199,7 +200,11 @@ class ControlRoom:
             kill_group(server.proc.pid)
         for server in started:
             server.proc.wait()
-        return Stopped(killed=killed, failed_runs=runs_mark_stale() if killed else [])
+        try:
+            failed_runs = runs_mark_stale() if killed else []
+        except DatabaseError:  # the next cluster's task marks them: the servers are stopped anyway
+            failed_runs = []
+        return Stopped(killed=killed, failed_runs=failed_runs)
 
 
 def _runs_executing(*, pids: list[int]) -> list[tuple[int, int]]:
@@ -207,4 +212,7 @@ def _runs_executing(*, pids: list[int]) -> list[tuple[int, int]]:
     if not pids:
         return []
     running = Run.objects.filter(status=Run.Status.RUNNING, executor_host=socket.gethostname(), executor_pid__in=pids)
-    return list(running.values_list("pk", "executor_pid"))
+    try:
+        return list(running.values_list("pk", "executor_pid"))
+    except DatabaseError:  # asked again at the next poll: a database that is down must not block the stop
+        return []

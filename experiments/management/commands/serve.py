@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, connections
 
 from experiments.execution.control_room import STOP_TIMEOUT_S, ControlRoom, ServerFailed, port_taken
 from experiments.execution.interrupts import Interrupts
@@ -49,6 +49,7 @@ class Command(BaseCommand):
         self._line("database", f"{connection.vendor} {database['NAME']} (migrated)")
         self._line("metrics", f"{metrics_reset()} files of gone processes removed from {settings.IMQ_METRICS_DIR}")
         self._login()
+        connections.close_all()  # this process only waits from here: no connection kept open for hours
         room = ControlRoom(port=port, log_dir=log_dir)
         self._line("logs", f"{room.cluster.log}, {room.web.log}")
         interrupts = Interrupts()
