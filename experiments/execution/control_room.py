@@ -11,14 +11,16 @@ Each runs in a session (and so a process group) of its own: a terminal's Ctrl-C 
    the way its executor (``manage.py executerun``) handles a SIGTERM: it stops the run's
    workers, removes its queue and stores the run as ``cancelled`` with what it counted
    (``execution.interrupts``). A run the cluster starts meanwhile is cancelled the same way.
-3. What is left of either process group after ``STOP_TIMEOUT_S`` is killed, and the runs whose
-   executor was killed are marked failed (``runs_mark_stale``): none is left ``running``.
+3. What is left of either process group after ``STOP_TIMEOUT_S`` (or ``GROUP_GRACE_S`` after
+   both main processes ended and no run executes) is killed, and the runs whose executor was
+   killed are marked failed (``runs_mark_stale``): none is left ``running``.
 
 Both also get SIGTERM if ``serve`` itself is killed (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -174,13 +176,19 @@ class ControlRoom:
                 server.proc.send_signal(signal.SIGTERM)
         cancelled: set[int] = set()
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline and any(server.alive() for server in self.servers):
-            if self.cluster.alive():
-                for run_id, pid in _runs_executing(pids=group_members(self.cluster.proc.pid)):
-                    if pid not in cancelled:
-                        cancelled.add(pid)
+        while time.monotonic() < deadline:
+            # the cluster's group, not only its main process: a cluster that died on its own may
+            # leave its worker executing a run, which is cancelled the same way
+            group = group_members(self.cluster.proc.pid) if self.cluster.proc else []
+            executing = _runs_executing(pids=group)
+            for run_id, pid in executing:
+                if pid not in cancelled:
+                    cancelled.add(pid)
+                    with contextlib.suppress(ProcessLookupError):  # it has just ended on its own
                         os.kill(pid, signal.SIGTERM)
-                        on_cancel(run_id, pid)
+                    on_cancel(run_id, pid)
+            if not executing and not any(server.alive() for server in self.servers):
+                break
             time.sleep(POLL_S)
         return self._end_groups(grace_s=GROUP_GRACE_S)
 

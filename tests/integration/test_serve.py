@@ -91,6 +91,11 @@ def command_line(pid: int) -> str:
         return ""
 
 
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[1])
+
+
 def test_serve_prints_a_login_that_opens_the_admin_and_ctrl_c_stops_everything(tmp_path):
     with serving(tmp_path) as (proc, stack, output):
         text = ready(proc, output)
@@ -146,6 +151,27 @@ def test_when_the_web_server_dies_serve_stops_the_cluster_and_names_the_log(tmp_
         os.kill(web, signal.SIGKILL)
         assert proc.wait(timeout=STOP_S) == 1, output()
         assert f"the web server (daphne) was killed by SIGKILL; its log: {tmp_path / 'logs' / 'web.log'}" in output()
+        assert not left_alive(started), output()
+
+
+def test_when_the_cluster_dies_its_run_is_still_cancelled_and_nothing_of_it_is_left(tmp_path):
+    with serving(tmp_path) as (proc, stack, output):
+        ready(proc, output)
+        define(stack, "serve-orphan", backend="memory-mp", rate_eps=500.0, duration_s=120.0, warmup_s=0.0)
+        run_id = launch(stack, "serve-orphan")
+        wait_until(
+            lambda: stack.query("SELECT COUNT(*) FROM experiments_sample WHERE run_id = ?", run_id)[0][0] > 0,
+            120,
+            "the run's first sample",
+            interval_s=0.1,
+        )
+        started = processes_below(proc.pid)
+        (cluster,) = [pid for pid in started if "qcluster" in command_line(pid) and parent_of(pid) == proc.pid]
+        os.kill(cluster, signal.SIGKILL)  # its main process only: its worker still executes the run
+        assert proc.wait(timeout=STOP_S) == 1, output()
+        assert "the cluster (manage.py qcluster) was killed by SIGKILL; its log:" in output()
+        row = stack.run_row(run_id)
+        assert (row["status"], row["error"]) == ("cancelled", "interrupted by SIGTERM"), output()
         assert not left_alive(started), output()
 
 

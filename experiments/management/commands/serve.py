@@ -79,13 +79,14 @@ class Command(BaseCommand):
                 room.watch(interrupted=interrupts)
         except ServerFailed as exc:
             failure = str(exc)
-            self.stderr.write(f"{failure}: stopping the other")
+            self.stderr.write(f"{failure}. Stopping the other ...")
         if interrupts():
             self.stdout.write(f"stopping ({interrupts()}) ...")
         stopped = room.stop(on_cancel=self._cancelling)
         for server in stopped.killed:
             self.stderr.write(
-                f"{server.title} was still running {STOP_TIMEOUT_S:g} s after SIGTERM: killed (its log: {server.log})"
+                f"what was left of {server.title} after the stop (at most {STOP_TIMEOUT_S:g} s) was killed; "
+                f"its log: {server.log}"
             )
         if failure:
             raise CommandError(failure + _failed(stopped.failed_runs))
