@@ -195,7 +195,11 @@ def settings_page() -> str:
         groups.setdefault(variable.group, []).append((code(variable.name), default, variable.help))
     body = [
         "`imqueue_site/settings.py` is the only module that reads the environment. With nothing set, the project "
-        "runs on SQLite in the project folder, the in-memory backend and the local servers on their standard ports."
+        "runs on SQLite in the project folder, the in-memory backend and the local servers on their standard ports. "
+        "Each value is read by one typed reader (`imqueue_site/typed_env.py`): a value it cannot read stops every "
+        "command, the web server and the cluster with one line that names the variable and what it accepts, e.g. "
+        "`IMQ_RUN_TIMEOUT_S=1h: expected a whole number of seconds, at least 1 (e.g. 3600)`. An empty value is "
+        "the default."
     ]
     for group, rows in groups.items():
         body += ["", f"## {group[0].upper()}{group[1:]}", "", *table(("variable", "default", "what for"), rows)]
