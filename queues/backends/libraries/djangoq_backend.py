@@ -109,9 +109,18 @@ def ensure_django() -> None:
             django.setup()
 
 
-def configure_conf(**broker: Any) -> dict[str, Any]:
-    """Point django-q2's ``Conf`` at our broker with its default settings; the previous values
-    (to restore in a process that runs a django-q2 cluster of its own, the runner's)."""
+#: ``Conf`` as it was before the first of this process's producers and consumers pointed it at
+#: our broker, and how many of them are open: the last to close puts it back (``release_conf``).
+_conf_before: dict[str, Any] = {}
+_conf_users = 0
+
+
+def configure_conf(**broker: Any) -> None:
+    """Point django-q2's ``Conf`` at our broker with its default settings. ``Conf`` is global to
+    the process, and the runner's process may be a Django project's with a broker of its own
+    (this one's: the admin launches runs through django-q2): each call is paired with a
+    ``release_conf``, and the last one restores what the project had."""
+    global _conf_users
     from django_q.conf import Conf  # reads Django's settings: after ensure_django
 
     changes = {
@@ -125,10 +134,25 @@ def configure_conf(**broker: Any) -> dict[str, Any]:
         "MONGO": None,
         **broker,
     }
-    previous = {name: getattr(Conf, name, None) for name in changes}
-    for name, value in changes.items():
-        setattr(Conf, name, value)
-    return previous
+    with _SETUP_LOCK:
+        if not _conf_users:
+            _conf_before.clear()
+            _conf_before.update({name: getattr(Conf, name, None) for name in changes})
+        _conf_users += 1
+        for name, value in changes.items():
+            setattr(Conf, name, value)
+
+
+def release_conf() -> None:
+    """One user of ``configure_conf`` is done; the last puts ``Conf`` back as it was."""
+    global _conf_users
+    from django_q.conf import Conf  # reads Django's settings: after ensure_django
+
+    with _SETUP_LOCK:
+        _conf_users = max(0, _conf_users - 1)
+        if not _conf_users:
+            for name, value in _conf_before.items():
+                setattr(Conf, name, value)
 
 
 class DjangoQ2Backend(LibraryBackend):
@@ -150,11 +174,11 @@ class DjangoQ2Backend(LibraryBackend):
 
         async_task(TASK, body, q_options={"broker": broker or self.broker(queue), "save": False})
 
-    def prepare_process(self, role: str) -> dict[str, Any]:
-        """Django set up and ``Conf`` pointed at this broker, for a worker of ``role``; returns
-        ``Conf``'s previous values."""
+    def prepare_process(self, role: str) -> None:
+        """Django set up and ``Conf`` pointed at this broker, for a worker of ``role``; the
+        producer or consumer that asks calls ``release_conf`` when it closes."""
         ensure_django()
-        return configure_conf(**self.conf(role))
+        configure_conf(**self.conf(role))
 
     def producer(self, queue: str) -> Producer:
         return _DjangoQProducer(self, queue)
@@ -171,11 +195,20 @@ class _DjangoQProducer(LibraryProducer):
 
     def __init__(self, backend: DjangoQ2Backend, queue: str) -> None:
         super().__init__(backend, queue)
+        # released at close: a producer made in the runner's own process (a poison fault's, a
+        # test's) must leave django-q2's global Conf as the project had it
         backend.prepare_process("producer")
+        self.released = False
         self.broker = backend.broker(queue)
 
     def enqueue(self, body: bytes) -> None:
         self.backend.enqueue(self.queue, body, self.broker)
+
+    def close(self) -> None:
+        if not self.released:  # close is idempotent: released once
+            self.released = True
+            release_conf()
+        super().close()
 
 
 class _DjangoQConsumer(LibraryConsumer):
@@ -185,7 +218,7 @@ class _DjangoQConsumer(LibraryConsumer):
     backend: DjangoQ2Backend
 
     def __init__(self, backend: DjangoQ2Backend, queue: str) -> None:
-        self.previous_conf = backend.prepare_process("consumer")
+        backend.prepare_process("consumer")  # released in after_stop
         self.task_queue: queue_module.Queue[Any] = queue_module.Queue()
         self.result_queue: queue_module.Queue[Any] = queue_module.Queue()
         self.stop_event = threading.Event()
@@ -224,11 +257,7 @@ class _DjangoQConsumer(LibraryConsumer):
         self.result_queue.put(STOP)  # the monitor saves and acks what the worker finished, then ends
         for thread in self.helpers:
             thread.join(timeout=2.0)
-        if self.previous_conf:
-            from django_q.conf import Conf  # reads Django's settings: after ensure_django
-
-            for name, value in self.previous_conf.items():
-                setattr(Conf, name, value)
+        release_conf()
 
 
 class DjangoQ2OrmBackend(PostgresLibraryBackend, DjangoQ2Backend):
@@ -246,10 +275,9 @@ class DjangoQ2OrmBackend(PostgresLibraryBackend, DjangoQ2Backend):
     def conf(self, role: str) -> dict[str, Any]:
         return {"ORM": ALIAS}
 
-    def prepare_process(self, role: str) -> dict[str, Any]:
-        previous = super().prepare_process(role)
+    def prepare_process(self, role: str) -> None:
+        super().prepare_process(role)
         _add_alias(self.conninfo_params(role))  # its connections named for the role
-        return previous
 
     def create_tables(self, conn: psycopg.Connection) -> None:
         """django-q2's tables, by its migrations, on the ``imq_djangoq`` alias (once)."""
@@ -288,6 +316,9 @@ def _add_alias(params: dict[str, Any]) -> None:
     filled = connections.configure_settings({"default": config})["default"]
     if ALIAS in connections.settings:
         connections[ALIAS].close()
+        # and forgotten: the connection object keeps the settings it was made with, so a second
+        # server in the same process (a private one, then the shared one) would reach the first
+        del connections[ALIAS]
     connections.settings[ALIAS] = filled
 
 
