@@ -72,17 +72,29 @@ def install_digest(pyproject: Path, lock: Path, extras: str) -> str:
     return hashlib.sha256(pyproject.read_bytes() + lock.read_bytes() + extras.encode()).hexdigest()
 
 
+def extras_set(extras: str) -> set[str]:
+    """``"[test,libraries]"`` -> ``{"test", "libraries"}``; ``""`` -> ``set()``."""
+    return {name.strip() for name in extras.strip("[]").split(",") if name.strip()}
+
+
 def ensure_venv(extras: str) -> None:
-    """Create the virtual environment and install the project (with ``extras``) if needed."""
+    """Create the virtual environment and install the project (with ``extras``) if needed.
+
+    The stamp records what was installed, with which extras: an install with more extras serves a
+    command that asks for fewer (``dev.py run`` after ``dev.py test`` installs nothing), and one
+    that asks for an extra not installed yet installs it beside the others, never instead."""
     create_venv()
-    digest = install_digest(ROOT / "pyproject.toml", LOCK, extras)
     stamp = VENV / ".imq-install-stamp"
-    if stamp.exists() and stamp.read_text() == digest:
+    digest, _, installed = stamp.read_text().partition("\n") if stamp.exists() else ("", "", "")
+    fresh = digest == install_digest(ROOT / "pyproject.toml", LOCK, installed)
+    if fresh and extras_set(extras) <= extras_set(installed):
         return
+    wanted = extras_set(extras) | (extras_set(installed) if fresh else set())
+    extras = f"[{','.join(sorted(wanted))}]" if wanted else ""
     sh(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
     # the lock as constraints: the versions it pins, of what the extras ask for (and no more)
     sh(PYTHON, "-m", "pip", "install", "--quiet", "--constraint", LOCK, "-e", f".{extras}")
-    stamp.write_text(digest)
+    stamp.write_text(install_digest(ROOT / "pyproject.toml", LOCK, extras) + "\n" + extras)
 
 
 def lock(args: list[str]) -> int:
@@ -161,7 +173,10 @@ def test(args: list[str]) -> int:
         with tempfile.TemporaryDirectory(prefix="imqueue-docs-") as site:  # strict: a broken link fails
             sh(VENV / "bin" / "mkdocs", "build", "--strict", "--quiet", "--site-dir", site, env=MKDOCS_ENV)
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        return subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=env).returncode
+        # two pytest-xdist workers, a test module each at a time (its module fixtures stay on one
+        # worker); the tests wait on servers and processes much of the time. `-n 0` runs serially.
+        workers = ["-n", os.environ.get("IMQ_TEST_WORKERS", "2"), "--dist", "loadfile"]
+        return subprocess.run([str(PYTHON), "-m", "pytest", *workers, *args], cwd=ROOT, env=env).returncode
 
 
 #: Material for MkDocs prints a notice about its successor on every build; the build's own

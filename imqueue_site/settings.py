@@ -138,6 +138,10 @@ if _engine == "sqlite3":
             "timeout": 30,
         }
     )
+    # Django's default test database for SQLite (in memory), said explicitly: django-prometheus's
+    # engine name hides SQLite from pytest-django, whose parallel workers would otherwise name
+    # their test databases after this file's path ("test_/path/db.sqlite3_gw0") and fail to open them
+    _database.setdefault("TEST", {}).setdefault("NAME", ":memory:")
 DATABASES = {"default": _database}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -40,13 +40,23 @@ def pytest_configure(config):
 SERVERS_BEFORE = pytest.StashKey[set[str]]()
 
 
+def _xdist_worker(session) -> bool:
+    """Whether this is one of pytest-xdist's workers (``dev.py test`` runs two): the checks of
+    what the session left behind run once, in the controller, after every worker has ended (a
+    worker would take the other's live servers and namespaces for leftovers)."""
+    return hasattr(session.config, "workerinput")
+
+
 def pytest_sessionstart(session):
-    session.stash[SERVERS_BEFORE] = set(servers.private_server_dirs())
+    if not _xdist_worker(session):
+        session.stash[SERVERS_BEFORE] = set(servers.private_server_dirs())
 
 
 def pytest_sessionfinish(session, exitstatus):
     """Fail the session when it left a private server (a directory or a process) or a network
     namespace behind, and remove it: every test must close what it started, even when it fails."""
+    if _xdist_worker(session):
+        return
     if namespaces := netns.leftovers_remove():
         _fail_session(session, f"network namespaces left behind (now removed with their veth pairs): {namespaces}")
     before = session.stash.get(SERVERS_BEFORE, set())
