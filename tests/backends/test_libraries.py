@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -17,7 +18,7 @@ from queues.errors import BackendUnavailable
 from queues.run.result import RunStatus
 from queues.run.runner import Runner
 from queues.workload.spec import WorkloadSpec
-from tests.support.servers import connected_backend
+from tests.support.servers import backend_url, connected_backend
 
 
 def test_a_missing_library_is_one_line_naming_the_extra(monkeypatch):
@@ -137,3 +138,40 @@ def test_a_celery_workers_loop_sends_what_it_queued_itself_without_waiting_for_a
         hub.close()
         reader.close()
         writer.close()
+
+
+def _django_q2_conf() -> dict:
+    from django_q.conf import Conf  # reads Django's settings: pytest-django has set them up
+
+    return {name: value for name, value in vars(Conf).items() if name.isupper()}
+
+
+@pytest.mark.parametrize("alias", ["django-q2-orm", "django-q2-redis"])
+def test_a_django_q2_backend_leaves_the_process_s_django_q2_as_it_found_it(alias, silent_port, django_db_blocker):
+    """django-q2's ``Conf`` is global to the process, and this process is a Django project with
+    a django-q2 broker of its own (the admin launches through it): a producer and a consumer of
+    the backend, and a consumer whose server never answers, leave it as it was once closed.
+    (A consumer that failed to start left it pointed at the silent server; every launch of the
+    project's django-q2 in the same process then went to the backend's broker.)"""
+    before = _django_q2_conf()
+    with django_db_blocker.unblock():  # the ORM backend's tables are made on its own alias
+        backend = connected_backend(alias)
+        try:
+            queue = f"{backend.namespace}.conf"
+            backend.declare(queue)
+            producer = backend.producer(queue)
+            producer.send_batch([b"x"])
+            producer.close()
+            backend.consumer(queue).close()
+            backend.delete(queue)
+        finally:
+            backend.close()
+        silent = backend_class(alias)(
+            url=backend_url(alias).replace(f":{urlsplit(backend_url(alias)).port}", f":{silent_port}"),
+            namespace=f"imqtest-{uuid.uuid4().hex[:8]}",
+            connect_timeout_s=2,
+        )
+        with pytest.raises(BackendUnavailable):
+            silent.consumer(f"{silent.namespace}.q")
+        silent.close()
+    assert _django_q2_conf() == before

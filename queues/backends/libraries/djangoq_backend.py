@@ -224,7 +224,11 @@ class _DjangoQConsumer(LibraryConsumer):
         self.stop_event = threading.Event()
         self.timer = multiprocessing.Value("f", -1)
         self.helpers: list[threading.Thread] = []
-        super().__init__(backend, queue)
+        try:
+            super().__init__(backend, queue)
+        except BaseException:  # a server that does not answer: no after_stop will come
+            release_conf()
+            raise
 
     def run_worker(self) -> None:
         from django_q.monitor import monitor  # reads Django's settings: after ensure_django (__init__)
