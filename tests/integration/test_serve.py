@@ -2,10 +2,9 @@
 opens the admin over real HTTP, and a Ctrl-C stops the cluster and the web server, cancelling the
 run they execute, with no process of theirs left.
 
-Each test runs ``manage.py serve`` (what ``dev.py serve`` becomes once the venv is set up: the last
-test shows the hand-over) on a database file, a metrics folder and a run lock of its own, never
-the developer's. Not ``dev.py`` itself: its install stamp records the extras it installed, and the
-suite's are not ``serve``'s, so it would reinstall the venv under the running suite.
+Each test runs ``python3 dev.py serve`` as a user types it (under ``dev.py test`` the venv is
+installed with more extras than ``serve`` needs, so it installs nothing and becomes ``manage.py
+serve``) on a database file, a metrics folder and a run lock of its own, never the developer's.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ STOP_S = 120
 
 @contextlib.contextmanager
 def serving(folder: Path, *args: str) -> Iterator[tuple[subprocess.Popen, Stack, Callable[[], str]]]:
-    """``manage.py serve`` on a free port, with the environment of a not-started ``Stack`` (its
+    """``dev.py serve`` on a free port, with the environment of a not-started ``Stack`` (its
     database file, its run lock) and a metrics folder of its own; its output goes to a file,
     read by the callable yielded. Stopped (SIGTERM, then SIGKILL to all it started) if a test
     left it running."""
@@ -46,7 +45,7 @@ def serving(folder: Path, *args: str) -> Iterator[tuple[subprocess.Popen, Stack,
     stack.env["IMQ_METRICS_DIR"] = str(folder / "metrics")
     stack.env.pop("DJANGO_SUPERUSER_PASSWORD")  # serve makes its own login
     output = folder / "serve.out"
-    command = [sys.executable, "manage.py", "serve", "--port", str(stack.port), "--log-dir", str(folder / "logs")]
+    command = [sys.executable, "dev.py", "serve", "--port", str(stack.port), "--log-dir", str(folder / "logs")]
     with open(output, "w") as out:
         proc = subprocess.Popen(
             [*command, *args], cwd=ROOT, env=stack.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
