@@ -177,14 +177,17 @@ class RemoteSupervisor:
         return not self.producers_left
 
     def stop(self) -> None:
-        """Stop every host and read their last reports (a lost host's are not waited for)."""
+        """Stop every host and read their last reports. A host that was reporting when the stop
+        began is waited for until its final report comes, or ``stop_timeout_s``: while it stops
+        and reaps its workers it sends nothing, which on a loaded machine can last longer than
+        ``HOST_LOST_AFTER_S`` (its consumers' last histograms, in that final report, were lost
+        so). A host already lost is not waited for."""
         self.link.stop()
         deadline = time.monotonic() + self.stop_timeout_s
         alive = {h for h, last in self.last_report.items() if time.monotonic() - last <= HOST_LOST_AFTER_S}
         while not alive <= self.final and time.monotonic() < deadline:
             time.sleep(REPORT_POLL_S)
             self.receive()
-            alive = {h for h in alive if time.monotonic() - self.last_report[h] <= HOST_LOST_AFTER_S}
         self.receive()
 
     def reap(self) -> None:

@@ -3,13 +3,16 @@ report codec, and the consumer's latency correction with negative latencies coun
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
+from queues.distributed import coordinator
 from queues.distributed.plan import Share, latency_shifts, plan_shares
 from queues.distributed.reports import ShareReport, on_clock
 from queues.errors import InvalidSpec
-from queues.measurement.histograms import merge_encoded, new_histogram
+from queues.measurement.histograms import encode, merge_encoded, new_histogram
 from queues.workers.counting import HistBuffer, record_latency
 from queues.workers.reports import BatchReport, Done, Histograms
 from queues.workload.events import decode_bodies, encode_events, split_messages
@@ -65,3 +68,41 @@ def test_a_corrected_latency_below_zero_is_counted_not_dropped():
     assert flushed["e2e"].get_total_count() == 4 and flushed["e2e"].get_max_value() == 1  # clipped to 1 us
     assert flushed["e2e_negative"].get_total_count() == 4
     assert flushed["e2e_negative"].get_max_value() == pytest.approx(3_000, rel=1e-3)  # 3 ms below zero
+
+
+class _SlowToStopHosts:
+    """A ``HostLink`` whose host sends its final report only ``final_after_s`` after the stop,
+    as a host busy stopping and reaping its workers on a loaded machine does."""
+
+    def __init__(self, final_after_s: float, e2e: bytes) -> None:
+        self.final_after_s, self.e2e = final_after_s, e2e
+        self.stopped_at: float | None = None
+        self.sent_final = False
+
+    def stop(self) -> None:
+        self.stopped_at = time.monotonic()
+
+    def reports(self) -> list[tuple[str, bytes]]:
+        due = self.stopped_at is not None and time.monotonic() - self.stopped_at >= self.final_after_s
+        if not due or self.sent_final:
+            return []
+        self.sent_final = True
+        return [("b", ShareReport(9, [], {}, self.e2e, final=True).encode())]
+
+
+def test_the_stop_waits_for_a_slow_hosts_final_report_with_its_last_histograms(monkeypatch):
+    monkeypatch.setattr(coordinator, "HOST_LOST_AFTER_S", 0.2)
+    histogram = new_histogram()
+    histogram.record_value(1_000)
+    link = _SlowToStopHosts(final_after_s=0.6, e2e=encode(histogram))
+    supervisor = coordinator.RemoteSupervisor(
+        link=link,  # type: ignore[arg-type]
+        shares={"b": Share("b", producers=(), consumers=(0,))},
+        context=None,  # type: ignore[arg-type]  # read only for producers' sent counts: none here
+        on_message=lambda message: None,
+        stop_timeout_s=5.0,
+        join_timeout_s=5.0,
+    )
+    supervisor.last_report = {"b": time.monotonic()}  # reporting when the stop begins
+    supervisor.stop()
+    assert "b" in supervisor.final and supervisor.host_e2e["b"] == link.e2e
