@@ -41,7 +41,7 @@ SERVERS_BEFORE = pytest.StashKey[set[str]]()
 
 
 def _xdist_worker(session) -> bool:
-    """Whether this is one of pytest-xdist's workers (``dev.py test`` runs two): the checks of
+    """Whether this is one of pytest-xdist's workers (``dev.py test`` runs three): the checks of
     what the session left behind run once, in the controller, after every worker has ended (a
     worker would take the other's live servers and namespaces for leftovers)."""
     return hasattr(session.config, "workerinput")
