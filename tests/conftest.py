@@ -225,8 +225,18 @@ def django_q2_tables(django_db_setup, django_db_blocker):
 @pytest.fixture(autouse=True, scope="session")
 def _runs_lock_of_the_tests(tmp_path_factory):
     """The suite's runs take a lock of their own (``IMQ_RUN_LOCK_PATH``), not the machine's: a
-    developer's run or a scorecard in progress must not hold the suite up (the processes a test
-    starts, ``tests/support/stack.py``, get one of their own too)."""
+    developer's run or a scorecard in progress must not hold the suite up. One per pytest-xdist
+    worker, in this process and in the commands its tests start (through the environment they
+    inherit): two workers' commands must not wait for each other's runs (a command that waits
+    says so on stderr). The stacks of ``tests/support/stack.py`` get one of their own too."""
     from django.conf import settings
 
-    settings.IMQ_RUN_LOCK_PATH = str(tmp_path_factory.mktemp("lock") / "runs.lock")
+    path = str(tmp_path_factory.mktemp("lock") / "runs.lock")
+    settings.IMQ_RUN_LOCK_PATH = path
+    before = os.environ.get("IMQ_RUN_LOCK_PATH")
+    os.environ["IMQ_RUN_LOCK_PATH"] = path
+    yield
+    if before is None:
+        os.environ.pop("IMQ_RUN_LOCK_PATH", None)
+    else:
+        os.environ["IMQ_RUN_LOCK_PATH"] = before
