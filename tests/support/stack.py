@@ -29,7 +29,10 @@ from tests.support.commands import PASSWORD, ROOT, manage, migrated_database
 from tests.support.waiting import wait_until
 
 #: Load hosts that beat, are judged alive and join a run fast (the distributed tests).
-FAST = {"IMQ_HOST_BEAT_S": "0.5", "IMQ_HOST_ALIVE_S": "3", "IMQ_HOST_JOIN_TIMEOUT_S": "20"}
+#: Hosts beat often and are found dead soon. Their shares may take a while to join on a loaded
+#: machine (each starts Django and forks its workers while the suite's other workers run): the join
+#: timeout is no figure a test checks, only what a run waits before failing.
+FAST = {"IMQ_HOST_BEAT_S": "0.5", "IMQ_HOST_ALIVE_S": "3", "IMQ_HOST_JOIN_TIMEOUT_S": "60"}
 
 
 def free_port() -> int:
