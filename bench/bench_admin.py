@@ -1,4 +1,4 @@
-"""The control room under a big history (issue 11): admin pages rendered with 10,000 runs and
+"""The control room under a big history: admin pages rendered with 10,000 runs and
 1,000,000 samples in the database, and the time from a Launch click to the run's first sample.
 
 Sections (one per process, each on a database of its own):

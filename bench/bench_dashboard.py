@@ -1,4 +1,4 @@
-"""What watching costs (issue 12). The product runs as a user runs it: daphne and a real
+"""What watching costs. The product runs as a user runs it: daphne and a real
 ``qcluster`` on a SQLite database of the bench's own, runs launched with ``launchrun``.
 
 Sections (one per process):

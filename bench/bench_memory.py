@@ -1,4 +1,4 @@
-"""Benchmark of the foundation (issue 2) on this machine.
+"""Benchmark of the in-memory engine (``memory-mp``) on this machine.
 
     .venv/bin/python bench/bench_memory.py [--events 1e6] [--repeat 5]
 

@@ -1,4 +1,4 @@
-"""SQL-table queue benchmark (issue 3): postgres, postgres-notify and mysql through the engine
+"""SQL-table queue benchmark: postgres, postgres-notify and mysql through the engine
 (``queues.run.runner.Runner``, no Django), beside the minimal reference ``reference_postgres.py``
 measured in the same run.
 

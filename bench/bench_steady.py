@@ -1,4 +1,4 @@
-"""Benchmark of the steady flow (issue 5) on ``memory-mp``, on this machine.
+"""Benchmark of the steady flow on ``memory-mp``, on this machine.
 
     .venv/bin/python bench/bench_steady.py [--quick]
 

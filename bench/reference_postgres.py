@@ -1,4 +1,4 @@
-"""The minimal reference for the Postgres queue benchmark (issue 3), with no engine at all.
+"""The minimal reference for the Postgres queue benchmark, with no engine at all.
 
 One producer process COPYs the integers 1..N into a table in chunks of 1000 rows (one COPY
 statement, so one commit, per chunk: consumers see rows as they arrive); two consumer processes
@@ -7,7 +7,7 @@ RETURNING value`` in autocommit and add the values up, until all N are summed.
 
 Timed like the engine: from the moment every process is connected and waiting until the last
 consumer has the total. Prepared statements are off (``prepare_threshold=None``) so the
-reference does not fall into the cached-plan pitfall of PERFORMANCE-NOTES. The table is its
+reference does not fall into the cached-plan pitfall (``queues/backends/postgres.py`` says which). The table is its
 own (``imq_reference_<random>``) and dropped at the end.
 
 Prints one JSON object: ``{"events", "seconds", "events_per_s", "sum_ok"}``.

@@ -240,7 +240,7 @@ else:
 # IMQ_REDIS_URL, IMQ_AMQP_URL). A backend with no URL set uses its class's default_url,
 # the local server on its standard port.
 IMQ_URLS = env.prefixed("IMQ_", "_URL")
-# DESIGN.md's shorter names are accepted too; the IMQ_ ones win when both are set
+# the shorter names are accepted too; the IMQ_ ones win when both are set
 for _short in ("REDIS_URL", "AMQP_URL", "MYSQL_URL", "POSTGRES_URL"):
     if env.str(_short) and f"IMQ_{_short}" not in IMQ_URLS:
         IMQ_URLS[f"IMQ_{_short}"] = env.str(_short)

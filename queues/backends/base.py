@@ -4,7 +4,7 @@ Modelled on the OpenMessaging Benchmark driver API and dramatiq's ``Broker``, cu
 lab needs. Backends move opaque byte strings and time nothing: the runner stamps events and
 computes every latency figure.
 
-One deliberate difference from the sketch in STYLE.md: ``Consumer.receive_batch`` returns a
+One deliberate difference from a usual broker interface: ``Consumer.receive_batch`` returns a
 ``Batch`` (a list of bodies plus backend receipts) instead of a list of ``Delivery`` objects.
 Building one Python object per message cost about 0.1 s per million messages on this machine,
 as much as the whole reference run of the in-memory benchmark.

@@ -43,7 +43,7 @@ trip instead of COPY's two.
 
 Prepared statements are off (``prepare_threshold=None``): psycopg prepares a statement after
 five executions, and a generic plan cached while the table was nearly empty can make every
-later claim scan the whole table (PERFORMANCE-NOTES). Connections have connect, TCP keepalive,
+later claim scan the whole table. Connections have connect, TCP keepalive,
 TCP user and statement timeouts, so a server lost mid-run makes a worker raise instead of hang.
 """
 

@@ -2,8 +2,8 @@
 garbage, plans, polling and NOTIFY (killed consumers mid-run, lost servers and dead letters:
 tests/contract/test_faults.py).
 
-The shared contract suite covers the interface; these tests cover what issue 3 asks of the
-table queues in particular. Each skips when its server is down (fails under ``CI=true``).
+The shared contract suite covers the interface; these tests cover what the
+table queues must do in particular. Each skips when its server is down (fails under ``CI=true``).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def test_twenty_runs_leave_nothing_behind(sql_backend):
 
 
 def test_dequeue_stays_fast_on_a_large_table_after_claims_on_an_empty_one(sql_backend):
-    """PERFORMANCE-NOTES pitfall: a plan cached while the table was empty must not make later
+    """The cached-plan pitfall: a plan cached while the table was empty must not make later
     claims scan 200k rows each."""
     backend = sql_backend
     queue = f"{backend.namespace}.big"

@@ -1,4 +1,4 @@
-"""The Python task libraries as backends (issue 14): Celery, Dramatiq, RQ, huey, procrastinate,
+"""The Python task libraries as backends: Celery, Dramatiq, RQ, huey, procrastinate,
 django-q2.
 
 One module per library, each importing its library only when its backend is used (the registry

@@ -48,7 +48,7 @@ SELECT count(*) FROM {queue};
 
 -- name: claim
 -- The = ANY(ARRAY(...)) form keeps the inner LIMIT an ordered index scan whatever the
--- planner thinks of the table's size (PERFORMANCE-NOTES: the IN (...) form can turn into a
+-- planner thinks of the table's size (the IN (...) form can turn into a
 -- full scan once a plan is cached on a nearly empty table). The rows are deleted in the
 -- consumer's open transaction: the commit on ack makes it final, a rollback (nack, close,
 -- crash) brings them back.
