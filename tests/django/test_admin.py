@@ -15,6 +15,7 @@ from django_q.models import OrmQ
 
 from experiments.execution.tasks import stale_runs_task
 from experiments.models import Experiment, Run, RunSeries, Sample
+from tests.support.rows import stored_spec
 
 pytestmark = pytest.mark.django_db
 
@@ -30,23 +31,7 @@ def make_experiment(name, **fields):
 
 
 def make_run(experiment, *, status="succeeded", throughput_eps=10_000.0, p99_ms=8.0, series=None, samples=0):
-    spec = {
-        "backend": experiment.backend,
-        "events": 1000,
-        "producers": 1,
-        "consumers": 1,
-        "events_per_message": 1,
-        "batch": 100,
-        "idle_timeout_s": 10.0,
-        "rate_eps": None,
-        "duration_s": 10.0,
-        "warmup_s": 0.0,
-        "arrival": "uniform",
-        "seed": 1,
-        "faults": [],
-        "replace_after_s": 1.0,
-        "options": {},
-    }
+    spec = stored_spec(experiment.backend)
     finished = status in ("succeeded", "failed")
     run = Run.objects.create(
         experiment=experiment,

@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from experiments.models import Experiment, Run, RunSeries
+from tests.support.rows import stored_spec
 
 pytestmark = pytest.mark.django_db
 
@@ -32,23 +33,7 @@ def staff(django_user_model, name: str, codenames: tuple[str, ...]):
 def world() -> dict:
     """An experiment, a queued run, a finished run and a running series with a queued run."""
     experiment = Experiment.objects.create(name="perm-exp", backend="memory", events=1000)
-    spec = {
-        "backend": "memory",
-        "events": 1000,
-        "producers": 1,
-        "consumers": 1,
-        "events_per_message": 1,
-        "batch": 100,
-        "idle_timeout_s": 10.0,
-        "rate_eps": None,
-        "duration_s": 10.0,
-        "warmup_s": 0.0,
-        "arrival": "uniform",
-        "seed": 1,
-        "faults": [],
-        "replace_after_s": 1.0,
-        "options": {},
-    }
+    spec = stored_spec("memory")
     series = RunSeries.objects.create(experiment=experiment, kind=RunSeries.Kind.REPEAT)
     return {
         "experiment": experiment,

@@ -120,17 +120,24 @@ def test_serve_prints_a_login_that_opens_the_admin_and_ctrl_c_stops_everything(t
         assert proc.wait(timeout=STOP_S) == 0, output()
 
 
+def long_run_sampling(stack: Stack, name: str) -> int:
+    """A two-minute steady run launched through serve's cluster, once it stored its first sample:
+    its id."""
+    define(stack, name, backend="memory-mp", rate_eps=500.0, duration_s=120.0, warmup_s=0.0)
+    run_id = launch(stack, name)
+    wait_until(
+        lambda: stack.query("SELECT COUNT(*) FROM experiments_sample WHERE run_id = ?", run_id)[0][0] > 0,
+        120,
+        "the run's first sample",
+        interval_s=0.1,
+    )
+    return run_id
+
+
 def test_a_run_executing_at_ctrl_c_is_stored_cancelled_and_leaves_no_process(tmp_path):
     with serving(tmp_path) as (proc, stack, output):
         ready(proc, output)
-        define(stack, "serve-long", backend="memory-mp", rate_eps=500.0, duration_s=120.0, warmup_s=0.0)
-        run_id = launch(stack, "serve-long")
-        wait_until(
-            lambda: stack.query("SELECT COUNT(*) FROM experiments_sample WHERE run_id = ?", run_id)[0][0] > 0,
-            120,
-            "the run's first sample",
-            interval_s=0.1,
-        )
+        run_id = long_run_sampling(stack, "serve-long")
         started = processes_below(proc.pid)
         assert stack.run_row(run_id)["executor_pid"] in started  # executed by serve's cluster
         proc.send_signal(signal.SIGINT)
@@ -156,14 +163,7 @@ def test_when_the_web_server_dies_serve_stops_the_cluster_and_names_the_log(tmp_
 def test_when_the_cluster_dies_its_run_is_still_cancelled_and_nothing_of_it_is_left(tmp_path):
     with serving(tmp_path) as (proc, stack, output):
         ready(proc, output)
-        define(stack, "serve-orphan", backend="memory-mp", rate_eps=500.0, duration_s=120.0, warmup_s=0.0)
-        run_id = launch(stack, "serve-orphan")
-        wait_until(
-            lambda: stack.query("SELECT COUNT(*) FROM experiments_sample WHERE run_id = ?", run_id)[0][0] > 0,
-            120,
-            "the run's first sample",
-            interval_s=0.1,
-        )
+        run_id = long_run_sampling(stack, "serve-orphan")
         started = processes_below(proc.pid)
         (cluster,) = [pid for pid in started if "qcluster" in command_line(pid) and parent_of(pid) == proc.pid]
         os.kill(cluster, signal.SIGKILL)  # its main process only: its worker still executes the run
