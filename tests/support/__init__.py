@@ -4,6 +4,7 @@
   (skip locally, fail under ``CI=true``);
 - ``messages``: driving a backend by hand (messages, batches received, sizes per backend);
 - ``runs``: runs through the engine in the test's own process;
+- ``rows``: what a run stores, for rows a test writes by hand;
 - ``doubles``: deliberately faulty backends;
 - ``faults``: making a server cut one run's connections;
 - ``waiting``: ``wait_until``, the one way a test waits;
