@@ -13,7 +13,7 @@ and the verdict of one run whose consumer 0 is SIGKILLed mid-run.
 Usage: ``flock /tmp/imq-bench.lock env PYTHONPATH=. .venv/bin/python bench/bench_libraries.py
 [--events 20000] [--slow-events 20000] [--orm-events 20000] [--repeat 3] [--only rq]
 [--option prompt_hub=false]``: an ``--option`` goes to the engine's backend and the minimal script.
-Writes every measurement to ``bench/results/libraries-<time>.json`` and prints the README's table;
+Writes every measurement to ``bench/results/libraries-<time>.json`` and prints the table of docs/results/benchmarks.md;
 ``--table FILE`` prints the table of such a file again.
 """
 
@@ -114,7 +114,7 @@ BROKERS = {"redis-list": "Redis", "rabbitmq": "RabbitMQ", "postgres": "PostgreSQ
 
 
 def markdown(rows: list[dict[str, Any]], kills: list[dict[str, Any]]) -> str:
-    """The README's table of one benchmark's rows."""
+    """The table of one benchmark's rows, as docs/results/benchmarks.md shows it."""
     verdicts = {k["library"]: f"{k['verdict']} (lost {k['lost']}, duplicates {k['duplicates']})" for k in kills}
     lines = [
         "| library | broker | workers | events | events/s | p50 ms | p99 ms | minimal script events/s | "

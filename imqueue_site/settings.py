@@ -47,7 +47,7 @@ ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", [])  # e.g. https://imq.example.org
 
 # Production (DJANGO_DEBUG=false): `manage.py check --deploy` must report nothing that the
-# README ("Production settings") does not justify; a test runs it.
+# docs/how-to/production.md does not justify; a test runs it.
 if not DEBUG:
     if SECRET_KEY in ("", DEV_SECRET_KEY):
         raise ImproperlyConfigured(

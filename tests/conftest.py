@@ -99,7 +99,7 @@ def _has(alias: str, capability: str) -> bool:
     cls = backend_class(alias)
     if capability == "server":
         return bool(cls.default_url)
-    if capability == "cuts":  # the cut-connections fault (not the task libraries: README "Task libraries")
+    if capability == "cuts":  # the cut-connections fault (not the task libraries: docs/how-to/task-libraries.md)
         return cls.can_cut_connections()
     return getattr(cls.capabilities, capability)
 

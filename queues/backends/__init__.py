@@ -51,7 +51,7 @@ BACKENDS: dict[str, str] = {
     "dramatiq-redis": "queues.backends.libraries.dramatiq_backend.DramatiqRedisBackend",
     "dramatiq-rabbitmq": "queues.backends.libraries.dramatiq_backend.DramatiqRabbitMQBackend",
 }
-#: The task-library backends (README "Task libraries"), known without importing their libraries.
+#: The task-library backends (docs/how-to/task-libraries.md), known without importing their libraries.
 LIBRARY_BACKENDS = frozenset(
     {
         "celery-redis",

@@ -4,7 +4,7 @@ A backend lists its ``Option``s as class data; ``options_resolve`` is the one va
 for every source of values (strings from ``--option NAME=VALUE``, JSON values from the admin,
 Python values from the benchmarks). It runs in the backend's constructor, which does no I/O,
 so a bad option is rejected before anything is stored or any worker forked. The admin form,
-``listbackends`` and the README check all read the same declarations.
+``listbackends`` and the generated docs/reference/options.md all read the same declarations.
 """
 
 from __future__ import annotations

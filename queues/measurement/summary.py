@@ -1,7 +1,7 @@
 """The run's summary, computed from what was counted: pure functions, no I/O, no clock.
 
 ``summarise`` gives the figures every run has (the JSON contract of ``runexperiment --json``,
-see the README); ``steady_figures`` what a steady run adds. Both take the accounting's figures as
+see docs/reference/json.md); ``steady_figures`` what a steady run adds. Both take the accounting's figures as
 plain values, so they can be tested from synthetic inputs.
 """
 
@@ -41,7 +41,7 @@ def summarise(
     stuck: int | None = None,
     findings: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The run's summary: the JSON contract of ``runexperiment --json`` (see the README)."""
+    """The run's summary: the JSON contract of ``runexperiment --json`` (docs/reference/json.md)."""
     verdict, reasons = judge(ledger=ledger, poison=poison, stuck=stuck, injected_poison=injected_poison)
     return {
         "run_id": run_id,
@@ -191,7 +191,7 @@ def steady_figures(
     send_delay: Any,
     publish: Any | None = None,
 ) -> dict[str, Any]:
-    """What a steady run adds to the summary (see the README's JSON table). ``latency`` and
+    """What a steady run adds to the summary (docs/reference/json.md). ``latency`` and
     ``send_delay`` are the measured window's histograms, ``publish`` the send calls'.
 
     Send and consume rates share one span: from the window's start to the last send (for

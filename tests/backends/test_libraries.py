@@ -73,7 +73,7 @@ def test_a_run_cancelled_midway_leaves_no_worker_behind():
 
 @pytest.mark.parametrize("alias", ["huey", "dramatiq-rabbitmq"])
 def test_an_experiments_faults_on_a_task_library_are_applied_and_judged(alias):
-    """The faults an experiment declares (README "Faults") on a task library: its workers are
+    """The faults an experiment declares (docs/how-to/faults.md) on a task library: its workers are
     killed, replaced and paused like any; what is lost or comes twice is what its guarantee
     allows (huey at-most-once, Dramatiq on RabbitMQ at-least-once), never a contradiction."""
     backend = connected_backend(alias)

@@ -105,7 +105,7 @@ def fault_run(backend, faults, **fields) -> tuple[Runner, np.ndarray]:
 
 @pytest.mark.requires("processes", "cuts")
 def test_every_fault_of_an_experiment_leaves_the_run_whole_and_within_its_guarantee(backend):
-    """README "Faults": kill, pause, cut, poison on a real server; the workers are replaced or
+    """Faults (docs/how-to/faults.md): kill, pause, cut, poison on a real server; the workers are replaced or
     reconnect, and the guarantee contradiction check (``guarantee_contradictions``) finds none."""
     runner, deliveries = fault_run(backend, EVERY_FAULT)
     result = runner.run()

@@ -145,8 +145,8 @@ def only_django(**environ) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}, **environ}
 
 
-# The deploy checks that the production settings silence, each justified in the README
-# ("Production settings"): keep the two in step.
+# The deploy checks that the production settings silence, each justified in
+# docs/how-to/production.md: keep the two in step.
 JUSTIFIED = {"security.W021"}
 
 

@@ -134,7 +134,7 @@ class LibraryBackend(Backend):
         raise NotImplementedError
 
     #: Not offered: the library owns its workers' connections, names them (where it lets us) by
-    #: namespace rather than by queue, and reconnects in its own way (README "Task libraries").
+    #: namespace rather than by queue, and reconnects in its own way (docs/how-to/task-libraries.md).
     cut_refusal = "a task library's own connections are not cut by the run (the library owns them)"
 
     @classmethod
