@@ -46,7 +46,7 @@ def final_drain(
     """
     started = time.monotonic()
     if backend.drain_skips_empty and backend.capabilities.depth and (released_by or 0) <= started:
-        if (depth := backend.depth(queue)) == 0:
+        if (depth := _depth(backend, queue)) == 0:
             return DrainResult(0, 0, depth, round(time.monotonic() - started, 3), False)
     settle_until = max(started, released_by or started)
     deadline = settle_until + BUDGET_S
@@ -78,4 +78,7 @@ def final_drain(
 
 
 def _depth(backend: Backend, queue: str) -> int | None:
-    return backend.depth(queue) if backend.capabilities.depth else None
+    """The queue's depth on the runner's control connection, which may have been lost just
+    before the drain (a server that ended it, as the runner's samples may not have noticed yet):
+    reopened once, as every control operation of the runner is (``Backend.reconnecting``)."""
+    return backend.reconnecting(backend.depth, queue) if backend.capabilities.depth else None

@@ -17,7 +17,10 @@ from queues.backends._redis import RedisBase, keys_pattern
 from queues.backends.libraries.base import LibraryBackend
 from queues.backends.sqlfiles import table_name
 from queues.errors import OperationFailed
+from queues.run.accounting import Accounting
+from queues.run.drain import final_drain
 from queues.run.result import RunStatus
+from queues.workload.spec import WorkloadSpec
 from tests.support.faults import CONTROL_CUTTERS
 from tests.support.messages import SIZE_FACTOR, bodies, scaled
 from tests.support.runs import bounded_runner
@@ -114,3 +117,24 @@ def test_the_control_connection_cut_mid_run_keeps_the_run_exact_and_removes_the_
         after = [x for x in result.samples if runner.clock.t0 + x.t_s > cut_at[0]]
         assert any(x.depth is not None for x in after), [(x.t_s, x.depth) for x in result.samples]
     assert not queue_exists(backend.name, runner.queue)
+
+
+@pytest.mark.requires("server", "depth")
+def test_the_final_drain_reads_the_queue_on_a_control_connection_lost_just_before_it(backend):
+    """The server ends the runner's control connection after its last depth sample and before
+    the final drain (a loaded machine can end a run between the two): the drain reopens it, as
+    every control operation of the runner does, and reads what the queue still holds."""
+    spec = WorkloadSpec(backend=backend.name, events=5)
+    queue = f"{backend.namespace}.drain"
+    backend.declare(queue)
+    producer = backend.producer(queue)
+    producer.send_batch(bodies(5))
+    producer.close()
+    assert backend.depth(queue) == 5  # the control connection is open and in use
+    cut_control(backend)
+    try:
+        drained = final_drain(backend=backend, queue=queue, accounting=(accounting := Accounting(spec)))
+    finally:
+        backend.reconnecting(backend.delete, queue)
+    assert (drained.recovered, drained.stuck) == (5, 0)
+    assert accounting.ledger.complete
